@@ -1,0 +1,248 @@
+"""Typed records <-> Avro bytes, one pair of functions per record type.
+
+Conversions are written out by hand (no reflection) because they run for
+every record on the processor's and worker's hot paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from durafka.codec.avro import bound
+from durafka.errors import FailureDetails
+from durafka.runtime.history import EventKind, HistoryEvent
+from durafka.status import OrchestrationStatus, RuntimeStatus
+
+_enc_message, _dec_message = bound("OrchestrationMessage")
+_enc_task, _dec_task = bound("ActivityTask")
+_enc_status, _dec_status = bound("InstanceStatus")
+_enc_state, _dec_state = bound("InstanceState")
+_enc_chunk, _dec_chunk = bound("HistoryChunk")
+_enc_dead, _dec_dead = bound("DeadLetter")
+
+_KINDS = {k.value: k for k in EventKind}
+_STATUSES = {s.value: s for s in RuntimeStatus}
+
+
+def _failure_to_dict(f: FailureDetails | None) -> dict[str, Any] | None:
+    if f is None:
+        return None
+    return {"error_type": f.error_type, "message": f.message, "stack_trace": f.stack_trace}
+
+
+def _failure_from_dict(d: dict[str, Any] | None) -> FailureDetails | None:
+    if d is None:
+        return None
+    return FailureDetails(d["error_type"], d["message"], d["stack_trace"])
+
+
+def event_to_dict(e: HistoryEvent) -> dict[str, Any]:
+    """A history event as the Avro record dict."""
+    return {
+        "kind": e.kind.value,
+        "timestamp": e.timestamp,
+        "seq": e.seq,
+        "name": e.name,
+        "payload": e.payload,
+        "failure": _failure_to_dict(e.failure),
+        "instance_id": e.instance_id,
+        "fire_at": e.fire_at,
+        "attempt": e.attempt,
+    }
+
+
+def event_from_dict(d: dict[str, Any]) -> HistoryEvent:
+    """The history event of an Avro record dict."""
+    f = d["failure"]
+    return HistoryEvent(
+        _KINDS[d["kind"]],
+        d["timestamp"],
+        d["seq"],
+        d["name"],
+        d["payload"],
+        None if f is None else FailureDetails(f["error_type"], f["message"], f["stack_trace"]),
+        d["instance_id"],
+        d["fire_at"],
+        d["attempt"],
+    )
+
+
+# -- H.orchestrations -----------------------------------------------------------
+
+
+def encode_message(instance_id: str, event: HistoryEvent) -> bytes:
+    """A record value for ``H.orchestrations``: an event addressed to one instance."""
+    return _enc_message({"instance_id": instance_id, "event": event_to_dict(event)})
+
+
+def decode_message(data: bytes) -> tuple[str, HistoryEvent]:
+    """``(instance_id, event)`` of an ``H.orchestrations`` record value."""
+    d = _dec_message(data)
+    return d["instance_id"], event_from_dict(d["event"])
+
+
+# -- H.activities ------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ActivityTask:
+    """One attempt of an activity, on ``H.activities``."""
+
+    instance_id: str
+    seq: int
+    attempt: int
+    name: str
+    input: bytes | None
+    scheduled_at: int
+
+
+def encode_activity_task(t: ActivityTask) -> bytes:
+    """A record value for ``H.activities``."""
+    return _enc_task(
+        {
+            "instance_id": t.instance_id,
+            "seq": t.seq,
+            "attempt": t.attempt,
+            "name": t.name,
+            "input": t.input,
+            "scheduled_at": t.scheduled_at,
+        }
+    )
+
+
+def decode_activity_task(data: bytes) -> ActivityTask:
+    """The activity task of an ``H.activities`` record value."""
+    d = _dec_task(data)
+    return ActivityTask(d["instance_id"], d["seq"], d["attempt"], d["name"], d["input"], d["scheduled_at"])
+
+
+# -- H.status --------------------------------------------------------------------------
+
+
+def status_to_dict(s: OrchestrationStatus) -> dict[str, Any]:
+    """A status as the Avro record dict."""
+    return {
+        "instance_id": s.instance_id,
+        "name": s.name,
+        "runtime_status": s.runtime_status.value,
+        "input": s.serialized_input,
+        "output": s.serialized_output,
+        "failure": _failure_to_dict(s.failure_details),
+        "custom_status": s.serialized_custom_status,
+        "created_at": s.created_at_ms,
+        "last_updated_at": s.last_updated_at_ms,
+        "parent_instance_id": s.parent_instance_id,
+    }
+
+
+def status_from_dict(d: dict[str, Any]) -> OrchestrationStatus:
+    """The status of an Avro record dict."""
+    return OrchestrationStatus(
+        d["instance_id"],
+        d["name"],
+        _STATUSES.get(d["runtime_status"], RuntimeStatus.PENDING),
+        d["input"],
+        d["output"],
+        _failure_from_dict(d["failure"]),
+        d["custom_status"],
+        d["created_at"],
+        d["last_updated_at"],
+        d["parent_instance_id"],
+    )
+
+
+def encode_status(s: OrchestrationStatus) -> bytes:
+    """A record value for ``H.status``."""
+    return _enc_status(status_to_dict(s))
+
+
+def decode_status(data: bytes) -> OrchestrationStatus:
+    """The status of an ``H.status`` record value."""
+    return status_from_dict(_dec_status(data))
+
+
+# -- store: instance header and history chunks -----------------------------------------
+
+
+@dataclass(slots=True)
+class InstanceState:
+    """An instance's header in the processor's store (key ``i/<id>``).
+
+    Attributes:
+        status: the instance's current status (what ``H.status`` shows).
+        parent_seq: the sequence id of the parent's call, for a sub-orchestration.
+        history_chunks: number of history chunks ``h/<id>/<n>`` stored.
+        history_length: number of history events in all chunks.
+        generation: incremented by ``continue_as_new``.
+        pending_events: events held back while the instance is suspended.
+    """
+
+    status: OrchestrationStatus
+    parent_seq: int = -1
+    history_chunks: int = 0
+    history_length: int = 0
+    generation: int = 0
+    pending_events: list[HistoryEvent] = field(default_factory=list)
+
+
+def encode_state(s: InstanceState) -> bytes:
+    """A store value for ``i/<id>``."""
+    return _enc_state(
+        {
+            "status": status_to_dict(s.status),
+            "parent_seq": s.parent_seq,
+            "history_chunks": s.history_chunks,
+            "history_length": s.history_length,
+            "generation": s.generation,
+            "pending_events": [event_to_dict(e) for e in s.pending_events],
+        }
+    )
+
+
+def decode_state(data: bytes) -> InstanceState:
+    """The instance header of a store value."""
+    d = _dec_state(data)
+    return InstanceState(
+        status_from_dict(d["status"]),
+        d["parent_seq"],
+        d["history_chunks"],
+        d["history_length"],
+        d["generation"],
+        [event_from_dict(e) for e in d["pending_events"]],
+    )
+
+
+def encode_chunk(events: list[HistoryEvent]) -> bytes:
+    """A store value for ``h/<id>/<n>``."""
+    return _enc_chunk({"events": [event_to_dict(e) for e in events]})
+
+
+def decode_chunk(data: bytes) -> list[HistoryEvent]:
+    """The history events of a store value."""
+    return [event_from_dict(e) for e in _dec_chunk(data)["events"]]
+
+
+# -- H.dead-letters --------------------------------------------------------------------
+
+
+def encode_dead_letter(
+    reason: str, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, at_ms: int
+) -> bytes:
+    """A record value for ``H.dead-letters``."""
+    return _enc_dead(
+        {
+            "reason": reason,
+            "source_topic": topic,
+            "source_partition": partition,
+            "source_offset": offset,
+            "key": key,
+            "value": value,
+            "failed_at": at_ms,
+        }
+    )
+
+
+def decode_dead_letter(data: bytes) -> dict[str, Any]:
+    """A dead letter as a dict (reason, source_topic, source_partition, source_offset, ...)."""
+    return _dec_dead(data)

@@ -1,0 +1,143 @@
+"""The durafka exception hierarchy.
+
+Every error durafka raises on purpose derives from :class:`DurafkaError`, so
+``except durafka.DurafkaError`` catches all of them. Messages say what was
+wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class DurafkaError(Exception):
+    """Root of every error raised by durafka."""
+
+
+class ConfigurationError(DurafkaError):
+    """A setting, a topic or a registration is invalid."""
+
+
+class TopologyMismatchError(ConfigurationError):
+    """An existing Kafka topic differs from the spec in ``topology/``."""
+
+
+class BrokerUnavailableError(DurafkaError):
+    """No Kafka broker could be reached or started."""
+
+
+class PayloadTooLargeError(DurafkaError, ValueError):
+    """A user payload exceeds ``max_payload_bytes``; nothing was written."""
+
+
+class SerializationError(DurafkaError, ValueError):
+    """A payload could not be encoded to or decoded from JSON for its type."""
+
+
+class DecodeError(DurafkaError):
+    """A Kafka record could not be decoded (bad Avro, unknown schema fingerprint)."""
+
+
+class UnknownFunctionError(DurafkaError, LookupError):
+    """An orchestration, activity or entity name is not registered."""
+
+
+class InstanceAlreadyExistsError(DurafkaError):
+    """``start_new`` named an instance id that is already pending or running."""
+
+
+class InstanceNotFoundError(DurafkaError, LookupError):
+    """No instance with that id is known to the status view."""
+
+
+class NonDeterminismError(DurafkaError):
+    """An orchestrator did something on replay other than what its history recorded.
+
+    The instance fails with this error instead of corrupting its state. The usual
+    cause is a code change deployed while instances were running, or a decision
+    taken on wall-clock time, randomness or I/O outside ``ctx``.
+    """
+
+
+class OrchestrationUsageError(DurafkaError):
+    """An orchestrator awaited something that is not a durafka task (e.g. ``asyncio.sleep``)."""
+
+
+class TransactionError(DurafkaError):
+    """A Kafka transaction could not be committed; the batch will be reprocessed."""
+
+
+class StoreError(DurafkaError):
+    """The partition state store could not be opened, restored or written."""
+
+
+class TimeoutError_(DurafkaError, TimeoutError):
+    """An operation did not finish within its deadline."""
+
+
+# A friendlier public alias: ``durafka.errors.WaitTimeoutError``.
+WaitTimeoutError = TimeoutError_
+
+
+@dataclass(frozen=True)
+class FailureDetails:
+    """Why a task or an instance failed, carried across processes.
+
+    Attributes:
+        error_type: qualified name of the exception class, e.g. ``"builtins.ValueError"``.
+        message: ``str(exception)``.
+        stack_trace: the formatted traceback, if one was captured.
+    """
+
+    error_type: str
+    message: str
+    stack_trace: str | None = None
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> FailureDetails:
+        """Capture type, message and traceback of ``exc``."""
+        import traceback
+
+        t = type(exc)
+        return cls(
+            error_type=f"{t.__module__}.{t.__qualname__}",
+            message=str(exc),
+            stack_trace="".join(traceback.format_exception(exc)),
+        )
+
+    def is_caused_by(self, exc_type: type[BaseException]) -> bool:
+        """Whether the original error was ``exc_type`` (matched by qualified name)."""
+        return self.error_type == f"{exc_type.__module__}.{exc_type.__qualname__}" or (
+            self.error_type.rsplit(".", 1)[-1] == exc_type.__qualname__
+        )
+
+
+@dataclass
+class TaskFailedError(DurafkaError):
+    """A task awaited by an orchestration failed; catch it to compensate.
+
+    Attributes:
+        message: human readable summary.
+        details: type, message and traceback of the original error.
+    """
+
+    message: str
+    details: FailureDetails = field(default_factory=lambda: FailureDetails("", ""))
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ActivityFailed(TaskFailedError):
+    """An activity raised; ``details`` carries the original type, message and traceback."""
+
+
+class SubOrchestrationFailed(TaskFailedError):
+    """A sub-orchestration ended Failed or Terminated."""
+
+
+class OrchestrationFailed(DurafkaError):
+    """``wait_for_completion(..., raise_on_failure=True)`` saw a Failed instance."""

@@ -1,0 +1,1 @@
+"""The replay engine: history events, durable tasks, the orchestration context and executor."""

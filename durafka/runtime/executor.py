@@ -1,0 +1,445 @@
+"""The replay executor: ``(history, new events) -> (actions, completion)``, with no I/O.
+
+An :class:`OrchestrationExecutor` drives one orchestrator coroutine with
+``send()``. It is fed history first (:meth:`~OrchestrationExecutor.replay`),
+during which every action the orchestrator takes must match the recorded one
+with the same sequence id, and then new events (:meth:`~OrchestrationExecutor.step`),
+during which new actions are collected and returned. A live executor can be
+kept in a cache and stepped again, so replay only happens on a cache miss.
+
+The processor appends ``[ORCHESTRATOR_STARTED, *incoming, *actions, completion]``
+of every step to the instance's history, which is what makes the next replay
+reproduce the same state.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from durafka.codec.payload import DEFAULT_MAX_PAYLOAD_BYTES, adapter_for, decode_payload, encode_payload
+from durafka.errors import (
+    ActivityFailed,
+    FailureDetails,
+    NonDeterminismError,
+    OrchestrationUsageError,
+    SubOrchestrationFailed,
+    UnknownFunctionError,
+)
+from durafka.registry import Registry
+from durafka.runtime.context import ContinueAsNew, OrchestrationContext
+from durafka.runtime.history import EventKind, HistoryEvent
+from durafka.runtime.retry import RetryPolicy
+from durafka.runtime.tasks import CompletableTask, Task
+
+_DESCRIBE = {
+    EventKind.TASK_SCHEDULED: "call_activity",
+    EventKind.TIMER_CREATED: "create_timer",
+    EventKind.SUB_ORCHESTRATION_CREATED: "call_sub_orchestrator",
+    EventKind.EVENT_SENT: "send_event",
+}
+
+
+def _describe(e: HistoryEvent) -> str:
+    what = _DESCRIBE.get(e.kind, e.kind.value)
+    return f"{what}({e.name!r})" if e.name is not None else f"{what}()"
+
+
+@dataclass(slots=True)
+class StepResult:
+    """What one step of an orchestration produced.
+
+    Attributes:
+        actions: new action events (TASK_SCHEDULED, TIMER_CREATED, ...), in call order.
+        completion: EXECUTION_COMPLETED / EXECUTION_FAILED / CONTINUED_AS_NEW, if the
+            orchestrator finished in this step.
+        custom_status: the custom status (JSON bytes) after the step.
+        carried_events: buffered EVENT_RAISED events to replay into the next generation
+            after ``continue_as_new(keep_unprocessed_events=True)``.
+    """
+
+    actions: list[HistoryEvent] = field(default_factory=list)
+    completion: HistoryEvent | None = None
+    custom_status: bytes | None = None
+    carried_events: list[HistoryEvent] = field(default_factory=list)
+
+
+class _Pending:
+    """A task waiting for its completion event, and how to decode its result."""
+
+    __slots__ = ("adapter", "kind", "name", "task")
+
+    def __init__(self, task: CompletableTask[Any], kind: EventKind, name: str | None, adapter: TypeAdapter[Any] | None) -> None:
+        self.task = task
+        self.kind = kind
+        self.name = name
+        self.adapter = adapter
+
+
+class _RetryingTask(CompletableTask[Any]):
+    """An activity or sub-orchestration call that retries on durable timers."""
+
+    __slots__ = ("attempt", "first_attempt_ms", "policy", "start_attempt")
+
+    def __init__(self, policy: RetryPolicy, start_attempt: Callable[[], Task[Any]], now_ms: int) -> None:
+        super().__init__()
+        self.policy = policy
+        self.start_attempt = start_attempt
+        self.first_attempt_ms = now_ms
+        self.attempt = 0
+
+
+class OrchestrationExecutor:
+    """Runs one orchestration instance's coroutine against its history.
+
+    Example:
+        >>> ex = OrchestrationExecutor(registry, "order-42", "process_order")
+        >>> ex.replay(history)            # rebuild state, checking determinism
+        >>> result = ex.step(new_events)  # new actions and possibly a completion
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        instance_id: str,
+        name: str,
+        *,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    ) -> None:
+        self.registry = registry
+        self.instance_id = instance_id
+        self.name = name
+        self.max_payload_bytes = max_payload_bytes
+        self.is_replaying = False
+        self.current_time_ms = 0
+        self.is_complete = False
+        self._ctx = OrchestrationContext(self)
+        self._coro: Coroutine[Any, Any, Any] | None = None
+        self._waiting: Task[Any] | None = None
+        self._next_seq = 0
+        self._pending: dict[int, _Pending] = {}
+        self._unmatched: dict[int, HistoryEvent] = {}
+        self._new_actions: list[HistoryEvent] = []
+        self._event_waiters: dict[str, deque[tuple[CompletableTask[Any], TypeAdapter[Any] | None]]] = {}
+        self._event_buffer: dict[str, deque[HistoryEvent]] = {}
+        self._completion: HistoryEvent | None = None
+        self._carried: list[HistoryEvent] = []
+        self._custom_status: bytes | None = None
+        self._output_adapter: TypeAdapter[Any] | None = None
+
+    # -- driving ---------------------------------------------------------------
+
+    def replay(self, history: list[HistoryEvent]) -> None:
+        """Re-run recorded history; actions must match what was recorded."""
+        self.is_replaying = True
+        try:
+            for event in history:
+                if self.is_complete:
+                    break
+                self._apply(event)
+        finally:
+            self.is_replaying = False
+        # Actions taken during replay that history did not record are new (e.g. the
+        # last step's record was lost with a crash): they are emitted by the next step.
+        self._new_actions = [self._unmatched[s] for s in sorted(self._unmatched)]
+        self._unmatched.clear()
+
+    def step(self, new_events: list[HistoryEvent]) -> StepResult:
+        """Apply new events; return the actions taken and the completion, if any."""
+        for event in new_events:
+            if self.is_complete:
+                break
+            self._apply(event)
+        actions, self._new_actions = self._new_actions, []
+        actions.extend(self._unmatched[s] for s in sorted(self._unmatched))
+        self._unmatched.clear()
+        return StepResult(actions, self._completion, self._custom_status, self._carried)
+
+    # -- events ----------------------------------------------------------------
+
+    def _apply(self, e: HistoryEvent) -> None:
+        kind = e.kind
+        try:
+            if kind is EventKind.ORCHESTRATOR_STARTED:
+                self.current_time_ms = e.timestamp
+            elif kind is EventKind.EXECUTION_STARTED:
+                self._start(e)
+            elif kind is EventKind.TASK_COMPLETED or kind is EventKind.SUB_ORCHESTRATION_COMPLETED:
+                p = self._pending.pop(e.seq, None)
+                if p is not None:
+                    p.task.complete(decode_payload(e.payload, p.adapter, what=f"result of {p.name!r}"))
+            elif kind is EventKind.TASK_FAILED or kind is EventKind.SUB_ORCHESTRATION_FAILED:
+                p = self._pending.pop(e.seq, None)
+                if p is not None:
+                    details = e.failure or FailureDetails("unknown", "no failure details")
+                    err_cls = ActivityFailed if kind is EventKind.TASK_FAILED else SubOrchestrationFailed
+                    what = "activity" if kind is EventKind.TASK_FAILED else "sub-orchestration"
+                    p.task.fail(
+                        err_cls(f"{what} {p.name!r} failed: {details.error_type}: {details.message}", details)
+                    )
+            elif kind is EventKind.TIMER_FIRED:
+                p = self._pending.pop(e.seq, None)
+                if p is not None:
+                    p.task.complete(None)
+            elif kind is EventKind.EVENT_RAISED:
+                self._on_event_raised(e)
+            elif kind is EventKind.TASK_SCHEDULED or kind is EventKind.TIMER_CREATED or kind is EventKind.SUB_ORCHESTRATION_CREATED or kind is EventKind.EVENT_SENT:
+                self._match_recorded_action(e)
+            elif kind is EventKind.EXECUTION_COMPLETED or kind is EventKind.EXECUTION_FAILED or kind is EventKind.EXECUTION_TERMINATED or kind is EventKind.CONTINUED_AS_NEW:
+                self.is_complete = True
+            # EXECUTION_SUSPENDED / RESUMED change nothing inside the orchestrator.
+            self._resume()
+        except NonDeterminismError as exc:
+            self._fail(exc)
+
+    def _start(self, e: HistoryEvent) -> None:
+        if self._coro is not None:
+            return  # a duplicate start is dropped by the processor; be safe anyway
+        if e.timestamp and not self.current_time_ms:
+            self.current_time_ms = e.timestamp
+        try:
+            d = self.registry.orchestration(self.name)
+        except UnknownFunctionError as exc:
+            self._fail(exc)
+            return
+        self._output_adapter = d.output_adapter
+        try:
+            args: tuple[Any, ...] = (self._ctx,)
+            if d.takes_input:
+                args += (decode_payload(e.payload, d.input_adapter, what=f"input of {self.name!r}"),)
+            self._coro = d.fn(*args)
+        except Exception as exc:
+            self._fail(exc)
+            return
+        self._drive()
+
+    def _on_event_raised(self, e: HistoryEvent) -> None:
+        name = e.name or ""
+        waiters = self._event_waiters.get(name)
+        if waiters:
+            task, adapter = waiters.popleft()
+            task.complete(decode_payload(e.payload, adapter, what=f"event {name!r}"))
+        else:
+            self._event_buffer.setdefault(name, deque()).append(e)
+
+    def _match_recorded_action(self, e: HistoryEvent) -> None:
+        if not self.is_replaying:
+            return  # a recorded action arriving as a new event has no meaning; ignore
+        taken = self._unmatched.pop(e.seq, None)
+        if taken is None:
+            raise NonDeterminismError(
+                f"non-deterministic orchestration {self.name!r} ({self.instance_id}): history "
+                f"recorded {_describe(e)} as sequence #{e.seq}, but on replay the orchestrator "
+                f"did not make that call at this point. Likely cause: the code changed while "
+                f"the instance was running, or it branched on wall-clock time, randomness or I/O "
+                f"outside ctx."
+            )
+        if taken.kind is not e.kind or taken.name != e.name:
+            raise NonDeterminismError(
+                f"non-deterministic orchestration {self.name!r} ({self.instance_id}): at "
+                f"sequence #{e.seq} history recorded {_describe(e)} but the orchestrator now "
+                f"called {_describe(taken)}. Likely cause: the code changed while the instance "
+                f"was running; deploy changes under a new orchestration name or version."
+            )
+
+    # -- the coroutine -----------------------------------------------------------
+
+    def _resume(self) -> None:
+        while self._waiting is not None and self._waiting.is_complete and not self.is_complete:
+            self._waiting = None
+            self._drive()
+
+    def _drive(self) -> None:
+        coro = self._coro
+        if coro is None:
+            return
+        try:
+            yielded = coro.send(None)
+        except StopIteration as stop:
+            self._complete_with(stop.value)
+            return
+        except ContinueAsNew as can:
+            self._continue_as_new(can)
+            return
+        except NonDeterminismError:
+            raise
+        except Exception as exc:
+            self._fail(exc)
+            return
+        if not isinstance(yielded, Task):
+            coro.close()
+            self._fail(
+                OrchestrationUsageError(
+                    f"orchestration {self.name!r} awaited {yielded!r}, which is not a durafka task. "
+                    "Orchestrators may only await ctx calls (activities, timers, events, "
+                    "sub-orchestrations, when_all/when_any); use ctx.sleep() instead of "
+                    "asyncio.sleep() and do I/O in activities."
+                )
+            )
+            return
+        self._waiting = yielded
+
+    def _complete_with(self, value: Any) -> None:
+        try:
+            payload = encode_payload(
+                value, self._output_adapter, max_bytes=self.max_payload_bytes,
+                what=f"output of {self.name!r}",
+            )
+        except Exception as exc:
+            self._fail(exc)
+            return
+        self._finish(HistoryEvent(EventKind.EXECUTION_COMPLETED, self.current_time_ms, payload=payload))
+
+    def _continue_as_new(self, can: ContinueAsNew) -> None:
+        try:
+            payload = encode_payload(
+                can.new_input, None, max_bytes=self.max_payload_bytes,
+                what=f"continue_as_new input of {self.name!r}",
+            )
+        except Exception as exc:
+            self._fail(exc)
+            return
+        if can.keep_unprocessed_events:
+            self._carried = [e for q in self._event_buffer.values() for e in q]
+        self._finish(HistoryEvent(EventKind.CONTINUED_AS_NEW, self.current_time_ms, payload=payload))
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._coro is not None:
+            self._coro.close()
+        self._finish(
+            HistoryEvent(EventKind.EXECUTION_FAILED, self.current_time_ms, failure=FailureDetails.from_exception(exc))
+        )
+
+    def _finish(self, event: HistoryEvent) -> None:
+        self.is_complete = True
+        self._waiting = None
+        self._completion = event
+        # Actions not yet taken are void once the orchestrator is done.
+        if self.is_replaying:
+            self._unmatched.clear()
+
+    # -- actions (called through the context) ----------------------------------
+
+    def _take_seq(self) -> int:
+        seq = self._next_seq
+        self._next_seq += 1
+        return seq
+
+    def _record(self, event: HistoryEvent, task: CompletableTask[Any], adapter: TypeAdapter[Any] | None) -> None:
+        self._unmatched[event.seq] = event
+        self._pending[event.seq] = _Pending(task, event.kind, event.name, adapter)
+
+    def schedule_activity(self, activity: Callable[..., Any] | str, input: Any, retry: RetryPolicy | None) -> Task[Any]:
+        name = self.registry.name_of(activity, self.registry.activities)
+        d = self.registry.activities.get(name)
+        out_adapter = d.output_adapter if d is not None else None
+        in_adapter = d.input_adapter if d is not None else None
+        payload = encode_payload(input, in_adapter, max_bytes=self.max_payload_bytes, what=f"input of activity {name!r}")
+
+        def attempt() -> Task[Any]:
+            task: CompletableTask[Any] = CompletableTask()
+            e = HistoryEvent(EventKind.TASK_SCHEDULED, self.current_time_ms, seq=self._take_seq(), name=name, payload=payload)
+            self._record(e, task, out_adapter)
+            return task
+
+        return attempt() if retry is None else self._with_retry(retry, attempt)
+
+    def schedule_sub_orchestration(
+        self, orchestration: Callable[..., Any] | str, input: Any, instance_id: str | None, retry: RetryPolicy | None
+    ) -> Task[Any]:
+        name = self.registry.name_of(orchestration, self.registry.orchestrations)
+        d = self.registry.orchestrations.get(name)
+        payload = encode_payload(
+            input, d.input_adapter if d else None, max_bytes=self.max_payload_bytes,
+            what=f"input of sub-orchestration {name!r}",
+        )
+        out_adapter = d.output_adapter if d else None
+
+        def attempt() -> Task[Any]:
+            task: CompletableTask[Any] = CompletableTask()
+            seq = self._take_seq()
+            child = instance_id or f"{self.instance_id}:{seq}"
+            e = HistoryEvent(EventKind.SUB_ORCHESTRATION_CREATED, self.current_time_ms, seq=seq, name=name, payload=payload, instance_id=child)
+            self._record(e, task, out_adapter)
+            return task
+
+        return attempt() if retry is None else self._with_retry(retry, attempt)
+
+    def create_timer(self, due_ms: int) -> Task[None]:
+        task: CompletableTask[None] = CompletableTask()
+        e = HistoryEvent(EventKind.TIMER_CREATED, self.current_time_ms, seq=self._take_seq(), fire_at=due_ms)
+        self._record(e, task, None)
+        return task
+
+    def wait_for_event(self, name: str, tp: Any) -> Task[Any]:
+        task: CompletableTask[Any] = CompletableTask()
+        adapter = adapter_for(tp) if tp is not None else None
+        buffered = self._event_buffer.get(name)
+        if buffered:
+            e = buffered.popleft()
+            task.complete(decode_payload(e.payload, adapter, what=f"event {name!r}"))
+        else:
+            self._event_waiters.setdefault(name, deque()).append((task, adapter))
+        return task
+
+    def send_event(self, instance_id: str, name: str, data: Any) -> None:
+        payload = encode_payload(data, None, max_bytes=self.max_payload_bytes, what=f"data of event {name!r}")
+        e = HistoryEvent(EventKind.EVENT_SENT, self.current_time_ms, seq=self._take_seq(), name=name, payload=payload, instance_id=instance_id)
+        self._unmatched[e.seq] = e
+
+    def set_custom_status(self, value: Any) -> None:
+        self._custom_status = encode_payload(value, None, max_bytes=self.max_payload_bytes, what="custom status")
+
+    def _with_retry(self, policy: RetryPolicy, start_attempt: Callable[[], Task[Any]]) -> Task[Any]:
+        outer = _RetryingTask(policy, start_attempt, self.current_time_ms)
+        self._next_attempt(outer)
+        return outer
+
+    def _next_attempt(self, outer: _RetryingTask) -> None:
+        outer.attempt += 1
+        inner = outer.start_attempt()
+        inner_done = _Callback(inner, lambda t: self._on_attempt_done(outer, t))
+        del inner_done  # the callback is registered on the task; nothing else to keep
+
+    def _on_attempt_done(self, outer: _RetryingTask, inner: Task[Any]) -> None:
+        exc = inner.exception()
+        if exc is None:
+            outer.complete(inner._result)
+            return
+        details = getattr(exc, "details", None)
+        policy = outer.policy
+        elapsed_ms = self.current_time_ms - outer.first_attempt_ms
+        delay = policy.delay_before(outer.attempt + 1)
+        give_up = (
+            outer.attempt >= policy.max_attempts
+            or (details is not None and not policy.is_retryable(details))
+            or (
+                policy.total_timeout is not None
+                and elapsed_ms + delay.total_seconds() * 1000 > policy.total_timeout.total_seconds() * 1000
+            )
+        )
+        if give_up:
+            outer.fail(exc)
+            return
+        timer = self.create_timer(self.current_time_ms + int(delay.total_seconds() * 1000))
+        _Callback(timer, lambda _t: self._next_attempt(outer))
+
+
+class _Callback:
+    """Runs ``fn(task)`` when ``task`` completes (a one-child composite)."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, task: Task[Any], fn: Callable[[Task[Any]], None]) -> None:
+        self.fn = fn
+        if task.is_complete:
+            fn(task)
+        else:
+            task._parents.append(self)  # type: ignore[arg-type]
+
+    def on_child_completed(self, child: Task[Any]) -> None:
+        self.fn(child)

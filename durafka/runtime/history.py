@@ -1,0 +1,111 @@
+"""History events: the append-only record of everything an orchestration did.
+
+One flat event type (``HistoryEvent``) with a ``kind`` and the fields that kind
+uses keeps the Avro schema small, fast to encode and easy to evolve. The same
+event travels on ``H.orchestrations`` (wrapped in a message with the target
+instance id) and is appended to the instance's history when applied.
+
+Fields by kind (``seq`` is the sequence id the orchestrator's call took):
+
+=========================== ==========================================================
+kind                        fields
+=========================== ==========================================================
+EXECUTION_STARTED           name, payload=input, instance_id=parent id, seq=parent seq
+ORCHESTRATOR_STARTED        timestamp (the time ``ctx.now()`` returns for this step)
+TASK_SCHEDULED              seq, name, payload=input
+TASK_COMPLETED              seq, attempt, payload=result
+TASK_FAILED                 seq, attempt, failure
+TIMER_CREATED               seq, fire_at
+TIMER_FIRED                 seq, fire_at
+SUB_ORCHESTRATION_CREATED   seq, name, instance_id=child id, payload=input
+SUB_ORCHESTRATION_COMPLETED seq, payload=result
+SUB_ORCHESTRATION_FAILED    seq, failure
+EVENT_RAISED                name, payload=data
+EVENT_SENT                  seq, name, instance_id=target, payload=data
+EXECUTION_COMPLETED         payload=output
+EXECUTION_FAILED            failure
+EXECUTION_TERMINATED        payload=reason (JSON string)
+CONTINUED_AS_NEW            payload=new input
+EXECUTION_SUSPENDED         payload=reason
+EXECUTION_RESUMED           payload=reason
+=========================== ==========================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from durafka.errors import FailureDetails
+
+
+class EventKind(StrEnum):
+    """What a history event records."""
+
+    EXECUTION_STARTED = "EXECUTION_STARTED"
+    ORCHESTRATOR_STARTED = "ORCHESTRATOR_STARTED"
+    TASK_SCHEDULED = "TASK_SCHEDULED"
+    TASK_COMPLETED = "TASK_COMPLETED"
+    TASK_FAILED = "TASK_FAILED"
+    TIMER_CREATED = "TIMER_CREATED"
+    TIMER_FIRED = "TIMER_FIRED"
+    SUB_ORCHESTRATION_CREATED = "SUB_ORCHESTRATION_CREATED"
+    SUB_ORCHESTRATION_COMPLETED = "SUB_ORCHESTRATION_COMPLETED"
+    SUB_ORCHESTRATION_FAILED = "SUB_ORCHESTRATION_FAILED"
+    EVENT_RAISED = "EVENT_RAISED"
+    EVENT_SENT = "EVENT_SENT"
+    EXECUTION_COMPLETED = "EXECUTION_COMPLETED"
+    EXECUTION_FAILED = "EXECUTION_FAILED"
+    EXECUTION_TERMINATED = "EXECUTION_TERMINATED"
+    CONTINUED_AS_NEW = "CONTINUED_AS_NEW"
+    EXECUTION_SUSPENDED = "EXECUTION_SUSPENDED"
+    EXECUTION_RESUMED = "EXECUTION_RESUMED"
+
+
+#: Kinds that answer a call the orchestrator made (they carry its ``seq``).
+COMPLETION_KINDS = frozenset(
+    {
+        EventKind.TASK_COMPLETED,
+        EventKind.TASK_FAILED,
+        EventKind.TIMER_FIRED,
+        EventKind.SUB_ORCHESTRATION_COMPLETED,
+        EventKind.SUB_ORCHESTRATION_FAILED,
+    }
+)
+
+#: Kinds recording an action the orchestrator took (matched on replay).
+ACTION_KINDS = frozenset(
+    {
+        EventKind.TASK_SCHEDULED,
+        EventKind.TIMER_CREATED,
+        EventKind.SUB_ORCHESTRATION_CREATED,
+        EventKind.EVENT_SENT,
+    }
+)
+
+
+@dataclass(slots=True)
+class HistoryEvent:
+    """One event of an instance's history (see the module docstring for the fields per kind).
+
+    Attributes:
+        kind: what happened.
+        timestamp: when it was recorded, milliseconds since the Unix epoch.
+        seq: sequence id of the orchestrator call it belongs to, -1 if none.
+        name: activity, orchestration, timer or event name.
+        payload: JSON bytes (input, result, event data, reason).
+        failure: why a task or the execution failed.
+        instance_id: the other instance involved (child, target or parent).
+        fire_at: a timer's due time, ms since the epoch.
+        attempt: the attempt number of an activity result (1-based, 0 if n/a).
+    """
+
+    kind: EventKind
+    timestamp: int
+    seq: int = -1
+    name: str | None = None
+    payload: bytes | None = None
+    failure: FailureDetails | None = None
+    instance_id: str | None = None
+    fire_at: int | None = None
+    attempt: int = 0

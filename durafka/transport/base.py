@@ -1,0 +1,175 @@
+"""The transport contract shared by Kafka and ``memory://``.
+
+The names and semantics follow confluent-kafka (which the Kafka implementation
+wraps thinly), so that a reader who knows Kafka knows these. Records are never
+wrapped on the hot path: confluent-kafka's ``Message`` already satisfies
+:class:`Record`, and the memory transport has its own class with the same methods.
+
+Semantics every implementation guarantees:
+
+* consumers read with ``isolation.level=read_committed`` and never auto-commit;
+* a transactional producer's records become visible atomically at ``commit()``,
+  together with the consumer offsets passed to ``send_offsets()``; ``abort()``
+  discards both;
+* delivery callbacks report the offset each record got (used as the changelog
+  checkpoint); they run at the latest during ``flush()``;
+* the partition of every record is chosen by the caller (``partition_for``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from durafka.topology import TopicSpec
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class TopicPartition:
+    """A partition of a topic."""
+
+    topic: str
+    partition: int
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}]"
+
+
+class Record(Protocol):
+    """A consumed record (confluent-kafka's ``Message`` has exactly these methods)."""
+
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
+    def timestamp(self) -> tuple[int, int]: ...
+    def error(self) -> Any: ...
+
+
+DeliveryCallback = Callable[[Any, Record], None]
+"""``on_delivery(err, record)``; ``err`` is ``None`` on success, ``record.offset()`` is set."""
+
+PartitionsCallback = Callable[[list[TopicPartition]], None]
+
+
+class Consumer(Protocol):
+    """A read_committed consumer, either in a group (``subscribe``) or manual (``assign``)."""
+
+    def subscribe(
+        self,
+        topics: Sequence[str],
+        on_assign: PartitionsCallback | None = None,
+        on_revoke: PartitionsCallback | None = None,
+    ) -> None:
+        """Join the consumer group (cooperative: callbacks get only the increments).
+
+        Callbacks run inside :meth:`poll_batch`. ``on_assign`` partitions start at the
+        group's committed offset (or the beginning). ``on_revoke`` is also called for
+        partitions lost without a clean revoke.
+        """
+        ...
+
+    def assign(self, offsets: Mapping[TopicPartition, int | None]) -> None:
+        """Read these partitions by hand (no group), from the given offset (None: beginning)."""
+        ...
+
+    def unassign(self) -> None:
+        """Stop reading every manually assigned partition."""
+        ...
+
+    def poll_batch(self, max_records: int, timeout: float) -> list[Record]:
+        """Up to ``max_records`` records, waiting at most ``timeout`` seconds for the first.
+
+        Records with ``error()`` set are never returned: transient errors are logged,
+        fatal ones raise :class:`durafka.errors.DurafkaError`.
+        """
+        ...
+
+    def pause(self, partitions: Iterable[TopicPartition]) -> None: ...
+    def resume(self, partitions: Iterable[TopicPartition]) -> None: ...
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        """Continue reading ``partition`` at ``offset`` (the next poll sees it)."""
+        ...
+
+    def position(self, partition: TopicPartition) -> int:
+        """The offset of the next record this consumer will read from ``partition``."""
+        ...
+
+    def committed(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int | None]:
+        """The group's committed offsets (None where nothing was committed)."""
+        ...
+
+    def watermarks(self, partition: TopicPartition) -> tuple[int, int]:
+        """``(low, high)`` offsets of ``partition`` (high: offset after the last stable record)."""
+        ...
+
+    def assignment(self) -> list[TopicPartition]: ...
+
+    def group_metadata(self) -> Any:
+        """Opaque group metadata for :meth:`TransactionalProducer.send_offsets` (EOS v2 fencing)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Producer(Protocol):
+    """An idempotent, non-transactional producer (clients)."""
+
+    def produce(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes | None,
+        value: bytes | None,
+        on_delivery: DeliveryCallback | None = None,
+    ) -> None: ...
+
+    def poll(self, timeout: float = 0.0) -> None:
+        """Serve delivery callbacks."""
+        ...
+
+    def flush(self, timeout: float = 30.0) -> int:
+        """Wait for every record to be delivered; returns how many are still pending."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class TransactionalProducer(Producer, Protocol):
+    """A producer with one ``transactional.id`` (fenced against zombies)."""
+
+    def init_transactions(self, timeout: float = 30.0) -> None: ...
+    def begin_transaction(self) -> None: ...
+
+    def send_offsets(self, offsets: Mapping[TopicPartition, int], group_metadata: Any) -> None:
+        """Commit these consumer offsets (next offset to read) as part of the transaction."""
+        ...
+
+    def commit_transaction(self, timeout: float = 30.0) -> None: ...
+    def abort_transaction(self, timeout: float = 30.0) -> None: ...
+
+
+class Transport(Protocol):
+    """A factory of clients bound to one cluster (or one in-process broker)."""
+
+    bootstrap: str
+
+    def consumer(self, group_id: str | None = None, **config: Any) -> Consumer:
+        """A read_committed consumer; ``group_id=None`` for manual assignment only."""
+        ...
+
+    def producer(self, **config: Any) -> Producer: ...
+
+    def transactional_producer(self, transactional_id: str, **config: Any) -> TransactionalProducer:
+        ...
+
+    def ensure_topics(self, specs: Sequence[TopicSpec]) -> None:
+        """Create missing topics; raise ``TopologyMismatchError`` on a mismatch."""
+        ...
+
+    def partition_count(self, topic: str) -> int: ...
+
+    def close(self) -> None: ...
