@@ -8,6 +8,10 @@ wrong and what to do about it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from durafka.status import OrchestrationStatus
 
 
 class DurafkaError(Exception):
@@ -50,6 +54,10 @@ class InstanceNotFoundError(DurafkaError, LookupError):
     """No instance with that id is known to the status view."""
 
 
+class InstanceNotRunningError(DurafkaError):
+    """The instance has finished (Completed, Failed, Terminated) and takes no more events."""
+
+
 class NonDeterminismError(DurafkaError):
     """An orchestrator did something on replay other than what its history recorded.
 
@@ -64,7 +72,32 @@ class OrchestrationUsageError(DurafkaError):
 
 
 class TransactionError(DurafkaError):
-    """A Kafka transaction could not be committed; the batch will be reprocessed."""
+    """A Kafka transaction could not be committed; the batch will be reprocessed.
+
+    Attributes:
+        fatal: the producer is unusable (fenced by a newer producer with the same
+            ``transactional.id``, or a fatal client error): close it and create a
+            new one. When False the error is abortable: call ``abort_transaction()``
+            and the producer can begin a new transaction.
+    """
+
+    def __init__(self, message: str, *, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.fatal = fatal
+
+    @property
+    def abortable(self) -> bool:
+        """Whether ``abort_transaction()`` recovers the producer (``not fatal``)."""
+        return not self.fatal
+
+
+class TransportError(DurafkaError):
+    """A Kafka client (or the ``memory://`` broker) failed or was used wrongly.
+
+    Raised for fatal client errors (authentication, authorization, a fenced group
+    member), unknown topics or partitions, and calls the client's state does not
+    allow (e.g. ``seek`` on a partition that is not assigned).
+    """
 
 
 class StoreError(DurafkaError):
@@ -140,4 +173,12 @@ class SubOrchestrationFailed(TaskFailedError):
 
 
 class OrchestrationFailed(DurafkaError):
-    """``wait_for_completion(..., raise_on_failure=True)`` saw a Failed instance."""
+    """``wait_for_completion(..., raise_on_failure=True)`` saw a Failed or Terminated instance.
+
+    Attributes:
+        status: the instance's final status (failure details, termination reason).
+    """
+
+    def __init__(self, message: str, *, status: OrchestrationStatus | None = None) -> None:
+        super().__init__(message)
+        self.status = status

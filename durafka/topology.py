@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
+
+# confluent_kafka.admin re-exports these without __all__, which strict mypy
+# (no implicit re-export) rejects; they are its documented public API.
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 
 from durafka.errors import BrokerUnavailableError, ConfigurationError, TopologyMismatchError
 from durafka.partitioning import murmur2, partition_for

@@ -159,6 +159,15 @@ class OrchestrationExecutor:
         self._unmatched.clear()
         return StepResult(actions, self._completion, self._custom_status, self._carried)
 
+    @property
+    def has_started(self) -> bool:
+        """Whether EXECUTION_STARTED has been applied (the coroutine exists or failed)."""
+        return self._coro is not None or self.is_complete
+
+    def is_waiting_for(self, seq: int) -> bool:
+        """Whether a completion with sequence id ``seq`` would be used (else it is a duplicate)."""
+        return seq in self._pending
+
     # -- events ----------------------------------------------------------------
 
     def _apply(self, e: HistoryEvent) -> None:

@@ -1,0 +1,58 @@
+"""durafka: durable functions for Python, event-sourced over Apache Kafka.
+
+Example:
+    >>> import durafka
+    >>> app = durafka.App("hello")
+    >>> @app.activity
+    ... def say_hello(name: str) -> str:
+    ...     return f"Hello, {name}!"
+    >>> @app.orchestration
+    ... async def hello_world(ctx: durafka.OrchestrationContext, name: str) -> str:
+    ...     return await ctx.call_activity(say_hello, name)
+"""
+
+from durafka.app import App
+from durafka.errors import (
+    ActivityFailed,
+    DurafkaError,
+    FailureDetails,
+    InstanceAlreadyExistsError,
+    InstanceNotFoundError,
+    NonDeterminismError,
+    OrchestrationFailed,
+    PayloadTooLargeError,
+    SubOrchestrationFailed,
+    TaskFailedError,
+    WaitTimeoutError,
+)
+from durafka.runtime.context import OrchestrationContext
+from durafka.runtime.retry import RetryPolicy
+from durafka.runtime.tasks import Task, when_all, when_any
+from durafka.settings import Settings
+from durafka.status import OrchestrationStatus, RuntimeStatus
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActivityFailed",
+    "App",
+    "DurafkaError",
+    "FailureDetails",
+    "InstanceAlreadyExistsError",
+    "InstanceNotFoundError",
+    "NonDeterminismError",
+    "OrchestrationContext",
+    "OrchestrationFailed",
+    "OrchestrationStatus",
+    "PayloadTooLargeError",
+    "RetryPolicy",
+    "RuntimeStatus",
+    "Settings",
+    "SubOrchestrationFailed",
+    "Task",
+    "TaskFailedError",
+    "WaitTimeoutError",
+    "__version__",
+    "when_all",
+    "when_any",
+]

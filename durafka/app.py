@@ -1,0 +1,191 @@
+"""The App: registration of orchestrations and activities, runners and clients of one task hub."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from durafka.registry import Registry
+from durafka.runner import Runner
+from durafka.settings import Settings
+from durafka.state.base import StoreFactory
+from durafka.topology import load_hub_spec
+from durafka.transport import Transport, open_transport
+
+if TYPE_CHECKING:
+    from durafka.client import AsyncClient, Client
+    from durafka.processor import Processor
+    from durafka.worker import ActivityWorker
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class App:
+    """A durafka application: one task hub, its functions, and how to run them.
+
+    Args:
+        task_hub: the topic prefix (overrides ``DURAFKA_TASK_HUB``).
+        settings: full settings; otherwise read from ``DURAFKA_*`` and ``overrides``.
+        **overrides: any :class:`~durafka.settings.Settings` field.
+
+    Example:
+        >>> app = durafka.App("hello")
+        >>> @app.activity
+        ... def say_hello(name: str) -> str:
+        ...     return f"Hello, {name}!"
+        >>> @app.orchestration
+        ... async def hello_world(ctx: durafka.OrchestrationContext, name: str) -> str:
+        ...     return await ctx.call_activity(say_hello, name)
+        >>> async with app.run():
+        ...     client = app.client()
+        ...     instance_id = await client.start_new(hello_world, "World")
+        ...     print(await client.wait_for_completion(instance_id))
+    """
+
+    def __init__(self, task_hub: str | None = None, *, settings: Settings | None = None, **overrides: Any) -> None:
+        if settings is None:
+            if task_hub is not None:
+                overrides["task_hub"] = task_hub
+            settings = Settings(**overrides)
+        elif task_hub is not None or overrides:
+            settings = settings.model_copy(update={**overrides, **({"task_hub": task_hub} if task_hub else {})})
+        self.settings = settings
+        self.registry = Registry()
+        self._transport: Transport | None = None
+        self._store_factory: StoreFactory | None = None
+        self._topics_ready = False
+
+    # -- registration ---------------------------------------------------------------
+
+    @overload
+    def orchestration(self, fn: F) -> F: ...
+    @overload
+    def orchestration(self, *, name: str | None = None) -> Callable[[F], F]: ...
+
+    def orchestration(self, fn: F | None = None, *, name: str | None = None) -> F | Callable[[F], F]:
+        """Register an ``async def orchestrator(ctx, input)``; usable bare or with ``name=``."""
+
+        def register(f: F) -> F:
+            d = self.registry.add_orchestration(f, name)
+            f.__durafka_name__ = d.name  # type: ignore[attr-defined]
+            return f
+
+        return register(fn) if fn is not None else register
+
+    @overload
+    def activity(self, fn: F) -> F: ...
+    @overload
+    def activity(self, *, name: str | None = None) -> Callable[[F], F]: ...
+
+    def activity(self, fn: F | None = None, *, name: str | None = None) -> F | Callable[[F], F]:
+        """Register an activity (``def`` or ``async def``, one input); usable bare or with ``name=``."""
+
+        def register(f: F) -> F:
+            d = self.registry.add_activity(f, name)
+            f.__durafka_name__ = d.name  # type: ignore[attr-defined]
+            return f
+
+        return register(fn) if fn is not None else register
+
+    # -- infrastructure -------------------------------------------------------------------
+
+    @property
+    def transport(self) -> Transport:
+        """The transport of ``settings.bootstrap_servers`` (opened once)."""
+        if self._transport is None:
+            self._transport = open_transport(self.settings.bootstrap_servers, self.settings.client_config)
+        return self._transport
+
+    @property
+    def store_factory(self) -> StoreFactory:
+        """RocksDB stores under ``state_dir`` (memory stores on ``memory://``)."""
+        if self._store_factory is None:
+            use_memory = self.settings.use_memory_state
+            if use_memory is None:
+                use_memory = self.settings.is_memory
+            if use_memory:
+                from durafka.state.memory import MemoryStoreFactory
+
+                self._store_factory = MemoryStoreFactory()
+            else:
+                from durafka.state.rocksdb import RocksDBStoreFactory
+
+                self._store_factory = RocksDBStoreFactory(self.settings.state_dir)
+        return self._store_factory
+
+    def ensure_topics(self) -> None:
+        """Create the task hub's topics if missing (a mismatch is a clear error)."""
+        if not self._topics_ready:
+            s = self.settings
+            self.transport.ensure_topics(
+                load_hub_spec(s.task_hub, partitions=s.partitions, replication_factor=s.replication_factor)
+            )
+            self._topics_ready = True
+
+    def processor(self, partitions: list[int] | None = None, **kwargs: Any) -> Processor:
+        """A processor for this app (group-assigned partitions unless ``partitions`` is given)."""
+        from durafka.processor import Processor
+
+        self.ensure_topics()
+        return Processor(self.settings, self.registry, self.transport, self.store_factory, partitions=partitions, **kwargs)
+
+    def worker(self, **kwargs: Any) -> ActivityWorker:
+        """An activity worker for this app."""
+        from durafka.worker import ActivityWorker
+
+        self.ensure_topics()
+        return ActivityWorker(self.settings, self.registry, self.transport, **kwargs)
+
+    def runner(self, *, processor: bool = True, worker: bool = True, partitions: list[int] | None = None) -> Runner:
+        """A runner hosting a processor and/or a worker on background threads (not started)."""
+        runner = Runner()
+        if processor:
+            proc = self.processor(partitions)
+            runner.add("processor", proc.run)
+        if worker:
+            runner.add("worker", self.worker().run)
+        return runner
+
+    @contextmanager
+    def running(self, *, processor: bool = True, worker: bool = True) -> Iterator[Runner]:
+        """Run a processor and a worker in this process for the ``with`` block (sync code)."""
+        runner = self.runner(processor=processor, worker=worker)
+        runner.start()
+        try:
+            yield runner
+        finally:
+            runner.stop()
+
+    @asynccontextmanager
+    async def run(self, *, processor: bool = True, worker: bool = True) -> AsyncIterator[Runner]:
+        """Run a processor and a worker in this process for the ``async with`` block."""
+        runner = await asyncio.to_thread(self.runner, processor=processor, worker=worker)
+        runner.start()
+        try:
+            yield runner
+        finally:
+            await asyncio.to_thread(runner.stop)
+
+    # -- clients ---------------------------------------------------------------------------
+
+    def client(self) -> AsyncClient:
+        """An asyncio client (aiokafka on Kafka) that knows this app's functions and types."""
+        from durafka.client import AsyncClient
+
+        self.ensure_topics()
+        return AsyncClient(self.settings, self.registry, self.transport)
+
+    def sync_client(self) -> Client:
+        """A blocking client (confluent-kafka on Kafka) that knows this app's functions and types."""
+        from durafka.client import Client
+
+        self.ensure_topics()
+        return Client(self.settings, self.registry, self.transport)
+
+    def close(self) -> None:
+        """Release the transport."""
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None

@@ -1,0 +1,29 @@
+"""The ``durafka`` command line.
+
+Each command group lives in its own module under ``durafka.cli`` as a
+``typer.Typer`` named ``app`` and is mounted here with ``add_typer``.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from durafka.cli import devbroker, topology
+
+app = typer.Typer(
+    name="durafka",
+    help="Durable functions for Python, event-sourced over Apache Kafka.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(devbroker.app, name="dev-broker")
+app.add_typer(topology.app, name="topology")
+
+
+def main() -> None:
+    """Entry point of the ``durafka`` console script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

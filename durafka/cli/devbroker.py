@@ -1,0 +1,101 @@
+"""``durafka dev-broker``: a local single-node Kafka for development, no Docker needed.
+
+``start`` prints only the bootstrap address on stdout, so
+``export DURAFKA_BOOTSTRAP=$(durafka dev-broker start)`` works; everything else
+goes to stderr.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from durafka.devbroker import DEFAULT_KAFKA_VERSION, LocalBroker, ensure_distribution
+from durafka.errors import DurafkaError
+
+app = typer.Typer(
+    help="Run a real single-node Apache Kafka broker (KRaft) on 127.0.0.1.",
+    no_args_is_help=True,
+)
+
+DataDir = Annotated[
+    Path,
+    typer.Option(
+        "--data-dir",
+        help="Broker config, log, pid file and topic data.",
+        file_okay=False,
+    ),
+]
+_DEFAULT_DATA_DIR = Path(".durafka/dev-broker")
+
+
+@app.command()
+def start(
+    data_dir: DataDir = _DEFAULT_DATA_DIR,
+    port: Annotated[
+        int | None, typer.Option(help="Client port (default: previous or a free one).")
+    ] = None,
+    version: Annotated[str, typer.Option(help="Apache Kafka release.")] = DEFAULT_KAFKA_VERSION,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait until it answers.")] = 90.0,
+) -> None:
+    """Start the broker (or find it running) and print its bootstrap address."""
+    broker = LocalBroker(data_dir, port=port, version=version)
+    typer.echo(f"starting Kafka {version} from {broker.data_dir} ...", err=True)
+    try:
+        bootstrap = broker.start(timeout=timeout)
+    except DurafkaError as exc:
+        _fail(exc)
+    typer.echo(f"running (pid {broker.status().pid}), log: {broker.log_file}", err=True)
+    typer.echo(bootstrap)
+
+
+@app.command()
+def stop(
+    data_dir: DataDir = _DEFAULT_DATA_DIR,
+    timeout: Annotated[float, typer.Option(help="Seconds before SIGKILL.")] = 20.0,
+) -> None:
+    """Stop the broker started from DATA_DIR."""
+    broker = LocalBroker(data_dir)
+    pid = broker.status().pid
+    if broker.stop(timeout=timeout):
+        typer.echo(f"stopped (pid {pid})")
+    else:
+        typer.echo(f"not running ({broker.data_dir})")
+
+
+@app.command()
+def status(data_dir: DataDir = _DEFAULT_DATA_DIR) -> None:
+    """Print whether the broker runs; exit code 1 when it does not."""
+    current = LocalBroker(data_dir).status()
+    if not current.running:
+        typer.echo(f"not running ({current.data_dir})")
+        raise typer.Exit(1)
+    typer.echo(f"running at {current.bootstrap} (pid {current.pid}), log: {current.log_file}")
+
+
+@app.command()
+def logs(
+    data_dir: DataDir = _DEFAULT_DATA_DIR,
+    lines: Annotated[int, typer.Option("-n", "--lines", help="How many lines.")] = 80,
+) -> None:
+    """Print the end of the broker log."""
+    typer.echo(LocalBroker(data_dir).log_tail(lines))
+
+
+@app.command()
+def fetch(
+    version: Annotated[str, typer.Option(help="Apache Kafka release.")] = DEFAULT_KAFKA_VERSION,
+) -> None:
+    """Download the broker with Maven into the cache (once) and print where it is."""
+    try:
+        libs = ensure_distribution(version)
+    except DurafkaError as exc:
+        _fail(exc)
+    typer.echo(str(libs))
+
+
+def _fail(exc: DurafkaError) -> NoReturn:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(1)

@@ -1,0 +1,378 @@
+"""What the sync and the asyncio client share: validation, encoding, results, paging.
+
+Everything here is free of I/O, so :class:`~durafka.client.sync.Client` and
+:class:`~durafka.client.aio.AsyncClient` differ only in how they produce a
+record and how they wait, never in what they write or what they accept.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from durafka.codec.payload import decode_payload, encode_payload
+from durafka.codec.records import encode_message
+from durafka.errors import (
+    ConfigurationError,
+    InstanceAlreadyExistsError,
+    InstanceNotFoundError,
+    InstanceNotRunningError,
+    OrchestrationFailed,
+)
+from durafka.partitioning import partition_for
+from durafka.registry import Registry
+from durafka.runtime.history import EventKind, HistoryEvent
+from durafka.settings import Settings
+from durafka.status import OrchestrationStatus, RuntimeStatus
+from durafka.topology import HubTopics
+
+#: Statuses in which an instance id is taken: a new start with that id is refused.
+ACTIVE_STATUSES = frozenset({RuntimeStatus.PENDING, RuntimeStatus.RUNNING, RuntimeStatus.SUSPENDED})
+
+#: How long a client call waits for the status view to catch up before giving up.
+VIEW_READY_TIMEOUT = 60.0
+
+# Ids this client started recently, so that raise_event right after start_new is
+# accepted before the processor has published the instance's first status.
+_RECENT_STARTS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of :meth:`~durafka.client.Client.list_instances`.
+
+    Attributes:
+        items: the statuses of this page, ordered by (creation time, instance id).
+        continuation: pass it back as ``continuation=`` for the next page;
+            ``None`` when this is the last page.
+    """
+
+    items: list[OrchestrationStatus]
+    continuation: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One record a client call writes to ``H.orchestrations``."""
+
+    topic: str
+    partition: int
+    key: bytes
+    value: bytes
+
+
+def now_ms() -> int:
+    """Wall-clock time in ms since the epoch (record timestamps)."""
+    return time.time_ns() // 1_000_000
+
+
+def seconds(timeout: float | timedelta | None) -> float | None:
+    """A timeout in seconds (``None``: wait forever); negative values are an error."""
+    if timeout is None:
+        return None
+    value = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+    if value < 0:
+        raise ValueError(f"timeout must not be negative, got {timeout!r}")
+    return value
+
+
+def is_terminal(status: OrchestrationStatus) -> bool:
+    """The predicate of ``wait_for_status``."""
+    return status.runtime_status.is_terminal
+
+
+class ClientCore:
+    """The I/O-free half of a client: names, payloads, records, checks and results.
+
+    Args:
+        settings: the app's settings (task hub, payload limit).
+        registry: resolves orchestration names and their payload adapters.
+    """
+
+    def __init__(self, settings: Settings, registry: Registry | None) -> None:
+        self.settings = settings
+        self.registry = registry if registry is not None else Registry()
+        self.topics = HubTopics(settings.task_hub)
+        self._started: OrderedDict[str, None] = OrderedDict()
+
+    # -- records -----------------------------------------------------------------
+
+    def prepare_start(
+        self,
+        orchestration: Callable[..., Any] | str,
+        input: Any,
+        instance_id: str | None,
+    ) -> tuple[str, str, bytes | None]:
+        """Resolve the name, choose the id and encode the input (size-checked).
+
+        Returns:
+            ``(instance_id, name, input JSON or None)``.
+
+        Raises:
+            PayloadTooLargeError: the input is over ``max_payload_bytes``.
+            SerializationError: the input cannot be encoded for its declared type.
+        """
+        name = self.registry.name_of(orchestration, self.registry.orchestrations)
+        iid = uuid.uuid4().hex if instance_id is None else check_instance_id(instance_id)
+        definition = self.registry.orchestrations.get(name)
+        adapter = definition.input_adapter if definition is not None else None
+        payload = self._encode(input, adapter, f"input of {name!r}")
+        return iid, name, payload
+
+    def start_record(
+        self, instance_id: str, name: str, payload: bytes | None, partitions: int
+    ) -> Outgoing:
+        """The ``EXECUTION_STARTED`` record of a new instance."""
+        event = HistoryEvent(EventKind.EXECUTION_STARTED, now_ms(), name=name, payload=payload)
+        return self._record(instance_id, event, partitions)
+
+    def control_record(
+        self,
+        instance_id: str,
+        kind: EventKind,
+        partitions: int,
+        *,
+        name: str | None = None,
+        payload: bytes | None = None,
+    ) -> Outgoing:
+        """A control event (terminate, raise, suspend, resume) for ``instance_id``."""
+        return self._record(instance_id, HistoryEvent(kind, now_ms(), name=name, payload=payload), partitions)
+
+    def encode_reason(self, reason: str | None, what: str) -> bytes | None:
+        """A terminate/suspend/resume reason as a JSON string (size-checked)."""
+        return None if reason is None else self._encode(reason, None, what)
+
+    def encode_event_data(self, instance_id: str, name: str, data: Any) -> bytes | None:
+        """External event data as JSON (size-checked); ``None`` stays ``None``."""
+        return self._encode(data, None, f"data of event {name!r} for instance {instance_id!r}")
+
+    def _encode(self, value: Any, adapter: Any, what: str) -> bytes | None:
+        if value is None:
+            return None
+        return encode_payload(value, adapter, max_bytes=self.settings.max_payload_bytes, what=what)
+
+    def _record(self, instance_id: str, event: HistoryEvent, partitions: int) -> Outgoing:
+        key = check_instance_id(instance_id).encode()
+        return Outgoing(
+            self.topics.orchestrations,
+            partition_for(key, partitions),
+            key,
+            encode_message(instance_id, event),
+        )
+
+    # -- checks ------------------------------------------------------------------
+
+    def remember_start(self, instance_id: str) -> None:
+        """Note an id this client started (see :meth:`check_can_raise`)."""
+        self._started[instance_id] = None
+        self._started.move_to_end(instance_id)
+        while len(self._started) > _RECENT_STARTS:
+            self._started.popitem(last=False)
+
+    def check_can_start(self, instance_id: str, current: OrchestrationStatus | None) -> None:
+        """Refuse a start whose id is held by a pending, running or suspended instance."""
+        if current is not None and current.runtime_status in ACTIVE_STATUSES:
+            raise InstanceAlreadyExistsError(
+                f"instance {instance_id!r} already exists and is {current.runtime_status.value} "
+                f"(orchestration {current.name!r}); choose another instance id, or terminate "
+                "it or wait for it to finish first"
+            )
+
+    def check_can_raise(self, instance_id: str, current: OrchestrationStatus | None) -> None:
+        """Refuse an event to an unknown or finished instance (the view must be ready)."""
+        if current is None:
+            if instance_id in self._started:
+                return  # started here; its first status is not published yet
+            raise InstanceNotFoundError(
+                f"no instance {instance_id!r} is known to the status view; "
+                "check the id (and the task hub), or start the instance first"
+            )
+        if current.runtime_status.is_terminal:
+            raise InstanceNotRunningError(
+                f"instance {instance_id!r} is {current.runtime_status.value} and takes no "
+                "more events; start a new instance instead"
+            )
+
+    # -- results -----------------------------------------------------------------
+
+    def completion_result(self, status: OrchestrationStatus, raise_on_failure: bool) -> Any:
+        """The decoded output of a terminal status, or ``OrchestrationFailed``."""
+        if status.runtime_status is RuntimeStatus.COMPLETED:
+            definition = self.registry.orchestrations.get(status.name)
+            adapter = definition.output_adapter if definition is not None else None
+            return decode_payload(
+                status.serialized_output,
+                adapter,
+                what=f"output of {status.name!r} (instance {status.instance_id!r})",
+            )
+        if raise_on_failure:
+            raise OrchestrationFailed(failure_message(status), status=status)
+        return None
+
+
+def failure_message(status: OrchestrationStatus) -> str:
+    """Why an instance ended Failed or Terminated, for ``OrchestrationFailed``."""
+    head = f"instance {status.instance_id!r} of {status.name!r} {status.runtime_status.value}"
+    if status.runtime_status is RuntimeStatus.TERMINATED:
+        reason = status.output
+        return f"{head}: {reason}" if reason is not None else head
+    failure = status.failure_details
+    if failure is not None:
+        return f"{head}: {failure.error_type}: {failure.message}"
+    return head
+
+
+def check_instance_id(instance_id: str) -> str:
+    """Reject ids that cannot be a record key (empty, not a string)."""
+    if not isinstance(instance_id, str) or not instance_id:
+        raise ValueError(f"instance_id must be a non-empty string, got {instance_id!r}")
+    return instance_id
+
+
+def timeout_message(instance_id: str, what: str, timeout: float | None, last: OrchestrationStatus | None) -> str:
+    """The message of a ``WaitTimeoutError``: the id, what was awaited, the last status."""
+    seen = (
+        f"last status seen: {last.runtime_status.value}"
+        if last is not None
+        else "no status was seen for it (is a processor running, and is the id right?)"
+    )
+    return f"instance {instance_id!r} did not reach {what} within {timeout}s; {seen}"
+
+
+# -- listing -------------------------------------------------------------------------
+
+
+def list_page(
+    statuses: Iterable[OrchestrationStatus],
+    *,
+    status: RuntimeStatus | str | Iterable[RuntimeStatus | str] | None,
+    name: str | None,
+    created_from: datetime | None,
+    created_to: datetime | None,
+    page_size: int,
+    continuation: str | None,
+) -> Page:
+    """Filter, order by (created_at, instance_id) and cut one page.
+
+    The continuation token is the sort key of the page's last item, so paging is
+    stable while instances are added: the next page starts right after it.
+    """
+    if page_size < 1:
+        raise ValueError(f"page_size must be at least 1, got {page_size}")
+    wanted = _statuses(status)
+    from_ms = _ms(created_from, "created_from")
+    to_ms = _ms(created_to, "created_to")
+    after = _decode_continuation(continuation) if continuation is not None else None
+    selected = sorted(
+        (
+            s
+            for s in statuses
+            if (wanted is None or s.runtime_status in wanted)
+            and (name is None or s.name == name)
+            and (from_ms is None or s.created_at_ms >= from_ms)
+            and (to_ms is None or s.created_at_ms < to_ms)
+            and (after is None or (s.created_at_ms, s.instance_id) > after)
+        ),
+        key=lambda s: (s.created_at_ms, s.instance_id),
+    )
+    items = selected[:page_size]
+    more = len(selected) > page_size
+    token = _encode_continuation(items[-1]) if more else None
+    return Page(items, token)
+
+
+def _statuses(
+    status: RuntimeStatus | str | Iterable[RuntimeStatus | str] | None,
+) -> frozenset[RuntimeStatus] | None:
+    if status is None:
+        return None
+    values = [status] if isinstance(status, str) else list(status)
+    try:
+        return frozenset(RuntimeStatus(v) for v in values)
+    except ValueError:
+        raise ValueError(
+            f"unknown runtime status in {values!r}; use {[s.value for s in RuntimeStatus]}"
+        ) from None
+
+
+def _ms(when: datetime | None, what: str) -> int | None:
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        raise ValueError(f"{what} must be timezone-aware (e.g. datetime.now(UTC)), got {when!r}")
+    return int(when.timestamp() * 1000)
+
+
+def _encode_continuation(last: OrchestrationStatus) -> str:
+    raw = f"{last.created_at_ms}:{last.instance_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode("ascii")
+
+
+def _decode_continuation(token: str) -> tuple[int, str]:
+    try:
+        ms, _, iid = base64.urlsafe_b64decode(token.encode("ascii")).decode().partition(":")
+        return int(ms), iid
+    except (ValueError, UnicodeError, binascii.Error):
+        raise ValueError(
+            f"invalid continuation token {token!r}: pass the value of a previous Page.continuation"
+        ) from None
+
+
+# -- aiokafka options ----------------------------------------------------------------
+
+# librdkafka names (Settings.client_config) -> aiokafka keyword arguments.
+_AIOKAFKA_NAMES = {
+    "client.id": "client_id",
+    "security.protocol": "security_protocol",
+    "sasl.mechanism": "sasl_mechanism",
+    "sasl.mechanisms": "sasl_mechanism",
+    "sasl.username": "sasl_plain_username",
+    "sasl.password": "sasl_plain_password",
+    "request.timeout.ms": "request_timeout_ms",
+    "metadata.max.age.ms": "metadata_max_age_ms",
+    "connections.max.idle.ms": "connections_max_idle_ms",
+    "retry.backoff.ms": "retry_backoff_ms",
+}
+_AIOKAFKA_INTS = frozenset(k for k in _AIOKAFKA_NAMES.values() if k.endswith("_ms"))
+_SSL_FILES = {
+    "ssl.ca.location": "cafile",
+    "ssl.certificate.location": "certfile",
+    "ssl.key.location": "keyfile",
+    "ssl.key.password": "password",
+}
+
+
+def aiokafka_options(client_config: dict[str, str]) -> dict[str, Any]:
+    """Translate ``Settings.client_config`` (librdkafka names) into aiokafka arguments.
+
+    Raises:
+        ConfigurationError: a setting has no aiokafka equivalent; the asyncio
+            client on Kafka would otherwise silently connect without it.
+    """
+    options: dict[str, Any] = {}
+    ssl: dict[str, str] = {}
+    for key, value in client_config.items():
+        if key in _SSL_FILES:
+            ssl[_SSL_FILES[key]] = value
+            continue
+        arg = _AIOKAFKA_NAMES.get(key)
+        if arg is None:
+            raise ConfigurationError(
+                f"client_config setting {key!r} has no aiokafka equivalent, so the asyncio "
+                f"client cannot apply it; supported: {sorted([*_AIOKAFKA_NAMES, *_SSL_FILES])}"
+            )
+        options[arg] = int(value) if arg in _AIOKAFKA_INTS else value
+    if "security_protocol" in options:
+        options["security_protocol"] = str(options["security_protocol"]).upper()
+    if ssl:
+        from aiokafka.helpers import create_ssl_context
+
+        options["ssl_context"] = create_ssl_context(**ssl)
+    return options

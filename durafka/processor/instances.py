@@ -1,0 +1,82 @@
+"""Instances as the processor holds them: header, history and live executor, in an LRU cache."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from durafka.codec.records import InstanceState, decode_chunk, decode_state
+from durafka.processor.keys import history_prefix, instance_key
+from durafka.runtime.executor import OrchestrationExecutor
+from durafka.runtime.history import HistoryEvent
+from durafka.state.transaction import StoreTransaction
+
+
+@dataclass(slots=True)
+class Instance:
+    """One orchestration instance loaded in the processor.
+
+    Attributes:
+        instance_id: its id.
+        partition: the input partition that owns it.
+        state: the header (status, history chunk count, suspended events).
+        history: every history event of the current generation, in order.
+        executor: the live orchestrator (None until needed, or after completion).
+        status_dirty: the status changed in the current batch (publish it).
+    """
+
+    instance_id: str
+    partition: int
+    state: InstanceState
+    history: list[HistoryEvent] = field(default_factory=list)
+    executor: OrchestrationExecutor | None = None
+    status_dirty: bool = False
+
+
+class InstanceCache:
+    """A bounded LRU of loaded instances; evicted ones are re-read and replayed on demand."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[str, Instance] = OrderedDict()
+
+    def get(self, instance_id: str) -> Instance | None:
+        """The cached instance, marked as recently used."""
+        inst = self._items.get(instance_id)
+        if inst is not None:
+            self._items.move_to_end(instance_id)
+        return inst
+
+    def put(self, inst: Instance) -> None:
+        """Add or replace an instance."""
+        self._items[inst.instance_id] = inst
+        self._items.move_to_end(inst.instance_id)
+
+    def trim(self) -> None:
+        """Evict least recently used instances beyond the capacity (after a commit)."""
+        items = self._items
+        while len(items) > self.capacity:
+            items.popitem(last=False)
+
+    def drop_partitions(self, partitions: set[int]) -> None:
+        """Forget every instance of these partitions (revoked, or their batch failed)."""
+        for iid in [i for i, inst in self._items.items() if inst.partition in partitions]:
+            del self._items[iid]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[Instance]:
+        return iter(self._items.values())
+
+
+def load_instance(tx: StoreTransaction, instance_id: str, partition: int) -> Instance | None:
+    """Read an instance's header and history from its partition's store."""
+    raw = tx.get(instance_key(instance_id))
+    if raw is None:
+        return None
+    history: list[HistoryEvent] = []
+    for _, chunk in tx.iter_prefix(history_prefix(instance_id)):
+        history.extend(decode_chunk(chunk))
+    return Instance(instance_id, partition, decode_state(raw), history)

@@ -1,0 +1,55 @@
+"""Settings of an app, from arguments or ``DURAFKA_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from durafka.codec.payload import DEFAULT_MAX_PAYLOAD_BYTES
+
+
+class Settings(BaseSettings):
+    """Everything an app needs to run; every field can be set as ``DURAFKA_<FIELD>``.
+
+    Example:
+        >>> Settings(task_hub="orders", bootstrap_servers="127.0.0.1:9092")
+        >>> # or: DURAFKA_BOOTSTRAP_SERVERS=kafka:9092 DURAFKA_PARTITIONS=12 durafka run app:app
+    """
+
+    model_config = SettingsConfigDict(env_prefix="DURAFKA_", extra="forbid")
+
+    task_hub: str = Field("durafka", pattern=r"^[A-Za-z0-9._-]+$", description="Topic prefix.")
+    bootstrap_servers: str = Field(
+        "memory://", description="Kafka bootstrap servers, or memory:// for embedded mode."
+    )
+    state_dir: Path = Field(Path(".durafka/state"), description="Where the RocksDB stores live.")
+    partitions: int = Field(8, ge=1, description="Partitions of the co-partitioned topics.")
+    replication_factor: int = Field(1, ge=1)
+    processor_partitions: str | None = Field(
+        None, description="Static partition range for this processor, e.g. '0-3' (else: group)."
+    )
+    max_concurrent_activities: int = Field(64, ge=1)
+    max_concurrent_orchestrations: int = Field(
+        1000, ge=1, description="Instances processed per batch at most."
+    )
+    cache_size: int = Field(10_000, ge=0, description="Live orchestrations kept in memory (0: replay always).")
+    batch_size: int = Field(500, ge=1, description="Records per processor transaction at most.")
+    commit_interval_ms: int = Field(
+        5, ge=0, description="How long a batch may wait for more records before committing."
+    )
+    max_payload_bytes: int = Field(DEFAULT_MAX_PAYLOAD_BYTES, ge=1)
+    transaction_timeout_ms: int = Field(60_000, ge=1000)
+    client_config: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra librdkafka/aiokafka settings passed to every client (e.g. security).",
+    )
+    use_memory_state: bool | None = Field(
+        None, description="Keep partition state in memory (default: only on memory://)."
+    )
+
+    @property
+    def is_memory(self) -> bool:
+        """Whether this app runs on the in-process ``memory://`` transport."""
+        return self.bootstrap_servers.startswith("memory://")
