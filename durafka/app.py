@@ -11,10 +11,9 @@ from durafka.registry import Registry
 from durafka.runner import Runner
 from durafka.settings import Settings
 from durafka.state.base import StoreFactory
-from durafka.topology import load_hub_spec
-from durafka.transport import Transport, open_transport
 
 if TYPE_CHECKING:
+    from durafka.transport import Transport
     from durafka.client import AsyncClient, Client
     from durafka.processor import Processor
     from durafka.worker import ActivityWorker
@@ -95,6 +94,8 @@ class App:
     def transport(self) -> Transport:
         """The transport of ``settings.bootstrap_servers`` (opened once)."""
         if self._transport is None:
+            from durafka.transport import open_transport
+
             self._transport = open_transport(self.settings.bootstrap_servers, self.settings.client_config)
         return self._transport
 
@@ -118,6 +119,8 @@ class App:
     def ensure_topics(self) -> None:
         """Create the task hub's topics if missing (a mismatch is a clear error)."""
         if not self._topics_ready:
+            from durafka.topology import load_hub_spec
+
             s = self.settings
             self.transport.ensure_topics(
                 load_hub_spec(s.task_hub, partitions=s.partitions, replication_factor=s.replication_factor)
