@@ -34,18 +34,27 @@ class FunctionDef:
     output_adapter: TypeAdapter[Any] | None
 
 
-def _adapters(fn: Callable[..., Any], skip: int) -> tuple[bool, TypeAdapter[Any] | None, TypeAdapter[Any] | None]:
+def _adapters(
+    fn: Callable[..., Any], skip: int
+) -> tuple[bool, TypeAdapter[Any] | None, TypeAdapter[Any] | None]:
     sig = inspect.signature(fn)
     params = [
-        p
-        for p in sig.parameters.values()
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        p for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
     ]
     if len(params) < skip or len(params) > skip + 1:
-        expected = "(ctx)" if skip else "()"
+        shapes = "(ctx, input) or (ctx)" if skip else "(input) or ()"
         raise ConfigurationError(
-            f"{fn.__qualname__} must take {expected[:-1]}{', ' if skip else ''}input) or {expected}: "
-            f"durafka passes exactly one input value (use a pydantic model or dataclass for several)"
+            f"{fn.__qualname__} must take {shapes}: durafka passes exactly one input value "
+            "(use a pydantic model or dataclass for several)"
+        )
+    # durafka never passes keywords, so a required one would fail at every call.
+    required_kw = [
+        p.name for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY and p.default is p.empty
+    ]
+    if required_kw:
+        raise ConfigurationError(
+            f"{fn.__qualname__} has required keyword-only parameters {required_kw}: durafka passes "
+            "exactly one positional input; give them defaults or fold them into the input"
         )
     try:
         hints = get_type_hints(fn)

@@ -143,7 +143,9 @@ class ClientCore:
         payload: bytes | None = None,
     ) -> Outgoing:
         """A control event (terminate, raise, suspend, resume) for ``instance_id``."""
-        return self._record(instance_id, HistoryEvent(kind, now_ms(), name=name, payload=payload), partitions)
+        return self._record(
+            instance_id, HistoryEvent(kind, now_ms(), name=name, payload=payload), partitions
+        )
 
     def encode_reason(self, reason: str | None, what: str) -> bytes | None:
         """A terminate/suspend/resume reason as a JSON string (size-checked)."""
@@ -234,16 +236,6 @@ def check_instance_id(instance_id: str) -> str:
     if not isinstance(instance_id, str) or not instance_id:
         raise ValueError(f"instance_id must be a non-empty string, got {instance_id!r}")
     return instance_id
-
-
-def timeout_message(instance_id: str, what: str, timeout: float | None, last: OrchestrationStatus | None) -> str:
-    """The message of a ``WaitTimeoutError``: the id, what was awaited, the last status."""
-    seen = (
-        f"last status seen: {last.runtime_status.value}"
-        if last is not None
-        else "no status was seen for it (is a processor running, and is the id right?)"
-    )
-    return f"instance {instance_id!r} did not reach {what} within {timeout}s; {seen}"
 
 
 # -- listing -------------------------------------------------------------------------

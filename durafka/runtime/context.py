@@ -29,7 +29,7 @@ T = TypeVar("T")
 _UUID_NAMESPACE = uuid.UUID("6f1f5a52-9a43-4c1e-9d1e-7f0f6a7a1b2c")
 
 
-class ContinueAsNew(BaseException):  # noqa: N818 - a control-flow signal, not an error
+class ContinueAsNew(BaseException):  # a control-flow signal, hence no "Error" suffix
     """Raised by :meth:`OrchestrationContext.continue_as_new`; never catch it.
 
     It derives from ``BaseException`` so that an orchestrator's ``except Exception``
@@ -49,7 +49,7 @@ class _ReplaySafeLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         super().__init__(logger, {})
         self._ctx = ctx
 
-    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 - logging's own name
+    def isEnabledFor(self, level: int) -> bool:  # logging's own camelCase name
         return not self._ctx.is_replaying and self.logger.isEnabledFor(level)
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
@@ -194,7 +194,7 @@ class OrchestrationContext:
         """A durable sleep: ``await ctx.sleep(timedelta(days=30))``."""
         return self.create_timer(delay)
 
-    def wait_for_external_event(self, name: str, *, type: Any = None) -> Task[Any]:  # noqa: A002
+    def wait_for_external_event(self, name: str, *, type: Any = None) -> Task[Any]:
         """A task completed by the next event ``name`` raised to this instance.
 
         Events that arrived before the wait are buffered, in order.
@@ -209,7 +209,9 @@ class OrchestrationContext:
         """Raise event ``name`` on another instance (one-way, durable)."""
         self._ex.send_event(instance_id, name, data)
 
-    def continue_as_new(self, new_input: Any = None, *, keep_unprocessed_events: bool = True) -> NoReturn:
+    def continue_as_new(
+        self, new_input: Any = None, *, keep_unprocessed_events: bool = True
+    ) -> NoReturn:
         """Restart this instance with ``new_input`` and an empty history; never returns.
 
         Args:
@@ -224,6 +226,6 @@ class OrchestrationContext:
         return when_all(tasks)
 
     @staticmethod
-    def when_any(tasks: Sequence[Task[Any]]) -> WhenAnyTask[Any]:
+    def when_any(tasks: Sequence[Task[Any]]) -> WhenAnyTask:
         """A task completing with the first task to complete (see :func:`durafka.when_any`)."""
         return when_any(tasks)

@@ -14,25 +14,33 @@ reproduce the same state.
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import TypeAdapter
 
-from durafka.codec.payload import DEFAULT_MAX_PAYLOAD_BYTES, adapter_for, decode_payload, encode_payload
+from durafka.codec.payload import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    adapter_for,
+    decode_payload,
+    encode_payload,
+)
 from durafka.errors import (
     ActivityFailed,
     FailureDetails,
     NonDeterminismError,
     OrchestrationUsageError,
+    SerializationError,
     SubOrchestrationFailed,
+    TaskFailedError,
     UnknownFunctionError,
 )
 from durafka.registry import Registry
 from durafka.runtime.context import ContinueAsNew, OrchestrationContext
-from durafka.runtime.history import EventKind, HistoryEvent
+from durafka.runtime.history import ACTION_KINDS, EventKind, HistoryEvent
 from durafka.runtime.retry import RetryPolicy
 from durafka.runtime.tasks import CompletableTask, Task
 
@@ -46,7 +54,25 @@ _DESCRIBE = {
 
 def _describe(e: HistoryEvent) -> str:
     what = _DESCRIBE.get(e.kind, e.kind.value)
+    if e.kind is EventKind.EVENT_SENT:
+        return f"{what}({e.instance_id!r}, {e.name!r})"
+    if e.kind is EventKind.SUB_ORCHESTRATION_CREATED:
+        return f"{what}({e.name!r}, instance_id={e.instance_id!r})"
     return f"{what}({e.name!r})" if e.name is not None else f"{what}()"
+
+
+def _settle(task: CompletableTask[Any], payload: bytes | None, adapter: Any, what: str) -> None:
+    """Complete ``task`` with the decoded payload, or fail it if the payload does not decode.
+
+    A bad payload must surface where the orchestrator awaits it (and fail the
+    instance if uncaught), never escape ``step()`` and stall the processor.
+    """
+    try:
+        value = decode_payload(payload, adapter, what=what)
+    except SerializationError as exc:
+        task.fail(exc)
+    else:
+        task.complete(value)
 
 
 @dataclass(slots=True)
@@ -73,7 +99,13 @@ class _Pending:
 
     __slots__ = ("adapter", "kind", "name", "task")
 
-    def __init__(self, task: CompletableTask[Any], kind: EventKind, name: str | None, adapter: TypeAdapter[Any] | None) -> None:
+    def __init__(
+        self,
+        task: CompletableTask[Any],
+        kind: EventKind,
+        name: str | None,
+        adapter: TypeAdapter[Any] | None,
+    ) -> None:
         self.task = task
         self.kind = kind
         self.name = name
@@ -85,7 +117,9 @@ class _RetryingTask(CompletableTask[Any]):
 
     __slots__ = ("attempt", "first_attempt_ms", "policy", "start_attempt")
 
-    def __init__(self, policy: RetryPolicy, start_attempt: Callable[[], Task[Any]], now_ms: int) -> None:
+    def __init__(
+        self, policy: RetryPolicy, start_attempt: Callable[[], Task[Any]], now_ms: int
+    ) -> None:
         super().__init__()
         self.policy = policy
         self.start_attempt = start_attempt
@@ -124,8 +158,13 @@ class OrchestrationExecutor:
         self._pending: dict[int, _Pending] = {}
         self._unmatched: dict[int, HistoryEvent] = {}
         self._new_actions: list[HistoryEvent] = []
-        self._event_waiters: dict[str, deque[tuple[CompletableTask[Any], TypeAdapter[Any] | None]]] = {}
-        self._event_buffer: dict[str, deque[HistoryEvent]] = {}
+        self._event_waiters: dict[
+            str, deque[tuple[CompletableTask[Any], TypeAdapter[Any] | None]]
+        ] = {}
+        # Buffered events keep their arrival number: carried over in arrival order.
+        self._event_buffer: dict[str, deque[tuple[int, HistoryEvent]]] = {}
+        self._arrivals = 0
+        self._diverged = False
         self._completion: HistoryEvent | None = None
         self._carried: list[HistoryEvent] = []
         self._custom_status: bytes | None = None
@@ -139,7 +178,13 @@ class OrchestrationExecutor:
         try:
             for event in history:
                 if self.is_complete:
-                    break
+                    if self._diverged:
+                        break
+                    # Done on replay: the actions recorded after this point must still
+                    # have been made, or code that now returns early would go unnoticed.
+                    if event.kind in ACTION_KINDS:
+                        self._apply(event)
+                    continue
                 self._apply(event)
         finally:
             self.is_replaying = False
@@ -180,15 +225,20 @@ class OrchestrationExecutor:
             elif kind is EventKind.TASK_COMPLETED or kind is EventKind.SUB_ORCHESTRATION_COMPLETED:
                 p = self._pending.pop(e.seq, None)
                 if p is not None:
-                    p.task.complete(decode_payload(e.payload, p.adapter, what=f"result of {p.name!r}"))
+                    _settle(p.task, e.payload, p.adapter, f"result of {p.name!r}")
             elif kind is EventKind.TASK_FAILED or kind is EventKind.SUB_ORCHESTRATION_FAILED:
                 p = self._pending.pop(e.seq, None)
                 if p is not None:
                     details = e.failure or FailureDetails("unknown", "no failure details")
-                    err_cls = ActivityFailed if kind is EventKind.TASK_FAILED else SubOrchestrationFailed
+                    err_cls = (
+                        ActivityFailed if kind is EventKind.TASK_FAILED else SubOrchestrationFailed
+                    )
                     what = "activity" if kind is EventKind.TASK_FAILED else "sub-orchestration"
                     p.task.fail(
-                        err_cls(f"{what} {p.name!r} failed: {details.error_type}: {details.message}", details)
+                        err_cls(
+                            f"{what} {p.name!r} failed: {details.error_type}: {details.message}",
+                            details,
+                        )
                     )
             elif kind is EventKind.TIMER_FIRED:
                 p = self._pending.pop(e.seq, None)
@@ -196,14 +246,28 @@ class OrchestrationExecutor:
                     p.task.complete(None)
             elif kind is EventKind.EVENT_RAISED:
                 self._on_event_raised(e)
-            elif kind is EventKind.TASK_SCHEDULED or kind is EventKind.TIMER_CREATED or kind is EventKind.SUB_ORCHESTRATION_CREATED or kind is EventKind.EVENT_SENT:
+            elif (
+                kind is EventKind.TASK_SCHEDULED
+                or kind is EventKind.TIMER_CREATED
+                or kind is EventKind.SUB_ORCHESTRATION_CREATED
+                or kind is EventKind.EVENT_SENT
+            ):
                 self._match_recorded_action(e)
-            elif kind is EventKind.EXECUTION_COMPLETED or kind is EventKind.EXECUTION_FAILED or kind is EventKind.EXECUTION_TERMINATED or kind is EventKind.CONTINUED_AS_NEW:
+            elif (
+                kind is EventKind.EXECUTION_COMPLETED
+                or kind is EventKind.EXECUTION_FAILED
+                or kind is EventKind.EXECUTION_TERMINATED
+                or kind is EventKind.CONTINUED_AS_NEW
+            ):
                 self.is_complete = True
             # EXECUTION_SUSPENDED / RESUMED change nothing inside the orchestrator.
             self._resume()
         except NonDeterminismError as exc:
             self._fail(exc)
+            # Nothing the diverged code did may leave the executor.
+            self._diverged = True
+            self._unmatched.clear()
+            self._new_actions.clear()
 
     def _start(self, e: HistoryEvent) -> None:
         if self._coro is not None:
@@ -219,7 +283,9 @@ class OrchestrationExecutor:
         try:
             args: tuple[Any, ...] = (self._ctx,)
             if d.takes_input:
-                args += (decode_payload(e.payload, d.input_adapter, what=f"input of {self.name!r}"),)
+                args += (
+                    decode_payload(e.payload, d.input_adapter, what=f"input of {self.name!r}"),
+                )
             self._coro = d.fn(*args)
         except Exception as exc:
             self._fail(exc)
@@ -231,9 +297,10 @@ class OrchestrationExecutor:
         waiters = self._event_waiters.get(name)
         if waiters:
             task, adapter = waiters.popleft()
-            task.complete(decode_payload(e.payload, adapter, what=f"event {name!r}"))
+            _settle(task, e.payload, adapter, f"event {name!r}")
         else:
-            self._event_buffer.setdefault(name, deque()).append(e)
+            self._arrivals += 1
+            self._event_buffer.setdefault(name, deque()).append((self._arrivals, e))
 
     def _match_recorded_action(self, e: HistoryEvent) -> None:
         if not self.is_replaying:
@@ -247,7 +314,7 @@ class OrchestrationExecutor:
                 f"the instance was running, or it branched on wall-clock time, randomness or I/O "
                 f"outside ctx."
             )
-        if taken.kind is not e.kind or taken.name != e.name:
+        if taken.kind is not e.kind or taken.name != e.name or taken.instance_id != e.instance_id:
             raise NonDeterminismError(
                 f"non-deterministic orchestration {self.name!r} ({self.instance_id}): at "
                 f"sequence #{e.seq} history recorded {_describe(e)} but the orchestrator now "
@@ -276,60 +343,93 @@ class OrchestrationExecutor:
             return
         except NonDeterminismError:
             raise
+        except RuntimeError as exc:
+            # asyncio.sleep(n), asyncio.create_task(...) and friends need a running loop.
+            if "no running event loop" not in str(exc):
+                self._fail(exc)
+                return
+            usage = self._usage_error(f"used asyncio ({exc})")
+            usage.__cause__ = exc
+            self._fail(usage)
+            return
         except Exception as exc:
             self._fail(exc)
             return
         if not isinstance(yielded, Task):
             coro.close()
-            self._fail(
-                OrchestrationUsageError(
-                    f"orchestration {self.name!r} awaited {yielded!r}, which is not a durafka task. "
-                    "Orchestrators may only await ctx calls (activities, timers, events, "
-                    "sub-orchestrations, when_all/when_any); use ctx.sleep() instead of "
-                    "asyncio.sleep() and do I/O in activities."
-                )
+            what = (
+                "awaited a bare yield (None), as asyncio.sleep(0) does"
+                if yielded is None
+                else f"awaited {yielded!r}"
             )
+            self._fail(self._usage_error(what))
             return
         self._waiting = yielded
+
+    def _usage_error(self, what: str) -> OrchestrationUsageError:
+        return OrchestrationUsageError(
+            f"orchestration {self.name!r} {what}, which is not a durafka task. "
+            "Orchestrators may only await ctx calls (activities, timers, events, "
+            "sub-orchestrations, when_all/when_any); use ctx.sleep() instead of "
+            "asyncio.sleep() and do I/O in activities."
+        )
 
     def _complete_with(self, value: Any) -> None:
         try:
             payload = encode_payload(
-                value, self._output_adapter, max_bytes=self.max_payload_bytes,
+                value,
+                self._output_adapter,
+                max_bytes=self.max_payload_bytes,
                 what=f"output of {self.name!r}",
             )
         except Exception as exc:
             self._fail(exc)
             return
-        self._finish(HistoryEvent(EventKind.EXECUTION_COMPLETED, self.current_time_ms, payload=payload))
+        self._finish(
+            HistoryEvent(EventKind.EXECUTION_COMPLETED, self.current_time_ms, payload=payload)
+        )
 
     def _continue_as_new(self, can: ContinueAsNew) -> None:
         try:
             payload = encode_payload(
-                can.new_input, None, max_bytes=self.max_payload_bytes,
+                can.new_input,
+                None,
+                max_bytes=self.max_payload_bytes,
                 what=f"continue_as_new input of {self.name!r}",
             )
         except Exception as exc:
             self._fail(exc)
             return
         if can.keep_unprocessed_events:
-            self._carried = [e for q in self._event_buffer.values() for e in q]
-        self._finish(HistoryEvent(EventKind.CONTINUED_AS_NEW, self.current_time_ms, payload=payload))
+            buffered = sorted(item for q in self._event_buffer.values() for item in q)
+            self._carried = [e for _, e in buffered]
+        self._finish(
+            HistoryEvent(EventKind.CONTINUED_AS_NEW, self.current_time_ms, payload=payload)
+        )
 
     def _fail(self, exc: BaseException) -> None:
         if self._coro is not None:
-            self._coro.close()
+            # A finally block that awaits (or raises) must not hide the real failure.
+            with contextlib.suppress(Exception):
+                self._coro.close()
+        details = FailureDetails.from_exception(exc)
+        if isinstance(exc, TaskFailedError) and exc.details.stack_trace:
+            # The task's own traceback (from the worker or the child) is what explains it.
+            details = replace(
+                details,
+                stack_trace=f"{details.stack_trace}\nCaused by {exc.details.error_type}: "
+                f"{exc.details.message}\n{exc.details.stack_trace}",
+            )
         self._finish(
-            HistoryEvent(EventKind.EXECUTION_FAILED, self.current_time_ms, failure=FailureDetails.from_exception(exc))
+            HistoryEvent(EventKind.EXECUTION_FAILED, self.current_time_ms, failure=details)
         )
 
     def _finish(self, event: HistoryEvent) -> None:
+        # Actions taken in the finishing step stay: they are emitted with the completion
+        # (live) or matched against the history that recorded them (replay).
         self.is_complete = True
         self._waiting = None
         self._completion = event
-        # Actions not yet taken are void once the orchestrator is done.
-        if self.is_replaying:
-            self._unmatched.clear()
 
     # -- actions (called through the context) ----------------------------------
 
@@ -338,32 +438,50 @@ class OrchestrationExecutor:
         self._next_seq += 1
         return seq
 
-    def _record(self, event: HistoryEvent, task: CompletableTask[Any], adapter: TypeAdapter[Any] | None) -> None:
+    def _record(
+        self, event: HistoryEvent, task: CompletableTask[Any], adapter: TypeAdapter[Any] | None
+    ) -> None:
         self._unmatched[event.seq] = event
         self._pending[event.seq] = _Pending(task, event.kind, event.name, adapter)
 
-    def schedule_activity(self, activity: Callable[..., Any] | str, input: Any, retry: RetryPolicy | None) -> Task[Any]:
+    def schedule_activity(
+        self, activity: Callable[..., Any] | str, input: Any, retry: RetryPolicy | None
+    ) -> Task[Any]:
         name = self.registry.name_of(activity, self.registry.activities)
         d = self.registry.activities.get(name)
         out_adapter = d.output_adapter if d is not None else None
         in_adapter = d.input_adapter if d is not None else None
-        payload = encode_payload(input, in_adapter, max_bytes=self.max_payload_bytes, what=f"input of activity {name!r}")
+        payload = encode_payload(
+            input, in_adapter, max_bytes=self.max_payload_bytes, what=f"input of activity {name!r}"
+        )
 
         def attempt() -> Task[Any]:
             task: CompletableTask[Any] = CompletableTask()
-            e = HistoryEvent(EventKind.TASK_SCHEDULED, self.current_time_ms, seq=self._take_seq(), name=name, payload=payload)
+            e = HistoryEvent(
+                EventKind.TASK_SCHEDULED,
+                self.current_time_ms,
+                seq=self._take_seq(),
+                name=name,
+                payload=payload,
+            )
             self._record(e, task, out_adapter)
             return task
 
         return attempt() if retry is None else self._with_retry(retry, attempt)
 
     def schedule_sub_orchestration(
-        self, orchestration: Callable[..., Any] | str, input: Any, instance_id: str | None, retry: RetryPolicy | None
+        self,
+        orchestration: Callable[..., Any] | str,
+        input: Any,
+        instance_id: str | None,
+        retry: RetryPolicy | None,
     ) -> Task[Any]:
         name = self.registry.name_of(orchestration, self.registry.orchestrations)
         d = self.registry.orchestrations.get(name)
         payload = encode_payload(
-            input, d.input_adapter if d else None, max_bytes=self.max_payload_bytes,
+            input,
+            d.input_adapter if d else None,
+            max_bytes=self.max_payload_bytes,
             what=f"input of sub-orchestration {name!r}",
         )
         out_adapter = d.output_adapter if d else None
@@ -372,7 +490,14 @@ class OrchestrationExecutor:
             task: CompletableTask[Any] = CompletableTask()
             seq = self._take_seq()
             child = instance_id or f"{self.instance_id}:{seq}"
-            e = HistoryEvent(EventKind.SUB_ORCHESTRATION_CREATED, self.current_time_ms, seq=seq, name=name, payload=payload, instance_id=child)
+            e = HistoryEvent(
+                EventKind.SUB_ORCHESTRATION_CREATED,
+                self.current_time_ms,
+                seq=seq,
+                name=name,
+                payload=payload,
+                instance_id=child,
+            )
             self._record(e, task, out_adapter)
             return task
 
@@ -380,7 +505,9 @@ class OrchestrationExecutor:
 
     def create_timer(self, due_ms: int) -> Task[None]:
         task: CompletableTask[None] = CompletableTask()
-        e = HistoryEvent(EventKind.TIMER_CREATED, self.current_time_ms, seq=self._take_seq(), fire_at=due_ms)
+        e = HistoryEvent(
+            EventKind.TIMER_CREATED, self.current_time_ms, seq=self._take_seq(), fire_at=due_ms
+        )
         self._record(e, task, None)
         return task
 
@@ -389,19 +516,30 @@ class OrchestrationExecutor:
         adapter = adapter_for(tp) if tp is not None else None
         buffered = self._event_buffer.get(name)
         if buffered:
-            e = buffered.popleft()
-            task.complete(decode_payload(e.payload, adapter, what=f"event {name!r}"))
+            _, e = buffered.popleft()
+            _settle(task, e.payload, adapter, f"event {name!r}")
         else:
             self._event_waiters.setdefault(name, deque()).append((task, adapter))
         return task
 
     def send_event(self, instance_id: str, name: str, data: Any) -> None:
-        payload = encode_payload(data, None, max_bytes=self.max_payload_bytes, what=f"data of event {name!r}")
-        e = HistoryEvent(EventKind.EVENT_SENT, self.current_time_ms, seq=self._take_seq(), name=name, payload=payload, instance_id=instance_id)
+        payload = encode_payload(
+            data, None, max_bytes=self.max_payload_bytes, what=f"data of event {name!r}"
+        )
+        e = HistoryEvent(
+            EventKind.EVENT_SENT,
+            self.current_time_ms,
+            seq=self._take_seq(),
+            name=name,
+            payload=payload,
+            instance_id=instance_id,
+        )
         self._unmatched[e.seq] = e
 
     def set_custom_status(self, value: Any) -> None:
-        self._custom_status = encode_payload(value, None, max_bytes=self.max_payload_bytes, what="custom status")
+        self._custom_status = encode_payload(
+            value, None, max_bytes=self.max_payload_bytes, what="custom status"
+        )
 
     def _with_retry(self, policy: RetryPolicy, start_attempt: Callable[[], Task[Any]]) -> Task[Any]:
         outer = _RetryingTask(policy, start_attempt, self.current_time_ms)
@@ -428,7 +566,8 @@ class OrchestrationExecutor:
             or (details is not None and not policy.is_retryable(details))
             or (
                 policy.total_timeout is not None
-                and elapsed_ms + delay.total_seconds() * 1000 > policy.total_timeout.total_seconds() * 1000
+                and elapsed_ms + delay.total_seconds() * 1000
+                > policy.total_timeout.total_seconds() * 1000
             )
         )
         if give_up:

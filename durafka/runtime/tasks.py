@@ -159,7 +159,7 @@ def when_all(tasks: Sequence[Task[T]]) -> WhenAllTask[T]:
     return WhenAllTask(tasks)
 
 
-def when_any(tasks: Sequence[Task[Any]]) -> WhenAnyTask[Any]:
+def when_any(tasks: Sequence[Task[Any]]) -> WhenAnyTask:
     """A task completing with the first of ``tasks`` to complete.
 
     Example:

@@ -87,8 +87,13 @@ class Consumer(Protocol):
         """
         ...
 
-    def pause(self, partitions: Iterable[TopicPartition]) -> None: ...
-    def resume(self, partitions: Iterable[TopicPartition]) -> None: ...
+    def pause(self, partitions: Iterable[TopicPartition]) -> None:
+        """Stop fetching these partitions until :meth:`resume` (unassigned ones are ignored)."""
+        ...
+
+    def resume(self, partitions: Iterable[TopicPartition]) -> None:
+        """Fetch these paused partitions again (unassigned ones are ignored)."""
+        ...
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
         """Continue reading ``partition`` at ``offset`` (the next poll sees it)."""
@@ -139,7 +144,12 @@ class Producer(Protocol):
 
 
 class TransactionalProducer(Producer, Protocol):
-    """A producer with one ``transactional.id`` (fenced against zombies)."""
+    """A producer with one ``transactional.id`` (fenced against zombies).
+
+    Its calls raise :class:`durafka.errors.TransactionError`: when ``fatal`` is False,
+    :meth:`abort_transaction` recovers the producer; when True (fenced by a newer
+    producer with the same id), close it and create a new one.
+    """
 
     def init_transactions(self, timeout: float = 30.0) -> None: ...
     def begin_transaction(self) -> None: ...
@@ -149,7 +159,9 @@ class TransactionalProducer(Producer, Protocol):
         ...
 
     def commit_transaction(self, timeout: float = 30.0) -> None: ...
-    def abort_transaction(self, timeout: float = 30.0) -> None: ...
+    def abort_transaction(self, timeout: float = 30.0) -> None:
+        """Discard the open transaction's records and offsets; a no-op when none is open."""
+        ...
 
 
 class Transport(Protocol):
@@ -163,8 +175,9 @@ class Transport(Protocol):
 
     def producer(self, **config: Any) -> Producer: ...
 
-    def transactional_producer(self, transactional_id: str, **config: Any) -> TransactionalProducer:
-        ...
+    def transactional_producer(
+        self, transactional_id: str, **config: Any
+    ) -> TransactionalProducer: ...
 
     def ensure_topics(self, specs: Sequence[TopicSpec]) -> None:
         """Create missing topics; raise ``TopologyMismatchError`` on a mismatch."""

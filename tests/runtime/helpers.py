@@ -34,25 +34,29 @@ def orchestrator_started(ts: int) -> HistoryEvent:
     return HistoryEvent(EventKind.ORCHESTRATOR_STARTED, ts)
 
 
-def started(name: str, input: Any = None, *, ts: int = T0) -> HistoryEvent:  # noqa: A002
+def started(name: str, input: Any = None, *, ts: int = T0) -> HistoryEvent:
     """EXECUTION_STARTED of orchestration ``name`` with ``input``."""
     return HistoryEvent(EventKind.EXECUTION_STARTED, ts, name=name, payload=_json(input))
 
 
 def completed(seq: int, value: Any = None, *, attempt: int = 1, ts: int = T0) -> HistoryEvent:
     """TASK_COMPLETED of the activity call ``seq`` with result ``value``."""
-    return HistoryEvent(EventKind.TASK_COMPLETED, ts, seq=seq, payload=_json(value), attempt=attempt)
+    return HistoryEvent(
+        EventKind.TASK_COMPLETED, ts, seq=seq, payload=_json(value), attempt=attempt
+    )
 
 
 def details_of(exc: BaseException) -> FailureDetails:
     """The failure details a worker would report for ``exc`` (with a real traceback)."""
     try:
         raise exc
-    except BaseException as raised:  # noqa: BLE001 - capturing a traceback on purpose
+    except BaseException as raised:
         return FailureDetails.from_exception(raised)
 
 
-def failed(seq: int, exc: BaseException | FailureDetails, *, attempt: int = 1, ts: int = T0) -> HistoryEvent:
+def failed(
+    seq: int, exc: BaseException | FailureDetails, *, attempt: int = 1, ts: int = T0
+) -> HistoryEvent:
     """TASK_FAILED of the activity call ``seq``."""
     details = exc if isinstance(exc, FailureDetails) else details_of(exc)
     return HistoryEvent(EventKind.TASK_FAILED, ts, seq=seq, failure=details, attempt=attempt)
@@ -79,7 +83,7 @@ def sub_failed(seq: int, exc: BaseException | FailureDetails, *, ts: int = T0) -
     return HistoryEvent(EventKind.SUB_ORCHESTRATION_FAILED, ts, seq=seq, failure=details)
 
 
-def scheduled(seq: int, name: str, input: Any = None, *, ts: int = T0) -> HistoryEvent:  # noqa: A002
+def scheduled(seq: int, name: str, input: Any = None, *, ts: int = T0) -> HistoryEvent:
     """TASK_SCHEDULED of activity ``name`` at ``seq`` (for hand-written histories)."""
     return HistoryEvent(EventKind.TASK_SCHEDULED, ts, seq=seq, name=name, payload=_json(input))
 
@@ -89,7 +93,9 @@ def timer_created(seq: int, fire_at: int, *, ts: int = T0) -> HistoryEvent:
     return HistoryEvent(EventKind.TIMER_CREATED, ts, seq=seq, fire_at=fire_at)
 
 
-def registry_with(*fns: Callable[..., Any], activities: Iterable[Callable[..., Any]] = ()) -> Registry:
+def registry_with(
+    *fns: Callable[..., Any], activities: Iterable[Callable[..., Any]] = ()
+) -> Registry:
     """A registry with the given orchestrations and activities."""
     reg = Registry()
     for fn in fns:
@@ -99,7 +105,9 @@ def registry_with(*fns: Callable[..., Any], activities: Iterable[Callable[..., A
     return reg
 
 
-def replay_fresh(registry: Registry, instance_id: str, name: str, history: list[HistoryEvent]) -> OrchestrationExecutor:
+def replay_fresh(
+    registry: Registry, instance_id: str, name: str, history: list[HistoryEvent]
+) -> OrchestrationExecutor:
     """A new executor with ``history`` replayed into it (the processor's cache-miss path)."""
     ex = OrchestrationExecutor(registry, instance_id, name)
     ex.replay(list(history))
@@ -144,7 +152,7 @@ class Run:
         """The result of the latest step."""
         return self.results[-1]
 
-    def start(self, input: Any = None, *, at: int | None = None) -> StepResult:  # noqa: A002
+    def start(self, input: Any = None, *, at: int | None = None) -> StepResult:
         """Step with EXECUTION_STARTED."""
         return self.step(started(self.name, input, ts=self.next_ms if at is None else at), at=at)
 
@@ -170,8 +178,14 @@ class Run:
                 raise ReplayMismatch(f"replay+step gave {expected!r}\nlive step gave {result!r}")
             # A fresh replay of the whole history has nothing new to do.
             after = replay_fresh(self.registry, self.instance_id, self.name, self.history).step([])
-            if after.actions or after.completion != result.completion or after.custom_status != result.custom_status:
-                raise ReplayMismatch(f"replaying the full history gave {after!r}, live gave {result!r}")
+            if (
+                after.actions
+                or after.completion != result.completion
+                or after.custom_status != result.custom_status
+            ):
+                raise ReplayMismatch(
+                    f"replaying the full history gave {after!r}, live gave {result!r}"
+                )
         return result
 
     def actions(self, kind: EventKind | None = None) -> list[HistoryEvent]:
@@ -182,7 +196,7 @@ class Run:
 def run_steps(
     registry: Registry,
     name: str,
-    input: Any,  # noqa: A002
+    input: Any,
     *steps: Iterable[HistoryEvent],
     instance_id: str = "inst-1",
     check_replay: bool = True,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -249,15 +248,6 @@ def test_keyless_record_is_skipped() -> None:
 
 
 # --- against memory:// and the real broker -------------------------------------------
-
-
-@pytest.fixture
-def kafka_bootstrap() -> str:
-    # TODO(state): drop once tests/conftest.py provides the session fixture.
-    bootstrap = os.environ.get("DURAFKA_BOOTSTRAP")
-    if not bootstrap:
-        pytest.fail("set DURAFKA_BOOTSTRAP=127.0.0.1:19092 to run the real-broker tests")
-    return bootstrap
 
 
 @pytest.fixture(params=["memory", pytest.param("kafka", marks=pytest.mark.kafka)])

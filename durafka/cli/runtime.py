@@ -1,0 +1,129 @@
+"""``durafka run | processor | worker | start | status``: run an app's roles, drive instances.
+
+``APP`` is ``module:attribute`` naming a :class:`durafka.App`, e.g. ``examples.hello:app``.
+Settings come from ``DURAFKA_*`` variables (e.g. ``DURAFKA_BOOTSTRAP_SERVERS``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import signal
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from durafka.app import App
+from durafka.errors import DurafkaError
+
+AppArg = Annotated[str, typer.Argument(help="The app as module:attribute, e.g. examples.hello:app.")]
+
+
+def load_app(spec: str) -> App:
+    """Import ``module:attribute`` and return the :class:`App` it names."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise typer.BadParameter(f"{spec!r} is not module:attribute (e.g. examples.hello:app)")
+    if "" not in sys.path:
+        sys.path.insert(0, "")
+    app = getattr(importlib.import_module(module_name), attr, None)
+    if not isinstance(app, App):
+        raise typer.BadParameter(f"{spec} is not a durafka.App")
+    return app
+
+
+def parse_partitions(text: str | None) -> list[int] | None:
+    """``"0-3,6"`` -> ``[0, 1, 2, 3, 6]``."""
+    if not text:
+        return None
+    out: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.strip().partition("-")
+        try:
+            out.extend(range(int(lo), int(hi or lo) + 1))
+        except ValueError:
+            raise typer.BadParameter(f"{text!r} is not a partition list like 0-3,6") from None
+    return out
+
+
+def _serve(app: App, *, processor: bool, worker: bool, partitions: str | None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        runner = app.runner(processor=processor, worker=worker, partitions=parse_partitions(partitions))
+    except DurafkaError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    signal.signal(signal.SIGTERM, lambda *_: runner._stop.set())
+    runner.start()
+    typer.echo(
+        f"durafka: serving task hub {app.settings.task_hub!r} on {app.settings.bootstrap_servers} "
+        f"(processor={processor}, worker={worker}); Ctrl-C to stop",
+        err=True,
+    )
+    try:
+        runner.wait()
+    except KeyboardInterrupt:
+        pass
+    runner.stop()
+
+
+def run(app: AppArg, partitions: Annotated[str | None, typer.Option(help="Static partitions, e.g. 0-3.")] = None) -> None:
+    """Run a processor and an activity worker for APP in this process."""
+    _serve(load_app(app), processor=True, worker=True, partitions=partitions)
+
+
+def processor(app: AppArg, partitions: Annotated[str | None, typer.Option(help="Static partitions, e.g. 0-3.")] = None) -> None:
+    """Run a processor for APP (consumer group, or a static partition range)."""
+    _serve(load_app(app), processor=True, worker=False, partitions=partitions)
+
+
+def worker(app: AppArg) -> None:
+    """Run an activity worker for APP."""
+    _serve(load_app(app), processor=False, worker=True, partitions=None)
+
+
+def start(
+    app: AppArg,
+    name: Annotated[str, typer.Argument(help="Orchestration name.")],
+    input: Annotated[str, typer.Argument(help="Input as JSON.")] = "null",  # noqa: A002
+    instance_id: Annotated[str | None, typer.Option("--id", help="Instance id (default: random).")] = None,
+    wait: Annotated[bool, typer.Option(help="Wait for completion and print the output.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 60.0,
+) -> None:
+    """Start an orchestration instance of APP; print its id (and output with --wait)."""
+    the_app = load_app(app)
+    try:
+        value: Any = json.loads(input)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"input is not JSON: {exc}") from exc
+    with the_app.sync_client() as client:
+        iid = client.start_new(name, value, instance_id=instance_id)
+        typer.echo(iid)
+        if wait:
+            status = client.wait_for_status(iid, timeout=timeout)
+            typer.echo(json.dumps({"status": status.runtime_status.value, "output": status.output,
+                                   "failure": status.failure_details.message if status.failure_details else None}))
+
+
+def status(app: AppArg, instance_id: Annotated[str, typer.Argument(help="Instance id.")]) -> None:
+    """Print the status of one instance of APP as JSON."""
+    with load_app(app).sync_client() as client:
+        client.wait_ready() if hasattr(client, "wait_ready") else None
+        st = client.get_status(instance_id)
+        if st is None:
+            typer.echo(f"no instance {instance_id!r}", err=True)
+            raise typer.Exit(1)
+        typer.echo(json.dumps({
+            "instance_id": st.instance_id, "name": st.name, "status": st.runtime_status.value,
+            "input": st.input, "output": st.output, "custom_status": st.custom_status,
+            "failure": None if st.failure_details is None else st.failure_details.message,
+            "created_at": st.created_at.isoformat(), "last_updated_at": st.last_updated_at.isoformat(),
+        }))
+
+
+def register(cli: typer.Typer) -> None:
+    """Add these commands to the top-level CLI."""
+    for fn in (run, processor, worker, start, status):
+        cli.command()(fn)

@@ -1,0 +1,13 @@
+"""Clients: start, signal, inspect and await orchestration instances.
+
+:class:`Client` is synchronous, :class:`AsyncClient` has the same methods as
+coroutines. Both write control records to ``H.orchestrations`` and read
+statuses from a :class:`StatusView` of ``H.status``.
+"""
+
+from durafka.client._common import Page
+from durafka.client.aio import AsyncClient
+from durafka.client.status_view import StatusView
+from durafka.client.sync import Client
+
+__all__ = ["AsyncClient", "Client", "Page", "StatusView"]

@@ -1,0 +1,393 @@
+"""The asyncio client: the same calls as :class:`~durafka.client.sync.Client`, awaitable.
+
+On Kafka it speaks aiokafka (an idempotent ``AIOKafkaProducer`` and an
+aiokafka status feeder task), so nothing blocks the event loop. On
+``memory://`` (or with an explicit transport) it uses the transport's producer
+and a status feeder thread; waits are still futures resolved by that thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, Protocol
+
+from durafka.client._common import (
+    VIEW_READY_TIMEOUT,
+    ClientCore,
+    Outgoing,
+    Page,
+    aiokafka_options,
+    is_terminal,
+    list_page,
+    seconds,
+)
+from durafka.client.status_view import AioKafkaStatusFeeder, StatusView, ThreadStatusFeeder
+from durafka.errors import ConfigurationError, TransportError
+from durafka.registry import Registry
+from durafka.runtime.history import EventKind
+from durafka.settings import Settings
+from durafka.status import OrchestrationStatus, RuntimeStatus
+from durafka.transport.base import Producer, Transport
+from durafka.transport.factory import open_transport
+
+__all__ = ["AsyncClient"]
+
+#: Seconds to wait for the broker to acknowledge a record before giving up.
+DELIVERY_TIMEOUT = 30.0
+
+
+class _Backend(Protocol):
+    """How an :class:`AsyncClient` writes records and feeds its status view."""
+
+    orchestration_partitions: int
+
+    async def start(self) -> None: ...
+    async def send(self, out: Outgoing) -> None: ...
+    async def close(self) -> None: ...
+
+
+class _TransportBackend:
+    """A transport's producer plus a feeder thread (``memory://``, or a given transport)."""
+
+    def __init__(
+        self, core: ClientCore, view: StatusView, transport: Transport, owns: bool
+    ) -> None:
+        self._core = core
+        self._transport = transport
+        self._owns = owns
+        self._feeder = ThreadStatusFeeder(view, transport, core.topics.status)
+        self._producer: Producer | None = None
+        self.orchestration_partitions = 0
+
+    async def start(self) -> None:
+        self._feeder.start()
+        self.orchestration_partitions = await asyncio.to_thread(
+            self._transport.partition_count, self._core.topics.orchestrations
+        )
+        self._producer = self._transport.producer()
+
+    async def send(self, out: Outgoing) -> None:
+        producer = self._producer
+        assert producer is not None, "start() first"
+        loop = asyncio.get_running_loop()
+        delivered: asyncio.Future[None] = loop.create_future()
+
+        def settle(future: asyncio.Future[None], err: Any) -> None:
+            if future.done():
+                return
+            if err is None:
+                future.set_result(None)
+            else:
+                future.set_exception(
+                    TransportError(f"writing to {out.topic}[{out.partition}] failed: {err}")
+                )
+
+        def on_delivery(err: Any, _record: Any) -> None:
+            # Runs on whichever thread serves the callbacks (the flush below).
+            loop.call_soon_threadsafe(settle, delivered, err)
+
+        producer.produce(out.topic, out.partition, out.key, out.value, on_delivery=on_delivery)
+        await asyncio.to_thread(producer.flush, DELIVERY_TIMEOUT)
+        try:
+            await asyncio.wait_for(delivered, timeout=1.0)
+        except TimeoutError:
+            raise TransportError(
+                f"the broker did not acknowledge the record to {out.topic}[{out.partition}] "
+                f"within {DELIVERY_TIMEOUT}s; it may or may not have been written"
+            ) from None
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._feeder.stop)
+        try:
+            if self._producer is not None:
+                await asyncio.to_thread(self._producer.flush, DELIVERY_TIMEOUT)
+                self._producer.close()
+        finally:
+            if self._owns:
+                self._transport.close()
+
+
+class _AioKafkaBackend:
+    """An idempotent ``AIOKafkaProducer`` plus the aiokafka status feeder."""
+
+    def __init__(self, core: ClientCore, view: StatusView) -> None:
+        self._core = core
+        self._view = view
+        self._bootstrap = core.settings.bootstrap_servers
+        self._options = aiokafka_options(core.settings.client_config)
+        self._producer: Any = None
+        self._feeder: AioKafkaStatusFeeder | None = None
+        self.orchestration_partitions = 0
+
+    async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _start(self) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=1,
+            **self._options,
+        )
+        await producer.start()
+        self._producer = producer
+        topics = self._core.topics
+        self.orchestration_partitions = await self._partitions(topics.orchestrations)
+        feeder = AioKafkaStatusFeeder(
+            self._view,
+            topics.status,
+            await self._partitions(topics.status),
+            self._bootstrap,
+            self._options,
+        )
+        await feeder.start()
+        self._feeder = feeder
+
+    async def _partitions(self, topic: str) -> int:
+        from aiokafka.errors import UnknownTopicOrPartitionError
+
+        try:
+            return len(await self._producer.partitions_for(topic))
+        except UnknownTopicOrPartitionError:
+            raise ConfigurationError(
+                f"topic {topic!r} does not exist on {self._bootstrap}; create the task hub's "
+                "topics first (Transport.ensure_topics)"
+            ) from None
+
+    async def send(self, out: Outgoing) -> None:
+        from aiokafka.errors import KafkaError
+
+        try:
+            await asyncio.wait_for(
+                self._producer.send_and_wait(
+                    out.topic, value=out.value, key=out.key, partition=out.partition
+                ),
+                DELIVERY_TIMEOUT,
+            )
+        except TimeoutError:
+            raise TransportError(
+                f"the broker did not acknowledge the record to {out.topic}[{out.partition}] "
+                f"within {DELIVERY_TIMEOUT}s; it may or may not have been written"
+            ) from None
+        except KafkaError as exc:
+            raise TransportError(f"writing to {out.topic}[{out.partition}] failed: {exc}") from exc
+
+    async def close(self) -> None:
+        try:
+            if self._feeder is not None:
+                feeder, self._feeder = self._feeder, None
+                await feeder.stop()
+        finally:
+            if self._producer is not None:
+                producer, self._producer = self._producer, None
+                await producer.stop()
+
+
+class AsyncClient:
+    """Starts and controls orchestration instances from asyncio code.
+
+    Same methods as :class:`~durafka.client.sync.Client`, as coroutines. Connects
+    on first use (or on ``async with``); close it with :meth:`close`.
+
+    Example:
+        >>> async with AsyncClient(Settings(bootstrap_servers="127.0.0.1:9092")) as client:
+        ...     iid = await client.start_new("greet", "world")
+        ...     print(await client.wait_for_completion(iid, timeout=30))
+
+    Args:
+        settings: task hub, bootstrap servers, payload limit, client config.
+        registry: resolves orchestration names and the types of their inputs
+            and outputs; without it, names are the functions' ``__name__`` and
+            payloads are plain JSON.
+        transport: an open transport to use (and leave open on :meth:`close`);
+            default: aiokafka on Kafka, the ``memory://`` transport otherwise.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry | None = None,
+        transport: Transport | None = None,
+    ) -> None:
+        self._core = ClientCore(settings, registry)
+        self._view = StatusView()
+        self._backend: _Backend
+        if transport is not None:
+            self._backend = _TransportBackend(self._core, self._view, transport, owns=False)
+        elif settings.is_memory:
+            opened = open_transport(settings.bootstrap_servers, settings.client_config)
+            self._backend = _TransportBackend(self._core, self._view, opened, owns=True)
+        else:
+            self._backend = _AioKafkaBackend(self._core, self._view)
+        self._start_lock = asyncio.Lock()
+        self._started = False
+        self._closed = False
+
+    @property
+    def status_view(self) -> StatusView:
+        """The materialised ``H.status`` this client reads."""
+        return self._view
+
+    async def start(self) -> None:
+        """Connect and start the status view (done by ``async with`` or the first call)."""
+        self._check_open()
+        if self._started:
+            return
+        async with self._start_lock:
+            if not self._started:
+                await self._backend.start()
+                self._started = True
+
+    # -- writing -------------------------------------------------------------------
+
+    async def start_new(
+        self,
+        orchestration: Callable[..., Any] | str,
+        input: Any = None,
+        *,
+        instance_id: str | None = None,
+    ) -> str:
+        """Start an orchestration instance (see :meth:`Client.start_new`)."""
+        iid, name, payload = self._core.prepare_start(orchestration, input, instance_id)
+        await self._ready()
+        self._core.check_can_start(iid, self._view.get(iid))
+        partitions = self._backend.orchestration_partitions
+        await self._backend.send(self._core.start_record(iid, name, payload, partitions))
+        self._core.remember_start(iid)
+        return iid
+
+    async def terminate(self, instance_id: str, reason: str | None = None) -> None:
+        """Ask the instance to stop; it ends Terminated with ``reason`` as its output."""
+        payload = self._core.encode_reason(reason, f"termination reason for {instance_id!r}")
+        await self._control(instance_id, EventKind.EXECUTION_TERMINATED, payload=payload)
+
+    async def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
+        """Deliver an external event to a running instance (see :meth:`Client.raise_event`)."""
+        payload = self._core.encode_event_data(instance_id, name, data)
+        await self._ready()
+        self._core.check_can_raise(instance_id, self._view.get(instance_id))
+        await self._control(instance_id, EventKind.EVENT_RAISED, name=name, payload=payload)
+
+    async def suspend(self, instance_id: str, reason: str | None = None) -> None:
+        """Pause the instance: events are held back until :meth:`resume`."""
+        payload = self._core.encode_reason(reason, f"suspension reason for {instance_id!r}")
+        await self._control(instance_id, EventKind.EXECUTION_SUSPENDED, payload=payload)
+
+    async def resume(self, instance_id: str, reason: str | None = None) -> None:
+        """Continue a suspended instance."""
+        payload = self._core.encode_reason(reason, f"resumption reason for {instance_id!r}")
+        await self._control(instance_id, EventKind.EXECUTION_RESUMED, payload=payload)
+
+    async def _control(
+        self,
+        instance_id: str,
+        kind: EventKind,
+        *,
+        name: str | None = None,
+        payload: bytes | None = None,
+    ) -> None:
+        await self.start()
+        partitions = self._backend.orchestration_partitions
+        await self._backend.send(
+            self._core.control_record(instance_id, kind, partitions, name=name, payload=payload)
+        )
+
+    # -- reading -------------------------------------------------------------------
+
+    async def get_status(self, instance_id: str) -> OrchestrationStatus | None:
+        """The latest status of the instance, or ``None`` if unknown (or purged)."""
+        await self._ready()
+        return self._view.get(instance_id)
+
+    async def wait_for_status(
+        self, instance_id: str, timeout: float | timedelta | None = 60
+    ) -> OrchestrationStatus:
+        """Wait until the instance is Completed, Failed or Terminated.
+
+        See :meth:`Client.wait_for_status`.
+        """
+        limit = seconds(timeout)
+        await self.start()
+        return await self._view.wait_for_async(
+            instance_id, is_terminal, limit, what="a terminal status"
+        )
+
+    async def wait_for_completion(
+        self,
+        instance_id: str,
+        timeout: float | timedelta | None = 60,
+        *,
+        raise_on_failure: bool = True,
+    ) -> Any:
+        """Wait for the instance to finish and return its output.
+
+        See :meth:`Client.wait_for_completion`.
+        """
+        status = await self.wait_for_status(instance_id, timeout)
+        return self._core.completion_result(status, raise_on_failure)
+
+    async def list_instances(
+        self,
+        *,
+        status: RuntimeStatus | str | Iterable[RuntimeStatus | str] | None = None,
+        name: str | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+        page_size: int = 100,
+        continuation: str | None = None,
+    ) -> Page:
+        """One page of instances, ordered by (creation time, instance id).
+
+        See :meth:`Client.list_instances`.
+        """
+        await self._ready()
+        return list_page(
+            self._view.all(),
+            status=status,
+            name=name,
+            created_from=created_from,
+            created_to=created_to,
+            page_size=page_size,
+            continuation=continuation,
+        )
+
+    # -- plumbing ------------------------------------------------------------------
+
+    async def _ready(self) -> None:
+        await self.start()
+        await self._view.wait_ready_async(VIEW_READY_TIMEOUT)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TransportError("this client is closed; create a new one")
+
+    async def close(self) -> None:
+        """Stop the status view and the producer (and the transport if owned)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._view.fail(TransportError("the client was closed while waiting"))
+        if self._started:
+            await self._backend.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

@@ -1,0 +1,307 @@
+"""The synchronous client: start, signal, inspect and await orchestration instances."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any
+
+from durafka.client._common import (
+    VIEW_READY_TIMEOUT,
+    ClientCore,
+    Outgoing,
+    Page,
+    is_terminal,
+    list_page,
+    seconds,
+)
+from durafka.client.status_view import StatusView, ThreadStatusFeeder
+from durafka.errors import TransportError
+from durafka.registry import Registry
+from durafka.runtime.history import EventKind
+from durafka.settings import Settings
+from durafka.status import OrchestrationStatus, RuntimeStatus
+from durafka.transport.base import Producer, Transport
+from durafka.transport.factory import open_transport
+
+__all__ = ["Client"]
+
+#: Seconds to wait for the broker to acknowledge a record before giving up.
+DELIVERY_TIMEOUT = 30.0
+
+
+class Client:
+    """Starts and controls orchestration instances; reads their status.
+
+    Writes go to ``H.orchestrations`` (one record per call, acknowledged before
+    the call returns); reads come from a view of ``H.status`` that a background
+    thread keeps current from the moment the client is created.
+
+    Example:
+        >>> with Client(Settings(bootstrap_servers="127.0.0.1:9092"), app.registry) as client:
+        ...     iid = client.start_new(greet, "world")
+        ...     print(client.wait_for_completion(iid, timeout=30))
+
+    Args:
+        settings: task hub, bootstrap servers, payload limit, client config.
+        registry: resolves orchestration names and the types of their inputs
+            and outputs; without it, names are the functions' ``__name__`` and
+            payloads are plain JSON.
+        transport: an open transport to use (and leave open on :meth:`close`);
+            default: one opened from ``settings.bootstrap_servers``.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry | None = None,
+        transport: Transport | None = None,
+    ) -> None:
+        self._core = ClientCore(settings, registry)
+        self._owns_transport = transport is None
+        self._transport = (
+            transport
+            if transport is not None
+            else open_transport(settings.bootstrap_servers, settings.client_config)
+        )
+        self._view = StatusView()
+        self._feeder = ThreadStatusFeeder(self._view, self._transport, self._core.topics.status)
+        self._lock = threading.Lock()
+        self._producer: Producer | None = None
+        self._partitions: int | None = None
+        self._closed = False
+        self._feeder.start()
+
+    @property
+    def status_view(self) -> StatusView:
+        """The materialised ``H.status`` this client reads."""
+        return self._view
+
+    # -- writing -------------------------------------------------------------------
+
+    def start_new(
+        self,
+        orchestration: Callable[..., Any] | str,
+        input: Any = None,
+        *,
+        instance_id: str | None = None,
+    ) -> str:
+        """Start an orchestration instance.
+
+        Args:
+            orchestration: the orchestration function or its registered name.
+            input: its input, encoded with the orchestration's input type if
+                registered, else as plain JSON.
+            instance_id: the id to use; default: a random uuid4 hex.
+
+        Returns:
+            The instance id, once the start record is durably written.
+
+        Raises:
+            PayloadTooLargeError: the encoded input exceeds ``max_payload_bytes``
+                (nothing was written).
+            SerializationError: the input cannot be encoded as JSON.
+            InstanceAlreadyExistsError: an instance with this id is Pending,
+                Running or Suspended.
+            TransportError: the broker did not acknowledge the record.
+        """
+        iid, name, payload = self._core.prepare_start(orchestration, input, instance_id)
+        self._ready()
+        self._core.check_can_start(iid, self._view.get(iid))
+        self._send(self._core.start_record(iid, name, payload, self._partition_count()))
+        self._core.remember_start(iid)
+        return iid
+
+    def terminate(self, instance_id: str, reason: str | None = None) -> None:
+        """Ask the instance to stop; it ends Terminated with ``reason`` as its output."""
+        payload = self._core.encode_reason(reason, f"termination reason for {instance_id!r}")
+        self._control(instance_id, EventKind.EXECUTION_TERMINATED, payload=payload)
+
+    def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
+        """Deliver an external event to a running instance (``ctx.wait_for_external_event``).
+
+        Raises:
+            InstanceNotFoundError: no such instance is known.
+            InstanceNotRunningError: the instance has finished.
+            PayloadTooLargeError: the encoded data exceeds ``max_payload_bytes``.
+        """
+        payload = self._core.encode_event_data(instance_id, name, data)
+        self._ready()
+        self._core.check_can_raise(instance_id, self._view.get(instance_id))
+        self._control(instance_id, EventKind.EVENT_RAISED, name=name, payload=payload)
+
+    def suspend(self, instance_id: str, reason: str | None = None) -> None:
+        """Pause the instance: events are held back until :meth:`resume`."""
+        payload = self._core.encode_reason(reason, f"suspension reason for {instance_id!r}")
+        self._control(instance_id, EventKind.EXECUTION_SUSPENDED, payload=payload)
+
+    def resume(self, instance_id: str, reason: str | None = None) -> None:
+        """Continue a suspended instance."""
+        payload = self._core.encode_reason(reason, f"resumption reason for {instance_id!r}")
+        self._control(instance_id, EventKind.EXECUTION_RESUMED, payload=payload)
+
+    def _control(
+        self,
+        instance_id: str,
+        kind: EventKind,
+        *,
+        name: str | None = None,
+        payload: bytes | None = None,
+    ) -> None:
+        partitions = self._partition_count()
+        self._send(
+            self._core.control_record(instance_id, kind, partitions, name=name, payload=payload)
+        )
+
+    # -- reading -------------------------------------------------------------------
+
+    def get_status(self, instance_id: str) -> OrchestrationStatus | None:
+        """The latest status of the instance, or ``None`` if unknown (or purged)."""
+        self._ready()
+        return self._view.get(instance_id)
+
+    def wait_for_status(
+        self, instance_id: str, timeout: float | timedelta | None = 60
+    ) -> OrchestrationStatus:
+        """Wait until the instance is Completed, Failed or Terminated.
+
+        Args:
+            instance_id: the instance.
+            timeout: how long to wait at most (seconds or timedelta; None: forever).
+
+        Returns:
+            The terminal status.
+
+        Raises:
+            WaitTimeoutError: not terminal in time; the message names the last status seen.
+        """
+        self._check_open()
+        return self._view.wait_for(
+            instance_id, is_terminal, seconds(timeout), what="a terminal status"
+        )
+
+    def wait_for_completion(
+        self,
+        instance_id: str,
+        timeout: float | timedelta | None = 60,
+        *,
+        raise_on_failure: bool = True,
+    ) -> Any:
+        """Wait for the instance to finish and return its output.
+
+        Returns:
+            The output, decoded with the orchestration's return type if it is
+            registered, else plain JSON; ``None`` if it failed or was
+            terminated and ``raise_on_failure`` is False.
+
+        Raises:
+            OrchestrationFailed: it ended Failed or Terminated (its ``status``
+                attribute holds the details).
+            WaitTimeoutError: it did not finish in time.
+        """
+        status = self.wait_for_status(instance_id, timeout)
+        return self._core.completion_result(status, raise_on_failure)
+
+    def list_instances(
+        self,
+        *,
+        status: RuntimeStatus | str | Iterable[RuntimeStatus | str] | None = None,
+        name: str | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+        page_size: int = 100,
+        continuation: str | None = None,
+    ) -> Page:
+        """One page of instances, ordered by (creation time, instance id).
+
+        Args:
+            status: only these runtime statuses.
+            name: only instances of this orchestration.
+            created_from: created at or after (timezone-aware).
+            created_to: created before (timezone-aware).
+            page_size: items per page at most.
+            continuation: the ``continuation`` of the previous page.
+        """
+        self._ready()
+        return list_page(
+            self._view.all(),
+            status=status,
+            name=name,
+            created_from=created_from,
+            created_to=created_to,
+            page_size=page_size,
+            continuation=continuation,
+        )
+
+    # -- plumbing ------------------------------------------------------------------
+
+    def _ready(self) -> None:
+        self._check_open()
+        self._view.wait_ready(VIEW_READY_TIMEOUT)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TransportError("this client is closed; create a new one")
+
+    def _partition_count(self) -> int:
+        self._check_open()
+        if self._partitions is None:
+            self._partitions = self._transport.partition_count(self._core.topics.orchestrations)
+        return self._partitions
+
+    def _get_producer(self) -> Producer:
+        with self._lock:
+            self._check_open()
+            if self._producer is None:
+                self._producer = self._transport.producer()
+            return self._producer
+
+    def _send(self, out: Outgoing) -> None:
+        producer = self._get_producer()
+        delivered = threading.Event()
+        failure: list[Any] = []
+
+        def on_delivery(err: Any, _record: Any) -> None:
+            if err is not None:
+                failure.append(err)
+            delivered.set()
+
+        producer.produce(out.topic, out.partition, out.key, out.value, on_delivery=on_delivery)
+        producer.flush(DELIVERY_TIMEOUT)
+        if failure:
+            raise TransportError(f"writing to {out.topic}[{out.partition}] failed: {failure[0]}")
+        if not delivered.is_set():
+            raise TransportError(
+                f"the broker did not acknowledge the record to {out.topic}[{out.partition}] "
+                f"within {DELIVERY_TIMEOUT}s; it may or may not have been written"
+            )
+
+    def close(self) -> None:
+        """Stop the status view and release the producer (and the transport if owned)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            producer, self._producer = self._producer, None
+        self._view.fail(TransportError("the client was closed while waiting"))
+        self._feeder.stop()
+        try:
+            if producer is not None:
+                producer.flush(DELIVERY_TIMEOUT)
+                producer.close()
+        finally:
+            if self._owns_transport:
+                self._transport.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,643 @@
+"""The Kafka transport: thin wrappers around confluent-kafka's clients.
+
+Records are confluent-kafka's own ``Message`` objects (they already satisfy
+:class:`~durafka.transport.base.Record`); the wrappers only convert partitions,
+pin the settings durafka's guarantees depend on, and turn client errors into
+durafka's typed errors.
+
+Settings, lowest precedence first: durafka's defaults (low-latency fetching,
+``linger.ms=5``), the transport's ``client_config`` (e.g. security settings,
+passed to every client), the per-client ``config``. A few settings are pinned
+because the exactly-once design depends on them (``isolation.level``,
+``enable.auto.commit``, ``enable.auto.offset.store``, ``enable.idempotence``);
+asking for another value is a :class:`~durafka.errors.ConfigurationError`.
+
+Two librdkafka behaviours the wrappers work around (both seen on Kafka 4.1 with
+librdkafka 2.16):
+
+* a partition assigned at a *logical* offset (beginning, committed) resolves it
+  asynchronously, and a ``seek()`` made before that finishes can be overridden,
+  delivering records twice. So partitions are always assigned at absolute
+  offsets: ``assign(None)`` resolves the low watermark, and a group assignment
+  looks up the committed offsets before ``incremental_assign``.
+* ``seek()`` on a partition whose fetcher has not started yet fails with
+  ``_STATE``; the wrapper then re-assigns that one partition at the offset.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Final, cast
+
+import confluent_kafka
+from confluent_kafka import KafkaError, KafkaException, Message
+from confluent_kafka import TopicPartition as KafkaTopicPartition
+from confluent_kafka.admin import AdminClient
+
+from durafka.errors import ConfigurationError, TransactionError, TransportError
+from durafka.topology import TopicSpec, apply_topics
+from durafka.transport.base import DeliveryCallback, PartitionsCallback, Record, TopicPartition
+
+__all__ = [
+    "KafkaConsumer",
+    "KafkaProducer",
+    "KafkaTransactionalProducer",
+    "KafkaTransport",
+]
+
+log = logging.getLogger(__name__)
+
+_CONSUMER_DEFAULTS: Final[Mapping[str, Any]] = {
+    "auto.offset.reset": "earliest",
+    "fetch.wait.max.ms": 10,
+    "fetch.min.bytes": 1,
+    "enable.partition.eof": False,
+}
+_CONSUMER_PINNED: Final[Mapping[str, Any]] = {
+    "isolation.level": "read_committed",
+    "enable.auto.commit": False,
+    "enable.auto.offset.store": False,
+}
+_GROUP_DEFAULTS: Final[Mapping[str, Any]] = {
+    "partition.assignment.strategy": "cooperative-sticky",
+}
+_PRODUCER_DEFAULTS: Final[Mapping[str, Any]] = {
+    "linger.ms": 5,
+    "acks": "all",
+}
+_PRODUCER_PINNED: Final[Mapping[str, Any]] = {
+    "enable.idempotence": True,
+}
+_TRANSACTIONAL_DEFAULTS: Final[Mapping[str, Any]] = {
+    "transaction.timeout.ms": 60_000,
+}
+
+# Errors that retrying will not fix: misconfigured credentials or ACLs.
+_FATAL_CONSUMER_ERRORS: Final = frozenset(
+    {
+        KafkaError._AUTHENTICATION,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    }
+)
+_REQUEST_TIMEOUT_S: Final = 10.0
+_SEND_OFFSETS_TIMEOUT_S: Final = 30.0
+_QUEUE_FULL_TIMEOUT_S: Final = 30.0
+_CLOSE_TIMEOUT_S: Final = 10.0
+
+
+def _merge(
+    layers: Iterable[Mapping[str, Any]], pinned: Mapping[str, Any], client: str
+) -> dict[str, Any]:
+    """Merge config layers (later wins), then pin the settings durafka depends on."""
+    config: dict[str, Any] = {}
+    for layer in layers:
+        config.update(layer)
+    for name, value in pinned.items():
+        if name in config and str(config[name]).lower() != str(value).lower():
+            raise ConfigurationError(
+                f"{name}={config[name]!r} is not supported for the {client}: durafka's "
+                f"exactly-once processing needs {name}={value!r}; remove the setting"
+            )
+        config[name] = value
+    return config
+
+
+def _on_client_error(error: KafkaError) -> None:
+    """librdkafka's ``error_cb``: global client errors, mostly transient (broker down)."""
+    if error.fatal():
+        log.error("Kafka client fatal error: %s", error.str())
+    else:
+        log.warning("Kafka client error: %s", error.str())
+
+
+def _kafka_tp(tp: TopicPartition, offset: int = confluent_kafka.OFFSET_INVALID) -> Any:
+    return KafkaTopicPartition(tp.topic, tp.partition, offset)
+
+
+def _ours(partitions: Iterable[KafkaTopicPartition]) -> list[TopicPartition]:
+    return [TopicPartition(p.topic, p.partition) for p in partitions]
+
+
+def _describe(exc: KafkaException) -> tuple[KafkaError | None, str]:
+    error = exc.args[0] if exc.args else None
+    if isinstance(error, KafkaError):
+        return error, f"{error.str()} [{error.name()}]"
+    return None, str(exc)
+
+
+class KafkaConsumer:
+    """A read_committed confluent-kafka consumer (see :class:`durafka.transport.base.Consumer`)."""
+
+    def __init__(self, config: Mapping[str, Any], group_id: str | None) -> None:
+        """Create the client; ``config`` is complete (see :meth:`KafkaTransport.consumer`)."""
+        self._group_id = group_id
+        strategy = str(config.get("partition.assignment.strategy", ""))
+        self._cooperative = "cooperative" in strategy
+        self._consumer = confluent_kafka.Consumer(dict(config))
+        # Where reading starts after an assign or seek, for position() until librdkafka
+        # reports one itself (it says OFFSET_INVALID until the first fetch).
+        self._starts: dict[TopicPartition, int] = {}
+        self._paused: set[TopicPartition] = set()
+        self._last_error: str | None = None
+        self._closed = False
+
+    # -- assignment --------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        topics: Sequence[str],
+        on_assign: PartitionsCallback | None = None,
+        on_revoke: PartitionsCallback | None = None,
+    ) -> None:
+        """Join the group; callbacks get the increments and run inside :meth:`poll_batch`."""
+        if self._group_id is None:
+            raise ConfigurationError("subscribe() needs a consumer created with a group_id")
+
+        def assigned(consumer: Any, partitions: list[KafkaTopicPartition]) -> None:
+            located = self._locate(partitions)
+            # Assigning here (not leaving it to confluent-kafka after the callback) lets
+            # the callback pause or seek the new partitions right away.
+            if self._cooperative:
+                consumer.incremental_assign(located)
+            else:
+                consumer.assign(located)
+            for p in located:
+                if p.offset >= 0:
+                    self._starts[TopicPartition(p.topic, p.partition)] = p.offset
+            if partitions and on_assign is not None:
+                on_assign(_ours(partitions))
+
+        def revoked(consumer: Any, partitions: list[KafkaTopicPartition]) -> None:
+            try:
+                # Still assigned while the callback runs: it may finish its transaction.
+                if partitions and on_revoke is not None:
+                    on_revoke(_ours(partitions))
+            finally:
+                if self._cooperative:
+                    consumer.incremental_unassign(partitions)
+                else:
+                    consumer.unassign()
+                for tp in _ours(partitions):
+                    self._starts.pop(tp, None)
+                    self._paused.discard(tp)
+
+        try:
+            self._consumer.subscribe(
+                list(topics), on_assign=assigned, on_revoke=revoked, on_lost=revoked
+            )
+        except KafkaException as exc:
+            raise TransportError(f"subscribe({list(topics)}) failed: {_describe(exc)[1]}") from exc
+
+    def _locate(self, partitions: list[KafkaTopicPartition]) -> list[KafkaTopicPartition]:
+        """The partitions at absolute offsets: committed, else the low watermark."""
+        if not partitions:
+            return partitions
+        try:
+            committed = self._consumer.committed(partitions, timeout=_REQUEST_TIMEOUT_S)
+            located: list[KafkaTopicPartition] = []
+            for p in committed:
+                offset = p.offset
+                if offset < 0:
+                    offset = self._consumer.get_watermark_offsets(
+                        KafkaTopicPartition(p.topic, p.partition), timeout=_REQUEST_TIMEOUT_S
+                    )[0]
+                located.append(KafkaTopicPartition(p.topic, p.partition, offset))
+            return located
+        except KafkaException as exc:
+            # librdkafka resolves the committed offset itself; only an early seek may race.
+            log.warning(
+                "could not look up committed offsets of %s (%s); librdkafka will",
+                _ours(partitions),
+                _describe(exc)[1],
+            )
+            return partitions
+
+    def assign(self, offsets: Mapping[TopicPartition, int | None]) -> None:
+        """Read these partitions by hand, from the given offsets (None: the beginning)."""
+        parts: list[KafkaTopicPartition] = []
+        starts: dict[TopicPartition, int] = {}
+        for tp, offset in offsets.items():
+            start = self.watermarks(tp)[0] if offset is None else offset
+            parts.append(_kafka_tp(tp, start))
+            starts[tp] = start
+        try:
+            self._consumer.assign(parts)
+        except KafkaException as exc:
+            raise TransportError(f"assign({parts}) failed: {_describe(exc)[1]}") from exc
+        self._starts = starts
+        self._paused = set()
+
+    def unassign(self) -> None:
+        """Stop reading every manually assigned partition."""
+        self._consumer.unassign()
+        self._starts = {}
+        self._paused = set()
+
+    def assignment(self) -> list[TopicPartition]:
+        """The partitions this consumer currently reads."""
+        return sorted(_ours(self._consumer.assignment()))
+
+    # -- reading -----------------------------------------------------------------------
+
+    def poll_batch(self, max_records: int, timeout: float) -> list[Record]:
+        """Up to ``max_records`` records, waiting up to ``timeout`` s for the first."""
+        if self._closed:
+            raise TransportError("the consumer is closed")
+        try:
+            messages = self._consumer.consume(max_records, timeout)
+        except KafkaException as exc:
+            raise TransportError(f"Kafka consumer failed: {_describe(exc)[1]}") from exc
+        for message in messages:
+            if message.error() is not None:
+                return self._without_errors(messages)
+        return cast("list[Record]", messages)
+
+    def _without_errors(self, messages: list[Message]) -> list[Record]:
+        records: list[Record] = []
+        for message in messages:
+            error = message.error()
+            if error is None:
+                records.append(message)
+                continue
+            if error.code() == KafkaError._PARTITION_EOF:
+                continue
+            if error.fatal() or error.code() in _FATAL_CONSUMER_ERRORS:
+                raise TransportError(
+                    f"Kafka consumer failed: {error.str()} [{error.name()}]; check the "
+                    "client_config (credentials, ACLs) and the broker"
+                )
+            text = error.str()
+            # Errors such as an unknown subscribed topic repeat on every poll: log once.
+            log.log(
+                logging.DEBUG if text == self._last_error else logging.WARNING,
+                "Kafka consumer error (will retry): %s",
+                text,
+            )
+            self._last_error = text
+        return records
+
+    def pause(self, partitions: Iterable[TopicPartition]) -> None:
+        """Stop fetching these partitions until :meth:`resume` (unassigned ones are ignored)."""
+        tps = list(partitions)
+        self._consumer.pause([_kafka_tp(tp) for tp in tps])
+        self._paused.update(tps)
+
+    def resume(self, partitions: Iterable[TopicPartition]) -> None:
+        """Fetch these paused partitions again (unassigned ones are ignored)."""
+        tps = list(partitions)
+        self._consumer.resume([_kafka_tp(tp) for tp in tps])
+        self._paused.difference_update(tps)
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        """Continue reading ``partition`` at ``offset`` (the next poll sees it)."""
+        if partition not in set(self.assignment()):
+            raise TransportError(f"partition {partition} is not assigned to this consumer")
+        target = _kafka_tp(partition, offset)
+        try:
+            self._consumer.seek(target)
+        except KafkaException as exc:
+            error, text = _describe(exc)
+            if error is None or error.code() != KafkaError._STATE:
+                raise TransportError(f"seek({partition}, {offset}) failed: {text}") from exc
+            # The partition's fetcher has not started yet; re-assigning it at the
+            # offset has the same effect (a paused partition stays paused).
+            self._consumer.incremental_unassign([_kafka_tp(partition)])
+            self._consumer.incremental_assign([target])
+            if partition in self._paused:
+                self._consumer.pause([_kafka_tp(partition)])
+        self._starts[partition] = offset
+
+    def position(self, partition: TopicPartition) -> int:
+        """The offset of the next record this consumer will read from ``partition``."""
+        offset: int = self._consumer.position([_kafka_tp(partition)])[0].offset
+        if offset >= 0:
+            return offset
+        start = self._starts.get(partition)
+        if start is not None:
+            return start
+        if partition not in set(self.assignment()):
+            raise TransportError(f"partition {partition} is not assigned to this consumer")
+        # Assigned at a logical offset and nothing fetched yet: where fetching starts.
+        if self._group_id is not None:
+            committed = self.committed([partition])[partition]
+            if committed is not None:
+                return committed
+        return self.watermarks(partition)[0]
+
+    def committed(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int | None]:
+        """The group's committed offsets (None where nothing was committed)."""
+        if self._group_id is None:
+            raise ConfigurationError("committed() needs a consumer created with a group_id")
+        try:
+            found = self._consumer.committed(
+                [_kafka_tp(tp) for tp in partitions], timeout=_REQUEST_TIMEOUT_S
+            )
+        except KafkaException as exc:
+            raise TransportError(f"committed() failed: {_describe(exc)[1]}") from exc
+        return {
+            TopicPartition(p.topic, p.partition): (p.offset if p.offset >= 0 else None)
+            for p in found
+        }
+
+    def watermarks(self, partition: TopicPartition) -> tuple[int, int]:
+        """``(low, high)``; with read_committed, high is the last stable offset."""
+        try:
+            low, high = self._consumer.get_watermark_offsets(
+                _kafka_tp(partition), timeout=_REQUEST_TIMEOUT_S, cached=False
+            )
+        except KafkaException as exc:
+            raise TransportError(
+                f"watermarks of {partition} unavailable: {_describe(exc)[1]}"
+            ) from exc
+        return low, high
+
+    def group_metadata(self) -> Any:
+        """confluent-kafka's ``ConsumerGroupMetadata`` for ``send_offsets``."""
+        if self._group_id is None:
+            raise ConfigurationError("group_metadata() needs a consumer created with a group_id")
+        return self._consumer.consumer_group_metadata()
+
+    def close(self) -> None:
+        """Leave the group (``on_revoke`` runs for the owned partitions); idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._consumer.close()
+
+
+class KafkaProducer:
+    """An idempotent confluent-kafka producer (see :class:`durafka.transport.base.Producer`)."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        """Create the client; ``config`` is complete (see :meth:`KafkaTransport.producer`)."""
+        self._producer = confluent_kafka.Producer(dict(config))
+        self._closed = False
+
+    def produce(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes | None,
+        value: bytes | None,
+        on_delivery: DeliveryCallback | None = None,
+    ) -> None:
+        """Queue a record for ``partition``; ``on_delivery`` reports its offset."""
+        deadline: float | None = None
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value, key, partition, on_delivery=cast(Any, on_delivery)
+                )
+                return
+            except BufferError:
+                # The local queue is full: serve delivery reports until there is room.
+                now = time.monotonic()
+                deadline = deadline if deadline is not None else now + _QUEUE_FULL_TIMEOUT_S
+                if now >= deadline:
+                    raise TransportError(
+                        f"the producer queue stayed full for {_QUEUE_FULL_TIMEOUT_S:.0f} s; "
+                        "is the broker reachable?"
+                    ) from None
+                self._producer.poll(0.1)
+            except KafkaException as exc:
+                raise self._produce_error(topic, partition, exc) from exc
+
+    def _produce_error(self, topic: str, partition: int, exc: KafkaException) -> Exception:
+        return TransportError(f"produce to {topic}[{partition}] failed: {_describe(exc)[1]}")
+
+    def poll(self, timeout: float = 0.0) -> None:
+        """Serve delivery callbacks, waiting up to ``timeout`` s for one."""
+        self._producer.poll(timeout)
+
+    def flush(self, timeout: float = 30.0) -> int:
+        """Wait for every record to be delivered; returns how many are still pending."""
+        return self._producer.flush(timeout)
+
+    def close(self) -> None:
+        """Deliver what is queued (bounded wait) and release the client; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        left = self._producer.flush(_CLOSE_TIMEOUT_S)
+        if left:
+            log.warning("producer closed with %d undelivered records", left)
+        self._producer.close()
+
+
+class KafkaTransactionalProducer(KafkaProducer):
+    """A transactional confluent-kafka producer; errors become :class:`TransactionError`.
+
+    Retriable errors of the transactional calls are retried within the call's
+    timeout (the transaction is nearly done, retrying is cheaper than redoing
+    the batch); everything else raises at once, with ``fatal`` telling whether
+    aborting is enough or the producer must be recreated.
+    """
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        """Create the client; ``config`` includes ``transactional.id``."""
+        super().__init__(config)
+        self._transactional_id = str(config["transactional.id"])
+        self._in_transaction = False
+        # Set once librdkafka reported a fatal error: every later call fails fast.
+        self._fatal: TransactionError | None = None
+
+    def init_transactions(self, timeout: float = 30.0) -> None:
+        """Register the ``transactional.id``, fencing older producers that used it."""
+        self._retrying("init_transactions", self._producer.init_transactions, timeout)
+
+    def begin_transaction(self) -> None:
+        """Start a transaction."""
+        self._raise_if_fatal("begin_transaction")
+        try:
+            self._producer.begin_transaction()
+        except KafkaException as exc:
+            raise self._transaction_error("begin_transaction", exc) from exc
+        self._in_transaction = True
+
+    def produce(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes | None,
+        value: bytes | None,
+        on_delivery: DeliveryCallback | None = None,
+    ) -> None:
+        """Queue a record in the open transaction; ``on_delivery`` reports its offset."""
+        self._raise_if_fatal("produce")
+        super().produce(topic, partition, key, value, on_delivery)
+
+    def _produce_error(self, topic: str, partition: int, exc: KafkaException) -> Exception:
+        return self._transaction_error(f"produce to {topic}[{partition}]", exc)
+
+    def send_offsets(self, offsets: Mapping[TopicPartition, int], group_metadata: Any) -> None:
+        """Commit these consumer offsets (next offset to read) with the transaction."""
+        positions = [_kafka_tp(tp, offset) for tp, offset in offsets.items()]
+
+        def send(timeout: float) -> None:
+            self._producer.send_offsets_to_transaction(positions, group_metadata, timeout)
+
+        self._retrying("send_offsets_to_transaction", send, _SEND_OFFSETS_TIMEOUT_S)
+
+    def commit_transaction(self, timeout: float = 30.0) -> None:
+        """Flush and commit; records and offsets become visible together."""
+        self._retrying("commit_transaction", self._producer.commit_transaction, timeout)
+        self._in_transaction = False
+
+    def abort_transaction(self, timeout: float = 30.0) -> None:
+        """Abort the open transaction: its records and offsets are discarded (no-op if none)."""
+        if not self._in_transaction:
+            return
+        self._retrying("abort_transaction", self._producer.abort_transaction, timeout)
+        self._in_transaction = False
+
+    def close(self) -> None:
+        """Abort an open transaction (readers would wait for its timeout), then close."""
+        if self._closed:
+            return
+        if self._fatal is not None:
+            # Nothing can be delivered or aborted any more; confluent-kafka's close()
+            # would still try to abort and warn about it.
+            self._closed = True
+            self._producer.purge()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                self._producer.close()
+            return
+        if self._in_transaction:
+            try:
+                self.abort_transaction(_CLOSE_TIMEOUT_S)
+            except TransactionError as exc:
+                log.warning("could not abort the open transaction on close: %s", exc)
+        super().close()
+
+    def _raise_if_fatal(self, operation: str) -> None:
+        if self._fatal is not None:
+            raise TransactionError(f"{operation}: {self._fatal}", fatal=True)
+
+    def _retrying(self, operation: str, call: Callable[[float], None], timeout: float) -> None:
+        self._raise_if_fatal(operation)
+        deadline = time.monotonic() + timeout
+        backoff = 0.05
+        while True:
+            try:
+                call(max(deadline - time.monotonic(), 0.001))
+                return
+            except KafkaException as exc:
+                error, text = _describe(exc)
+                retriable = error is not None and error.retriable() and not error.fatal()
+                if not retriable or time.monotonic() + backoff >= deadline:
+                    raise self._transaction_error(operation, exc) from exc
+                log.info("%s failed, retrying: %s", operation, text)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+
+    def _transaction_error(self, operation: str, exc: KafkaException) -> TransactionError:
+        error, text = _describe(exc)
+        fatal = error is not None and error.fatal()
+        advice = (
+            "the producer is unusable (fenced by a newer producer with the same "
+            "transactional.id, or a fatal error): close it and create a new one"
+            if fatal
+            else "abort the transaction and process the batch again"
+        )
+        failure = TransactionError(
+            f"{operation} failed for transactional.id {self._transactional_id!r}: {text}; {advice}",
+            fatal=fatal,
+        )
+        if fatal:
+            self._fatal = failure
+        return failure
+
+
+class KafkaTransport:
+    """Clients of one Kafka cluster (see :class:`durafka.transport.base.Transport`)."""
+
+    def __init__(self, bootstrap: str, client_config: Mapping[str, str] | None = None) -> None:
+        """Bind to the cluster at ``bootstrap`` (``host:port,...``).
+
+        Args:
+            bootstrap: the ``bootstrap.servers`` of the cluster.
+            client_config: librdkafka settings for every client (e.g. security).
+        """
+        self.bootstrap = bootstrap
+        self._client_config = dict(client_config or {})
+        self._admin: AdminClient | None = None
+        self._partition_counts: dict[str, int] = {}
+
+    def _base(self) -> dict[str, Any]:
+        return {
+            "bootstrap.servers": self.bootstrap,
+            "error_cb": _on_client_error,
+            **self._client_config,
+        }
+
+    def consumer(self, group_id: str | None = None, **config: Any) -> KafkaConsumer:
+        """A read_committed consumer; ``group_id=None`` for manual assignment only.
+
+        ``config`` holds librdkafka settings, e.g. ``**{"session.timeout.ms": 6000}``.
+        """
+        layers: list[Mapping[str, Any]] = [_CONSUMER_DEFAULTS]
+        if group_id is not None:
+            layers.append(_GROUP_DEFAULTS)
+        layers += [self._base(), config]
+        merged = _merge(layers, _CONSUMER_PINNED, "consumer")
+        # librdkafka insists on a group.id; a manual consumer never joins or commits to it.
+        merged["group.id"] = group_id if group_id is not None else f"durafka-manual-{uuid.uuid4()}"
+        return KafkaConsumer(merged, group_id)
+
+    def producer(self, **config: Any) -> KafkaProducer:
+        """An idempotent producer (``acks=all``, ``linger.ms=5`` unless overridden)."""
+        merged = _merge([_PRODUCER_DEFAULTS, self._base(), config], _PRODUCER_PINNED, "producer")
+        return KafkaProducer(merged)
+
+    def transactional_producer(
+        self, transactional_id: str, **config: Any
+    ) -> KafkaTransactionalProducer:
+        """A transactional producer (``transaction.timeout.ms`` 60000 unless overridden)."""
+        merged = _merge(
+            [_PRODUCER_DEFAULTS, _TRANSACTIONAL_DEFAULTS, self._base(), config],
+            {**_PRODUCER_PINNED, "transactional.id": transactional_id},
+            "transactional producer",
+        )
+        return KafkaTransactionalProducer(merged)
+
+    def _admin_client(self) -> AdminClient:
+        if self._admin is None:
+            self._admin = AdminClient({"bootstrap.servers": self.bootstrap, **self._client_config})
+        return self._admin
+
+    def ensure_topics(self, specs: Sequence[TopicSpec]) -> None:
+        """Create missing topics; raise ``TopologyMismatchError`` if an existing one differs."""
+        report = apply_topics(self._admin_client(), specs, timeout=30.0)
+        if report.created:
+            log.info("created topics %s", ", ".join(report.created))
+
+    def partition_count(self, topic: str) -> int:
+        """The number of partitions of ``topic`` (cached: counts are fixed by the topology)."""
+        count = self._partition_counts.get(topic)
+        if count is not None:
+            return count
+        try:
+            metadata = self._admin_client().list_topics(topic, timeout=_REQUEST_TIMEOUT_S)
+        except KafkaException as exc:
+            raise TransportError(f"metadata of topic {topic!r}: {_describe(exc)[1]}") from exc
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None or not found.partitions:
+            reason = found.error.str() if found is not None and found.error else "no partitions"
+            raise TransportError(
+                f"topic {topic!r} is not available on {self.bootstrap}: {reason}; create it "
+                "first (Transport.ensure_topics)"
+            )
+        count = self._partition_counts[topic] = len(found.partitions)
+        return count
+
+    def close(self) -> None:
+        """Drop the cached admin client and metadata (clients are closed by their owners)."""
+        self._admin = None
+        self._partition_counts.clear()

@@ -1,0 +1,562 @@
+"""The activity worker: executes activity tasks from ``H.activities``.
+
+A worker is one member of the consumer group ``H.workers``. It takes tasks
+(bounded by ``max_concurrent_activities``), runs ``async def`` activities on one
+asyncio event loop in a dedicated thread and plain ``def`` activities in a thread
+pool, and reports each result as a ``TASK_COMPLETED`` / ``TASK_FAILED`` event
+to the instance's partition of ``H.orchestrations``.
+
+Delivery is at-least-once by design. Results are produced in Kafka transactions
+(one per loop iteration, batching everything that completed meanwhile) together
+with the consumer offsets of each partition's *contiguous completed prefix*: an
+offset is committed only once every earlier task of that partition is done.
+A result beyond the prefix is produced right away; if the worker dies before
+the prefix catches up, the task runs again and the processor drops the
+duplicate result by (instance, sequence id, attempt). Retries and timeouts are
+not the worker's business: the orchestration schedules them with durable timers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from durafka.codec.payload import decode_payload, encode_payload
+from durafka.codec.records import (
+    ActivityTask,
+    decode_activity_task,
+    encode_dead_letter,
+    encode_message,
+)
+from durafka.errors import (
+    DecodeError,
+    DurafkaError,
+    FailureDetails,
+    TransactionError,
+    UnknownFunctionError,
+)
+from durafka.partitioning import partition_for
+from durafka.registry import FunctionDef, Registry
+from durafka.runtime.history import EventKind, HistoryEvent
+from durafka.settings import Settings
+from durafka.topology import HubTopics
+from durafka.transport.base import (
+    Consumer,
+    Record,
+    TopicPartition,
+    TransactionalProducer,
+    Transport,
+)
+
+__all__ = ["ActivityWorker"]
+
+log = logging.getLogger("durafka.worker")
+
+# Nothing in flight: only new records matter, and poll_batch returns on the first one.
+# This bounds how long a stop request waits.
+_IDLE_POLL_S = 0.1
+# Work in flight and free slots: completions wake the loop at once (they are queued),
+# new records are picked up within this delay.
+_BUSY_WAIT_S = 0.002
+# Every slot busy: partitions are paused, only completions (and callbacks) matter.
+_FULL_WAIT_S = 0.05
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class _Track:
+    """Offsets of one assigned partition taken since the last commit.
+
+    A new track replaces the old one after a revocation or a rewind, so jobs
+    started under an old track (which keep a reference to it) can tell that
+    their offset no longer counts.
+    """
+
+    __slots__ = ("committed", "done", "pending")
+
+    def __init__(self, first_offset: int) -> None:
+        # Where to rewind after an aborted transaction: the first offset taken (the
+        # group's committed offset or later, skipping only markers), then each commit.
+        self.committed = first_offset
+        self.pending: deque[int] = deque()
+        self.done: set[int] = set()
+
+    def take_prefix(self) -> int | None:
+        """Drop the contiguous done prefix; the offset to commit if it moved, else None."""
+        last: int | None = None
+        pending, done = self.pending, self.done
+        while pending and pending[0] in done:
+            last = pending.popleft()
+            done.discard(last)
+        return None if last is None else last + 1
+
+
+@dataclass(slots=True)
+class _Job:
+    """One activity task taken from a record."""
+
+    tp: TopicPartition
+    offset: int
+    track: _Track
+    task: ActivityTask
+    fdef: FunctionDef
+
+
+class ActivityWorker:
+    """Executes the activities of one task hub, as a member of the group ``H.workers``.
+
+    Example:
+        >>> worker = ActivityWorker(settings, registry, open_transport(settings.bootstrap_servers))
+        >>> stop = threading.Event()
+        >>> threading.Thread(target=worker.run, args=(stop,)).start()
+        >>> ...
+        >>> stop.set()  # run() drains in-flight work, commits and returns
+
+    Args:
+        settings: task hub, ``max_concurrent_activities``, ``max_payload_bytes``,
+            ``transaction_timeout_ms`` and ``client_config`` are used.
+        registry: the activities this worker can run.
+        transport: the cluster (or ``memory://`` broker) to work with.
+        worker_id: names the ``transactional.id`` (``H.worker.<worker_id>``); a
+            restarted worker with the same id fences its previous incarnation.
+            A random id when omitted.
+        drain_timeout: after ``stop`` is set, how long ``run`` waits for running
+            activities before abandoning them (they then run again elsewhere).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        transport: Transport,
+        *,
+        worker_id: str | None = None,
+        drain_timeout: timedelta = timedelta(seconds=5),
+    ) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._transport = transport
+        self._topics = HubTopics(settings.task_hub)
+        self.worker_id = worker_id or uuid.uuid4().hex
+        self.group_id = f"{settings.task_hub}.workers"
+        self.transactional_id = f"{settings.task_hub}.worker.{self.worker_id}"
+        self._max_running = settings.max_concurrent_activities
+        self._drain_timeout = drain_timeout.total_seconds()
+
+        self._consumer: Consumer | None = None
+        self._producer: TransactionalProducer | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._started = False
+        self._closed = False
+
+        self._orchestration_partitions = 0
+        self._dead_letter_partitions = 0
+        self._tracks: dict[TopicPartition, _Track] = {}
+        # Jobs taken while every slot was busy (e.g. from a partition assigned while
+        # the others were paused): the concurrency bound holds no matter what polls return.
+        self._backlog: deque[_Job] = deque()
+        self._running = 0
+        self._completions: queue.SimpleQueue[tuple[_Job, Future[HistoryEvent]]] = (
+            queue.SimpleQueue()
+        )
+        # (topic, partition, key, value) to produce in the next transaction.
+        self._outbox: list[tuple[str, int, bytes | None, bytes]] = []
+        self._paused = False
+        self._repause = False
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Work until ``stop`` is set, then drain and return (blocking).
+
+        In-flight activities get ``drain_timeout`` to finish and have their results
+        committed; activities still running then are abandoned (uncommitted, so they
+        run again). Clients are closed on return.
+
+        Raises:
+            TransactionError: the producer was fenced (another worker with the same
+                ``worker_id`` started) or failed fatally; nothing more can be committed.
+            DurafkaError: the consumer failed fatally.
+        """
+        if self._started:
+            raise DurafkaError("ActivityWorker.run() can be called once; create a new worker")
+        self._started = True
+        try:
+            self._open()
+            log.info(
+                "worker %s started (group %s, max %d concurrent activities)",
+                self.worker_id,
+                self.group_id,
+                self._max_running,
+            )
+            while not stop.is_set():
+                self._step()
+            self._drain()
+        except TransactionError as exc:
+            log.error(
+                "worker %s stops: its transactional producer %s %s (%s); "
+                "uncommitted activities will run again on the next owner of their partition",
+                self.worker_id,
+                self.transactional_id,
+                "is fenced (another worker with the same id took over?) or failed fatally"
+                if exc.fatal
+                else "could not abort a failed transaction",
+                exc,
+            )
+            raise
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Release the clients, the thread pool and the event loop (idempotent).
+
+        Sync activities still running cannot be interrupted: their threads finish
+        in the background and their results are discarded.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._loop is not None and self._loop_thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop_thread.join(timeout=2.0)
+        # The consumer first: leaving the group promptly hands the partitions over.
+        for client in (self._consumer, self._producer):
+            if client is not None:
+                try:
+                    client.close()
+                except Exception:  # closing must release the rest regardless
+                    log.warning("closing a client of worker %s failed", self.worker_id, exc_info=True)
+        log.info("worker %s stopped", self.worker_id)
+
+    def _open(self) -> None:
+        config = dict(self._settings.client_config)
+        self._orchestration_partitions = self._transport.partition_count(
+            self._topics.orchestrations
+        )
+        self._dead_letter_partitions = self._transport.partition_count(self._topics.dead_letters)
+        producer = self._transport.transactional_producer(
+            self.transactional_id,
+            **{**config, "transaction.timeout.ms": str(self._settings.transaction_timeout_ms)},
+        )
+        self._producer = producer
+        producer.init_transactions()
+        consumer = self._transport.consumer(self.group_id, **config)
+        self._consumer = consumer
+        consumer.subscribe(
+            [self._topics.activities], on_assign=self._on_assign, on_revoke=self._on_revoke
+        )
+
+    # -- the loop -------------------------------------------------------------------
+
+    def _step(self) -> None:
+        """One iteration: take records, collect completions, commit once."""
+        consumer = self._consumer
+        assert consumer is not None
+        self._start_backlog()
+        free = self._max_running - self._running - len(self._backlog)
+        self._set_paused(free <= 0)
+        if free > 0 and self._running == 0:
+            # Wait for one record only: confluent-kafka's batch consume waits out its
+            # whole timeout unless the batch fills, which would delay an idle worker.
+            records = consumer.poll_batch(1, _IDLE_POLL_S)
+            if records and free > 1:
+                records += consumer.poll_batch(free - 1, 0.0)
+        elif free > 0:
+            records = consumer.poll_batch(free, 0.0)
+        else:
+            # Paused: the poll only serves rebalance callbacks and group liveness.
+            records = consumer.poll_batch(1, 0.0)
+        for record in records:
+            self._take(record)
+        self._start_backlog()
+        if records or self._outbox or not self._running:
+            self._collect(0.0)
+        else:
+            self._collect(_BUSY_WAIT_S if free > 0 else _FULL_WAIT_S)
+        self._commit()
+
+    def _drain(self) -> None:
+        """Stop taking work; commit what finishes within the drain timeout."""
+        # Not started yet: uncommitted, so whoever owns the partition next runs them.
+        self._backlog.clear()
+        self._set_paused(True)
+        deadline = time.monotonic() + self._drain_timeout
+        while self._running:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._collect(min(_FULL_WAIT_S, remaining))
+            self._commit()
+        self._collect(0.0)
+        self._commit()
+        if self._running:
+            log.warning(
+                "worker %s abandons %d activities still running after %.1fs; "
+                "they were not committed and will run again",
+                self.worker_id,
+                self._running,
+                self._drain_timeout,
+            )
+
+    def _set_paused(self, paused: bool) -> None:
+        if paused == self._paused and not (paused and self._repause):
+            return
+        consumer = self._consumer
+        assert consumer is not None
+        assignment = consumer.assignment()
+        if paused:
+            consumer.pause(assignment)
+        else:
+            consumer.resume(assignment)
+        self._paused = paused
+        self._repause = False
+
+    # -- taking records ---------------------------------------------------------------
+
+    def _take(self, record: Record) -> None:
+        topic, partition, offset = record.topic(), record.partition(), record.offset()
+        assert topic is not None and partition is not None and offset is not None
+        tp = TopicPartition(topic, partition)
+        track = self._tracks.get(tp)
+        if track is None:
+            track = self._tracks[tp] = _Track(offset)
+        track.pending.append(offset)
+        value = record.value()
+        try:
+            if value is None:
+                raise DecodeError("the record has no value (a tombstone on H.activities)")
+            task = decode_activity_task(value)
+        except DecodeError as exc:
+            self._dead_letter(record, tp, offset, str(exc))
+            track.done.add(offset)
+            return
+        try:
+            fdef = self._registry.activity(task.name)
+        except UnknownFunctionError as exc:
+            log.debug("unknown activity %r at %s@%d", task.name, tp, offset)
+            self._outbox_event(task, _failed(task, exc))
+            track.done.add(offset)
+            return
+        self._backlog.append(_Job(tp, offset, track, task, fdef))
+
+    def _dead_letter(self, record: Record, tp: TopicPartition, offset: int, reason: str) -> None:
+        key = record.key()
+        n = self._dead_letter_partitions
+        partition = partition_for(key, n) if key is not None else tp.partition % n
+        value = encode_dead_letter(
+            reason, tp.topic, tp.partition, offset, key, record.value(), _now_ms()
+        )
+        pass
+        log.warning("undecodable record %s@%d sent to %s: %s", tp, offset, self._topics.dead_letters, reason)
+
+    def _outbox_event(self, task: ActivityTask, event: HistoryEvent) -> None:
+        key = task.instance_id.encode()
+        partition = partition_for(key, self._orchestration_partitions)
+        self._outbox.append(
+            (self._topics.orchestrations, partition, key, encode_message(task.instance_id, event))
+        )
+
+    # -- running activities -----------------------------------------------------------
+
+    def _start_backlog(self) -> None:
+        while self._backlog and self._running < self._max_running:
+            self._start(self._backlog.popleft())
+
+    def _start(self, job: _Job) -> None:
+        future: Future[HistoryEvent]
+        if job.fdef.is_async:
+            future = asyncio.run_coroutine_threadsafe(self._call_async(job), self._event_loop())
+        else:
+            future = self._thread_pool().submit(self._call_sync, job)
+        self._running += 1
+        completions = self._completions
+        future.add_done_callback(lambda f: completions.put((job, f)))
+
+    def _call_sync(self, job: _Job) -> HistoryEvent:
+        task, fdef = job.task, job.fdef
+        try:
+            args = self._arguments(task, fdef)
+            return self._completed(task, fdef, fdef.fn(*args))
+        except Exception as exc:
+            return _failed(task, exc)
+
+    async def _call_async(self, job: _Job) -> HistoryEvent:
+        task, fdef = job.task, job.fdef
+        try:
+            args = self._arguments(task, fdef)
+            return self._completed(task, fdef, await fdef.fn(*args))
+        except Exception as exc:
+            return _failed(task, exc)
+
+    @staticmethod
+    def _arguments(task: ActivityTask, fdef: FunctionDef) -> Sequence[Any]:
+        if not fdef.takes_input:
+            return ()
+        return (decode_payload(task.input, fdef.input_adapter, what=f"input of activity {task.name!r}"),)
+
+    def _completed(self, task: ActivityTask, fdef: FunctionDef, output: Any) -> HistoryEvent:
+        payload = encode_payload(
+            output,
+            fdef.output_adapter,
+            max_bytes=self._settings.max_payload_bytes,
+            what=f"result of activity {task.name!r}",
+        )
+        return HistoryEvent(
+            EventKind.TASK_COMPLETED,
+            _now_ms(),
+            seq=task.seq,
+            attempt=task.attempt,
+            payload=payload,
+        )
+
+    def _collect(self, timeout: float) -> None:
+        """Handle finished activities, waiting up to ``timeout`` seconds for the first."""
+        try:
+            item = (
+                self._completions.get(timeout=timeout)
+                if timeout > 0
+                else self._completions.get_nowait()
+            )
+        except queue.Empty:
+            return
+        while True:
+            self._finish(*item)
+            try:
+                item = self._completions.get_nowait()
+            except queue.Empty:
+                return
+
+    def _finish(self, job: _Job, future: Future[HistoryEvent]) -> None:
+        self._running -= 1
+        if future.cancelled():  # only at shutdown
+            return
+        exc = future.exception()
+        # BaseExceptions escape the activity wrappers (e.g. SystemExit raised by user code).
+        event = future.result() if exc is None else _failed(job.task, exc)
+        self._outbox_event(job.task, event)
+        # Results of revoked or rewound partitions are still produced, without offsets.
+        if self._tracks.get(job.tp) is job.track:
+            job.track.done.add(job.offset)
+
+    def _thread_pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(
+                self._max_running, thread_name_prefix=f"durafka-activity-{self.worker_id[:8]}"
+            )
+        return self._pool
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(
+                target=_run_event_loop,
+                args=(loop,),
+                name=f"durafka-activity-loop-{self.worker_id[:8]}",
+                daemon=True,
+            )
+            thread.start()
+            self._loop, self._loop_thread = loop, thread
+        return self._loop
+
+    # -- committing -----------------------------------------------------------------
+
+    def _commit(self) -> None:
+        """Produce the outbox and commit the completed prefixes, in one transaction."""
+        offsets: dict[TopicPartition, int] = {}
+        for tp, track in self._tracks.items():
+            end = track.take_prefix()
+            if end is not None:
+                offsets[tp] = end
+        if not self._outbox and not offsets:
+            return
+        producer, consumer = self._producer, self._consumer
+        assert producer is not None and consumer is not None
+        outbox, self._outbox = self._outbox, []
+        try:
+            producer.begin_transaction()
+            for topic, partition, key, value in outbox:
+                producer.produce(topic, partition, key, value)
+            if offsets:
+                producer.send_offsets(offsets, consumer.group_metadata())
+            producer.commit_transaction()
+        except TransactionError as exc:
+            if exc.fatal:
+                raise
+            log.warning(
+                "worker %s: transaction of %d records failed (%s); aborting and rewinding "
+                "to the committed offsets, the affected activities will run again",
+                self.worker_id,
+                len(outbox),
+                exc,
+            )
+            self._abort_and_rewind()
+            return
+        for tp, end in offsets.items():
+            self._tracks[tp].committed = end
+
+    def _abort_and_rewind(self) -> None:
+        producer, consumer = self._producer, self._consumer
+        assert producer is not None and consumer is not None
+        producer.abort_transaction()
+        for tp, track in self._tracks.items():
+            consumer.seek(tp, track.committed)
+        # Fresh tracks start at the next record; running jobs keep the old ones and
+        # therefore produce their result without moving any offset.
+        self._tracks.clear()
+        self._backlog.clear()
+
+    # -- rebalancing ------------------------------------------------------------------
+
+    def _on_assign(self, partitions: list[TopicPartition]) -> None:
+        log.info("worker %s assigned %s", self.worker_id, ", ".join(map(str, partitions)))
+        # New partitions are not paused: pause them too on the next step if full.
+        self._repause = self._paused
+
+    def _on_revoke(self, partitions: list[TopicPartition]) -> None:
+        log.info("worker %s revoked %s", self.worker_id, ", ".join(map(str, partitions)))
+        revoked = set(partitions)
+        for tp in revoked:
+            self._tracks.pop(tp, None)
+        if self._backlog:
+            self._backlog = deque(j for j in self._backlog if j.tp not in revoked)
+
+
+def _failed(task: ActivityTask, exc: BaseException) -> HistoryEvent:
+    return HistoryEvent(
+        EventKind.TASK_FAILED,
+        _now_ms(),
+        seq=task.seq,
+        attempt=task.attempt,
+        failure=FailureDetails.from_exception(exc),
+    )
+
+
+def _run_event_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Body of the async activities' thread: run until stopped, then cancel leftovers."""
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_forever()
+    finally:
+        tasks = asyncio.all_tasks(loop)
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            loop.run_until_complete(asyncio.wait(tasks, timeout=1.0))
+        loop.close()
+

@@ -1,0 +1,82 @@
+"""Test harness: one real Kafka broker per session, a fresh task hub per test.
+
+``kafka_bootstrap`` finds or starts the broker (see ``tests/support/broker.py``);
+a test that needs it and cannot get it FAILS with the reasons, never skips. A
+failing test that used the broker gets the tail of the broker log in its report.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Generator, Iterator
+
+import pytest
+
+from durafka.errors import BrokerUnavailableError
+from durafka.topology import TopicSpec, apply_topics, load_hub_spec
+from tests.support.broker import BrokerHandle, acquire_broker
+from tests.support.kafka import admin_client
+
+_BROKER = pytest.StashKey[BrokerHandle]()
+_LOG_LINES = 80
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(
+    pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BrokerHandle]:
+    """The session's broker (bootstrap address, log tail)."""
+    try:
+        handle = acquire_broker(tmp_path_factory.mktemp("broker"))
+    except BrokerUnavailableError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    pytestconfig.stash[_BROKER] = handle
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_broker: BrokerHandle) -> str:
+    """``host:port`` of a real Kafka broker for this session."""
+    return kafka_broker.bootstrap
+
+
+@pytest.fixture
+def hub() -> str:
+    """A task hub name no other test uses (so no test sees another's records)."""
+    return f"t{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def kafka_hub_topics(kafka_bootstrap: str, hub: str) -> list[TopicSpec]:
+    """The topics of ``hub`` (4 partitions each), created on the broker."""
+    specs = load_hub_spec(hub, partitions=4)
+    apply_topics(admin_client(kafka_bootstrap), specs)
+    return specs
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # `-m "not kafka"` selects the broker-free tests.
+    for item in items:
+        if "kafka_bootstrap" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.kafka)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    handle = item.config.stash.get(_BROKER, None)
+    if (
+        report.failed
+        and handle is not None
+        and "kafka_bootstrap" in getattr(item, "fixturenames", ())
+    ):
+        report.sections.append(
+            (
+                f"Kafka broker log, last {_LOG_LINES} lines ({handle.origin})",
+                handle.log_tail(_LOG_LINES),
+            )
+        )
+    return report

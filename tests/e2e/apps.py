@@ -1,0 +1,105 @@
+"""Orchestrations and activities shared by the end-to-end tests (importable by subprocesses)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import durafka
+from durafka import OrchestrationContext
+
+app = durafka.App()  # settings from DURAFKA_* (subprocesses) or overridden by tests
+
+
+@dataclass
+class Order:
+    """A typed input, to check dataclass payloads end to end."""
+
+    item: str
+    quantity: int
+
+
+class PaymentDeclined(Exception):
+    """A business error raised by an activity."""
+
+
+@app.activity
+def say_hello(name: str) -> str:
+    return f"Hello, {name}!"
+
+
+@app.activity
+def add_one(x: int) -> int:
+    return x + 1
+
+
+@app.activity
+async def double(x: int) -> int:
+    return x * 2
+
+
+@app.activity
+def charge(order: Order) -> str:
+    if order.quantity <= 0:
+        raise PaymentDeclined(f"cannot charge {order.quantity} x {order.item}")
+    return f"charged {order.quantity} x {order.item}"
+
+
+@app.activity
+def crash_marker(x: int) -> int:
+    """Counts executions in a file when DURAFKA_TEST_MARKER_DIR is set (at-least-once checks)."""
+    marker_dir = os.environ.get("DURAFKA_TEST_MARKER_DIR")
+    if marker_dir:
+        with open(os.path.join(marker_dir, f"{os.getpid()}.log"), "a") as f:
+            f.write(f"{x}\n")
+    return x
+
+
+@app.orchestration
+async def hello_world(ctx: OrchestrationContext, name: str) -> str:
+    return await ctx.call_activity(say_hello, name)
+
+
+@app.orchestration
+async def sequence(ctx: OrchestrationContext, start: int) -> int:
+    x = start
+    for _ in range(5):
+        x = await ctx.call_activity(add_one, x)
+    return x
+
+
+@app.orchestration
+async def fan_out(ctx: OrchestrationContext, n: int) -> int:
+    results = await ctx.when_all([ctx.call_activity(double, i) for i in range(n)])
+    return sum(results)
+
+
+@app.orchestration
+async def checkout(ctx: OrchestrationContext, order: Order) -> str:
+    try:
+        return await ctx.call_activity(charge, order)
+    except durafka.ActivityFailed as exc:
+        ctx.set_custom_status({"declined": exc.details.message})
+        return f"declined: {exc.details.error_type.rsplit('.', 1)[-1]}"
+
+
+@app.orchestration
+async def checkout_uncaught(ctx: OrchestrationContext, order: Order) -> str:
+    return await ctx.call_activity(charge, order)
+
+
+@app.orchestration
+async def calls_unknown_activity(ctx: OrchestrationContext) -> str:
+    return await ctx.call_activity("no_such_activity", 1)
+
+
+@app.orchestration
+async def crash_workload(ctx: OrchestrationContext, x: int) -> int:
+    a = await ctx.call_activity(crash_marker, x)
+    b = await ctx.call_activity(add_one, a)
+    return b
+
+
+@app.orchestration
+async def waits_forever(ctx: OrchestrationContext) -> str:
+    return await ctx.wait_for_external_event("never")

@@ -1,0 +1,2 @@
+def test_fails(kafka_bootstrap: str) -> None:
+    assert kafka_bootstrap == "nope"

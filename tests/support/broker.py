@@ -1,0 +1,133 @@
+"""Find or start the one Kafka broker a test session runs against.
+
+In order: ``DURAFKA_BOOTSTRAP`` (a broker someone else runs; its log file may
+be named by ``DURAFKA_BROKER_LOG``); a Docker engine, through testcontainers,
+running the official ``apache/kafka`` image; else durafka's own
+:class:`~durafka.devbroker.LocalBroker` (Java and Maven) in a temp dir.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from durafka.devbroker import DEFAULT_KAFKA_VERSION, LocalBroker, free_port, wait_for_broker
+from durafka.errors import BrokerUnavailableError
+
+DOCKER_IMAGE = f"apache/kafka:{DEFAULT_KAFKA_VERSION}"
+
+
+@dataclass
+class BrokerHandle:
+    """A broker for the session: where it is, how to read its log, how to let it go."""
+
+    bootstrap: str
+    origin: str
+    log_tail: Callable[[int], str]
+    stop: Callable[[], object]
+
+
+def acquire_broker(scratch: Path) -> BrokerHandle:
+    """Return a reachable broker, starting one if needed.
+
+    Raises:
+        BrokerUnavailableError: with every reason a broker could not be had.
+    """
+    bootstrap = os.environ.get("DURAFKA_BOOTSTRAP")
+    if bootstrap:
+        wait_for_broker(bootstrap, timeout=30.0)
+        return BrokerHandle(bootstrap, "DURAFKA_BOOTSTRAP", _file_tail_env(), lambda: None)
+    reasons: list[str] = []
+    if _docker_answers():
+        try:
+            return _start_container()
+        except Exception as exc:  # any Docker trouble: fall back to the local broker
+            reasons.append(f"Docker ({DOCKER_IMAGE}): {exc}")
+    else:
+        reasons.append("Docker: no engine answered `docker info`")
+    try:
+        broker = LocalBroker(scratch / "kafka")
+        started = broker.start()
+        return BrokerHandle(
+            started, f"local broker in {broker.data_dir}", broker.log_tail, broker.stop
+        )
+    except BrokerUnavailableError as exc:
+        reasons.append(f"local broker (Java + Maven): {exc}")
+    raise BrokerUnavailableError(
+        "no Kafka broker for the tests. Set DURAFKA_BOOTSTRAP=host:port, start Docker, or "
+        "install Java 17 and Maven. Tried:\n- " + "\n- ".join(reasons)
+    )
+
+
+def _docker_answers() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        done = subprocess.run(["docker", "info"], capture_output=True, timeout=5, check=False)
+    except subprocess.TimeoutExpired:
+        return False
+    return done.returncode == 0
+
+
+def _start_container() -> BrokerHandle:
+    # testcontainers' KafkaContainer drives Confluent images only; the official
+    # image is configured by KAFKA_* variables (replacing its whole default config).
+    from testcontainers.core.container import DockerContainer
+
+    # Same port inside and out, so the advertised address works from the host.
+    port = free_port()
+    container = DockerContainer(DOCKER_IMAGE).with_bind_ports(port, port)
+    for key, value in {
+        "KAFKA_NODE_ID": "1",
+        "KAFKA_PROCESS_ROLES": "broker,controller",
+        "KAFKA_LISTENERS": f"PLAINTEXT://:{port},CONTROLLER://:9093",
+        "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://127.0.0.1:{port}",
+        "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
+        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@localhost:9093",
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
+        "KAFKA_OFFSETS_TOPIC_NUM_PARTITIONS": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_NUM_PARTITIONS": "1",
+        "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR": "1",
+        "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR": "1",
+        "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
+        "KAFKA_GROUP_MIN_SESSION_TIMEOUT_MS": "1000",
+        "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "false",
+        "KAFKA_TRANSACTION_ABORT_TIMED_OUT_TRANSACTION_CLEANUP_INTERVAL_MS": "1000",
+        "KAFKA_TRANSACTION_MAX_TIMEOUT_MS": "3600000",
+    }.items():
+        container = container.with_env(key, value)
+    container.start()
+    bootstrap = f"127.0.0.1:{port}"
+    try:
+        wait_for_broker(bootstrap, timeout=90.0)
+    except BrokerUnavailableError:
+        container.stop()
+        raise
+
+    def tail(n: int) -> str:
+        out, err = container.get_logs()
+        return "\n".join((out + err).decode("utf-8", "replace").splitlines()[-n:])
+
+    return BrokerHandle(bootstrap, f"Docker container {DOCKER_IMAGE}", tail, container.stop)
+
+
+def _file_tail_env() -> Callable[[int], str]:
+    path = os.environ.get("DURAFKA_BROKER_LOG")
+
+    def tail(n: int) -> str:
+        if not path:
+            return "(broker log unknown: set DURAFKA_BROKER_LOG to its file)"
+        try:
+            lines = Path(path).read_text(errors="replace").splitlines()
+        except OSError as exc:
+            return f"(cannot read {path}: {exc})"
+        return "\n".join(lines[-n:])
+
+    return tail

@@ -1,0 +1,570 @@
+"""The activity worker, on memory:// and on the real broker.
+
+Each test produces ``ActivityTask`` records to a fresh task hub, runs a worker in
+a thread and reads what it committed to ``H.orchestrations`` (read_committed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from durafka.codec.payload import encode_payload
+from durafka.codec.records import (
+    ActivityTask,
+    decode_dead_letter,
+    decode_message,
+    encode_activity_task,
+)
+from durafka.errors import TransactionError
+from durafka.partitioning import partition_for
+from durafka.registry import Registry
+from durafka.runtime.history import EventKind, HistoryEvent
+from durafka.settings import Settings
+from durafka.topology import HubTopics, TopicSpec
+from durafka.transport import TopicPartition, TransactionalProducer, Transport, open_transport
+from durafka.worker import ActivityWorker
+from tests.support.waiting import wait_until
+
+ORCHESTRATION_PARTITIONS = 3
+ACTIVITY_PARTITIONS = 2
+DEAD_LETTER_PARTITIONS = 2
+
+
+# -- fixtures and helpers ---------------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", "kafka"])
+def bootstrap(request: pytest.FixtureRequest) -> str:
+    """``memory://<unique>`` or the real broker's address."""
+    if request.param == "memory":
+        return f"memory://{uuid.uuid4().hex[:8]}"
+    return str(request.getfixturevalue("kafka_bootstrap"))
+
+
+@pytest.fixture
+def transport(bootstrap: str, hub: str) -> Iterator[Transport]:
+    """A transport with the worker's topics of ``hub`` created."""
+    t = open_transport(bootstrap)
+    topics = HubTopics(hub)
+    t.ensure_topics(
+        [
+            TopicSpec(topics.orchestrations, ORCHESTRATION_PARTITIONS),
+            TopicSpec(topics.activities, ACTIVITY_PARTITIONS),
+            TopicSpec(topics.dead_letters, DEAD_LETTER_PARTITIONS),
+        ]
+    )
+    yield t
+    t.close()
+
+
+def make_settings(bootstrap: str, hub: str, **overrides: Any) -> Settings:
+    return Settings(
+        task_hub=hub,
+        bootstrap_servers=bootstrap,
+        transaction_timeout_ms=overrides.pop("transaction_timeout_ms", 10_000),
+        **overrides,
+    )
+
+
+class Running:
+    """A worker running in a thread; remembers what ``run`` raised."""
+
+    def __init__(self, worker: ActivityWorker) -> None:
+        self.worker = worker
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="test-worker", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.worker.run(self.stop)
+        except BaseException as exc:
+            self.error = exc
+
+    def join(self, timeout: float = 20.0) -> None:
+        self.stop.set()
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the worker did not stop"
+
+
+@pytest.fixture
+def start_worker(
+    bootstrap: str, hub: str, transport: Transport
+) -> Iterator[Callable[..., Running]]:
+    """Starts workers on ``hub``; stops every one at the end of the test."""
+    started: list[Running] = []
+
+    def start(
+        registry: Registry, *, via: Transport | None = None, worker_id: str | None = None, **settings: Any
+    ) -> Running:
+        worker = ActivityWorker(
+            make_settings(bootstrap, hub, **settings),
+            registry,
+            via or transport,
+            worker_id=worker_id,
+        )
+        running = Running(worker)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.join()
+
+
+def task(instance: str, name: str, value: Any = None, *, seq: int = 0, attempt: int = 1) -> ActivityTask:
+    data = None if value is None else encode_payload(value)
+    return ActivityTask(instance, seq, attempt, name, data, 1_700_000_000_000)
+
+
+def produce_tasks(transport: Transport, hub: str, tasks: Sequence[ActivityTask]) -> None:
+    producer = transport.producer()
+    topic = HubTopics(hub).activities
+    for t in tasks:
+        key = t.instance_id.encode()
+        producer.produce(topic, partition_for(key, ACTIVITY_PARTITIONS), key, encode_activity_task(t))
+    assert producer.flush(10.0) == 0
+    producer.close()
+
+
+@dataclass
+class Result:
+    instance_id: str
+    event: HistoryEvent
+    partition: int
+    key: bytes | None
+
+
+def read_topic(
+    transport: Transport,
+    topic: str,
+    partitions: int,
+    done: Callable[[list[Any]], bool],
+    timeout: float = 30.0,
+) -> list[Any]:
+    """Records of ``topic`` (read_committed, from the beginning) once ``done(records)``."""
+    consumer = transport.consumer(None)
+    consumer.assign({TopicPartition(topic, p): None for p in range(partitions)})
+    records: list[Any] = []
+    try:
+
+        def probe() -> bool:
+            records.extend(consumer.poll_batch(100, 0.1))
+            return done(records)
+
+        wait_until(probe, timeout=timeout, interval=0.0, what=f"records on {topic}")
+    finally:
+        consumer.close()
+    return records
+
+
+def read_results(transport: Transport, hub: str, count: int) -> dict[tuple[str, int, int], Result]:
+    """The worker's results by (instance id, seq, attempt), once ``count`` distinct ones arrived.
+
+    Duplicates (at-least-once) collapse into one entry.
+    """
+    results: dict[tuple[str, int, int], Result] = {}
+
+    def done(records: list[Any]) -> bool:
+        for r in records[len(seen) :]:
+            instance_id, event = decode_message(r.value())
+            results[(instance_id, event.seq, event.attempt)] = Result(
+                instance_id, event, r.partition(), r.key()
+            )
+        seen[:] = records
+        return len(results) >= count
+
+    seen: list[Any] = []
+    read_topic(transport, HubTopics(hub).orchestrations, ORCHESTRATION_PARTITIONS, done)
+    return results
+
+
+def assert_all_committed(transport: Transport, hub: str) -> None:
+    """The group ``H.workers`` committed every partition of ``H.activities`` to its end."""
+    topic = HubTopics(hub).activities
+    consumer = transport.consumer(f"{hub}.workers")
+    try:
+        tps = [TopicPartition(topic, p) for p in range(ACTIVITY_PARTITIONS)]
+        ends = {tp: consumer.watermarks(tp)[1] for tp in tps}
+
+        def probe() -> bool:
+            committed = consumer.committed(tps)
+            return all((committed[tp] or 0) == ends[tp] for tp in tps)
+
+        wait_until(probe, timeout=15.0, what=f"committed offsets {ends}")
+    finally:
+        consumer.close()
+
+
+# -- results ------------------------------------------------------------------------------
+
+
+def test_sync_and_async_activities_return_results(
+    transport: Transport, hub: str, start_worker: Callable[..., Running]
+) -> None:
+    registry = Registry()
+
+    def double(x: int) -> int:
+        return 2 * x
+
+    async def greet(name: str) -> str:
+        await asyncio.sleep(0.01)
+        return f"hello {name}"
+
+    def no_input() -> list[int]:
+        return [1, 2]
+
+    for fn in (double, greet, no_input):
+        registry.add_activity(fn)
+    tasks = [task(f"i{n}", "double", n, seq=n, attempt=1 + n % 2) for n in range(10)]
+    tasks += [task(f"g{n}", "greet", f"n{n}", seq=n) for n in range(10)]
+    tasks.append(task("z", "no_input", seq=7))
+    produce_tasks(transport, hub, tasks)
+    start_worker(registry)
+
+    results = read_results(transport, hub, len(tasks))
+    for t in tasks:
+        r = results[(t.instance_id, t.seq, t.attempt)]
+        assert r.event.kind is EventKind.TASK_COMPLETED, r.event.failure
+        assert r.key == t.instance_id.encode()
+        assert r.partition == partition_for(t.instance_id.encode(), ORCHESTRATION_PARTITIONS)
+    assert results[("i3", 3, 2)].event.payload == b"6"
+    assert results[("g4", 4, 1)].event.payload == b'"hello n4"'
+    assert results[("z", 7, 1)].event.payload == b"[1,2]"
+    assert len(results) == len(tasks)
+    assert_all_committed(transport, hub)
+
+
+def test_failures_become_task_failed(
+    transport: Transport, hub: str, start_worker: Callable[..., Running]
+) -> None:
+    registry = Registry()
+
+    def explode(x: int) -> int:
+        raise ValueError(f"boom {x}")
+
+    async def explode_async() -> None:
+        await asyncio.sleep(0)
+        raise KeyError("async boom")
+
+    def huge() -> str:
+        return "x" * 2000
+
+    registry.add_activity(explode)
+    registry.add_activity(explode_async)
+    registry.add_activity(huge)
+    produce_tasks(
+        transport,
+        hub,
+        [
+            task("a", "explode", 5),
+            task("b", "explode_async"),
+            task("c", "no_such_activity", 1),
+            task("d", "explode", "not an int"),
+            task("e", "huge"),
+        ],
+    )
+    start_worker(registry, max_payload_bytes=1000)
+
+    results = read_results(transport, hub, 5)
+    failures = {key[0]: r.event for key, r in results.items()}
+    assert all(e.kind is EventKind.TASK_FAILED and e.failure for e in failures.values())
+
+    a = failures["a"].failure
+    assert a is not None and a.error_type == "builtins.ValueError"
+    assert a.message == "boom 5"
+    assert a.stack_trace is not None and "in explode" in a.stack_trace
+    assert 'raise ValueError(f"boom {x}")' in a.stack_trace
+
+    b = failures["b"].failure
+    assert b is not None and b.error_type == "builtins.KeyError"
+    assert b.stack_trace is not None and "in explode_async" in b.stack_trace
+
+    c = failures["c"].failure
+    assert c is not None and c.error_type == "durafka.errors.UnknownFunctionError"
+    assert "'no_such_activity'" in c.message
+    assert "explode" in c.message and "huge" in c.message  # the known ones are listed
+
+    d = failures["d"].failure
+    assert d is not None and d.error_type == "durafka.errors.SerializationError"
+    assert "input of activity 'explode'" in d.message
+
+    e = failures["e"].failure
+    assert e is not None and e.error_type == "durafka.errors.PayloadTooLargeError"
+    assert "result of activity 'huge'" in e.message
+    assert_all_committed(transport, hub)
+
+
+def test_undecodable_record_goes_to_dead_letters(
+    transport: Transport, hub: str, start_worker: Callable[..., Running]
+) -> None:
+    registry = Registry()
+
+    def echo(x: int) -> int:
+        return x
+
+    registry.add_activity(echo)
+    topics = HubTopics(hub)
+    partition = partition_for(b"k", ACTIVITY_PARTITIONS)
+    producer = transport.producer()
+    producer.produce(topics.activities, partition, b"garbage-key", b"\x00not avro")
+    producer.produce(topics.activities, partition, None, None)  # a tombstone: no value
+    assert producer.flush(10.0) == 0
+    producer.close()
+    # Queued behind the garbage in the same partition: must still be processed.
+    tasks = [task("k", "echo", n, seq=n) for n in range(5)]
+    produce_tasks(transport, hub, tasks)
+    start_worker(registry)
+
+    results = read_results(transport, hub, len(tasks))
+    assert sorted(r.event.payload or b"" for r in results.values()) == [
+        str(n).encode() for n in range(5)
+    ]
+    dead = read_topic(
+        transport, topics.dead_letters, DEAD_LETTER_PARTITIONS, lambda records: len(records) >= 2
+    )
+    letters = sorted((decode_dead_letter(r.value()) for r in dead), key=lambda d: d["source_offset"])
+    assert [(d["source_topic"], d["source_partition"], d["source_offset"]) for d in letters] == [
+        (topics.activities, partition, 0),
+        (topics.activities, partition, 1),
+    ]
+    assert letters[0]["key"] == b"garbage-key"
+    assert letters[0]["value"] == b"\x00not avro"
+    assert "bad marker" in letters[0]["reason"]
+    assert "no value" in letters[1]["reason"]
+    assert sorted(r.key() or b"" for r in dead) == [b"", b"garbage-key"]
+    assert_all_committed(transport, hub)
+
+
+# -- concurrency ----------------------------------------------------------------------------
+
+
+def test_concurrency_is_bounded(
+    transport: Transport, hub: str, start_worker: Callable[..., Running]
+) -> None:
+    registry = Registry()
+    lock = threading.Lock()
+    gate = threading.Event()
+    state = {"running": 0, "max": 0, "started": 0}
+
+    def enter() -> None:
+        with lock:
+            state["running"] += 1
+            state["started"] += 1
+            state["max"] = max(state["max"], state["running"])
+
+    def leave() -> None:
+        with lock:
+            state["running"] -= 1
+
+    def slow(x: int) -> int:
+        enter()
+        try:
+            assert gate.wait(20.0)
+            return x
+        finally:
+            leave()
+
+    async def slow_async(x: int) -> int:
+        enter()
+        try:
+            while not gate.is_set():
+                await asyncio.sleep(0.005)
+            return x
+        finally:
+            leave()
+
+    registry.add_activity(slow)
+    registry.add_activity(slow_async)
+    tasks = [task(f"s{n}", "slow" if n % 2 else "slow_async", n) for n in range(8)]
+    produce_tasks(transport, hub, tasks)
+    start_worker(registry, max_concurrent_activities=4)
+
+    wait_until(lambda: state["started"] >= 4, what="the first wave")
+    # Give an unbounded worker every chance to start more than the first wave.
+    threading.Event().wait(0.3)
+    assert state["started"] == 4
+    gate.set()
+
+    results = read_results(transport, hub, len(tasks))
+    assert len(results) == 8
+    assert state["max"] == 4
+    assert state["started"] == 8
+    assert_all_committed(transport, hub)
+
+
+def test_only_the_completed_prefix_is_committed(
+    transport: Transport, hub: str, start_worker: Callable[..., Running]
+) -> None:
+    registry = Registry()
+    gate = threading.Event()
+
+    def slow() -> str:
+        assert gate.wait(20.0)
+        return "slow"
+
+    def fast() -> str:
+        return "fast"
+
+    registry.add_activity(slow)
+    registry.add_activity(fast)
+    # One instance, so one partition: offsets 0 (slow), 1..3 (fast).
+    tasks = [task("p", "slow", seq=0)] + [task("p", "fast", seq=n) for n in range(1, 4)]
+    produce_tasks(transport, hub, tasks)
+    start_worker(registry)
+
+    results = read_results(transport, hub, 3)  # the fast ones overtake the slow one...
+    assert {key[1] for key in results} == {1, 2, 3}
+    tp = TopicPartition(HubTopics(hub).activities, partition_for(b"p", ACTIVITY_PARTITIONS))
+    probe = transport.consumer(f"{hub}.workers")
+    try:
+        assert probe.committed([tp])[tp] in (None, 0)  # ...but their offsets wait for it
+        gate.set()
+        assert read_results(transport, hub, 4)[("p", 0, 1)].event.payload == b'"slow"'
+        assert_all_committed(transport, hub)
+        assert probe.committed([tp])[tp] == 4
+    finally:
+        probe.close()
+
+
+# -- failures of the commit -------------------------------------------------------------------
+
+
+class _FaultyProducer:
+    """Delegates to a real transactional producer; ``commit_transaction`` may fail."""
+
+    def __init__(self, inner: TransactionalProducer, fail: Callable[[], BaseException | None]) -> None:
+        self._inner = inner
+        self._fail = fail
+
+    def commit_transaction(self, timeout: float = 30.0) -> None:
+        error = self._fail()
+        if error is not None:
+            raise error
+        self._inner.commit_transaction(timeout)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _FaultyTransport:
+    """A transport whose transactional producers fail commits as ``fail`` says."""
+
+    def __init__(self, inner: Transport, fail: Callable[[], BaseException | None]) -> None:
+        self._inner = inner
+        self._fail = fail
+
+    def transactional_producer(self, transactional_id: str, **config: Any) -> _FaultyProducer:
+        return _FaultyProducer(self._inner.transactional_producer(transactional_id, **config), self._fail)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def _counting_registry(runs: Counter[str]) -> Registry:
+    registry = Registry()
+    lock = threading.Lock()
+
+    def work(x: int) -> int:
+        with lock:
+            runs[f"w{x}"] += 1
+        return x * 10
+
+    registry.add_activity(work)
+    return registry
+
+
+def test_crash_before_commit_reruns_the_activities(
+    transport: Transport, hub: str, start_worker: Callable[..., Running]
+) -> None:
+    runs: Counter[str] = Counter()
+    registry = _counting_registry(runs)
+    tasks = [task(f"w{n}", "work", n) for n in range(6)]
+    produce_tasks(transport, hub, tasks)
+
+    crashing = _FaultyTransport(transport, lambda: RuntimeError("simulated crash before commit"))
+    first = start_worker(registry, via=crashing, worker_id="w1")
+    first.thread.join(20.0)
+    assert isinstance(first.error, RuntimeError), first.error
+    crashed_runs = sum(runs.values())
+    assert crashed_runs >= 1
+
+    # Same id: fences the crashed incarnation and aborts its open transaction.
+    start_worker(registry, worker_id="w1")
+    results = read_results(transport, hub, len(tasks))
+    assert {r.event.payload for r in results.values()} == {str(n * 10).encode() for n in range(6)}
+    assert all(r.event.kind is EventKind.TASK_COMPLETED for r in results.values())
+    assert sum(runs.values()) >= len(tasks) + crashed_runs  # every task ran after the crash
+    assert_all_committed(transport, hub)
+
+
+def test_abortable_commit_failure_rewinds_and_reruns(
+    transport: Transport, hub: str, start_worker: Callable[..., Running]
+) -> None:
+    runs: Counter[str] = Counter()
+    registry = _counting_registry(runs)
+    failures = iter([TransactionError("injected commit failure")])
+    flaky = _FaultyTransport(transport, lambda: next(failures, None))
+    tasks = [task(f"w{n}", "work", n) for n in range(6)]
+    produce_tasks(transport, hub, tasks)
+    running = start_worker(registry, via=flaky)
+
+    results = read_results(transport, hub, len(tasks))
+    assert {key[0] for key in results} == {t.instance_id for t in tasks}
+    assert max(runs.values()) == 2  # the aborted batch ran again
+    assert_all_committed(transport, hub)
+    assert running.error is None and running.thread.is_alive()
+
+
+def test_fatal_commit_failure_stops_the_worker(
+    transport: Transport,
+    hub: str,
+    start_worker: Callable[..., Running],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runs: Counter[str] = Counter()
+    fenced = _FaultyTransport(transport, lambda: TransactionError("fenced!", fatal=True))
+    produce_tasks(transport, hub, [task("w1", "work", 1)])
+    with caplog.at_level(logging.ERROR, logger="durafka.worker"):
+        running = start_worker(_counting_registry(runs), via=fenced)
+        running.thread.join(20.0)
+    assert not running.thread.is_alive()
+    assert isinstance(running.error, TransactionError) and running.error.fatal
+    assert any("is fenced" in r.getMessage() for r in caplog.records)
+
+
+def test_a_newer_worker_with_the_same_id_fences_the_older(
+    transport: Transport, hub: str, start_worker: Callable[..., Running]
+) -> None:
+    runs: Counter[str] = Counter()
+    registry = _counting_registry(runs)
+    produce_tasks(transport, hub, [task("w0", "work", 0)])
+    older = start_worker(registry, worker_id="same")
+    read_results(transport, hub, 1)  # the older one is up and committing
+    newer = start_worker(registry, worker_id="same")
+
+    produced = [task("w0", "work", 0)]
+
+    def older_stopped() -> bool:
+        # Keep feeding every partition until the older worker commits again and fails.
+        batch = [task(f"w{len(produced) + n}", "work", len(produced) + n) for n in range(4)]
+        produce_tasks(transport, hub, batch)
+        produced.extend(batch)
+        return not older.thread.is_alive()
+
+    wait_until(older_stopped, interval=0.2, what="the fenced worker to stop")
+    assert isinstance(older.error, TransactionError) and older.error.fatal
+    results = read_results(transport, hub, len(produced))
+    assert {key[0] for key in results} == {t.instance_id for t in produced}
+    assert_all_committed(transport, hub)
+    assert newer.error is None and newer.thread.is_alive()
