@@ -362,7 +362,7 @@ class ActivityWorker:
         value = encode_dead_letter(
             reason, tp.topic, tp.partition, offset, key, record.value(), _now_ms()
         )
-        pass
+        self._outbox.append((self._topics.dead_letters, partition, key, value))
         log.warning("undecodable record %s@%d sent to %s: %s", tp, offset, self._topics.dead_letters, reason)
 
     def _outbox_event(self, task: ActivityTask, event: HistoryEvent) -> None:

@@ -29,7 +29,11 @@ def kafka_broker(
     try:
         handle = acquire_broker(tmp_path_factory.mktemp("broker"))
     except BrokerUnavailableError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        reason = str(exc)
+    else:
+        reason = ""
+    if reason:  # outside the except block, so the report shows the reason alone
+        pytest.fail(reason, pytrace=False)
     pytestconfig.stash[_BROKER] = handle
     yield handle
     handle.stop()

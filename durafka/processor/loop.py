@@ -287,7 +287,13 @@ class Processor:
                 continue
             tx = self._tx(part)
             for iid, events in instances.items():
-                self._process_instance(batch, part, tx, iid, events)
+                try:
+                    self._process_instance(batch, part, tx, iid, events)
+                except Exception as exc:
+                    # A bug must not become a crash loop on the same record: the
+                    # instance fails with the internal error and the batch goes on.
+                    log.exception("internal error processing instance %r", iid)
+                    self._fail_internally(batch, part, tx, iid, exc)
         self._emit_instance_writes(batch)
         self._commit(batch)
 
@@ -467,7 +473,7 @@ class Processor:
             for action in result.actions:
                 self._route_action(batch, tx, inst, action)
             if result.custom_status != inst.state.status.serialized_custom_status:
-                self._update_status(batch, inst, custom_status=result.custom_status)
+                self._update_status(batch, inst, serialized_custom_status=result.custom_status)
             completion = result.completion
             if completion is None:
                 return
@@ -566,6 +572,22 @@ class Processor:
         if inst.state.status.parent_instance_id:
             failure = FailureDetails("durafka.Terminated", f"terminated: {ev.payload.decode() if ev.payload else ''}")
             self._notify_parent(batch, inst, HistoryEvent(K.EXECUTION_FAILED, batch.now_ms, failure=failure))
+        self._touch(batch, inst)
+
+    def _fail_internally(
+        self, batch: _Batch, part: _Partition, tx: StoreTransaction, iid: str, exc: Exception
+    ) -> None:
+        inst = batch.touched.get(iid) or self.cache.get(iid) or load_instance(tx, iid, part.number)
+        if inst is None or inst.state.status.runtime_status in _TERMINAL:
+            return
+        self._pending_chunks.pop(iid, None)
+        inst.executor = None
+        failure = FailureDetails.from_exception(exc)
+        failure = FailureDetails(
+            failure.error_type, f"durafka internal error: {failure.message}", failure.stack_trace
+        )
+        self._append_history(inst, [HistoryEvent(K.EXECUTION_FAILED, batch.now_ms, failure=failure)])
+        self._update_status(batch, inst, runtime_status=RuntimeStatus.FAILED, failure_details=failure)
         self._touch(batch, inst)
 
     def _set_status(self, batch: _Batch, inst: Instance, status: RuntimeStatus) -> None:

@@ -76,8 +76,9 @@ def test_librdkafka_murmur2_producer_lands_where_partition_for_says(kafka_bootst
     landed: dict[bytes, int] = {}
 
     def record(err: object, msg: confluent_kafka.Message) -> None:
-        assert err is None, err
-        landed[msg.key()] = msg.partition()
+        key, partition = msg.key(), msg.partition()
+        assert err is None and key is not None and partition is not None, err
+        landed[key] = partition
 
     keys = _keys(60, seed=7)
     for key in keys:

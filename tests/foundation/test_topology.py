@@ -7,7 +7,12 @@ from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource, ResourceType
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # no __all__ upstream
+    AdminClient,
+    ConfigResource,
+    ConfigSource,
+    ResourceType,
+)
 
 from durafka.errors import ConfigurationError, TopologyMismatchError
 from durafka.topology import (

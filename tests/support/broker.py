@@ -39,7 +39,10 @@ def acquire_broker(scratch: Path) -> BrokerHandle:
     """
     bootstrap = os.environ.get("DURAFKA_BOOTSTRAP")
     if bootstrap:
-        wait_for_broker(bootstrap, timeout=30.0)
+        try:
+            wait_for_broker(bootstrap, timeout=30.0)
+        except BrokerUnavailableError as exc:
+            raise BrokerUnavailableError(f"DURAFKA_BOOTSTRAP={bootstrap}: {exc}") from None
         return BrokerHandle(bootstrap, "DURAFKA_BOOTSTRAP", _file_tail_env(), lambda: None)
     reasons: list[str] = []
     if _docker_answers():

@@ -9,7 +9,9 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_until(probe: Callable[[], T | None], *, timeout: float = 30.0, interval: float = 0.02, what: str = "") -> T:
+def wait_until(
+    probe: Callable[[], T | None], *, timeout: float = 30.0, interval: float = 0.02, what: str = ""
+) -> T:
     """Call ``probe`` until it returns something truthy; fail the test after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:

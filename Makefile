@@ -1,0 +1,44 @@
+# Developer entry points. `make test` is what CI runs (.ci/run): it installs
+# everything into .venv, and the test session starts and stops its own Kafka
+# broker (DURAFKA_BOOTSTRAP, else Docker, else Java + Maven; see tests/conftest.py).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.durafka-installed
+PYTEST_ARGS ?=
+
+.PHONY: install test demo lint broker-start broker-stop broker-status
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing durafka with its dev tools into $(VENV) ..."
+	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+test: install
+	@# Fetch the broker up front (once, cached) so the first test is not timed on a download.
+	@if [ -z "$$DURAFKA_BOOTSTRAP" ] && command -v mvn >/dev/null 2>&1; then \
+		$(BIN)/durafka dev-broker fetch >/dev/null \
+			|| echo "could not fetch Kafka with Maven; the test session will say why"; \
+	fi
+	$(BIN)/pytest -p no:cacheprovider -ra $(PYTEST_ARGS)
+
+demo: install
+	$(BIN)/python -m examples.hello
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+broker-start: install
+	@$(BIN)/durafka dev-broker start
+
+broker-stop: install
+	@$(BIN)/durafka dev-broker stop
+
+broker-status: install
+	@$(BIN)/durafka dev-broker status

@@ -1,2 +1,0 @@
-def test_fails(kafka_bootstrap: str) -> None:
-    assert kafka_bootstrap == "nope"
