@@ -103,3 +103,17 @@ async def crash_workload(ctx: OrchestrationContext, x: int) -> int:
 @app.orchestration
 async def waits_forever(ctx: OrchestrationContext) -> str:
     return await ctx.wait_for_external_event("never")
+
+
+#: Flipped by the non-determinism test to simulate a code change between steps.
+CHANGED_CODE = {"enabled": False}
+
+
+@app.orchestration
+async def changes_between_steps(ctx: OrchestrationContext) -> str:
+    if CHANGED_CODE["enabled"]:
+        first = await ctx.call_activity(add_one, 1)  # the "new" code calls another activity
+    else:
+        first = await ctx.call_activity(say_hello, "v1")
+    await ctx.wait_for_external_event("go")
+    return str(first)
