@@ -168,6 +168,14 @@ class ActivityFailed(TaskFailedError):
     """An activity raised; ``details`` carries the original type, message and traceback."""
 
 
+class ActivityTimeoutError(ActivityFailed):
+    """An activity did not complete within its ``timeout`` (schedule-to-close).
+
+    A result arriving later is dropped. Under a retry policy a timeout counts as a
+    failed attempt.
+    """
+
+
 class SubOrchestrationFailed(TaskFailedError):
     """A sub-orchestration ended Failed or Terminated."""
 

@@ -126,21 +126,37 @@ class OrchestrationContext:
         input: Any = None,
         *,
         retry: RetryPolicy | None = None,
+        timeout: timedelta | None = None,
     ) -> Task[T]: ...
 
     @overload
     def call_activity(
-        self, activity: Callable[[Any], T], input: Any = None, *, retry: RetryPolicy | None = None
+        self,
+        activity: Callable[[Any], T],
+        input: Any = None,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: timedelta | None = None,
     ) -> Task[T]: ...
 
     @overload
     def call_activity(
-        self, activity: Callable[[], T], input: Any = None, *, retry: RetryPolicy | None = None
+        self,
+        activity: Callable[[], T],
+        input: Any = None,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: timedelta | None = None,
     ) -> Task[T]: ...
 
     @overload
     def call_activity(
-        self, activity: str, input: Any = None, *, retry: RetryPolicy | None = None
+        self,
+        activity: str,
+        input: Any = None,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: timedelta | None = None,
     ) -> Task[Any]: ...
 
     def call_activity(
@@ -149,6 +165,7 @@ class OrchestrationContext:
         input: Any = None,
         *,
         retry: RetryPolicy | None = None,
+        timeout: timedelta | None = None,
     ) -> Task[Any]:
         """Schedule an activity; await the task for its result.
 
@@ -156,12 +173,15 @@ class OrchestrationContext:
             activity: the registered function or its name.
             input: the one input value (JSON-serialisable via pydantic).
             retry: a durable retry policy; without one a failure is final.
+            timeout: schedule-to-close limit of each attempt (a durable timer); on
+                expiry the task fails with ``ActivityTimeoutError`` and a late
+                result is dropped.
 
         Raises (when awaited):
             ActivityFailed: the activity raised (after all retries); ``details`` has
                 the original type, message and traceback.
         """
-        return self._ex.schedule_activity(activity, input, retry)
+        return self._ex.schedule_activity(activity, input, retry, timeout)
 
     def call_sub_orchestrator(
         self,

@@ -18,6 +18,7 @@ import contextlib
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -30,6 +31,7 @@ from durafka.codec.payload import (
 )
 from durafka.errors import (
     ActivityFailed,
+    ActivityTimeoutError,
     FailureDetails,
     NonDeterminismError,
     OrchestrationUsageError,
@@ -445,7 +447,11 @@ class OrchestrationExecutor:
         self._pending[event.seq] = _Pending(task, event.kind, event.name, adapter)
 
     def schedule_activity(
-        self, activity: Callable[..., Any] | str, input: Any, retry: RetryPolicy | None
+        self,
+        activity: Callable[..., Any] | str,
+        input: Any,
+        retry: RetryPolicy | None,
+        timeout: timedelta | None = None,
     ) -> Task[Any]:
         name = self.registry.name_of(activity, self.registry.activities)
         d = self.registry.activities.get(name)
@@ -465,9 +471,39 @@ class OrchestrationExecutor:
                 payload=payload,
             )
             self._record(e, task, out_adapter)
+            if timeout is not None:
+                self._arm_timeout(task, e, timeout)
             return task
 
         return attempt() if retry is None else self._with_retry(retry, attempt)
+
+    def _arm_timeout(
+        self, task: CompletableTask[Any], scheduled: HistoryEvent, timeout: timedelta
+    ) -> None:
+        """Race ``task`` against a durable timer; the loser is cancelled (its event dropped)."""
+        timer = self.create_timer(self.current_time_ms + int(timeout.total_seconds() * 1000))
+        assert isinstance(timer, CompletableTask)
+
+        def on_timer(_t: Task[Any]) -> None:
+            if task.is_complete or timer.is_failed:
+                return
+            self._pending.pop(scheduled.seq, None)  # a late result is now a duplicate
+            details = FailureDetails(
+                "durafka.errors.ActivityTimeoutError",
+                f"activity {scheduled.name!r} did not complete within {timeout}",
+            )
+            task.fail(
+                ActivityTimeoutError(
+                    f"activity {scheduled.name!r} timed out after {timeout}", details
+                )
+            )
+
+        def on_task(_t: Task[Any]) -> None:
+            if not timer.is_complete:
+                timer.cancel()
+
+        _Callback(timer, on_timer)
+        _Callback(task, on_task)
 
     def schedule_sub_orchestration(
         self,
@@ -505,11 +541,16 @@ class OrchestrationExecutor:
 
     def create_timer(self, due_ms: int) -> Task[None]:
         task: CompletableTask[None] = CompletableTask()
+        seq = self._next_seq
+        task.on_cancel = lambda: self._cancel_pending(seq)
         e = HistoryEvent(
             EventKind.TIMER_CREATED, self.current_time_ms, seq=self._take_seq(), fire_at=due_ms
         )
         self._record(e, task, None)
         return task
+
+    def _cancel_pending(self, seq: int) -> None:
+        self._pending.pop(seq, None)
 
     def wait_for_event(self, name: str, tp: Any) -> Task[Any]:
         task: CompletableTask[Any] = CompletableTask()

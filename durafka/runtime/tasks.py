@@ -89,6 +89,22 @@ class CompletableTask(Task[T]):
         super().__init__()
         self.on_cancel: Callable[[], None] | None = None
 
+    def cancel(self) -> None:
+        """Stop waiting for this task (e.g. the losing timer of ``when_any``).
+
+        Its completion, should it still arrive, is dropped. Awaiting a cancelled
+        task raises :class:`TaskCancelledError`.
+        """
+        if self._is_complete:
+            return
+        if self.on_cancel is not None:
+            self.on_cancel()
+        self.fail(TaskCancelledError("the task was cancelled"))
+
+
+class TaskCancelledError(Exception):
+    """Raised when awaiting a task that was cancelled."""
+
 
 class CompositeTask(Task[T]):
     """A task that completes from its children (``when_all`` / ``when_any``)."""
