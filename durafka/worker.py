@@ -241,7 +241,9 @@ class ActivityWorker:
                 try:
                     client.close()
                 except Exception:  # closing must release the rest regardless
-                    log.warning("closing a client of worker %s failed", self.worker_id, exc_info=True)
+                    log.warning(
+                        "closing a client of worker %s failed", self.worker_id, exc_info=True
+                    )
         log.info("worker %s stopped", self.worker_id)
 
     def _open(self) -> None:
@@ -363,7 +365,9 @@ class ActivityWorker:
             reason, tp.topic, tp.partition, offset, key, record.value(), _now_ms()
         )
         self._outbox.append((self._topics.dead_letters, partition, key, value))
-        log.warning("undecodable record %s@%d sent to %s: %s", tp, offset, self._topics.dead_letters, reason)
+        log.warning(
+            "undecodable record %s@%d sent to %s: %s", tp, offset, self._topics.dead_letters, reason
+        )
 
     def _outbox_event(self, task: ActivityTask, event: HistoryEvent) -> None:
         key = task.instance_id.encode()
@@ -408,7 +412,9 @@ class ActivityWorker:
     def _arguments(task: ActivityTask, fdef: FunctionDef) -> Sequence[Any]:
         if not fdef.takes_input:
             return ()
-        return (decode_payload(task.input, fdef.input_adapter, what=f"input of activity {task.name!r}"),)
+        return (
+            decode_payload(task.input, fdef.input_adapter, what=f"input of activity {task.name!r}"),
+        )
 
     def _completed(self, task: ActivityTask, fdef: FunctionDef, output: Any) -> HistoryEvent:
         payload = encode_payload(
@@ -559,4 +565,3 @@ def _run_event_loop(loop: asyncio.AbstractEventLoop) -> None:
         if tasks:
             loop.run_until_complete(asyncio.wait(tasks, timeout=1.0))
         loop.close()
-

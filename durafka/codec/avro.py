@@ -117,15 +117,33 @@ class SchemaCodec:
             raise DecodeError(f"corrupt Avro body for {self.name}: {exc}") from exc
 
 
-def load_schemas(directory: Path | None = None) -> dict[str, SchemaCodec]:
-    """Parse every schema of ``SCHEMA_FILES`` (named types shared) into codecs by short name."""
-    directory = directory or schema_dir()
+def parse_schema_set(directory: Path) -> dict[str, dict[str, Any]]:
+    """Parse the ``.avsc`` files of one folder (named types shared), by short name."""
     named: dict[str, Any] = {}
-    codecs: dict[str, SchemaCodec] = {}
+    parsed: dict[str, dict[str, Any]] = {}
     for short in SCHEMA_FILES:
-        raw = json.loads((directory / f"{short}.avsc").read_text())
-        parsed = parse_schema(raw, named_schemas=named)
-        codecs[short] = SchemaCodec(f"io.durafka.{short}", parsed)
+        path = directory / f"{short}.avsc"
+        if path.exists():
+            parsed[short] = parse_schema(json.loads(path.read_text()), named_schemas=named)
+    return parsed
+
+
+def load_schemas(directory: Path | None = None) -> dict[str, SchemaCodec]:
+    """Codecs of the current schemas, accepting data written with every released version.
+
+    Released versions live in ``schemas/versions/<version>/``; a schema change adds
+    a new version folder (``tests/codec/test_schema_evolution.py`` insists).
+    """
+    directory = directory or schema_dir()
+    codecs = {
+        short: SchemaCodec(f"io.durafka.{short}", schema)
+        for short, schema in parse_schema_set(directory).items()
+    }
+    versions = directory / "versions"
+    if versions.is_dir():
+        for version_dir in sorted(p for p in versions.iterdir() if p.is_dir()):
+            for short, schema in parse_schema_set(version_dir).items():
+                codecs[short].add_writer_schema(schema)
     return codecs
 
 

@@ -53,6 +53,10 @@ class InstanceCache:
         self._items[inst.instance_id] = inst
         self._items.move_to_end(inst.instance_id)
 
+    def remove(self, instance_id: str) -> None:
+        """Forget one instance (purged)."""
+        self._items.pop(instance_id, None)
+
     def trim(self) -> None:
         """Evict least recently used instances beyond the capacity (after a commit)."""
         items = self._items

@@ -11,6 +11,8 @@ from durafka.errors import ConfigurationError
 
 MAX_INSTANCE_ID_LENGTH = 256
 TIMER_PREFIX = b"t/"
+#: The first key after every timer key (``"0"`` follows ``"/"``).
+TIMER_END = b"t0"
 
 
 def validate_instance_id(instance_id: str) -> str:

@@ -40,6 +40,7 @@ from durafka.codec.records import (
 from durafka.errors import DecodeError, DurafkaError, FailureDetails, TransactionError
 from durafka.processor.instances import Instance, InstanceCache, load_instance
 from durafka.processor.keys import (
+    TIMER_END,
     TIMER_PREFIX,
     history_key,
     history_prefix,
@@ -153,7 +154,10 @@ class Processor:
         self._restore_consumer: Consumer | None = None
         self._producer = transport.transactional_producer(
             f"{settings.task_hub}.processor.{suffix}",
-            **{"transaction.timeout.ms": str(settings.transaction_timeout_ms), **settings.client_config},
+            **{
+                "transaction.timeout.ms": str(settings.transaction_timeout_ms),
+                **settings.client_config,
+            },
         )
         self._producer.init_transactions()
         self._changelog_offsets: dict[int, int] = {}
@@ -244,7 +248,9 @@ class Processor:
         for p in pending:
             store = self.store_factory.open(self.settings.task_hub, p)
             if self._restore_consumer is None:
-                self._restore_consumer = self.transport.consumer(None, **self.settings.client_config)
+                self._restore_consumer = self.transport.consumer(
+                    None, **self.settings.client_config
+                )
             started = time.monotonic()
             n = restore_partition(
                 store, self._restore_consumer, TopicPartition(self.topics.changelog, p)
@@ -254,7 +260,9 @@ class Processor:
             self._owned[p] = part
             log.info(
                 "partition %d ready: restored %d changelog records in %.2fs",
-                p, n, time.monotonic() - started,
+                p,
+                n,
+                time.monotonic() - started,
             )
         self._consumer.resume([TopicPartition(self.topics.orchestrations, p) for p in pending])
 
@@ -263,6 +271,16 @@ class Processor:
         for key, _ in store.iter_prefix(TIMER_PREFIX):
             return parse_timer_key(key)[0]
         return None
+
+    def next_timer_ms(self) -> int | None:
+        """The due time of the earliest timer of the owned partitions (None: no timer)."""
+        dues = [p.next_timer_ms for p in self._owned.values() if p.next_timer_ms is not None]
+        return min(dues) if dues else None
+
+    @property
+    def is_idle(self) -> bool:
+        """No partition is waiting to be restored (used by the time-skipping test env)."""
+        return not self._to_restore
 
     def _poll_timeout(self) -> float:
         timeout = 0.05
@@ -315,16 +333,19 @@ class Processor:
 
     def _dead_letter(self, batch: _Batch, r: Record, reason: str) -> None:
         key = r.key()
-        log.warning(
-            "dead-lettering %s[%s]@%s: %s", r.topic(), r.partition(), r.offset(), reason
-        )
+        log.warning("dead-lettering %s[%s]@%s: %s", r.topic(), r.partition(), r.offset(), reason)
         batch.out.append(
             (
                 self.topics.dead_letters,
                 partition_for(key or b"", self._n_dead),
                 key,
                 encode_dead_letter(
-                    reason, r.topic() or "", r.partition() or 0, r.offset() or 0, key, r.value(),
+                    reason,
+                    r.topic() or "",
+                    r.partition() or 0,
+                    r.offset() or 0,
+                    key,
+                    r.value(),
                     batch.now_ms,
                 ),
             )
@@ -336,25 +357,22 @@ class Processor:
             if part.next_timer_ms is None or part.next_timer_ms > now:
                 continue
             tx = self._tx(part)
-            fired = 0
             part.next_timer_ms = None
-            for key, _ in tx.iter_range(TIMER_PREFIX, timer_upper_bound(now)):
+            due_timers = tx.iter_range(TIMER_PREFIX, timer_upper_bound(now))
+            for fired, (key, _) in enumerate(due_timers):
                 if fired >= MAX_TIMERS_PER_ITERATION:
                     part.next_timer_ms = now  # more are due: next iteration
                     break
                 due, iid, seq = parse_timer_key(key)
                 tx.delete(key)
                 batch.add(part.number, iid, HistoryEvent(K.TIMER_FIRED, now, seq=seq, fire_at=due))
-                fired += 1
             else:
                 part.next_timer_ms = self._first_due_after(tx, now)
 
     @staticmethod
     def _first_due_after(tx: StoreTransaction, now: int) -> int | None:
-        for key, _ in tx.iter_prefix(TIMER_PREFIX):
-            due = parse_timer_key(key)[0]
-            if due > now:
-                return due
+        for key, _ in tx.iter_range(timer_upper_bound(now), TIMER_END):
+            return parse_timer_key(key)[0]
         return None
 
     def _tx(self, part: _Partition) -> StoreTransaction:
@@ -364,7 +382,9 @@ class Processor:
 
     # -- one instance -------------------------------------------------------------------------
 
-    def _load(self, batch: _Batch, part: _Partition, tx: StoreTransaction, iid: str) -> Instance | None:
+    def _load(
+        self, batch: _Batch, part: _Partition, tx: StoreTransaction, iid: str
+    ) -> Instance | None:
         inst = batch.touched.get(iid) or self.cache.get(iid)
         if inst is None:
             inst = load_instance(tx, iid, part.number)
@@ -373,7 +393,12 @@ class Processor:
         return inst
 
     def _process_instance(
-        self, batch: _Batch, part: _Partition, tx: StoreTransaction, iid: str, events: list[HistoryEvent]
+        self,
+        batch: _Batch,
+        part: _Partition,
+        tx: StoreTransaction,
+        iid: str,
+        events: list[HistoryEvent],
     ) -> None:
         inst = self._load(batch, part, tx, iid)
         incoming: list[HistoryEvent] = []
@@ -383,7 +408,8 @@ class Processor:
                 if inst is not None and inst.state.status.runtime_status not in _TERMINAL:
                     log.warning(
                         "dropped a start of instance %r: it is already %s",
-                        iid, inst.state.status.runtime_status.value,
+                        iid,
+                        inst.state.status.runtime_status.value,
                     )
                     continue
                 if incoming and inst is not None:
@@ -396,6 +422,13 @@ class Processor:
                 log.warning("dropped %s for unknown instance %r", kind.value, iid)
                 continue
             status = inst.state.status.runtime_status
+            if kind is K.EXECUTION_PURGED:
+                if status in _TERMINAL:
+                    self._purge(batch, tx, inst)
+                    inst = None
+                else:
+                    log.warning("dropped a purge of instance %r: it is %s", iid, status.value)
+                continue
             if status in _TERMINAL:
                 log.debug("dropped %s for finished instance %r", kind.value, iid)
                 continue
@@ -421,19 +454,36 @@ class Processor:
                 self._touch(batch, inst)
             else:
                 incoming.append(ev)
-        if incoming and inst is not None and inst.state.status.runtime_status is RuntimeStatus.RUNNING:
+        if (
+            incoming
+            and inst is not None
+            and inst.state.status.runtime_status is RuntimeStatus.RUNNING
+        ):
             self._step(batch, tx, inst, incoming)
 
     def _create(
-        self, batch: _Batch, part: _Partition, tx: StoreTransaction, iid: str, start: HistoryEvent,
+        self,
+        batch: _Batch,
+        part: _Partition,
+        tx: StoreTransaction,
+        iid: str,
+        start: HistoryEvent,
         previous: Instance | None,
     ) -> Instance:
         if previous is not None:  # a finished instance started again under the same id
             self._delete_history(tx, previous)
         now = batch.now_ms
         status = OrchestrationStatus(
-            iid, start.name or "", RuntimeStatus.RUNNING, start.payload, None, None, None,
-            start.timestamp or now, now, start.instance_id,
+            iid,
+            start.name or "",
+            RuntimeStatus.RUNNING,
+            start.payload,
+            None,
+            None,
+            None,
+            start.timestamp or now,
+            now,
+            start.instance_id,
         )
         inst = Instance(iid, part.number, InstanceState(status, parent_seq=start.seq))
         inst.status_dirty = True
@@ -448,20 +498,26 @@ class Processor:
         ex = inst.executor
         if ex is None:
             ex = OrchestrationExecutor(
-                self.registry, inst.instance_id, inst.state.status.name,
+                self.registry,
+                inst.instance_id,
+                inst.state.status.name,
                 max_payload_bytes=self.settings.max_payload_bytes,
             )
             ex.replay(inst.history)
             inst.executor = ex
         return ex
 
-    def _step(self, batch: _Batch, tx: StoreTransaction, inst: Instance, incoming: list[HistoryEvent]) -> None:
+    def _step(
+        self, batch: _Batch, tx: StoreTransaction, inst: Instance, incoming: list[HistoryEvent]
+    ) -> None:
         for _ in range(MAX_GENERATIONS_PER_BATCH):
             ex = self._executor(inst)
             # Duplicate or late completions (a re-run activity, a fired timer of a
             # finished wait) are dropped before the engine sees them.
             new = [HistoryEvent(K.ORCHESTRATOR_STARTED, batch.now_ms)]
-            new.extend(e for e in incoming if e.kind not in COMPLETION_KINDS or ex.is_waiting_for(e.seq))
+            new.extend(
+                e for e in incoming if e.kind not in COMPLETION_KINDS or ex.is_waiting_for(e.seq)
+            )
             if len(new) == 1 and ex.has_started:
                 return
             result = ex.step(new)
@@ -482,8 +538,11 @@ class Processor:
                 continue
             self._finish(batch, inst, completion)
             return
-        log.warning("instance %r continued as new %d times in one batch; resuming later",
-                    inst.instance_id, MAX_GENERATIONS_PER_BATCH)
+        log.warning(
+            "instance %r continued as new %d times in one batch; resuming later",
+            inst.instance_id,
+            MAX_GENERATIONS_PER_BATCH,
+        )
 
     def _append_history(self, inst: Instance, events: list[HistoryEvent]) -> None:
         inst.history.extend(events)
@@ -492,14 +551,21 @@ class Processor:
         state.history_length += len(events)
         self._pending_chunks.setdefault(inst.instance_id, []).append(events)
 
-    def _route_action(self, batch: _Batch, tx: StoreTransaction, inst: Instance, a: HistoryEvent) -> None:
+    def _route_action(
+        self, batch: _Batch, tx: StoreTransaction, inst: Instance, a: HistoryEvent
+    ) -> None:
         iid = inst.instance_id
         kind = a.kind
         if kind is K.TASK_SCHEDULED:
             task = ActivityTask(iid, a.seq, 1, a.name or "", a.payload, batch.now_ms)
             key = iid.encode()
             batch.out.append(
-                (self.topics.activities, partition_for(key, self._n_activities), key, encode_activity_task(task))
+                (
+                    self.topics.activities,
+                    partition_for(key, self._n_activities),
+                    key,
+                    encode_activity_task(task),
+                )
             )
         elif kind is K.TIMER_CREATED:
             due = a.fire_at or batch.now_ms
@@ -510,29 +576,53 @@ class Processor:
         elif kind is K.SUB_ORCHESTRATION_CREATED:
             child = a.instance_id or f"{iid}:{a.seq}"
             start = HistoryEvent(
-                K.EXECUTION_STARTED, batch.now_ms, seq=a.seq, name=a.name, payload=a.payload, instance_id=iid
+                K.EXECUTION_STARTED,
+                batch.now_ms,
+                seq=a.seq,
+                name=a.name,
+                payload=a.payload,
+                instance_id=iid,
             )
             self._send(batch, child, start)
         elif kind is K.EVENT_SENT and a.instance_id:
-            self._send(batch, a.instance_id, HistoryEvent(K.EVENT_RAISED, batch.now_ms, name=a.name, payload=a.payload))
+            self._send(
+                batch,
+                a.instance_id,
+                HistoryEvent(K.EVENT_RAISED, batch.now_ms, name=a.name, payload=a.payload),
+            )
 
     def _send(self, batch: _Batch, target: str, event: HistoryEvent) -> None:
         key = target.encode()
         batch.out.append(
-            (self.topics.orchestrations, partition_for(key, self._n_orchestrations), key, encode_message(target, event))
+            (
+                self.topics.orchestrations,
+                partition_for(key, self._n_orchestrations),
+                key,
+                encode_message(target, event),
+            )
         )
 
     def _continue_as_new(
-        self, batch: _Batch, tx: StoreTransaction, inst: Instance, completion: HistoryEvent, carried: list[HistoryEvent]
+        self,
+        batch: _Batch,
+        tx: StoreTransaction,
+        inst: Instance,
+        completion: HistoryEvent,
+        carried: list[HistoryEvent],
     ) -> list[HistoryEvent]:
         self._delete_history(tx, inst)
         inst.state.generation += 1
         inst.executor = None
         status = inst.state.status
         self._update_status(batch, inst, serialized_input=completion.payload)
-        start = HistoryEvent(K.EXECUTION_STARTED, batch.now_ms, seq=inst.state.parent_seq,
-                             name=status.name, payload=completion.payload,
-                             instance_id=status.parent_instance_id)
+        start = HistoryEvent(
+            K.EXECUTION_STARTED,
+            batch.now_ms,
+            seq=inst.state.parent_seq,
+            name=status.name,
+            payload=completion.payload,
+            instance_id=status.parent_instance_id,
+        )
         return [start, *carried]
 
     def _delete_history(self, tx: StoreTransaction, inst: Instance) -> None:
@@ -547,9 +637,16 @@ class Processor:
         inst.executor = None
         st = inst.state.status
         if completion.kind is K.EXECUTION_COMPLETED:
-            self._update_status(batch, inst, runtime_status=RuntimeStatus.COMPLETED, serialized_output=completion.payload)
+            self._update_status(
+                batch,
+                inst,
+                runtime_status=RuntimeStatus.COMPLETED,
+                serialized_output=completion.payload,
+            )
         else:
-            self._update_status(batch, inst, runtime_status=RuntimeStatus.FAILED, failure_details=completion.failure)
+            self._update_status(
+                batch, inst, runtime_status=RuntimeStatus.FAILED, failure_details=completion.failure
+            )
         if st.parent_instance_id:
             self._notify_parent(batch, inst, completion)
 
@@ -557,21 +654,62 @@ class Processor:
         parent = inst.state.status.parent_instance_id
         assert parent is not None
         if completion.kind is K.EXECUTION_COMPLETED:
-            ev = HistoryEvent(K.SUB_ORCHESTRATION_COMPLETED, batch.now_ms, seq=inst.state.parent_seq,
-                              payload=completion.payload, instance_id=inst.instance_id)
+            ev = HistoryEvent(
+                K.SUB_ORCHESTRATION_COMPLETED,
+                batch.now_ms,
+                seq=inst.state.parent_seq,
+                payload=completion.payload,
+                instance_id=inst.instance_id,
+            )
         else:
-            ev = HistoryEvent(K.SUB_ORCHESTRATION_FAILED, batch.now_ms, seq=inst.state.parent_seq,
-                              failure=completion.failure, instance_id=inst.instance_id)
+            ev = HistoryEvent(
+                K.SUB_ORCHESTRATION_FAILED,
+                batch.now_ms,
+                seq=inst.state.parent_seq,
+                failure=completion.failure,
+                instance_id=inst.instance_id,
+            )
         self._send(batch, parent, ev)
 
-    def _terminate(self, batch: _Batch, tx: StoreTransaction, inst: Instance, ev: HistoryEvent) -> None:
+    def _purge(self, batch: _Batch, tx: StoreTransaction, inst: Instance) -> None:
+        """Delete a finished instance: tombstones for its store keys and its status."""
+        self._delete_history(tx, inst)
+        tx.delete(instance_key(inst.instance_id))
+        batch.touched.pop(inst.instance_id, None)
+        self.cache.remove(inst.instance_id)
+        key = inst.instance_id.encode()
+        batch.out.append((self.topics.status, inst.partition, key, None))
+
+    def _running_children(self, inst: Instance) -> list[str]:
+        created: dict[int, str] = {}
+        for e in inst.history:
+            if e.kind is K.SUB_ORCHESTRATION_CREATED:
+                created[e.seq] = e.instance_id or f"{inst.instance_id}:{e.seq}"
+            elif e.kind is K.SUB_ORCHESTRATION_COMPLETED or e.kind is K.SUB_ORCHESTRATION_FAILED:
+                created.pop(e.seq, None)
+        return list(created.values())
+
+    def _terminate(
+        self, batch: _Batch, tx: StoreTransaction, inst: Instance, ev: HistoryEvent
+    ) -> None:
         event = HistoryEvent(K.EXECUTION_TERMINATED, batch.now_ms, payload=ev.payload)
+        # Running sub-orchestrations are terminated too (recursively, by the same path).
+        for child in self._running_children(inst):
+            self._send(
+                batch, child, HistoryEvent(K.EXECUTION_TERMINATED, batch.now_ms, payload=ev.payload)
+            )
         self._append_history(inst, [HistoryEvent(K.ORCHESTRATOR_STARTED, batch.now_ms), event])
         inst.executor = None
-        self._update_status(batch, inst, runtime_status=RuntimeStatus.TERMINATED, serialized_output=ev.payload)
+        self._update_status(
+            batch, inst, runtime_status=RuntimeStatus.TERMINATED, serialized_output=ev.payload
+        )
         if inst.state.status.parent_instance_id:
-            failure = FailureDetails("durafka.Terminated", f"terminated: {ev.payload.decode() if ev.payload else ''}")
-            self._notify_parent(batch, inst, HistoryEvent(K.EXECUTION_FAILED, batch.now_ms, failure=failure))
+            failure = FailureDetails(
+                "durafka.Terminated", f"terminated: {ev.payload.decode() if ev.payload else ''}"
+            )
+            self._notify_parent(
+                batch, inst, HistoryEvent(K.EXECUTION_FAILED, batch.now_ms, failure=failure)
+            )
         self._touch(batch, inst)
 
     def _fail_internally(
@@ -586,8 +724,12 @@ class Processor:
         failure = FailureDetails(
             failure.error_type, f"durafka internal error: {failure.message}", failure.stack_trace
         )
-        self._append_history(inst, [HistoryEvent(K.EXECUTION_FAILED, batch.now_ms, failure=failure)])
-        self._update_status(batch, inst, runtime_status=RuntimeStatus.FAILED, failure_details=failure)
+        self._append_history(
+            inst, [HistoryEvent(K.EXECUTION_FAILED, batch.now_ms, failure=failure)]
+        )
+        self._update_status(
+            batch, inst, runtime_status=RuntimeStatus.FAILED, failure_details=failure
+        )
         self._touch(batch, inst)
 
     def _set_status(self, batch: _Batch, inst: Instance, status: RuntimeStatus) -> None:
@@ -614,7 +756,9 @@ class Processor:
                 # One chunk per instance per batch: fewer, larger records.
                 merged = [e for c in new_chunks for e in c]
                 state.history_chunks -= len(new_chunks) - 1
-                tx.put(history_key(inst.instance_id, state.history_chunks - 1), encode_chunk(merged))
+                tx.put(
+                    history_key(inst.instance_id, state.history_chunks - 1), encode_chunk(merged)
+                )
             tx.put(instance_key(inst.instance_id), encode_state(state))
             if inst.status_dirty:
                 inst.status_dirty = False

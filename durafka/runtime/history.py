@@ -28,6 +28,7 @@ EXECUTION_TERMINATED        payload=reason (JSON string)
 CONTINUED_AS_NEW            payload=new input
 EXECUTION_SUSPENDED         payload=reason
 EXECUTION_RESUMED           payload=reason
+EXECUTION_PURGED            (a command: delete a finished instance's state and status)
 =========================== ==========================================================
 """
 
@@ -60,6 +61,7 @@ class EventKind(StrEnum):
     CONTINUED_AS_NEW = "CONTINUED_AS_NEW"
     EXECUTION_SUSPENDED = "EXECUTION_SUSPENDED"
     EXECUTION_RESUMED = "EXECUTION_RESUMED"
+    EXECUTION_PURGED = "EXECUTION_PURGED"
 
 
 #: Kinds that answer a call the orchestrator made (they carry its ``seq``).

@@ -12,7 +12,7 @@ because the exactly-once design depends on them (``isolation.level``,
 ``enable.auto.commit``, ``enable.auto.offset.store``, ``enable.idempotence``);
 asking for another value is a :class:`~durafka.errors.ConfigurationError`.
 
-Two librdkafka behaviours the wrappers work around (both seen on Kafka 4.1 with
+Three librdkafka behaviours the wrappers work around (seen on Kafka 4.1 with
 librdkafka 2.16):
 
 * a partition assigned at a *logical* offset (beginning, committed) resolves it
@@ -22,6 +22,10 @@ librdkafka 2.16):
   looks up the committed offsets before ``incremental_assign``.
 * ``seek()`` on a partition whose fetcher has not started yet fails with
   ``_STATE``; the wrapper then re-assigns that one partition at the offset.
+* ``position()`` is OFFSET_INVALID until the first record after an assign or
+  seek, and for a moment after ``assign()`` still reports where an earlier
+  assignment stopped. The wrapper waits for the latter to clear and answers
+  the former with the offset it assigned or sought.
 """
 
 from __future__ import annotations
@@ -90,6 +94,7 @@ _REQUEST_TIMEOUT_S: Final = 10.0
 _SEND_OFFSETS_TIMEOUT_S: Final = 30.0
 _QUEUE_FULL_TIMEOUT_S: Final = 30.0
 _CLOSE_TIMEOUT_S: Final = 10.0
+_POSITION_RESET_TIMEOUT_S: Final = 2.0
 
 
 def _merge(
@@ -164,10 +169,8 @@ class KafkaConsumer:
             located = self._locate(partitions)
             # Assigning here (not leaving it to confluent-kafka after the callback) lets
             # the callback pause or seek the new partitions right away.
-            if self._cooperative:
-                consumer.incremental_assign(located)
-            else:
-                consumer.assign(located)
+            change = consumer.incremental_assign if self._cooperative else consumer.assign
+            self._reassigning(located, lambda: change(located))
             for p in located:
                 if p.offset >= 0:
                     self._starts[TopicPartition(p.topic, p.partition)] = p.offset
@@ -228,7 +231,7 @@ class KafkaConsumer:
             parts.append(_kafka_tp(tp, start))
             starts[tp] = start
         try:
-            self._consumer.assign(parts)
+            self._reassigning(parts, lambda: self._consumer.assign(parts))
         except KafkaException as exc:
             raise TransportError(f"assign({parts}) failed: {_describe(exc)[1]}") from exc
         self._starts = starts
@@ -300,19 +303,60 @@ class KafkaConsumer:
         if partition not in set(self.assignment()):
             raise TransportError(f"partition {partition} is not assigned to this consumer")
         target = _kafka_tp(partition, offset)
+        self._reassigning([target], lambda: self._seek(target))
+        self._starts[partition] = offset
+
+    def _seek(self, target: KafkaTopicPartition) -> None:
         try:
             self._consumer.seek(target)
         except KafkaException as exc:
             error, text = _describe(exc)
             if error is None or error.code() != KafkaError._STATE:
-                raise TransportError(f"seek({partition}, {offset}) failed: {text}") from exc
+                raise TransportError(
+                    f"seek({target.topic}[{target.partition}], {target.offset}) failed: {text}"
+                ) from exc
             # The partition's fetcher has not started yet; re-assigning it at the
             # offset has the same effect (a paused partition stays paused).
-            self._consumer.incremental_unassign([_kafka_tp(partition)])
+            bare = KafkaTopicPartition(target.topic, target.partition)
+            self._consumer.incremental_unassign([bare])
             self._consumer.incremental_assign([target])
-            if partition in self._paused:
-                self._consumer.pause([_kafka_tp(partition)])
-        self._starts[partition] = offset
+            if TopicPartition(target.topic, target.partition) in self._paused:
+                self._consumer.pause([bare])
+
+    def _reassigning(self, parts: list[KafkaTopicPartition], change: Callable[[], None]) -> None:
+        """Run ``change`` (an assign or seek of ``parts``), then let librdkafka catch up.
+
+        librdkafka applies assignments on its own thread: for a moment ``position()``
+        still reports where an earlier assignment of the partition stopped, and a
+        restore loop comparing it with the high watermark would stop too early.
+        Until the next ``consume()`` no record can move a position, so anything
+        other than the old value means the change has been applied.
+        """
+        if not parts:
+            change()
+            return
+        bare = [KafkaTopicPartition(p.topic, p.partition) for p in parts]
+        before = self._consumer.position(bare)
+        change()
+        stale = {
+            (b.topic, b.partition): b.offset
+            for b, p in zip(before, parts, strict=True)
+            if b.offset >= 0 and b.offset != p.offset
+        }
+        deadline = time.monotonic() + _POSITION_RESET_TIMEOUT_S
+        while stale:
+            now = self._consumer.position([KafkaTopicPartition(t, p) for t, p in stale])
+            stale = {
+                (n.topic, n.partition): n.offset
+                for n in now
+                if stale.get((n.topic, n.partition)) == n.offset
+            }
+            if not stale:
+                return
+            if time.monotonic() > deadline:
+                log.warning("librdkafka still reports old positions for %s", sorted(stale))
+                return
+            time.sleep(0.0005)
 
     def position(self, partition: TopicPartition) -> int:
         """The offset of the next record this consumer will read from ``partition``."""

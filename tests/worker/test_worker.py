@@ -105,7 +105,11 @@ def start_worker(
     started: list[Running] = []
 
     def start(
-        registry: Registry, *, via: Transport | None = None, worker_id: str | None = None, **settings: Any
+        registry: Registry,
+        *,
+        via: Transport | None = None,
+        worker_id: str | None = None,
+        **settings: Any,
     ) -> Running:
         worker = ActivityWorker(
             make_settings(bootstrap, hub, **settings),
@@ -122,7 +126,9 @@ def start_worker(
         running.join()
 
 
-def task(instance: str, name: str, value: Any = None, *, seq: int = 0, attempt: int = 1) -> ActivityTask:
+def task(
+    instance: str, name: str, value: Any = None, *, seq: int = 0, attempt: int = 1
+) -> ActivityTask:
     data = None if value is None else encode_payload(value)
     return ActivityTask(instance, seq, attempt, name, data, 1_700_000_000_000)
 
@@ -132,7 +138,9 @@ def produce_tasks(transport: Transport, hub: str, tasks: Sequence[ActivityTask])
     topic = HubTopics(hub).activities
     for t in tasks:
         key = t.instance_id.encode()
-        producer.produce(topic, partition_for(key, ACTIVITY_PARTITIONS), key, encode_activity_task(t))
+        producer.produce(
+            topic, partition_for(key, ACTIVITY_PARTITIONS), key, encode_activity_task(t)
+        )
     assert producer.flush(10.0) == 0
     producer.close()
 
@@ -333,7 +341,9 @@ def test_undecodable_record_goes_to_dead_letters(
     dead = read_topic(
         transport, topics.dead_letters, DEAD_LETTER_PARTITIONS, lambda records: len(records) >= 2
     )
-    letters = sorted((decode_dead_letter(r.value()) for r in dead), key=lambda d: d["source_offset"])
+    letters = sorted(
+        (decode_dead_letter(r.value()) for r in dead), key=lambda d: d["source_offset"]
+    )
     assert [(d["source_topic"], d["source_partition"], d["source_offset"]) for d in letters] == [
         (topics.activities, partition, 0),
         (topics.activities, partition, 1),
@@ -443,7 +453,9 @@ def test_only_the_completed_prefix_is_committed(
 class _FaultyProducer:
     """Delegates to a real transactional producer; ``commit_transaction`` may fail."""
 
-    def __init__(self, inner: TransactionalProducer, fail: Callable[[], BaseException | None]) -> None:
+    def __init__(
+        self, inner: TransactionalProducer, fail: Callable[[], BaseException | None]
+    ) -> None:
         self._inner = inner
         self._fail = fail
 
@@ -465,7 +477,9 @@ class _FaultyTransport:
         self._fail = fail
 
     def transactional_producer(self, transactional_id: str, **config: Any) -> _FaultyProducer:
-        return _FaultyProducer(self._inner.transactional_producer(transactional_id, **config), self._fail)
+        return _FaultyProducer(
+            self._inner.transactional_producer(transactional_id, **config), self._fail
+        )
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
