@@ -134,6 +134,11 @@ class ActivityWorker:
             A random id when omitted.
         drain_timeout: after ``stop`` is set, how long ``run`` waits for running
             activities before abandoning them (they then run again elsewhere).
+
+    Attributes:
+        worker_id: this worker's id (given or random).
+        group_id: the consumer group, ``H.workers``.
+        transactional_id: the producer's ``transactional.id``, ``H.worker.<worker_id>``.
     """
 
     def __init__(
@@ -177,6 +182,7 @@ class ActivityWorker:
         self._outbox: list[tuple[str, int, bytes | None, bytes]] = []
         self._paused = False
         self._repause = False
+        self._unknown_names: set[str] = set()
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -224,8 +230,9 @@ class ActivityWorker:
     def close(self) -> None:
         """Release the clients, the thread pool and the event loop (idempotent).
 
-        Sync activities still running cannot be interrupted: their threads finish
-        in the background and their results are discarded.
+        ``run`` calls it on return; call it yourself only for a worker that never ran
+        (it must not race a running ``run``). Sync activities still running cannot be
+        interrupted: their threads finish in the background, their results discarded.
         """
         if self._closed:
             return
@@ -351,7 +358,10 @@ class ActivityWorker:
         try:
             fdef = self._registry.activity(task.name)
         except UnknownFunctionError as exc:
-            log.debug("unknown activity %r at %s@%d", task.name, tp, offset)
+            if task.name not in self._unknown_names:
+                # Once per name: a worker deployed without an activity fails every call of it.
+                self._unknown_names.add(task.name)
+                log.warning("worker %s fails tasks of unknown activity: %s", self.worker_id, exc)
             self._outbox_event(task, _failed(task, exc))
             track.done.add(offset)
             return
@@ -520,8 +530,10 @@ class ActivityWorker:
         producer, consumer = self._producer, self._consumer
         assert producer is not None and consumer is not None
         producer.abort_transaction()
+        assigned = set(consumer.assignment())
         for tp, track in self._tracks.items():
-            consumer.seek(tp, track.committed)
+            if tp in assigned:  # always, as revocations drop tracks; never crash-loop on it
+                consumer.seek(tp, track.committed)
         # Fresh tracks start at the next record; running jobs keep the old ones and
         # therefore produce their result without moving any offset.
         self._tracks.clear()
@@ -531,16 +543,22 @@ class ActivityWorker:
 
     def _on_assign(self, partitions: list[TopicPartition]) -> None:
         log.info("worker %s assigned %s", self.worker_id, ", ".join(map(str, partitions)))
+        # Reading restarts at the committed offset: forget anything older.
+        self._forget(partitions)
         # New partitions are not paused: pause them too on the next step if full.
         self._repause = self._paused
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         log.info("worker %s revoked %s", self.worker_id, ", ".join(map(str, partitions)))
-        revoked = set(partitions)
-        for tp in revoked:
+        self._forget(partitions)
+
+    def _forget(self, partitions: list[TopicPartition]) -> None:
+        """Stop tracking offsets of ``partitions``; their running jobs still report."""
+        gone = set(partitions)
+        for tp in gone:
             self._tracks.pop(tp, None)
         if self._backlog:
-            self._backlog = deque(j for j in self._backlog if j.tp not in revoked)
+            self._backlog = deque(j for j in self._backlog if j.tp not in gone)
 
 
 def _failed(task: ActivityTask, exc: BaseException) -> HistoryEvent:

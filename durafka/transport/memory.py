@@ -400,6 +400,15 @@ class MemoryBroker:
             )
         return logs[partition]
 
+    def lag(self, group_id: str, topic: str) -> int:
+        """Records of ``topic`` not yet committed by ``group_id`` (open transactions count)."""
+        with self._lock:
+            committed = self._group(group_id).committed
+            return sum(
+                log.next_offset - committed.get(TopicPartition(topic, p), 0)
+                for p, log in enumerate(self._topic(topic).logs)
+            )
+
     def _group(self, group_id: str) -> _Group:
         group = self._groups.get(group_id)
         if group is None:
