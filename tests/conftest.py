@@ -18,6 +18,7 @@ from tests.support.broker import BrokerHandle, acquire_broker
 from tests.support.kafka import admin_client
 
 _BROKER = pytest.StashKey[BrokerHandle]()
+_REQUEST = pytest.StashKey[pytest.FixtureRequest]()
 _LOG_LINES = 80
 
 
@@ -59,8 +60,21 @@ def kafka_hub_topics(kafka_bootstrap: str, hub: str) -> list[TopicSpec]:
     return specs
 
 
+@pytest.fixture(autouse=True)
+def _remember_request(request: pytest.FixtureRequest) -> None:
+    # Its fixturenames also list fixtures taken with request.getfixturevalue().
+    request.node.stash[_REQUEST] = request
+
+
+def _used_kafka(item: pytest.Item) -> bool:
+    request = item.stash.get(_REQUEST, None)
+    names = request.fixturenames if request is not None else getattr(item, "fixturenames", ())
+    return "kafka_bootstrap" in names
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # `-m "not kafka"` selects the broker-free tests.
+    # `-m kafka` / `-m "not kafka"` (only tests naming the fixture; ones that take it
+    # through request.getfixturevalue() are known too late to be marked).
     for item in items:
         if "kafka_bootstrap" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.kafka)
@@ -72,11 +86,7 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     handle = item.config.stash.get(_BROKER, None)
-    if (
-        report.failed
-        and handle is not None
-        and "kafka_bootstrap" in getattr(item, "fixturenames", ())
-    ):
+    if report.failed and handle is not None and _used_kafka(item):
         report.sections.append(
             (
                 f"Kafka broker log, last {_LOG_LINES} lines ({handle.origin})",

@@ -25,7 +25,7 @@ from durafka.client._common import (
     seconds,
 )
 from durafka.client.status_view import AioKafkaStatusFeeder, StatusView, ThreadStatusFeeder
-from durafka.errors import ConfigurationError, TransportError
+from durafka.errors import TransportError
 from durafka.registry import Registry
 from durafka.runtime.history import EventKind
 from durafka.settings import Settings
@@ -159,9 +159,9 @@ class _AioKafkaBackend:
         try:
             return len(await self._producer.partitions_for(topic))
         except UnknownTopicOrPartitionError:
-            raise ConfigurationError(
-                f"topic {topic!r} does not exist on {self._bootstrap}; create the task hub's "
-                "topics first (Transport.ensure_topics)"
+            raise TransportError(
+                f"topic {topic!r} is not available on {self._bootstrap}; create the task "
+                "hub's topics first (Transport.ensure_topics)"
             ) from None
 
     async def send(self, out: Outgoing) -> None:
@@ -377,8 +377,7 @@ class AsyncClient:
             return
         self._closed = True
         self._view.fail(TransportError("the client was closed while waiting"))
-        if self._started:
-            await self._backend.close()
+        await self._backend.close()  # also releases what a failed start() left open
 
     async def __aenter__(self) -> AsyncClient:
         await self.start()

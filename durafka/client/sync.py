@@ -69,7 +69,9 @@ class Client:
         self._view = StatusView()
         self._feeder = ThreadStatusFeeder(self._view, self._transport, self._core.topics.status)
         self._lock = threading.Lock()
-        self._producer: Producer | None = None
+        # Created now: an idempotent producer's first send waits for its producer id,
+        # which it fetches in the background meanwhile (~0.1-0.5 s otherwise).
+        self._producer: Producer | None = self._transport.producer()
         self._partitions: int | None = None
         self._closed = False
         self._feeder.start()
@@ -254,8 +256,7 @@ class Client:
     def _get_producer(self) -> Producer:
         with self._lock:
             self._check_open()
-            if self._producer is None:
-                self._producer = self._transport.producer()
+            assert self._producer is not None  # only None once closed
             return self._producer
 
     def _send(self, out: Outgoing) -> None:

@@ -35,7 +35,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Final, cast
+from typing import Any, Final, TypeVar, cast
 
 import confluent_kafka
 from confluent_kafka import KafkaError, KafkaException, Message
@@ -54,6 +54,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 _CONSUMER_DEFAULTS: Final[Mapping[str, Any]] = {
     "auto.offset.reset": "earliest",
@@ -88,6 +90,19 @@ _FATAL_CONSUMER_ERRORS: Final = frozenset(
         KafkaError.TOPIC_AUTHORIZATION_FAILED,
         KafkaError.GROUP_AUTHORIZATION_FAILED,
         KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    }
+)
+_TRANSIENT_REQUEST_ERRORS: Final = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.UNSTABLE_OFFSET_COMMIT,
+        KafkaError._TRANSPORT,
+        KafkaError._TIMED_OUT,
     }
 )
 _REQUEST_TIMEOUT_S: Final = 10.0
@@ -128,6 +143,26 @@ def _kafka_tp(tp: TopicPartition, offset: int = confluent_kafka.OFFSET_INVALID) 
 
 def _ours(partitions: Iterable[KafkaTopicPartition]) -> list[TopicPartition]:
     return [TopicPartition(p.topic, p.partition) for p in partitions]
+
+
+def _request(what: str, call: Callable[[float], _T], timeout: float = _REQUEST_TIMEOUT_S) -> _T:
+    """Run a metadata or offset request ``call(timeout)``, retrying transient errors.
+
+    A topic created a moment ago may have no leader yet in this client's metadata,
+    and a group coordinator may still be loading.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call(max(deadline - time.monotonic(), 0.1))
+        except KafkaException as exc:
+            error, text = _describe(exc)
+            transient = error is not None and (
+                error.retriable() or error.code() in _TRANSIENT_REQUEST_ERRORS
+            )
+            if not transient or time.monotonic() + 0.05 >= deadline:
+                raise TransportError(f"{what} unavailable: {text}") from exc
+            time.sleep(0.05)
 
 
 def _describe(exc: KafkaException) -> tuple[KafkaError | None, str]:
@@ -203,23 +238,14 @@ class KafkaConsumer:
         if not partitions:
             return partitions
         try:
-            committed = self._consumer.committed(partitions, timeout=_REQUEST_TIMEOUT_S)
             located: list[KafkaTopicPartition] = []
-            for p in committed:
-                offset = p.offset
-                if offset < 0:
-                    offset = self._consumer.get_watermark_offsets(
-                        KafkaTopicPartition(p.topic, p.partition), timeout=_REQUEST_TIMEOUT_S
-                    )[0]
-                located.append(KafkaTopicPartition(p.topic, p.partition, offset))
+            for tp, offset in self.committed(_ours(partitions)).items():
+                start = self.watermarks(tp)[0] if offset is None else offset
+                located.append(_kafka_tp(tp, start))
             return located
-        except KafkaException as exc:
+        except TransportError as exc:
             # librdkafka resolves the committed offset itself; only an early seek may race.
-            log.warning(
-                "could not look up committed offsets of %s (%s); librdkafka will",
-                _ours(partitions),
-                _describe(exc)[1],
-            )
+            log.warning("could not look up where %s start (%s); librdkafka will", partitions, exc)
             return partitions
 
     def assign(self, offsets: Mapping[TopicPartition, int | None]) -> None:
@@ -379,12 +405,10 @@ class KafkaConsumer:
         """The group's committed offsets (None where nothing was committed)."""
         if self._group_id is None:
             raise ConfigurationError("committed() needs a consumer created with a group_id")
-        try:
-            found = self._consumer.committed(
-                [_kafka_tp(tp) for tp in partitions], timeout=_REQUEST_TIMEOUT_S
-            )
-        except KafkaException as exc:
-            raise TransportError(f"committed() failed: {_describe(exc)[1]}") from exc
+        wanted = [_kafka_tp(tp) for tp in partitions]
+        found = _request(
+            "committed offsets", lambda timeout: self._consumer.committed(wanted, timeout)
+        )
         return {
             TopicPartition(p.topic, p.partition): (p.offset if p.offset >= 0 else None)
             for p in found
@@ -392,15 +416,11 @@ class KafkaConsumer:
 
     def watermarks(self, partition: TopicPartition) -> tuple[int, int]:
         """``(low, high)``; with read_committed, high is the last stable offset."""
-        try:
-            low, high = self._consumer.get_watermark_offsets(
-                _kafka_tp(partition), timeout=_REQUEST_TIMEOUT_S, cached=False
-            )
-        except KafkaException as exc:
-            raise TransportError(
-                f"watermarks of {partition} unavailable: {_describe(exc)[1]}"
-            ) from exc
-        return low, high
+        wanted = _kafka_tp(partition)
+        return _request(
+            f"watermarks of {partition}",
+            lambda timeout: self._consumer.get_watermark_offsets(wanted, timeout, cached=False),
+        )
 
     def group_metadata(self) -> Any:
         """confluent-kafka's ``ConsumerGroupMetadata`` for ``send_offsets``."""

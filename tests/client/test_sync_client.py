@@ -246,6 +246,6 @@ def test_missing_status_topic_is_a_clear_error(env: Hub) -> None:
     settings = env.settings_with(task_hub=f"{env.settings.task_hub}-absent")
     with (
         Client(settings, transport=env.transport) as client,
-        pytest.raises(TransportError, match="absent.status"),
+        pytest.raises(TransportError, match=r"absent\.status"),
     ):
         client.get_status("x")

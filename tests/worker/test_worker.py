@@ -13,6 +13,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -109,6 +110,7 @@ def start_worker(
         *,
         via: Transport | None = None,
         worker_id: str | None = None,
+        drain_timeout: timedelta = timedelta(seconds=5),
         **settings: Any,
     ) -> Running:
         worker = ActivityWorker(
@@ -116,6 +118,7 @@ def start_worker(
             registry,
             via or transport,
             worker_id=worker_id,
+            drain_timeout=drain_timeout,
         )
         running = Running(worker)
         started.append(running)
@@ -445,6 +448,75 @@ def test_only_the_completed_prefix_is_committed(
         assert probe.committed([tp])[tp] == 4
     finally:
         probe.close()
+
+
+# -- stopping and rebalancing ---------------------------------------------------------------
+
+
+def _gated_registry(started: threading.Event, gate: threading.Event) -> Registry:
+    registry = Registry()
+
+    def gated() -> str:
+        started.set()
+        assert gate.wait(20.0)
+        return "done"
+
+    registry.add_activity(gated)
+    return registry
+
+
+def test_stop_drains_running_activities(
+    transport: Transport, hub: str, start_worker: Callable[..., Running]
+) -> None:
+    started, gate = threading.Event(), threading.Event()
+    produce_tasks(transport, hub, [task("d", "gated")])
+    running = start_worker(_gated_registry(started, gate))
+    assert started.wait(20.0)
+    running.stop.set()
+    gate.set()  # finishes after stop was requested: still committed
+    running.join()
+    assert running.error is None
+    assert read_results(transport, hub, 1)[("d", 0, 1)].event.payload == b'"done"'
+    assert_all_committed(transport, hub)
+
+
+def test_stop_abandons_activities_after_the_drain_timeout(
+    transport: Transport, hub: str, start_worker: Callable[..., Running]
+) -> None:
+    started, gate = threading.Event(), threading.Event()
+    produce_tasks(transport, hub, [task("d", "gated")])
+    running = start_worker(
+        _gated_registry(started, gate), drain_timeout=timedelta(milliseconds=200)
+    )
+    assert started.wait(20.0)
+    try:
+        running.join(timeout=10.0)  # returns although the activity is still blocked
+        assert running.error is None
+    finally:
+        gate.set()
+    tp = TopicPartition(HubTopics(hub).activities, partition_for(b"d", ACTIVITY_PARTITIONS))
+    probe = transport.consumer(f"{hub}.workers")
+    try:
+        assert probe.committed([tp])[tp] is None  # so the next owner runs it again
+    finally:
+        probe.close()
+
+
+def test_partitions_move_to_the_remaining_worker(
+    transport: Transport, hub: str, start_worker: Callable[..., Running]
+) -> None:
+    runs: Counter[str] = Counter()
+    registry = _counting_registry(runs)
+    first = start_worker(registry)
+    start_worker(registry)
+    produce_tasks(transport, hub, [task(f"w{n}", "work", n) for n in range(10)])
+    read_results(transport, hub, 10)
+    first.join()  # leaves the group: every partition goes to the other worker
+    assert first.error is None
+    produce_tasks(transport, hub, [task(f"w{n}", "work", n) for n in range(10, 20)])
+    results = read_results(transport, hub, 20)
+    assert {key[0] for key in results} == {f"w{n}" for n in range(20)}
+    assert_all_committed(transport, hub)
 
 
 # -- failures of the commit -------------------------------------------------------------------
