@@ -279,6 +279,10 @@ def _existing(
         topic = metadata.topics.get(spec.name)
         if topic is None or _is_unknown(topic.error):
             continue
+        if topic.error is not None or not topic.partitions:
+            # Being created right now (by someone else): read it once it has settled.
+            _await_leaders(admin, [(spec.name, None)], deadline)
+            topic = _list_topic(admin, spec.name, deadline).topics[spec.name]
         replicas = [len(p.replicas) for p in topic.partitions.values()]
         found[spec.name] = _Existing(len(topic.partitions), min(replicas, default=0))
     return found

@@ -33,7 +33,7 @@ from typing import Any
 from durafka.codec.records import decode_status
 from durafka.errors import DurafkaError, TransportError, WaitTimeoutError
 from durafka.status import OrchestrationStatus
-from durafka.transport.base import TopicPartition, Transport
+from durafka.transport.base import Consumer, TopicPartition, Transport
 
 __all__ = ["AioKafkaStatusFeeder", "Predicate", "StatusView", "ThreadStatusFeeder"]
 
@@ -383,7 +383,7 @@ class ThreadStatusFeeder:
             except Exception:
                 log.exception("closing the status consumer of %s failed", self._topic)
 
-    def _feed(self, consumer: Any) -> None:
+    def _feed(self, consumer: Consumer) -> None:
         count = self._transport.partition_count(self._topic)
         partitions = [TopicPartition(self._topic, p) for p in range(count)]
         behind = self._assign(consumer, partitions)
@@ -405,7 +405,9 @@ class ThreadStatusFeeder:
                     )
                     self._view.mark_ready()
 
-    def _assign(self, consumer: Any, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+    def _assign(
+        self, consumer: Consumer, partitions: list[TopicPartition]
+    ) -> dict[TopicPartition, int]:
         """Assign every partition from the beginning; the start-time high watermarks.
 
         Caught up means every partition's *position* reaches its high watermark

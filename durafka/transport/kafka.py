@@ -129,6 +129,14 @@ def _merge(
     return config
 
 
+def _create(client: Callable[[dict[str, Any]], _T], config: Mapping[str, Any]) -> _T:
+    """Construct a confluent-kafka client; librdkafka's setting errors become ours."""
+    try:
+        return client(dict(config))
+    except (KafkaException, ValueError, TypeError) as exc:
+        raise ConfigurationError(f"invalid Kafka client settings: {exc}") from exc
+
+
 def _on_client_error(error: KafkaError) -> None:
     """librdkafka's ``error_cb``: global client errors, mostly transient (broker down)."""
     if error.fatal():
@@ -180,7 +188,7 @@ class KafkaConsumer:
         self._group_id = group_id
         strategy = str(config.get("partition.assignment.strategy", ""))
         self._cooperative = "cooperative" in strategy
-        self._consumer = confluent_kafka.Consumer(dict(config))
+        self._consumer = _create(confluent_kafka.Consumer, config)
         # Where reading starts after an assign or seek, for position() until librdkafka
         # reports one itself (it says OFFSET_INVALID until the first fetch).
         self._starts: dict[TopicPartition, int] = {}
@@ -440,7 +448,7 @@ class KafkaProducer:
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         """Create the client; ``config`` is complete (see :meth:`KafkaTransport.producer`)."""
-        self._producer = confluent_kafka.Producer(dict(config))
+        self._producer = _create(confluent_kafka.Producer, config)
         self._closed = False
 
     def produce(
