@@ -287,8 +287,16 @@ class KafkaConsumer:
         """Up to ``max_records`` records, waiting up to ``timeout`` s for the first."""
         if self._closed:
             raise TransportError("the consumer is closed")
+        consumer = self._consumer
         try:
-            messages = self._consumer.consume(max_records, timeout)
+            # librdkafka's consume(n, timeout) waits out the whole timeout unless n
+            # records arrive; wait for the first record only, then take what is buffered.
+            first = consumer.poll(timeout)
+            if first is None:
+                return []
+            messages = [first]
+            if max_records > 1:
+                messages.extend(consumer.consume(max_records - 1, 0))
         except KafkaException as exc:
             raise TransportError(f"Kafka consumer failed: {_describe(exc)[1]}") from exc
         for message in messages:

@@ -370,6 +370,32 @@ def test_positions_inside_compacted_holes_move_to_the_next_record(
     assert consumer.position(tp) == 7
 
 
+def test_lag_counts_uncommitted_and_in_flight_records(transport: MemoryTransport) -> None:
+    topic = make_topic(transport, partitions=2)
+    tp0 = TopicPartition(topic, 0)
+    assert transport.broker.lag("g", topic) == 0
+    plain = transport.producer()
+    plain.produce(topic, 0, b"k", b"a")
+    plain.produce(topic, 1, b"k", b"b")
+    assert transport.broker.lag("g", topic) == 2
+
+    consumer = transport.consumer("g")
+    consumer.assign({tp0: None})
+    txn = transport.transactional_producer("tx")
+    txn.init_transactions()
+    txn.begin_transaction()
+    txn.produce(topic, 0, b"k", b"c")  # in flight: counts until it is committed or aborted
+    txn.send_offsets({tp0: 1}, consumer.group_metadata())
+    assert transport.broker.lag("g", topic) == 3
+    txn.commit_transaction()
+    assert transport.broker.lag("g", topic) == 2  # "c" on 0 and "b" on 1
+
+    txn.begin_transaction()
+    txn.send_offsets({tp0: 4}, consumer.group_metadata())  # past "c" and its marker
+    txn.commit_transaction()
+    assert transport.broker.lag("g", topic) == 1
+
+
 def test_records_have_the_message_methods() -> None:
     record: Record = MemoryRecord("t", 1, 7, b"k", b"v", 1234, True)
     assert (record.topic(), record.partition(), record.offset()) == ("t", 1, 7)
