@@ -58,6 +58,10 @@ class InstanceNotRunningError(DurafkaError):
     """The instance has finished (Completed, Failed, Terminated) and takes no more events."""
 
 
+class InstanceNotFinishedError(DurafkaError):
+    """The instance is still Pending, Running or Suspended, so it cannot be purged yet."""
+
+
 class NonDeterminismError(DurafkaError):
     """An orchestrator did something on replay other than what its history recorded.
 

@@ -22,6 +22,7 @@ from durafka.codec.records import encode_message
 from durafka.errors import (
     ConfigurationError,
     InstanceAlreadyExistsError,
+    InstanceNotFinishedError,
     InstanceNotFoundError,
     InstanceNotRunningError,
     OrchestrationFailed,
@@ -35,6 +36,11 @@ from durafka.topology import HubTopics
 
 #: Statuses in which an instance id is taken: a new start with that id is refused.
 ACTIVE_STATUSES = frozenset({RuntimeStatus.PENDING, RuntimeStatus.RUNNING, RuntimeStatus.SUSPENDED})
+
+#: Statuses of finished instances: the only ones that may be purged.
+TERMINAL_STATUSES = frozenset(
+    {RuntimeStatus.COMPLETED, RuntimeStatus.FAILED, RuntimeStatus.TERMINATED}
+)
 
 #: How long a client call waits for the status view to catch up before giving up.
 VIEW_READY_TIMEOUT = 60.0
@@ -202,6 +208,20 @@ class ClientCore:
                 "more events; start a new instance instead"
             )
 
+    def check_can_purge(self, instance_id: str, current: OrchestrationStatus | None) -> None:
+        """Refuse to purge an unknown instance or one that has not finished (view ready)."""
+        if current is None:
+            raise InstanceNotFoundError(
+                f"no instance {instance_id!r} is known to the status view (never started, "
+                "already purged, or another task hub); nothing to purge"
+            )
+        if not current.runtime_status.is_terminal:
+            raise InstanceNotFinishedError(
+                f"instance {instance_id!r} is {current.runtime_status.value}; only Completed, "
+                "Failed or Terminated instances can be purged: terminate it first, or wait "
+                "for it to finish"
+            )
+
     # -- results -----------------------------------------------------------------
 
     def completion_result(self, status: OrchestrationStatus, raise_on_failure: bool) -> Any:
@@ -315,6 +335,40 @@ def _decode_continuation(token: str) -> tuple[int, str]:
         raise ValueError(
             f"invalid continuation token {token!r}: pass the value of a previous Page.continuation"
         ) from None
+
+
+def purge_candidates(
+    statuses: Iterable[OrchestrationStatus],
+    *,
+    status: RuntimeStatus | str | Iterable[RuntimeStatus | str] | None,
+    created_before: datetime | None,
+) -> list[str]:
+    """The ids of the finished instances matching the filter of ``purge_instances``.
+
+    Args:
+        statuses: the status view's content.
+        status: only these terminal statuses (default: all three).
+        created_before: only instances created before this time (timezone-aware).
+
+    Raises:
+        ValueError: ``status`` names a status that is not terminal, or
+            ``created_before`` is naive.
+    """
+    wanted = _statuses(status)
+    if wanted is None:
+        wanted = TERMINAL_STATUSES
+    elif not wanted <= TERMINAL_STATUSES:
+        active = sorted(s.value for s in wanted - TERMINAL_STATUSES)
+        raise ValueError(
+            f"only finished instances can be purged; status {active} is not terminal "
+            f"(use {sorted(s.value for s in TERMINAL_STATUSES)})"
+        )
+    before_ms = _ms(created_before, "created_before")
+    return sorted(
+        s.instance_id
+        for s in statuses
+        if s.runtime_status in wanted and (before_ms is None or s.created_at_ms < before_ms)
+    )
 
 
 # -- aiokafka options ----------------------------------------------------------------

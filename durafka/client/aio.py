@@ -20,14 +20,17 @@ from durafka.client._common import (
     Outgoing,
     Page,
     aiokafka_options,
+    check_instance_id,
     is_terminal,
     list_page,
+    purge_candidates,
     seconds,
 )
+from durafka.client.history import read_history
 from durafka.client.status_view import AioKafkaStatusFeeder, StatusView, ThreadStatusFeeder
 from durafka.errors import TransportError
 from durafka.registry import Registry
-from durafka.runtime.history import EventKind
+from durafka.runtime.history import EventKind, HistoryEvent
 from durafka.settings import Settings
 from durafka.status import OrchestrationStatus, RuntimeStatus
 from durafka.transport.base import Producer, Transport
@@ -43,9 +46,12 @@ class _Backend(Protocol):
     """How an :class:`AsyncClient` writes records and feeds its status view."""
 
     orchestration_partitions: int
+    #: The transport to read the changelog with (None: open one per history read).
+    transport: Transport | None
 
     async def start(self) -> None: ...
     async def send(self, out: Outgoing) -> None: ...
+    async def send_all(self, outs: list[Outgoing]) -> None: ...
     async def close(self) -> None: ...
 
 
@@ -57,6 +63,7 @@ class _TransportBackend:
     ) -> None:
         self._core = core
         self._transport = transport
+        self.transport: Transport | None = transport
         self._owns = owns
         self._feeder = ThreadStatusFeeder(view, transport, core.topics.status)
         self._producer: Producer | None = None
@@ -70,12 +77,15 @@ class _TransportBackend:
         self._producer = self._transport.producer()
 
     async def send(self, out: Outgoing) -> None:
+        await self.send_all([out])
+
+    async def send_all(self, outs: list[Outgoing]) -> None:
         producer = self._producer
         assert producer is not None, "start() first"
         loop = asyncio.get_running_loop()
-        delivered: asyncio.Future[None] = loop.create_future()
+        futures: list[asyncio.Future[None]] = []
 
-        def settle(future: asyncio.Future[None], err: Any) -> None:
+        def settle(future: asyncio.Future[None], out: Outgoing, err: Any) -> None:
             if future.done():
                 return
             if err is None:
@@ -85,18 +95,34 @@ class _TransportBackend:
                     TransportError(f"writing to {out.topic}[{out.partition}] failed: {err}")
                 )
 
-        def on_delivery(err: Any, _record: Any) -> None:
-            # Runs on whichever thread serves the callbacks (the flush below).
-            loop.call_soon_threadsafe(settle, delivered, err)
+        def on_delivery_of(out: Outgoing, future: asyncio.Future[None]) -> Any:
+            def on_delivery(err: Any, _record: Any) -> None:
+                # Runs on whichever thread serves the callbacks (the flush below).
+                loop.call_soon_threadsafe(settle, future, out, err)
 
-        producer.produce(out.topic, out.partition, out.key, out.value, on_delivery=on_delivery)
+            return on_delivery
+
+        for out in outs:
+            delivered: asyncio.Future[None] = loop.create_future()
+            futures.append(delivered)
+            producer.produce(
+                out.topic,
+                out.partition,
+                out.key,
+                out.value,
+                on_delivery=on_delivery_of(out, delivered),
+            )
+        if not futures:
+            return
         await asyncio.to_thread(producer.flush, DELIVERY_TIMEOUT)
         try:
-            await asyncio.wait_for(delivered, timeout=1.0)
+            await asyncio.wait_for(asyncio.gather(*futures), timeout=1.0)
         except TimeoutError:
+            out = outs[-1]
             raise TransportError(
-                f"the broker did not acknowledge the record to {out.topic}[{out.partition}] "
-                f"within {DELIVERY_TIMEOUT}s; it may or may not have been written"
+                f"the broker did not acknowledge {sum(not f.done() for f in futures)} of "
+                f"{len(outs)} records to {out.topic} within {DELIVERY_TIMEOUT}s; they may "
+                "or may not have been written"
             ) from None
 
     async def close(self) -> None:
@@ -121,6 +147,9 @@ class _AioKafkaBackend:
         self._producer: Any = None
         self._feeder: AioKafkaStatusFeeder | None = None
         self.orchestration_partitions = 0
+        # aiokafka has no manual-assign read_committed scan to the high watermark like
+        # the transports' consumers; history reads open a Kafka transport per call.
+        self.transport: Transport | None = None
 
     async def start(self) -> None:
         try:
@@ -165,21 +194,31 @@ class _AioKafkaBackend:
             ) from None
 
     async def send(self, out: Outgoing) -> None:
+        await self.send_all([out])
+
+    async def send_all(self, outs: list[Outgoing]) -> None:
         from aiokafka.errors import KafkaError
 
+        out = outs[0] if outs else None
         try:
-            await asyncio.wait_for(
-                self._producer.send_and_wait(
-                    out.topic, value=out.value, key=out.key, partition=out.partition
-                ),
-                DELIVERY_TIMEOUT,
-            )
+            # send() only enqueues (batched by linger_ms); the futures resolve on the ack.
+            pending = []
+            for out in outs:
+                pending.append(
+                    await self._producer.send(
+                        out.topic, value=out.value, key=out.key, partition=out.partition
+                    )
+                )
+            if pending:
+                await asyncio.wait_for(asyncio.gather(*pending), DELIVERY_TIMEOUT)
         except TimeoutError:
+            assert out is not None
             raise TransportError(
-                f"the broker did not acknowledge the record to {out.topic}[{out.partition}] "
-                f"within {DELIVERY_TIMEOUT}s; it may or may not have been written"
+                f"the broker did not acknowledge the records to {out.topic} within "
+                f"{DELIVERY_TIMEOUT}s; they may or may not have been written"
             ) from None
         except KafkaError as exc:
+            assert out is not None
             raise TransportError(f"writing to {out.topic}[{out.partition}] failed: {exc}") from exc
 
     async def close(self) -> None:
@@ -288,6 +327,33 @@ class AsyncClient:
         payload = self._core.encode_reason(reason, f"resumption reason for {instance_id!r}")
         await self._control(instance_id, EventKind.EXECUTION_RESUMED, payload=payload)
 
+    async def purge(self, instance_id: str) -> None:
+        """Delete a finished instance: its history, its state and its status.
+
+        See :meth:`Client.purge`.
+        """
+        await self._ready()
+        self._core.check_can_purge(instance_id, self._view.get(instance_id))
+        await self._control(instance_id, EventKind.EXECUTION_PURGED)
+
+    async def purge_instances(
+        self,
+        *,
+        status: RuntimeStatus | str | Iterable[RuntimeStatus | str] | None = None,
+        created_before: datetime | None = None,
+    ) -> int:
+        """Purge every finished instance matching the filter; returns how many.
+
+        See :meth:`Client.purge_instances`.
+        """
+        await self._ready()
+        ids = purge_candidates(self._view.all(), status=status, created_before=created_before)
+        partitions = self._backend.orchestration_partitions
+        await self._backend.send_all(
+            [self._core.control_record(i, EventKind.EXECUTION_PURGED, partitions) for i in ids]
+        )
+        return len(ids)
+
     async def _control(
         self,
         instance_id: str,
@@ -360,6 +426,26 @@ class AsyncClient:
             page_size=page_size,
             continuation=continuation,
         )
+
+    async def get_history(self, instance_id: str) -> list[HistoryEvent]:
+        """The typed history events of the instance's current generation, oldest first.
+
+        Runs the changelog scan in a thread; see :meth:`Client.get_history`.
+        """
+        iid = check_instance_id(instance_id)
+        await self.start()
+        transport = self._backend.transport
+        if transport is not None:
+            return await asyncio.to_thread(read_history, transport, self._core.topics, iid)
+        return await asyncio.to_thread(self._read_history_once, iid)
+
+    def _read_history_once(self, instance_id: str) -> list[HistoryEvent]:
+        settings = self._core.settings
+        transport = open_transport(settings.bootstrap_servers, settings.client_config)
+        try:
+            return read_history(transport, self._core.topics, instance_id)
+        finally:
+            transport.close()
 
     # -- plumbing ------------------------------------------------------------------
 

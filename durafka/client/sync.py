@@ -13,14 +13,17 @@ from durafka.client._common import (
     ClientCore,
     Outgoing,
     Page,
+    check_instance_id,
     is_terminal,
     list_page,
+    purge_candidates,
     seconds,
 )
+from durafka.client.history import read_history
 from durafka.client.status_view import StatusView, ThreadStatusFeeder
 from durafka.errors import TransportError
 from durafka.registry import Registry
-from durafka.runtime.history import EventKind
+from durafka.runtime.history import EventKind, HistoryEvent
 from durafka.settings import Settings
 from durafka.status import OrchestrationStatus, RuntimeStatus
 from durafka.transport.base import Producer, Transport
@@ -144,6 +147,50 @@ class Client:
         payload = self._core.encode_reason(reason, f"resumption reason for {instance_id!r}")
         self._control(instance_id, EventKind.EXECUTION_RESUMED, payload=payload)
 
+    def purge(self, instance_id: str) -> None:
+        """Delete a finished instance: its history, its state and its status.
+
+        The processor owning the instance deletes its store keys (tombstones in
+        ``H.state-changelog``) and publishes a tombstone on ``H.status``; the
+        status disappears from views once that record is read. The processor
+        checks again that the instance has finished (it may have been restarted
+        under the same id meanwhile) and otherwise leaves it alone.
+
+        Raises:
+            InstanceNotFoundError: no such instance is known to the status view.
+            InstanceNotFinishedError: the instance is Pending, Running or Suspended.
+        """
+        self._ready()
+        self._core.check_can_purge(instance_id, self._view.get(instance_id))
+        self._control(instance_id, EventKind.EXECUTION_PURGED)
+
+    def purge_instances(
+        self,
+        *,
+        status: RuntimeStatus | str | Iterable[RuntimeStatus | str] | None = None,
+        created_before: datetime | None = None,
+    ) -> int:
+        """Purge every finished instance matching the filter (see :meth:`purge`).
+
+        Args:
+            status: only instances in these terminal statuses (default: Completed,
+                Failed and Terminated).
+            created_before: only instances created before this time (timezone-aware).
+
+        Returns:
+            How many purge commands were written (instances the view showed as finished).
+
+        Raises:
+            ValueError: ``status`` names a status that is not terminal.
+        """
+        self._ready()
+        ids = purge_candidates(self._view.all(), status=status, created_before=created_before)
+        partitions = self._partition_count()
+        self._send_all(
+            [self._core.control_record(i, EventKind.EXECUTION_PURGED, partitions) for i in ids]
+        )
+        return len(ids)
+
     def _control(
         self,
         instance_id: str,
@@ -237,6 +284,20 @@ class Client:
             continuation=continuation,
         )
 
+    def get_history(self, instance_id: str) -> list[HistoryEvent]:
+        """The typed history events of the instance's current generation, oldest first.
+
+        Scans the instance's partition of the changelog ``H.state-changelog``
+        from the beginning (see :mod:`durafka.client.history`): a debugging and
+        operations tool, not a hot path. After ``continue_as_new`` only the
+        current generation is left; after a purge the list is empty.
+
+        Returns:
+            The events (``[]`` for an unknown or purged instance).
+        """
+        self._check_open()
+        return read_history(self._transport, self._core.topics, check_instance_id(instance_id))
+
     # -- plumbing ------------------------------------------------------------------
 
     def _ready(self) -> None:
@@ -260,23 +321,38 @@ class Client:
             return self._producer
 
     def _send(self, out: Outgoing) -> None:
+        self._send_all([out])
+
+    def _send_all(self, outs: list[Outgoing]) -> None:
+        """Produce ``outs`` and wait until the broker acknowledged every one (one flush)."""
+        if not outs:
+            return
         producer = self._get_producer()
-        delivered = threading.Event()
-        failure: list[Any] = []
+        acked: list[Outgoing] = []
+        failure: list[tuple[Outgoing, Any]] = []
 
-        def on_delivery(err: Any, _record: Any) -> None:
-            if err is not None:
-                failure.append(err)
-            delivered.set()
+        def on_delivery_of(out: Outgoing) -> Callable[[Any, Any], None]:
+            def on_delivery(err: Any, _record: Any) -> None:
+                if err is not None:
+                    failure.append((out, err))
+                acked.append(out)
 
-        producer.produce(out.topic, out.partition, out.key, out.value, on_delivery=on_delivery)
+            return on_delivery
+
+        for out in outs:
+            producer.produce(
+                out.topic, out.partition, out.key, out.value, on_delivery=on_delivery_of(out)
+            )
         producer.flush(DELIVERY_TIMEOUT)
         if failure:
-            raise TransportError(f"writing to {out.topic}[{out.partition}] failed: {failure[0]}")
-        if not delivered.is_set():
+            out, err = failure[0]
+            raise TransportError(f"writing to {out.topic}[{out.partition}] failed: {err}")
+        if len(acked) < len(outs):
+            out = outs[-1]
             raise TransportError(
-                f"the broker did not acknowledge the record to {out.topic}[{out.partition}] "
-                f"within {DELIVERY_TIMEOUT}s; it may or may not have been written"
+                f"the broker did not acknowledge {len(outs) - len(acked)} of {len(outs)} "
+                f"records to {out.topic} within {DELIVERY_TIMEOUT}s; they may or may not "
+                "have been written"
             )
 
     def close(self) -> None:
