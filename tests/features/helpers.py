@@ -1,0 +1,53 @@
+"""Helpers of the feature tests: reading a hub's topics, summarising histories."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from durafka.codec.records import decode_status
+from durafka.runtime.history import EventKind, HistoryEvent
+from durafka.status import OrchestrationStatus
+from durafka.topology import HubTopics
+from durafka.transport.base import TopicPartition, Transport
+
+
+def read_topic(
+    transport: Transport, topic: str, timeout: float = 30.0
+) -> list[tuple[bytes | None, bytes | None]]:
+    """Every committed ``(key, value)`` of ``topic``, up to the high watermarks of now."""
+    consumer = transport.consumer(None)
+    try:
+        tps = [TopicPartition(topic, p) for p in range(transport.partition_count(topic))]
+        highs = {tp: consumer.watermarks(tp)[1] for tp in tps}
+        consumer.assign({tp: consumer.watermarks(tp)[0] for tp in tps})
+        out: list[tuple[bytes | None, bytes | None]] = []
+        deadline = time.monotonic() + timeout
+        while any(consumer.position(tp) < high for tp, high in highs.items()):
+            out.extend((r.key(), r.value()) for r in consumer.poll_batch(1000, 0.2))
+            assert time.monotonic() < deadline, f"{topic} not read to its end in {timeout}s"
+        return out
+    finally:
+        consumer.close()
+
+
+def status_records(
+    transport: Transport, hub: str, instance_id: str
+) -> list[OrchestrationStatus | None]:
+    """Every status record of ``instance_id`` on ``H.status`` (``None``: a tombstone)."""
+    key = instance_id.encode()
+    return [
+        None if value is None else decode_status(value)
+        for k, value in read_topic(transport, HubTopics(hub).status)
+        if k == key
+    ]
+
+
+def kinds(history: Iterable[HistoryEvent]) -> list[EventKind]:
+    """The kinds of ``history`` without the ORCHESTRATOR_STARTED step markers."""
+    return [e.kind for e in history if e.kind is not EventKind.ORCHESTRATOR_STARTED]
+
+
+def count(history: Iterable[HistoryEvent], kind: EventKind) -> int:
+    """How many events of ``kind`` ``history`` holds."""
+    return sum(1 for e in history if e.kind is kind)
