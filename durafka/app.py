@@ -13,9 +13,9 @@ from durafka.settings import Settings
 from durafka.state.base import StoreFactory
 
 if TYPE_CHECKING:
-    from durafka.transport import Transport
     from durafka.client import AsyncClient, Client
     from durafka.processor import Processor
+    from durafka.transport import Transport
     from durafka.worker import ActivityWorker
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -43,13 +43,17 @@ class App:
         ...     print(await client.wait_for_completion(instance_id))
     """
 
-    def __init__(self, task_hub: str | None = None, *, settings: Settings | None = None, **overrides: Any) -> None:
+    def __init__(
+        self, task_hub: str | None = None, *, settings: Settings | None = None, **overrides: Any
+    ) -> None:
         if settings is None:
             if task_hub is not None:
                 overrides["task_hub"] = task_hub
             settings = Settings(**overrides)
         elif task_hub is not None or overrides:
-            settings = settings.model_copy(update={**overrides, **({"task_hub": task_hub} if task_hub else {})})
+            settings = settings.model_copy(
+                update={**overrides, **({"task_hub": task_hub} if task_hub else {})}
+            )
         self.settings = settings
         self.registry = Registry()
         self._transport: Transport | None = None
@@ -63,7 +67,9 @@ class App:
     @overload
     def orchestration(self, *, name: str | None = None) -> Callable[[F], F]: ...
 
-    def orchestration(self, fn: F | None = None, *, name: str | None = None) -> F | Callable[[F], F]:
+    def orchestration(
+        self, fn: F | None = None, *, name: str | None = None
+    ) -> F | Callable[[F], F]:
         """Register an ``async def orchestrator(ctx, input)``; usable bare or with ``name=``."""
 
         def register(f: F) -> F:
@@ -79,7 +85,7 @@ class App:
     def activity(self, *, name: str | None = None) -> Callable[[F], F]: ...
 
     def activity(self, fn: F | None = None, *, name: str | None = None) -> F | Callable[[F], F]:
-        """Register an activity (``def`` or ``async def``, one input); usable bare or with ``name=``."""
+        """Register an activity (``def`` or ``async def``, one input); bare or with ``name=``."""
 
         def register(f: F) -> F:
             d = self.registry.add_activity(f, name)
@@ -96,7 +102,9 @@ class App:
         if self._transport is None:
             from durafka.transport import open_transport
 
-            self._transport = open_transport(self.settings.bootstrap_servers, self.settings.client_config)
+            self._transport = open_transport(
+                self.settings.bootstrap_servers, self.settings.client_config
+            )
         return self._transport
 
     @property
@@ -123,7 +131,9 @@ class App:
 
             s = self.settings
             self.transport.ensure_topics(
-                load_hub_spec(s.task_hub, partitions=s.partitions, replication_factor=s.replication_factor)
+                load_hub_spec(
+                    s.task_hub, partitions=s.partitions, replication_factor=s.replication_factor
+                )
             )
             self._topics_ready = True
 
@@ -132,7 +142,14 @@ class App:
         from durafka.processor import Processor
 
         self.ensure_topics()
-        return Processor(self.settings, self.registry, self.transport, self.store_factory, partitions=partitions, **kwargs)
+        return Processor(
+            self.settings,
+            self.registry,
+            self.transport,
+            self.store_factory,
+            partitions=partitions,
+            **kwargs,
+        )
 
     def worker(self, **kwargs: Any) -> ActivityWorker:
         """An activity worker for this app."""
@@ -141,7 +158,9 @@ class App:
         self.ensure_topics()
         return ActivityWorker(self.settings, self.registry, self.transport, **kwargs)
 
-    def runner(self, *, processor: bool = True, worker: bool = True, partitions: list[int] | None = None) -> Runner:
+    def runner(
+        self, *, processor: bool = True, worker: bool = True, partitions: list[int] | None = None
+    ) -> Runner:
         """A runner hosting a processor and/or a worker on background threads (not started)."""
         runner = Runner()
         if processor:
@@ -181,7 +200,7 @@ class App:
         return AsyncClient(self.settings, self.registry, self.transport)
 
     def sync_client(self) -> Client:
-        """A blocking client (confluent-kafka on Kafka) that knows this app's functions and types."""
+        """A blocking client (confluent-kafka on Kafka) knowing this app's functions and types."""
         from durafka.client import Client
 
         self.ensure_topics()

@@ -34,7 +34,9 @@ class Settings(BaseSettings):
     max_concurrent_orchestrations: int = Field(
         1000, ge=1, description="Instances processed per batch at most."
     )
-    cache_size: int = Field(10_000, ge=0, description="Live orchestrations kept in memory (0: replay always).")
+    cache_size: int = Field(
+        10_000, ge=0, description="Live orchestrations kept in memory (0: replay always)."
+    )
     batch_size: int = Field(500, ge=1, description="Records per processor transaction at most.")
     commit_interval_ms: int = Field(
         5, ge=0, description="How long a batch may wait for more records before committing."

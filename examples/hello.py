@@ -29,10 +29,9 @@ async def hello_world(ctx: durafka.OrchestrationContext, name: str) -> str:
 
 async def main() -> None:
     """Run processor and worker in this process, start one instance, print its output."""
-    async with app.run():
-        async with app.client() as client:
-            instance_id = await client.start_new(hello_world, "World")
-            print(await client.wait_for_completion(instance_id, timeout=30))
+    async with app.run(), app.client() as client:
+        instance_id = await client.start_new(hello_world, "World")
+        print(await client.wait_for_completion(instance_id, timeout=30))
 
 
 if __name__ == "__main__":

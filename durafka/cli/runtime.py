@@ -6,6 +6,7 @@ Settings come from ``DURAFKA_*`` variables (e.g. ``DURAFKA_BOOTSTRAP_SERVERS``).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -18,7 +19,9 @@ import typer
 from durafka.app import App
 from durafka.errors import DurafkaError
 
-AppArg = Annotated[str, typer.Argument(help="The app as module:attribute, e.g. examples.hello:app.")]
+AppArg = Annotated[
+    str, typer.Argument(help="The app as module:attribute, e.g. examples.hello:app.")
+]
 
 
 def load_app(spec: str) -> App:
@@ -49,9 +52,13 @@ def parse_partitions(text: str | None) -> list[int] | None:
 
 
 def _serve(app: App, *, processor: bool, worker: bool, partitions: str | None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
-        runner = app.runner(processor=processor, worker=worker, partitions=parse_partitions(partitions))
+        runner = app.runner(
+            processor=processor, worker=worker, partitions=parse_partitions(partitions)
+        )
     except DurafkaError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -62,19 +69,23 @@ def _serve(app: App, *, processor: bool, worker: bool, partitions: str | None) -
         f"(processor={processor}, worker={worker}); Ctrl-C to stop",
         err=True,
     )
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         runner.wait()
-    except KeyboardInterrupt:
-        pass
     runner.stop()
 
 
-def run(app: AppArg, partitions: Annotated[str | None, typer.Option(help="Static partitions, e.g. 0-3.")] = None) -> None:
+def run(
+    app: AppArg,
+    partitions: Annotated[str | None, typer.Option(help="Static partitions, e.g. 0-3.")] = None,
+) -> None:
     """Run a processor and an activity worker for APP in this process."""
     _serve(load_app(app), processor=True, worker=True, partitions=partitions)
 
 
-def processor(app: AppArg, partitions: Annotated[str | None, typer.Option(help="Static partitions, e.g. 0-3.")] = None) -> None:
+def processor(
+    app: AppArg,
+    partitions: Annotated[str | None, typer.Option(help="Static partitions, e.g. 0-3.")] = None,
+) -> None:
     """Run a processor for APP (consumer group, or a static partition range)."""
     _serve(load_app(app), processor=True, worker=False, partitions=partitions)
 
@@ -87,8 +98,10 @@ def worker(app: AppArg) -> None:
 def start(
     app: AppArg,
     name: Annotated[str, typer.Argument(help="Orchestration name.")],
-    input: Annotated[str, typer.Argument(help="Input as JSON.")] = "null",  # noqa: A002
-    instance_id: Annotated[str | None, typer.Option("--id", help="Instance id (default: random).")] = None,
+    input: Annotated[str, typer.Argument(help="Input as JSON.")] = "null",
+    instance_id: Annotated[
+        str | None, typer.Option("--id", help="Instance id (default: random).")
+    ] = None,
     wait: Annotated[bool, typer.Option(help="Wait for completion and print the output.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 60.0,
 ) -> None:
@@ -103,8 +116,17 @@ def start(
         typer.echo(iid)
         if wait:
             status = client.wait_for_status(iid, timeout=timeout)
-            typer.echo(json.dumps({"status": status.runtime_status.value, "output": status.output,
-                                   "failure": status.failure_details.message if status.failure_details else None}))
+            typer.echo(
+                json.dumps(
+                    {
+                        "status": status.runtime_status.value,
+                        "output": status.output,
+                        "failure": status.failure_details.message
+                        if status.failure_details
+                        else None,
+                    }
+                )
+            )
 
 
 def status(app: AppArg, instance_id: Annotated[str, typer.Argument(help="Instance id.")]) -> None:
@@ -115,12 +137,21 @@ def status(app: AppArg, instance_id: Annotated[str, typer.Argument(help="Instanc
         if st is None:
             typer.echo(f"no instance {instance_id!r}", err=True)
             raise typer.Exit(1)
-        typer.echo(json.dumps({
-            "instance_id": st.instance_id, "name": st.name, "status": st.runtime_status.value,
-            "input": st.input, "output": st.output, "custom_status": st.custom_status,
-            "failure": None if st.failure_details is None else st.failure_details.message,
-            "created_at": st.created_at.isoformat(), "last_updated_at": st.last_updated_at.isoformat(),
-        }))
+        typer.echo(
+            json.dumps(
+                {
+                    "instance_id": st.instance_id,
+                    "name": st.name,
+                    "status": st.runtime_status.value,
+                    "input": st.input,
+                    "output": st.output,
+                    "custom_status": st.custom_status,
+                    "failure": None if st.failure_details is None else st.failure_details.message,
+                    "created_at": st.created_at.isoformat(),
+                    "last_updated_at": st.last_updated_at.isoformat(),
+                }
+            )
+        )
 
 
 def register(cli: typer.Typer) -> None:

@@ -1,1 +1,1 @@
-"""Codecs: Avro single-object encoding for records (``avro``), JSON for user payloads (``payload``)."""
+"""Codecs: Avro single-object encoding of records (``avro``), JSON user payloads (``payload``)."""

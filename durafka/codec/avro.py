@@ -16,7 +16,7 @@ import os
 import struct
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import to_parsing_canonical_form
@@ -112,7 +112,7 @@ class SchemaCodec:
             buf = io.BytesIO(data)
             buf.seek(10)
             reader = None if writer is self.schema else self.schema
-            return schemaless_reader(buf, writer, reader)  # type: ignore[no-any-return]
+            return cast("dict[str, Any]", schemaless_reader(buf, writer, reader))
         except Exception as exc:
             raise DecodeError(f"corrupt Avro body for {self.name}: {exc}") from exc
 
@@ -124,7 +124,8 @@ def parse_schema_set(directory: Path) -> dict[str, dict[str, Any]]:
     for short in SCHEMA_FILES:
         path = directory / f"{short}.avsc"
         if path.exists():
-            parsed[short] = parse_schema(json.loads(path.read_text()), named_schemas=named)
+            schema = parse_schema(json.loads(path.read_text()), named_schemas=named)
+            parsed[short] = cast("dict[str, Any]", schema)
     return parsed
 
 
@@ -158,7 +159,9 @@ def codec(short_name: str) -> SchemaCodec:
     return _CODECS[short_name]
 
 
-def bound(short_name: str) -> tuple[Callable[[dict[str, Any]], bytes], Callable[[bytes], dict[str, Any]]]:
+def bound(
+    short_name: str,
+) -> tuple[Callable[[dict[str, Any]], bytes], Callable[[bytes], dict[str, Any]]]:
     """``(encode, decode)`` of one schema, for hot paths that want no lookups."""
     c = codec(short_name)
     return c.encode, c.decode

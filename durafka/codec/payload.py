@@ -53,7 +53,9 @@ def encode_payload(
     return data
 
 
-def decode_payload(data: bytes | None, adapter: TypeAdapter[Any] | None = None, *, what: str = "payload") -> Any:
+def decode_payload(
+    data: bytes | None, adapter: TypeAdapter[Any] | None = None, *, what: str = "payload"
+) -> Any:
     """Decode JSON bytes into the adapter's type (or plain JSON values without one)."""
     if data is None:
         return None

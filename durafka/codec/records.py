@@ -114,7 +114,9 @@ def encode_activity_task(t: ActivityTask) -> bytes:
 def decode_activity_task(data: bytes) -> ActivityTask:
     """The activity task of an ``H.activities`` record value."""
     d = _dec_task(data)
-    return ActivityTask(d["instance_id"], d["seq"], d["attempt"], d["name"], d["input"], d["scheduled_at"])
+    return ActivityTask(
+        d["instance_id"], d["seq"], d["attempt"], d["name"], d["input"], d["scheduled_at"]
+    )
 
 
 # -- H.status --------------------------------------------------------------------------
@@ -227,7 +229,13 @@ def decode_chunk(data: bytes) -> list[HistoryEvent]:
 
 
 def encode_dead_letter(
-    reason: str, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, at_ms: int
+    reason: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    at_ms: int,
 ) -> bytes:
     """A record value for ``H.dead-letters``."""
     return _enc_dead(

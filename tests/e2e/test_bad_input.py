@@ -41,7 +41,9 @@ def test_undecodable_record_goes_to_dead_letters(app_factory: Callable[..., dura
         n_dead = app.transport.partition_count(topics.dead_letters)
         consumer.assign({TopicPartition(topics.dead_letters, p): None for p in range(n_dead)})
         try:
-            records = wait_until(lambda: consumer.poll_batch(10, 0.5), timeout=30, what="a dead letter")
+            records = wait_until(
+                lambda: consumer.poll_batch(10, 0.5), timeout=30, what="a dead letter"
+            )
         finally:
             consumer.close()
         letter = decode_dead_letter(records[0].value() or b"")
@@ -60,7 +62,10 @@ def test_code_change_between_steps_fails_with_non_determinism(
     with app.running(), app.sync_client() as client:
         iid = client.start_new(apps.changes_between_steps, instance_id=f"nd-{uuid.uuid4().hex[:6]}")
         wait_until(
-            lambda: (s := client.get_status(iid)) is not None and s.runtime_status is RuntimeStatus.RUNNING,
+            lambda: (
+                (s := client.get_status(iid)) is not None
+                and s.runtime_status is RuntimeStatus.RUNNING
+            ),
             timeout=60,
         )
         code_change["enabled"] = True  # "deploy" a changed orchestrator

@@ -350,6 +350,7 @@ def kill_in_open_transaction(proc: RoleProcess, app: durafka.App, within: float 
     # Right after a commit the markers are still being written, which looks the
     # same for a moment; a transaction still open now was left by the dead producer.
     time.sleep(0.5)
+    print("DEBUG", ends(IsolationLevel.READ_UNCOMMITTED), ends(IsolationLevel.READ_COMMITTED))
     return open_somewhere()
 
 

@@ -89,7 +89,9 @@ def test_unknown_activity_fails_with_clear_message(running_app: durafka.App) -> 
         assert "no_such_activity" in status.failure_details.message
 
 
-def test_payload_over_limit_is_rejected_before_writing(app_factory: Callable[..., durafka.App]) -> None:
+def test_payload_over_limit_is_rejected_before_writing(
+    app_factory: Callable[..., durafka.App],
+) -> None:
     app = app_factory(max_payload_bytes=1000)
     with app.running(), app.sync_client() as client:
         with pytest.raises(durafka.PayloadTooLargeError, match="1000"):
