@@ -184,6 +184,14 @@ class SubOrchestrationFailed(TaskFailedError):
     """A sub-orchestration ended Failed or Terminated."""
 
 
+class EntityOperationFailed(TaskFailedError):
+    """An entity operation called with ``ctx.call_entity`` raised.
+
+    The operation's state changes were rolled back; ``details`` carries the
+    original type, message and traceback.
+    """
+
+
 class OrchestrationFailed(DurafkaError):
     """``wait_for_completion(..., raise_on_failure=True)`` saw a Failed or Terminated instance.
 

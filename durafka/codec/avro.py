@@ -36,6 +36,7 @@ SCHEMA_FILES = (
     "InstanceState",
     "HistoryChunk",
     "DeadLetter",
+    "EntityState",
 )
 
 
@@ -88,7 +89,9 @@ class SchemaCodec:
 
     def add_writer_schema(self, schema: dict[str, Any]) -> None:
         """Accept data written with an older (compatible) version of this schema."""
-        self.writers[fingerprint(schema)] = schema
+        # Same fingerprint as the current schema: keep the current one, which reads
+        # without schema resolution (several times faster).
+        self.writers.setdefault(fingerprint(schema), schema)
 
     def encode(self, record: dict[str, Any]) -> bytes:
         """Encode a record dict: marker, fingerprint, Avro binary body."""

@@ -20,6 +20,7 @@ _enc_status, _dec_status = bound("InstanceStatus")
 _enc_state, _dec_state = bound("InstanceState")
 _enc_chunk, _dec_chunk = bound("HistoryChunk")
 _enc_dead, _dec_dead = bound("DeadLetter")
+_enc_entity, _dec_entity = bound("EntityState")
 
 _KINDS = {k.value: k for k in EventKind}
 _STATUSES = {s.value: s for s in RuntimeStatus}
@@ -254,3 +255,62 @@ def encode_dead_letter(
 def decode_dead_letter(data: bytes) -> dict[str, Any]:
     """A dead letter as a dict (reason, source_topic, source_partition, source_offset, ...)."""
     return _dec_dead(data)
+
+
+# -- store and H.entities: entities -------------------------------------------------------
+
+
+@dataclass(slots=True)
+class EntityRecord:
+    """An entity as the processor stores it (key ``e/<id>``) and publishes it on ``H.entities``.
+
+    Attributes:
+        name: the entity's registered name.
+        key: its key within the name.
+        state: the state as JSON bytes; None when it has none (never set, or deleted).
+        last_modified_at: when the state last changed, ms since the epoch.
+        locked_by: the orchestration holding its lock (``ctx.lock``), if any.
+        queue: operations and lock requests waiting for the lock, in arrival order.
+        error_count: operations that raised (and were rolled back).
+        last_error: why the latest failed operation failed.
+    """
+
+    name: str
+    key: str
+    state: bytes | None = None
+    last_modified_at: int = 0
+    locked_by: str | None = None
+    queue: list[HistoryEvent] = field(default_factory=list)
+    error_count: int = 0
+    last_error: FailureDetails | None = None
+
+
+def encode_entity(r: EntityRecord) -> bytes:
+    """A store value for ``e/<id>``, and a record value for ``H.entities``."""
+    return _enc_entity(
+        {
+            "name": r.name,
+            "key": r.key,
+            "state": r.state,
+            "last_modified_at": r.last_modified_at,
+            "locked_by": r.locked_by,
+            "queue": [event_to_dict(e) for e in r.queue],
+            "error_count": r.error_count,
+            "last_error": _failure_to_dict(r.last_error),
+        }
+    )
+
+
+def decode_entity(data: bytes) -> EntityRecord:
+    """The entity of a store value or ``H.entities`` record value."""
+    d = _dec_entity(data)
+    return EntityRecord(
+        d["name"],
+        d["key"],
+        d["state"],
+        d["last_modified_at"],
+        d["locked_by"],
+        [event_from_dict(e) for e in d["queue"]],
+        d["error_count"],
+        _failure_from_dict(d["last_error"]),
+    )

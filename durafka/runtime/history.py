@@ -29,7 +29,22 @@ CONTINUED_AS_NEW            payload=new input
 EXECUTION_SUSPENDED         payload=reason
 EXECUTION_RESUMED           payload=reason
 EXECUTION_PURGED            (a command: delete a finished instance's state and status)
+ENTITY_CALLED               seq, name=operation, instance_id=entity id, payload=input
+ENTITY_SIGNALED             seq, name=operation, instance_id=entity id, payload=input
+ENTITY_OPERATION            (to an entity) name=operation, payload=input,
+                            instance_id=caller (None: a signal from outside an
+                            orchestration), seq=caller's seq (-1: no response wanted)
+ENTITY_RESPONSE             seq, payload=result or failure, instance_id=entity id
+LOCK_REQUESTED              seq, payload=JSON list of the sorted entity ids; the same kind
+                            travels entity to entity with instance_id=orchestration
+LOCK_GRANTED                seq, instance_id=the last entity locked
+LOCK_RELEASED               seq, payload=JSON list of the entity ids; to an entity:
+                            instance_id=orchestration, payload=the ids when the release
+                            must follow the request's path (lock not known to be granted)
 =========================== ==========================================================
+
+Entity ids are ``@<name>@<key>`` (see :class:`durafka.entities.EntityId`); they share
+``H.orchestrations`` with orchestrations, so the processor tells them apart by the ``@``.
 """
 
 from __future__ import annotations
@@ -62,6 +77,13 @@ class EventKind(StrEnum):
     EXECUTION_SUSPENDED = "EXECUTION_SUSPENDED"
     EXECUTION_RESUMED = "EXECUTION_RESUMED"
     EXECUTION_PURGED = "EXECUTION_PURGED"
+    ENTITY_OPERATION = "ENTITY_OPERATION"
+    ENTITY_RESPONSE = "ENTITY_RESPONSE"
+    ENTITY_CALLED = "ENTITY_CALLED"
+    ENTITY_SIGNALED = "ENTITY_SIGNALED"
+    LOCK_REQUESTED = "LOCK_REQUESTED"
+    LOCK_GRANTED = "LOCK_GRANTED"
+    LOCK_RELEASED = "LOCK_RELEASED"
 
 
 #: Kinds that answer a call the orchestrator made (they carry its ``seq``).
@@ -72,6 +94,8 @@ COMPLETION_KINDS = frozenset(
         EventKind.TIMER_FIRED,
         EventKind.SUB_ORCHESTRATION_COMPLETED,
         EventKind.SUB_ORCHESTRATION_FAILED,
+        EventKind.ENTITY_RESPONSE,
+        EventKind.LOCK_GRANTED,
     }
 )
 
@@ -82,6 +106,20 @@ ACTION_KINDS = frozenset(
         EventKind.TIMER_CREATED,
         EventKind.SUB_ORCHESTRATION_CREATED,
         EventKind.EVENT_SENT,
+        EventKind.ENTITY_CALLED,
+        EventKind.ENTITY_SIGNALED,
+        EventKind.LOCK_REQUESTED,
+        EventKind.LOCK_RELEASED,
+    }
+)
+
+#: Actions the processor turns into messages to entities.
+ENTITY_ACTION_KINDS = frozenset(
+    {
+        EventKind.ENTITY_CALLED,
+        EventKind.ENTITY_SIGNALED,
+        EventKind.LOCK_REQUESTED,
+        EventKind.LOCK_RELEASED,
     }
 )
 
