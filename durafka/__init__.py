@@ -12,9 +12,11 @@ Example:
 """
 
 from durafka.app import App
+from durafka.entities import Entity, EntityContext, EntityId, EntityMetadata
 from durafka.errors import (
     ActivityFailed,
     DurafkaError,
+    EntityOperationFailed,
     FailureDetails,
     InstanceAlreadyExistsError,
     InstanceNotFoundError,
@@ -37,6 +39,11 @@ __all__ = [
     "ActivityFailed",
     "App",
     "DurafkaError",
+    "Entity",
+    "EntityContext",
+    "EntityId",
+    "EntityMetadata",
+    "EntityOperationFailed",
     "FailureDetails",
     "InstanceAlreadyExistsError",
     "InstanceNotFoundError",

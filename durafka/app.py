@@ -1,4 +1,4 @@
-"""The App: registration of orchestrations and activities, runners and clients of one task hub."""
+"""The App: registration of functions and entities, runners and clients of one task hub."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from durafka.worker import ActivityWorker
 
 F = TypeVar("F", bound=Callable[..., Any])
+# An Entity subclass (callable: its constructor) or an entity function.
+E = TypeVar("E", bound=Callable[..., Any])
 
 
 class App:
@@ -93,6 +95,30 @@ class App:
             return f
 
         return register(fn) if fn is not None else register
+
+    @overload
+    def entity(self, target: E) -> E: ...
+    @overload
+    def entity(self, *, name: str | None = None) -> Callable[[E], E]: ...
+
+    def entity(self, target: E | None = None, *, name: str | None = None) -> E | Callable[[E], E]:
+        """Register an entity: a :class:`~durafka.Entity` subclass or a ``def entity(ctx)``.
+
+        Usable bare or with ``name=`` (default: the class or function name).
+
+        Example:
+            >>> @app.entity
+            ... class Counter(durafka.Entity[int]):
+            ...     def add(self, amount: int) -> None:
+            ...         self.state += amount
+        """
+
+        def register(t: E) -> E:
+            d = self.registry.add_entity(t, name)
+            t.__durafka_name__ = d.name  # type: ignore[attr-defined]
+            return t
+
+        return register(target) if target is not None else register
 
     # -- infrastructure -------------------------------------------------------------------
 

@@ -108,6 +108,10 @@ class StoreError(DurafkaError):
     """The partition state store could not be opened, restored or written."""
 
 
+class BenchmarkError(DurafkaError):
+    """A ``durafka bench`` run is invalid: a wrong result, a dead role process, or a timeout."""
+
+
 class TimeoutError_(DurafkaError, TimeoutError):
     """An operation did not finish within its deadline."""
 

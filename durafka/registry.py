@@ -1,4 +1,4 @@
-"""Registration of orchestrations and activities, validated at decoration time."""
+"""Registration of orchestrations, activities and entities, validated at decoration time."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any, get_type_hints
 from pydantic import TypeAdapter
 
 from durafka.codec.payload import adapter_for
+from durafka.entities import EntityDefinition, define_entity
 from durafka.errors import ConfigurationError, UnknownFunctionError
 
 
@@ -71,11 +72,12 @@ def _adapters(
 
 
 class Registry:
-    """Orchestrations and activities known to an app, by name."""
+    """Orchestrations, activities and entities known to an app, by name."""
 
     def __init__(self) -> None:
         self.orchestrations: dict[str, FunctionDef] = {}
         self.activities: dict[str, FunctionDef] = {}
+        self.entities: dict[str, EntityDefinition] = {}
 
     def add_orchestration(self, fn: Callable[..., Any], name: str | None = None) -> FunctionDef:
         """Register an ``async def orchestrator(ctx[, input])``."""
@@ -96,6 +98,19 @@ class Registry:
             name or fn.__name__, fn, inspect.iscoroutinefunction(fn), takes_input, in_ad, out_ad
         )
         self._put(self.activities, "activity", d)
+        return d
+
+    def add_entity(self, target: Any, name: str | None = None) -> EntityDefinition:
+        """Register an entity: an ``Entity[State]`` subclass or a ``def entity(ctx)``."""
+        d = define_entity(target, name)
+        existing = self.entities.get(d.name)
+        if existing is not None and existing.target is not d.target:
+            raise ConfigurationError(
+                f"entity name {d.name!r} is already registered for "
+                f"{existing.target.__qualname__}; pass name=... to register "
+                f"{d.target.__qualname__} under another name"
+            )
+        self.entities[d.name] = d
         return d
 
     @staticmethod
@@ -126,6 +141,15 @@ class Registry:
             raise UnknownFunctionError(
                 f"no activity named {name!r} is registered "
                 f"(known: {sorted(self.activities) or 'none'})"
+            ) from None
+
+    def entity(self, name: str) -> EntityDefinition:
+        """The entity registered as ``name``; ``UnknownFunctionError`` if none."""
+        try:
+            return self.entities[name]
+        except KeyError:
+            raise UnknownFunctionError(
+                f"no entity named {name!r} is registered (known: {sorted(self.entities) or 'none'})"
             ) from None
 
     def name_of(self, fn_or_name: Callable[..., Any] | str, table: dict[str, FunctionDef]) -> str:

@@ -1,7 +1,8 @@
 """Topic layout of a task hub, applied idempotently, and Kafka-compatible partitioning.
 
-A task hub ``H`` owns five topics (see docs/architecture.md): ``H.orchestrations``,
-``H.activities``, ``H.state-changelog``, ``H.status`` and ``H.dead-letters``.
+A task hub ``H`` owns six topics (see docs/architecture.md): ``H.orchestrations``,
+``H.activities``, ``H.state-changelog``, ``H.status``, ``H.dead-letters`` and
+``H.entities``.
 Their partition counts, replication factor and topic configs come from a TOML
 spec in ``topology/`` (``topology/default.toml`` unless told otherwise);
 :func:`load_hub_spec` turns it into :class:`TopicSpec` values and
@@ -52,10 +53,17 @@ __all__ = [
 DEFAULT_SPEC_PATH = Path(__file__).resolve().parent.parent / "topology" / "default.toml"
 
 #: Spec keys of a hub's topics, in the order :func:`load_hub_spec` returns them.
-HUB_TOPIC_KEYS = ("orchestrations", "activities", "state-changelog", "status", "dead-letters")
+HUB_TOPIC_KEYS = (
+    "orchestrations",
+    "activities",
+    "state-changelog",
+    "status",
+    "dead-letters",
+    "entities",
+)
 
 #: Topics whose partition ``p`` belong together (state of input partition ``p``).
-CO_PARTITIONED = ("orchestrations", "state-changelog", "status")
+CO_PARTITIONED = ("orchestrations", "state-changelog", "status", "entities")
 
 # Kafka's own rule (org.apache.kafka.common.internals.Topic): 249 legal characters.
 _LEGAL_TOPIC = re.compile(r"[a-zA-Z0-9._-]+")
@@ -99,6 +107,11 @@ class HubTopics:
     def dead_letters(self) -> str:
         return f"{self.hub}.dead-letters"
 
+    @property
+    def entities(self) -> str:
+        """The compacted topic of entity states (key: entity id, ``None``: deleted)."""
+        return f"{self.hub}.entities"
+
     def by_key(self) -> dict[str, str]:
         """Topic names keyed by their spec key (``"state-changelog"``, ...)."""
         return {
@@ -107,6 +120,7 @@ class HubTopics:
             "state-changelog": self.changelog,
             "status": self.status,
             "dead-letters": self.dead_letters,
+            "entities": self.entities,
         }
 
 
@@ -135,8 +149,8 @@ def load_hub_spec(
         hub: the task hub name, the prefix of every topic name.
         path: a TOML spec; ``topology/default.toml`` when omitted.
         partitions: overrides the partition count of the co-partitioned topics
-            (orchestrations, state-changelog, status) and of every topic that
-            does not set its own count.
+            (orchestrations, state-changelog, status, entities) and of every
+            topic that does not set its own count.
         replication_factor: overrides the replication factor of every topic.
 
     Returns:

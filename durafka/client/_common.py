@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from durafka.codec.payload import decode_payload, encode_payload
 from durafka.codec.records import encode_message
@@ -50,17 +50,21 @@ VIEW_READY_TIMEOUT = 60.0
 _RECENT_STARTS = 10_000
 
 
+T = TypeVar("T")
+
+
 @dataclass(frozen=True, slots=True)
-class Page:
-    """One page of :meth:`~durafka.client.Client.list_instances`.
+class Page(Generic[T]):
+    """One page of :meth:`~durafka.client.Client.list_instances` or ``list_entities``.
 
     Attributes:
-        items: the statuses of this page, ordered by (creation time, instance id).
+        items: the statuses of this page, ordered by (creation time, instance id),
+            or the entities, ordered by entity id.
         continuation: pass it back as ``continuation=`` for the next page;
             ``None`` when this is the last page.
     """
 
-    items: list[OrchestrationStatus]
+    items: list[T]
     continuation: str | None
 
 
@@ -252,9 +256,14 @@ def failure_message(status: OrchestrationStatus) -> str:
 
 
 def check_instance_id(instance_id: str) -> str:
-    """Reject ids that cannot be a record key (empty, not a string)."""
+    """Reject ids that cannot be a record key (empty, not a string) or that name an entity."""
     if not isinstance(instance_id, str) or not instance_id:
         raise ValueError(f"instance_id must be a non-empty string, got {instance_id!r}")
+    if instance_id.startswith("@"):
+        raise ValueError(
+            f"instance_id {instance_id!r} starts with '@', which marks entity ids "
+            "('@<name>@<key>'); use an EntityId with the entity calls instead"
+        )
     return instance_id
 
 
@@ -270,7 +279,7 @@ def list_page(
     created_to: datetime | None,
     page_size: int,
     continuation: str | None,
-) -> Page:
+) -> Page[OrchestrationStatus]:
     """Filter, order by (created_at, instance_id) and cut one page.
 
     The continuation token is the sort key of the page's last item, so paging is

@@ -26,8 +26,16 @@ from durafka.client._common import (
     purge_candidates,
     seconds,
 )
+from durafka.client.entity_view import (
+    EntityView,
+    delete_record,
+    entity_metadata,
+    entity_page,
+    signal_record,
+)
 from durafka.client.history import read_history
 from durafka.client.status_view import AioKafkaStatusFeeder, StatusView, ThreadStatusFeeder
+from durafka.entities import EntityId, EntityMetadata
 from durafka.errors import TransportError
 from durafka.registry import Registry
 from durafka.runtime.history import EventKind, HistoryEvent
@@ -50,6 +58,7 @@ class _Backend(Protocol):
     transport: Transport | None
 
     async def start(self) -> None: ...
+    async def start_entity_feeder(self, view: EntityView) -> None: ...
     async def send(self, out: Outgoing) -> None: ...
     async def send_all(self, outs: list[Outgoing]) -> None: ...
     async def close(self) -> None: ...
@@ -66,6 +75,7 @@ class _TransportBackend:
         self.transport: Transport | None = transport
         self._owns = owns
         self._feeder = ThreadStatusFeeder(view, transport, core.topics.status)
+        self._entity_feeder: ThreadStatusFeeder | None = None
         self._producer: Producer | None = None
         self.orchestration_partitions = 0
 
@@ -75,6 +85,11 @@ class _TransportBackend:
             self._transport.partition_count, self._core.topics.orchestrations
         )
         self._producer = self._transport.producer()
+
+    async def start_entity_feeder(self, view: EntityView) -> None:
+        feeder = ThreadStatusFeeder(view, self._transport, self._core.topics.entities)
+        feeder.start()
+        self._entity_feeder = feeder
 
     async def send(self, out: Outgoing) -> None:
         await self.send_all([out])
@@ -127,6 +142,8 @@ class _TransportBackend:
 
     async def close(self) -> None:
         await asyncio.to_thread(self._feeder.stop)
+        if self._entity_feeder is not None:
+            await asyncio.to_thread(self._entity_feeder.stop)
         try:
             if self._producer is not None:
                 await asyncio.to_thread(self._producer.flush, DELIVERY_TIMEOUT)
@@ -146,6 +163,7 @@ class _AioKafkaBackend:
         self._options = aiokafka_options(core.settings.client_config)
         self._producer: Any = None
         self._feeder: AioKafkaStatusFeeder | None = None
+        self._entity_feeder: AioKafkaStatusFeeder | None = None
         self.orchestration_partitions = 0
         # aiokafka has no manual-assign read_committed scan to the high watermark like
         # the transports' consumers; history reads open a Kafka transport per call.
@@ -181,6 +199,14 @@ class _AioKafkaBackend:
         )
         await feeder.start()
         self._feeder = feeder
+
+    async def start_entity_feeder(self, view: EntityView) -> None:
+        topic = self._core.topics.entities
+        feeder = AioKafkaStatusFeeder(
+            view, topic, await self._partitions(topic), self._bootstrap, self._options
+        )
+        await feeder.start()
+        self._entity_feeder = feeder
 
     async def _partitions(self, topic: str) -> int:
         from aiokafka.errors import UnknownTopicOrPartitionError
@@ -226,6 +252,9 @@ class _AioKafkaBackend:
             if self._feeder is not None:
                 feeder, self._feeder = self._feeder, None
                 await feeder.stop()
+            if self._entity_feeder is not None:
+                entity_feeder, self._entity_feeder = self._entity_feeder, None
+                await entity_feeder.stop()
         finally:
             if self._producer is not None:
                 producer, self._producer = self._producer, None
@@ -271,6 +300,8 @@ class AsyncClient:
         self._start_lock = asyncio.Lock()
         self._started = False
         self._closed = False
+        # Started by the first entity read: most clients never read H.entities.
+        self._entity_view: EntityView | None = None
 
     @property
     def status_view(self) -> StatusView:
@@ -411,7 +442,7 @@ class AsyncClient:
         created_to: datetime | None = None,
         page_size: int = 100,
         continuation: str | None = None,
-    ) -> Page:
+    ) -> Page[OrchestrationStatus]:
         """One page of instances, ordered by (creation time, instance id).
 
         See :meth:`Client.list_instances`.
@@ -447,6 +478,68 @@ class AsyncClient:
         finally:
             transport.close()
 
+    # -- entities ------------------------------------------------------------------
+
+    async def signal_entity(self, entity_id: EntityId, operation: str, input: Any = None) -> None:
+        """Send a one-way operation to an entity (see :meth:`Client.signal_entity`)."""
+        await self.start()
+        await self._backend.send(
+            signal_record(
+                self._core.settings,
+                self._core.registry,
+                entity_id,
+                operation,
+                input,
+                self._backend.orchestration_partitions,
+            )
+        )
+
+    async def delete_entity(self, entity_id: EntityId) -> None:
+        """Delete an entity's state (see :meth:`Client.delete_entity`)."""
+        await self.start()
+        await self._backend.send(
+            delete_record(
+                self._core.settings,
+                self._core.registry,
+                entity_id,
+                self._backend.orchestration_partitions,
+            )
+        )
+
+    async def get_entity(self, entity_id: EntityId) -> EntityMetadata | None:
+        """The entity's state and last modification time (see :meth:`Client.get_entity`)."""
+        view = await self._entities_ready()
+        record = view.get(str(entity_id))
+        return None if record is None else entity_metadata(self._core.registry, record)
+
+    async def list_entities(
+        self,
+        *,
+        name: str | None = None,
+        page_size: int = 100,
+        continuation: str | None = None,
+    ) -> Page[EntityMetadata]:
+        """One page of entities that have a state (see :meth:`Client.list_entities`)."""
+        view = await self._entities_ready()
+        return entity_page(
+            self._core.registry,
+            view.all(),
+            name=name,
+            page_size=page_size,
+            continuation=continuation,
+        )
+
+    async def _entities_ready(self) -> EntityView:
+        await self.start()
+        if self._entity_view is None:
+            async with self._start_lock:
+                if self._entity_view is None:
+                    view = EntityView()
+                    await self._backend.start_entity_feeder(view)
+                    self._entity_view = view
+        await self._entity_view.wait_ready_async(VIEW_READY_TIMEOUT)
+        return self._entity_view
+
     # -- plumbing ------------------------------------------------------------------
 
     async def _ready(self) -> None:
@@ -463,6 +556,8 @@ class AsyncClient:
             return
         self._closed = True
         self._view.fail(TransportError("the client was closed while waiting"))
+        if self._entity_view is not None:
+            self._entity_view.fail(TransportError("the client was closed while waiting"))
         await self._backend.close()  # also releases what a failed start() left open
 
     async def __aenter__(self) -> AsyncClient:

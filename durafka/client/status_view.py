@@ -28,14 +28,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from durafka.codec.records import decode_status
 from durafka.errors import DurafkaError, TransportError, WaitTimeoutError
 from durafka.status import OrchestrationStatus
 from durafka.transport.base import Consumer, TopicPartition, Transport
 
-__all__ = ["AioKafkaStatusFeeder", "Predicate", "StatusView", "ThreadStatusFeeder"]
+__all__ = ["AioKafkaStatusFeeder", "FeedTarget", "Predicate", "StatusView", "ThreadStatusFeeder"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,15 @@ Predicate = Callable[[OrchestrationStatus], bool]
 """A condition on an instance's status, e.g. ``lambda s: s.is_terminal``."""
 
 _READY = "<ready>"  # waiter key of wait-for-ready futures (no instance id looks like it)
+
+
+class FeedTarget(Protocol):
+    """What a feeder needs of the view it feeds (:class:`StatusView`, or the entity view)."""
+
+    def apply(self, records: Iterable[tuple[bytes | None, bytes | None]]) -> None: ...
+    def mark_ready(self) -> None: ...
+    def fail(self, error: DurafkaError) -> None: ...
+    def __len__(self) -> int: ...
 
 
 @dataclass(eq=False, slots=True)
@@ -340,7 +349,7 @@ class ThreadStatusFeeder:
 
     def __init__(
         self,
-        view: StatusView,
+        view: FeedTarget,
         transport: Transport,
         topic: str,
         *,
@@ -461,7 +470,7 @@ class AioKafkaStatusFeeder:
 
     def __init__(
         self,
-        view: StatusView,
+        view: FeedTarget,
         topic: str,
         partitions: int,
         bootstrap_servers: str,

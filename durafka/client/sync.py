@@ -1,4 +1,4 @@
-"""The synchronous client: start, signal, inspect and await orchestration instances."""
+"""The synchronous client: start, signal, inspect and await orchestration instances and entities."""
 
 from __future__ import annotations
 
@@ -19,8 +19,16 @@ from durafka.client._common import (
     purge_candidates,
     seconds,
 )
+from durafka.client.entity_view import (
+    EntityView,
+    delete_record,
+    entity_metadata,
+    entity_page,
+    signal_record,
+)
 from durafka.client.history import read_history
 from durafka.client.status_view import StatusView, ThreadStatusFeeder
+from durafka.entities import EntityId, EntityMetadata
 from durafka.errors import TransportError
 from durafka.registry import Registry
 from durafka.runtime.history import EventKind, HistoryEvent
@@ -78,6 +86,9 @@ class Client:
         self._partitions: int | None = None
         self._closed = False
         self._feeder.start()
+        # Started by the first entity read: most clients never read H.entities.
+        self._entity_view: EntityView | None = None
+        self._entity_feeder: ThreadStatusFeeder | None = None
 
     @property
     def status_view(self) -> StatusView:
@@ -262,7 +273,7 @@ class Client:
         created_to: datetime | None = None,
         page_size: int = 100,
         continuation: str | None = None,
-    ) -> Page:
+    ) -> Page[OrchestrationStatus]:
         """One page of instances, ordered by (creation time, instance id).
 
         Args:
@@ -297,6 +308,93 @@ class Client:
         """
         self._check_open()
         return read_history(self._transport, self._core.topics, check_instance_id(instance_id))
+
+    # -- entities ------------------------------------------------------------------
+
+    def signal_entity(self, entity_id: EntityId, operation: str, input: Any = None) -> None:
+        """Send a one-way operation to an entity (created by its first operation).
+
+        Args:
+            entity_id: the entity.
+            operation: the operation (a method name of a class entity).
+            input: its input, encoded with the operation's input type when this
+                client's registry has the entity, else as plain JSON.
+
+        Raises:
+            PayloadTooLargeError: the encoded input exceeds ``max_payload_bytes``.
+            TransportError: the broker did not acknowledge the record.
+        """
+        self._send(
+            signal_record(
+                self._core.settings,
+                self._core.registry,
+                entity_id,
+                operation,
+                input,
+                self._partition_count(),
+            )
+        )
+
+    def delete_entity(self, entity_id: EntityId) -> None:
+        """Delete an entity's state (a built-in operation, queued like any other).
+
+        Once processed, :meth:`get_entity` returns ``None`` and ``H.entities``
+        holds a tombstone for it (unless it is locked or has queued operations,
+        which are kept).
+        """
+        self._send(
+            delete_record(
+                self._core.settings, self._core.registry, entity_id, self._partition_count()
+            )
+        )
+
+    def get_entity(self, entity_id: EntityId) -> EntityMetadata | None:
+        """The entity's state and last modification time; ``None`` if it has no state.
+
+        Read from the view of ``H.entities``, which shows operations once their
+        batch committed (a signal just sent may not be visible yet).
+        """
+        record = self._entities_ready().get(str(entity_id))
+        return None if record is None else entity_metadata(self._core.registry, record)
+
+    def list_entities(
+        self,
+        *,
+        name: str | None = None,
+        page_size: int = 100,
+        continuation: str | None = None,
+    ) -> Page[EntityMetadata]:
+        """One page of entities that have a state, ordered by entity id.
+
+        Args:
+            name: only entities of this name.
+            page_size: items per page at most.
+            continuation: the ``continuation`` of the previous page.
+        """
+        return entity_page(
+            self._core.registry,
+            self._entities_ready().all(),
+            name=name,
+            page_size=page_size,
+            continuation=continuation,
+        )
+
+    @property
+    def entity_view(self) -> EntityView:
+        """The materialised ``H.entities`` (started on first use; waits until caught up)."""
+        return self._entities_ready()
+
+    def _entities_ready(self) -> EntityView:
+        with self._lock:
+            self._check_open()
+            if self._entity_view is None:
+                view = EntityView()
+                feeder = ThreadStatusFeeder(view, self._transport, self._core.topics.entities)
+                feeder.start()
+                self._entity_view, self._entity_feeder = view, feeder
+            view = self._entity_view
+        view.wait_ready(VIEW_READY_TIMEOUT)
+        return view
 
     # -- plumbing ------------------------------------------------------------------
 
@@ -364,6 +462,9 @@ class Client:
             producer, self._producer = self._producer, None
         self._view.fail(TransportError("the client was closed while waiting"))
         self._feeder.stop()
+        if self._entity_view is not None and self._entity_feeder is not None:
+            self._entity_view.fail(TransportError("the client was closed while waiting"))
+            self._entity_feeder.stop()
         try:
             if producer is not None:
                 producer.flush(DELIVERY_TIMEOUT)

@@ -40,6 +40,11 @@ def history_key(instance_id: str, chunk: int) -> bytes:
     return b"h/" + instance_id.encode() + b"\x00%08d" % chunk
 
 
+def entity_key(entity_id: str) -> bytes:
+    """``e/<entity id>``: an entity's state, lock and queue."""
+    return b"e/" + entity_id.encode() + b"\x00"
+
+
 def timer_key(due_ms: int, instance_id: str, seq: int) -> bytes:
     """``t/<due>/<id>\\0<seq>``: a durable timer, sorted by due time."""
     return b"t/%015d/" % due_ms + instance_id.encode() + b"\x00%d" % seq

@@ -37,7 +37,9 @@ from durafka.codec.records import (
     encode_state,
     encode_status,
 )
+from durafka.entities import is_entity_id
 from durafka.errors import DecodeError, DurafkaError, FailureDetails, TransactionError
+from durafka.processor.entities import EntityProcessor
 from durafka.processor.instances import Instance, InstanceCache, load_instance
 from durafka.processor.keys import (
     TIMER_END,
@@ -51,7 +53,12 @@ from durafka.processor.keys import (
 )
 from durafka.registry import Registry
 from durafka.runtime.executor import OrchestrationExecutor
-from durafka.runtime.history import COMPLETION_KINDS, EventKind, HistoryEvent
+from durafka.runtime.history import (
+    COMPLETION_KINDS,
+    ENTITY_ACTION_KINDS,
+    EventKind,
+    HistoryEvent,
+)
 from durafka.settings import Settings
 from durafka.state.base import PartitionStore, StoreFactory
 from durafka.state.restore import restore_partition
@@ -68,6 +75,8 @@ _TERMINAL = frozenset({RuntimeStatus.COMPLETED, RuntimeStatus.FAILED, RuntimeSta
 MAX_TIMERS_PER_ITERATION = 1000
 #: Continue-as-new generations run back to back within one batch at most.
 MAX_GENERATIONS_PER_BATCH = 100
+#: Sequence id of the timer that wakes an instance whose next generation was deferred.
+WAKE_UP_SEQ = -1
 
 
 @dataclass(slots=True)
@@ -133,6 +142,9 @@ class Processor:
         self.clock = clock
         self.topics = HubTopics(settings.task_hub)
         self.cache = InstanceCache(settings.cache_size)
+        self._entities = EntityProcessor(
+            registry, self.topics, self._send, max_payload_bytes=settings.max_payload_bytes
+        )
         self._owned: dict[int, _Partition] = {}
         self._to_restore: list[int] = []
         self._n_orchestrations = transport.partition_count(self.topics.orchestrations)
@@ -306,7 +318,10 @@ class Processor:
             tx = self._tx(part)
             for iid, events in instances.items():
                 try:
-                    self._process_instance(batch, part, tx, iid, events)
+                    if is_entity_id(iid):
+                        self._entities.process(batch, part.number, tx, iid, events)
+                    else:
+                        self._process_instance(batch, part, tx, iid, events)
                 except Exception as exc:
                     # A bug must not become a crash loop on the same record: the
                     # instance fails with the internal error and the batch goes on.
@@ -402,6 +417,14 @@ class Processor:
     ) -> None:
         inst = self._load(batch, part, tx, iid)
         incoming: list[HistoryEvent] = []
+        if (
+            inst is not None
+            and inst.state.pending_events
+            and inst.state.status.runtime_status is RuntimeStatus.RUNNING
+        ):
+            # A generation start deferred by _step (see there) goes before anything new.
+            incoming, inst.state.pending_events = inst.state.pending_events, []
+            self._touch(batch, inst)
         for ev in events:
             kind = ev.kind
             if kind is K.EXECUTION_STARTED:
@@ -543,6 +566,14 @@ class Processor:
             inst.instance_id,
             MAX_GENERATIONS_PER_BATCH,
         )
+        # The next generation's start waits in the header, and a timer due now wakes the
+        # instance in the next iteration: both are store writes, so this survives a crash.
+        inst.state.pending_events = [*incoming, *inst.state.pending_events]
+        self._touch(batch, inst)
+        tx.put(timer_key(batch.now_ms, inst.instance_id, WAKE_UP_SEQ), b"")
+        part = self._owned[inst.partition]
+        if part.next_timer_ms is None or batch.now_ms < part.next_timer_ms:
+            part.next_timer_ms = batch.now_ms
 
     def _append_history(self, inst: Instance, events: list[HistoryEvent]) -> None:
         inst.history.extend(events)
@@ -590,6 +621,8 @@ class Processor:
                 a.instance_id,
                 HistoryEvent(K.EVENT_RAISED, batch.now_ms, name=a.name, payload=a.payload),
             )
+        elif kind in ENTITY_ACTION_KINDS:
+            self._entities.route_action(batch, iid, a)
 
     def _send(self, batch: _Batch, target: str, event: HistoryEvent) -> None:
         key = target.encode()
@@ -626,6 +659,14 @@ class Processor:
         return [start, *carried]
 
     def _delete_history(self, tx: StoreTransaction, inst: Instance) -> None:
+        # Timers still pending (e.g. the cancelled loser of a when_any) would fire into
+        # the next generation, whose sequence ids start at 0 again: they go too.
+        fired = {e.seq for e in inst.history if e.kind is K.TIMER_FIRED}
+        for e in inst.history:
+            if e.kind is K.TIMER_CREATED and e.seq not in fired and e.fire_at is not None:
+                key = timer_key(e.fire_at, inst.instance_id, e.seq)
+                if tx.get(key) is not None:
+                    tx.delete(key)
         for key, _ in list(tx.iter_prefix(history_prefix(inst.instance_id))):
             tx.delete(key)
         self._pending_chunks.pop(inst.instance_id, None)
@@ -649,6 +690,7 @@ class Processor:
             )
         if st.parent_instance_id:
             self._notify_parent(batch, inst, completion)
+        self._entities.release_locks(batch, inst.instance_id, inst.history)
 
     def _notify_parent(self, batch: _Batch, inst: Instance, completion: HistoryEvent) -> None:
         parent = inst.state.status.parent_instance_id
@@ -699,6 +741,7 @@ class Processor:
                 batch, child, HistoryEvent(K.EXECUTION_TERMINATED, batch.now_ms, payload=ev.payload)
             )
         self._append_history(inst, [HistoryEvent(K.ORCHESTRATOR_STARTED, batch.now_ms), event])
+        self._entities.release_locks(batch, inst.instance_id, inst.history)
         inst.executor = None
         self._update_status(
             batch, inst, runtime_status=RuntimeStatus.TERMINATED, serialized_output=ev.payload
@@ -727,6 +770,7 @@ class Processor:
         self._append_history(
             inst, [HistoryEvent(K.EXECUTION_FAILED, batch.now_ms, failure=failure)]
         )
+        self._entities.release_locks(batch, inst.instance_id, inst.history)
         self._update_status(
             batch, inst, runtime_status=RuntimeStatus.FAILED, failure_details=failure
         )

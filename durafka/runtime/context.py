@@ -17,11 +17,20 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
 
 from durafka.runtime.retry import RetryPolicy
-from durafka.runtime.tasks import Task, WhenAllTask, WhenAnyTask, when_all, when_any
+from durafka.runtime.tasks import (
+    CompletableTask,
+    Task,
+    WhenAllTask,
+    WhenAnyTask,
+    when_all,
+    when_any,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
+    from types import TracebackType
 
+    from durafka.entities import EntityId
     from durafka.runtime.executor import OrchestrationExecutor
 
 T = TypeVar("T")
@@ -54,6 +63,32 @@ class _ReplaySafeLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         return f"[{self._ctx.instance_id}] {msg}", kwargs
+
+
+class EntityLock:
+    """The critical section of :meth:`OrchestrationContext.lock` (an async context manager).
+
+    Entering sends one lock request that visits the entities in id order and
+    waits until all of them are locked; leaving (normally, by an exception, or
+    by ``continue_as_new``) releases them all.
+    """
+
+    __slots__ = ("_entities", "_ex")
+
+    def __init__(self, executor: OrchestrationExecutor, entities: tuple[EntityId, ...]) -> None:
+        self._ex = executor
+        self._entities = entities
+
+    async def __aenter__(self) -> None:
+        await self._ex.acquire_lock(self._entities)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._ex.release_lock()
 
 
 class OrchestrationContext:
@@ -200,8 +235,12 @@ class OrchestrationContext:
         """
         return self._ex.schedule_sub_orchestration(orchestration, input, instance_id, retry)
 
-    def create_timer(self, fire_at: datetime | timedelta) -> Task[None]:
-        """A durable timer firing at ``fire_at`` (or after a ``timedelta`` from ``now()``)."""
+    def create_timer(self, fire_at: datetime | timedelta) -> CompletableTask[None]:
+        """A durable timer firing at ``fire_at`` (or after a ``timedelta`` from ``now()``).
+
+        ``cancel()`` a timer nobody waits for any more, e.g. the loser of a
+        ``when_any([event, timer])``: its firing is then dropped.
+        """
         if isinstance(fire_at, timedelta):
             due_ms = self._ex.current_time_ms + int(fire_at.total_seconds() * 1000)
         else:
@@ -210,7 +249,7 @@ class OrchestrationContext:
             due_ms = int(fire_at.timestamp() * 1000)
         return self._ex.create_timer(due_ms)
 
-    def sleep(self, delay: timedelta) -> Task[None]:
+    def sleep(self, delay: timedelta) -> CompletableTask[None]:
         """A durable sleep: ``await ctx.sleep(timedelta(days=30))``."""
         return self.create_timer(delay)
 
@@ -228,6 +267,46 @@ class OrchestrationContext:
     def send_event(self, instance_id: str, name: str, data: Any = None) -> None:
         """Raise event ``name`` on another instance (one-way, durable)."""
         self._ex.send_event(instance_id, name, data)
+
+    # -- entities --------------------------------------------------------------
+
+    def call_entity(self, entity: EntityId, operation: str, input: Any = None) -> Task[Any]:
+        """Run ``operation`` on an entity and await its result.
+
+        The result is decoded with the operation's return type when this app
+        registers the entity, else returned as plain JSON values. Inside a
+        ``ctx.lock`` block only the locked entities may be called.
+
+        Raises (when awaited):
+            EntityOperationFailed: the operation raised (its state changes were
+                rolled back); ``details`` has the original type, message and traceback.
+        """
+        return self._ex.call_entity(entity, operation, input)
+
+    def signal_entity(self, entity: EntityId, operation: str, input: Any = None) -> None:
+        """Send a one-way operation to an entity (durable; nothing to await)."""
+        self._ex.signal_entity(entity, operation, input)
+
+    def lock(self, *entities: EntityId) -> EntityLock:
+        """A critical section over several entities: ``async with ctx.lock(a, b): ...``.
+
+        While locked, the entities run only this orchestration's operations;
+        everyone else's wait in order. Locks are acquired in entity id order, so
+        two critical sections never deadlock, and released when the block ends
+        or the orchestration finishes, fails or is terminated. Locks do not nest.
+
+        Example:
+            >>> async with ctx.lock(source, target):
+            ...     if await ctx.call_entity(source, "balance") >= amount:
+            ...         await ctx.call_entity(source, "withdraw", amount)
+            ...         await ctx.call_entity(target, "deposit", amount)
+        """
+        return EntityLock(self._ex, entities)
+
+    @property
+    def locked_entities(self) -> list[str]:
+        """Ids of the entities the current ``ctx.lock`` block holds (empty outside one)."""
+        return self._ex.locked_entities
 
     def continue_as_new(
         self, new_input: Any = None, *, keep_unprocessed_events: bool = True

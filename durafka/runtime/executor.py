@@ -15,6 +15,7 @@ reproduce the same state.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
@@ -29,9 +30,11 @@ from durafka.codec.payload import (
     decode_payload,
     encode_payload,
 )
+from durafka.entities import EntityId
 from durafka.errors import (
     ActivityFailed,
     ActivityTimeoutError,
+    EntityOperationFailed,
     FailureDetails,
     NonDeterminismError,
     OrchestrationUsageError,
@@ -51,6 +54,10 @@ _DESCRIBE = {
     EventKind.TIMER_CREATED: "create_timer",
     EventKind.SUB_ORCHESTRATION_CREATED: "call_sub_orchestrator",
     EventKind.EVENT_SENT: "send_event",
+    EventKind.ENTITY_CALLED: "call_entity",
+    EventKind.ENTITY_SIGNALED: "signal_entity",
+    EventKind.LOCK_REQUESTED: "lock",
+    EventKind.LOCK_RELEASED: "the end of the lock block of",
 }
 
 
@@ -58,6 +65,11 @@ def _describe(e: HistoryEvent) -> str:
     what = _DESCRIBE.get(e.kind, e.kind.value)
     if e.kind is EventKind.EVENT_SENT:
         return f"{what}({e.instance_id!r}, {e.name!r})"
+    if e.kind is EventKind.ENTITY_CALLED or e.kind is EventKind.ENTITY_SIGNALED:
+        return f"{what}({e.instance_id!r}, {e.name!r})"
+    if e.kind is EventKind.LOCK_REQUESTED or e.kind is EventKind.LOCK_RELEASED:
+        ids = ", ".join(repr(i) for i in json.loads(e.payload or b"[]"))
+        return f"{what}({ids})"
     if e.kind is EventKind.SUB_ORCHESTRATION_CREATED:
         return f"{what}({e.name!r}, instance_id={e.instance_id!r})"
     return f"{what}({e.name!r})" if e.name is not None else f"{what}()"
@@ -171,6 +183,9 @@ class OrchestrationExecutor:
         self._carried: list[HistoryEvent] = []
         self._custom_status: bytes | None = None
         self._output_adapter: TypeAdapter[Any] | None = None
+        # Entity ids of the lock being acquired or held (ctx.lock), sorted; None if none.
+        self._lock: list[str] | None = None
+        self._lock_granted = False
 
     # -- driving ---------------------------------------------------------------
 
@@ -242,18 +257,15 @@ class OrchestrationExecutor:
                             details,
                         )
                     )
-            elif kind is EventKind.TIMER_FIRED:
+            elif kind is EventKind.TIMER_FIRED or kind is EventKind.LOCK_GRANTED:
                 p = self._pending.pop(e.seq, None)
                 if p is not None:
                     p.task.complete(None)
+            elif kind is EventKind.ENTITY_RESPONSE:
+                self._on_entity_response(e)
             elif kind is EventKind.EVENT_RAISED:
                 self._on_event_raised(e)
-            elif (
-                kind is EventKind.TASK_SCHEDULED
-                or kind is EventKind.TIMER_CREATED
-                or kind is EventKind.SUB_ORCHESTRATION_CREATED
-                or kind is EventKind.EVENT_SENT
-            ):
+            elif kind in ACTION_KINDS:
                 self._match_recorded_action(e)
             elif (
                 kind is EventKind.EXECUTION_COMPLETED
@@ -304,6 +316,21 @@ class OrchestrationExecutor:
             self._arrivals += 1
             self._event_buffer.setdefault(name, deque()).append((self._arrivals, e))
 
+    def _on_entity_response(self, e: HistoryEvent) -> None:
+        p = self._pending.pop(e.seq, None)
+        if p is None:
+            return
+        what = f"{p.name!r} on entity {e.instance_id}"
+        if e.failure is not None:
+            details = e.failure
+            p.task.fail(
+                EntityOperationFailed(
+                    f"operation {what} failed: {details.error_type}: {details.message}", details
+                )
+            )
+        else:
+            _settle(p.task, e.payload, p.adapter, f"result of operation {what}")
+
     def _match_recorded_action(self, e: HistoryEvent) -> None:
         if not self.is_replaying:
             return  # a recorded action arriving as a new event has no meaning; ignore
@@ -316,7 +343,12 @@ class OrchestrationExecutor:
                 f"the instance was running, or it branched on wall-clock time, randomness or I/O "
                 f"outside ctx."
             )
-        if taken.kind is not e.kind or taken.name != e.name or taken.instance_id != e.instance_id:
+        if (
+            taken.kind is not e.kind
+            or taken.name != e.name
+            or taken.instance_id != e.instance_id
+            or (e.kind is EventKind.LOCK_REQUESTED and taken.payload != e.payload)
+        ):
             raise NonDeterminismError(
                 f"non-deterministic orchestration {self.name!r} ({self.instance_id}): at "
                 f"sequence #{e.seq} history recorded {_describe(e)} but the orchestrator now "
@@ -539,7 +571,7 @@ class OrchestrationExecutor:
 
         return attempt() if retry is None else self._with_retry(retry, attempt)
 
-    def create_timer(self, due_ms: int) -> Task[None]:
+    def create_timer(self, due_ms: int) -> CompletableTask[None]:
         task: CompletableTask[None] = CompletableTask()
         seq = self._next_seq
         task.on_cancel = lambda: self._cancel_pending(seq)
@@ -576,6 +608,106 @@ class OrchestrationExecutor:
             instance_id=instance_id,
         )
         self._unmatched[e.seq] = e
+
+    def call_entity(self, entity_id: EntityId, operation: str, input: Any) -> Task[Any]:
+        eid = self._entity_target(entity_id, "call_entity")
+        if self._lock is not None and self._lock_granted and eid not in self._lock:
+            # Waiting on an entity outside the lock while holding others is how
+            # two critical sections deadlock each other.
+            raise OrchestrationUsageError(
+                f"orchestration {self.name!r} called entity {eid} inside a ctx.lock block "
+                f"that does not lock it (locked: {', '.join(self._lock)}); lock it too, or "
+                "call it outside the block (signal_entity is allowed)"
+            )
+        d = self.registry.entities.get(entity_id.name)
+        op = d.operation(operation) if d is not None else None
+        payload = self._entity_input(input, op.input_adapter if op else None, operation, eid)
+        task: CompletableTask[Any] = CompletableTask()
+        e = HistoryEvent(
+            EventKind.ENTITY_CALLED,
+            self.current_time_ms,
+            seq=self._take_seq(),
+            name=operation,
+            payload=payload,
+            instance_id=eid,
+        )
+        self._record(e, task, op.output_adapter if op else None)
+        return task
+
+    def signal_entity(self, entity_id: EntityId, operation: str, input: Any) -> None:
+        eid = self._entity_target(entity_id, "signal_entity")
+        d = self.registry.entities.get(entity_id.name)
+        op = d.operation(operation) if d is not None else None
+        payload = self._entity_input(input, op.input_adapter if op else None, operation, eid)
+        e = HistoryEvent(
+            EventKind.ENTITY_SIGNALED,
+            self.current_time_ms,
+            seq=self._take_seq(),
+            name=operation,
+            payload=payload,
+            instance_id=eid,
+        )
+        self._unmatched[e.seq] = e
+
+    def acquire_lock(self, entity_ids: tuple[EntityId, ...]) -> Task[None]:
+        if self._lock is not None:
+            raise OrchestrationUsageError(
+                f"orchestration {self.name!r} entered ctx.lock while already locking "
+                f"{', '.join(self._lock)}; lock every entity in one ctx.lock(...) call "
+                "(nested locks could deadlock)"
+            )
+        if not entity_ids:
+            raise ValueError("ctx.lock needs at least one entity id")
+        ids = sorted({self._entity_target(i, "lock") for i in entity_ids})
+        task: CompletableTask[None] = CompletableTask()
+        e = HistoryEvent(
+            EventKind.LOCK_REQUESTED,
+            self.current_time_ms,
+            seq=self._take_seq(),
+            payload=json.dumps(ids).encode(),
+        )
+        self._record(e, task, None)
+        self._lock = ids
+        self._lock_granted = False
+        _Callback(task, lambda _t: setattr(self, "_lock_granted", True))
+        return task
+
+    def release_lock(self) -> None:
+        ids = self._lock
+        if ids is None:
+            return
+        self._lock = None
+        self._lock_granted = False
+        e = HistoryEvent(
+            EventKind.LOCK_RELEASED,
+            self.current_time_ms,
+            seq=self._take_seq(),
+            payload=json.dumps(ids).encode(),
+        )
+        self._unmatched[e.seq] = e
+
+    @property
+    def locked_entities(self) -> list[str]:
+        """The ids of the entities locked by the current ``ctx.lock`` block (granted)."""
+        return list(self._lock) if self._lock is not None and self._lock_granted else []
+
+    @staticmethod
+    def _entity_target(entity_id: EntityId, what: str) -> str:
+        if not isinstance(entity_id, EntityId):
+            raise TypeError(f"{what} needs a durafka.EntityId, got {entity_id!r}")
+        return str(entity_id)
+
+    def _entity_input(
+        self, input: Any, adapter: TypeAdapter[Any] | None, operation: str, eid: str
+    ) -> bytes | None:
+        if input is None:
+            return None
+        return encode_payload(
+            input,
+            adapter,
+            max_bytes=self.max_payload_bytes,
+            what=f"input of {operation!r} for entity {eid}",
+        )
 
     def set_custom_status(self, value: Any) -> None:
         self._custom_status = encode_payload(

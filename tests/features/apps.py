@@ -169,7 +169,10 @@ async def parent_of_squares(ctx: OrchestrationContext, n: int) -> dict[str, Any]
 async def parent_of_waiters(ctx: OrchestrationContext, n: int) -> list[Any]:
     """Starts ``n`` children that wait for an event nobody raises."""
     return await ctx.when_all(
-        [ctx.call_sub_orchestrator(wait_for, "never", instance_id=f"{ctx.instance_id}-c{i}") for i in range(n)]
+        [
+            ctx.call_sub_orchestrator(wait_for, "never", instance_id=f"{ctx.instance_id}-c{i}")
+            for i in range(n)
+        ]
     )
 
 
@@ -259,21 +262,23 @@ async def counter(ctx: OrchestrationContext, state: Counter) -> int:
 
 
 @app.orchestration
-async def ticking(ctx: OrchestrationContext, state: dict[str, int]) -> dict[str, int]:
-    """Each generation races a ``tick`` event against a long timer, then continues as new.
+async def ticking(ctx: OrchestrationContext, state: dict[str, Any]) -> dict[str, Any]:
+    """Each generation races a ``tick`` event against a timer, then continues as new.
 
-    The losing timers of earlier generations are still stored when later
-    generations (whose sequence ids start at 0 again) wait on timers of their own.
+    ``state["timeouts_minutes"][g]`` is generation ``g``'s timer. The cancelled
+    timer of a generation is still stored when the next one, whose sequence
+    ids start at 0 again, waits on a timer of its own.
     """
+    g = state["generation"]
     tick = ctx.wait_for_external_event("tick")
-    timeout = ctx.create_timer(timedelta(hours=1))
+    timeout = ctx.create_timer(timedelta(minutes=state["timeouts_minutes"][g]))
     winner = await ctx.when_any([tick, timeout])
     if winner is timeout:
-        return {**state, "timed_out_in": state["generation"]}
+        return {"timed_out_in": g}
     timeout.cancel()
-    if state["generation"] + 1 >= state["until"]:
-        return {**state, "generation": state["generation"] + 1}
-    ctx.continue_as_new({**state, "generation": state["generation"] + 1})
+    if g + 1 == len(state["timeouts_minutes"]):
+        return {"ticked": g + 1}
+    ctx.continue_as_new({**state, "generation": g + 1})
 
 
 # -- custom status, determinism ----------------------------------------------------------

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
 
 from durafka.codec.records import decode_status
 from durafka.runtime.history import EventKind, HistoryEvent
 from durafka.status import OrchestrationStatus
 from durafka.topology import HubTopics
 from durafka.transport.base import TopicPartition, Transport
+
+T = TypeVar("T")
 
 
 def read_topic(
@@ -51,3 +55,40 @@ def kinds(history: Iterable[HistoryEvent]) -> list[EventKind]:
 def count(history: Iterable[HistoryEvent], kind: EventKind) -> int:
     """How many events of ``kind`` ``history`` holds."""
     return sum(1 for e in history if e.kind is kind)
+
+
+def wait_processed(transport: Transport, hub: str, timeout: float = 30.0) -> None:
+    """Wait until the processors committed every record now on ``H.orchestrations``.
+
+    Reads the committed offsets of the group ``<hub>.processors`` without joining it.
+    """
+    topic = HubTopics(hub).orchestrations
+    consumer = transport.consumer(f"{hub}.processors")
+    try:
+        tps = [TopicPartition(topic, p) for p in range(transport.partition_count(topic))]
+        highs = {tp: consumer.watermarks(tp)[1] for tp in tps}
+        deadline = time.monotonic() + timeout
+        while True:
+            committed = consumer.committed(tps)
+            behind = {tp: h for tp, h in highs.items() if (committed[tp] or 0) < h}
+            if not behind:
+                return
+            assert time.monotonic() < deadline, f"records not processed in {timeout}s: {behind}"
+            time.sleep(0.02)
+    finally:
+        consumer.close()
+
+
+async def wait_until_async(
+    probe: Callable[[], Awaitable[T | None]], *, timeout: float = 30.0, what: str = ""
+) -> T:
+    """Await ``probe()`` until it returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if value:
+            return value
+        assert time.monotonic() < deadline, (
+            f"timed out after {timeout}s waiting for {what or probe}"
+        )
+        await asyncio.sleep(0.005)

@@ -16,8 +16,9 @@ from tests.support.waiting import wait_until
 
 def _running(client: Client, iid: str) -> None:
     wait_until(
-        lambda: (s := client.get_status(iid)) is not None
-        and s.runtime_status is RuntimeStatus.RUNNING,
+        lambda: (
+            (s := client.get_status(iid)) is not None and s.runtime_status is RuntimeStatus.RUNNING
+        ),
         timeout=60,
         what=f"{iid} running",
     )

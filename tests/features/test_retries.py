@@ -45,7 +45,9 @@ def test_activity_succeeds_on_the_third_attempt(client: Client, workdir: Path) -
 def test_retries_stop_after_max_attempts(client: Client, workdir: Path) -> None:
     flaky = apps.Flaky(str(workdir), "hopeless", fail_times=100)
     iid = client.start_new(apps.retrying, apps.RetryInput(flaky, 3, 0.05))
-    assert client.wait_for_completion(iid, timeout=60) == "gave up: run 3 of hopeless fails on purpose"
+    assert (
+        client.wait_for_completion(iid, timeout=60) == "gave up: run 3 of hopeless fails on purpose"
+    )
     assert apps.runs(workdir, "hopeless") == 3
     assert count(client.get_history(iid), EventKind.TASK_SCHEDULED) == 3
 

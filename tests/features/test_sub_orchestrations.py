@@ -38,8 +38,10 @@ def test_terminate_with_reason_terminates_running_children(client: Client) -> No
     children = [f"{iid}-c{i}" for i in range(3)]
     for child in children:
         wait_until(
-            lambda c=child: (s := client.get_status(c)) is not None
-            and s.runtime_status is RuntimeStatus.RUNNING,
+            lambda c=child: (
+                (s := client.get_status(c)) is not None
+                and s.runtime_status is RuntimeStatus.RUNNING
+            ),
             timeout=60,
             what=f"{child} running",
         )

@@ -50,11 +50,13 @@ def test_default_spec_describes_every_hub_topic_with_the_hub_prefix() -> None:
         topics.changelog,
         topics.status,
         topics.dead_letters,
+        topics.entities,
     ]
     by_key = dict(zip(HUB_TOPIC_KEYS, specs, strict=True))
     assert {by_key[k].partitions for k in CO_PARTITIONED} == {12}
     assert by_key["state-changelog"].config["cleanup.policy"] == "compact"
     assert by_key["status"].config["cleanup.policy"] == "compact"
+    assert by_key["entities"].config["cleanup.policy"] == "compact"
     for key in ("orchestrations", "activities", "dead-letters"):
         assert by_key[key].config["cleanup.policy"] == "delete"
         assert int(by_key[key].config["retention.ms"]) > 0
@@ -111,7 +113,7 @@ def test_malformed_specs_are_rejected(
         load_hub_spec("h", _write_spec(tmp_path, status_extra, top))
 
 
-def test_a_spec_must_name_all_five_topics(tmp_path: Path) -> None:
+def test_a_spec_must_name_all_six_topics(tmp_path: Path) -> None:
     text = DEFAULT_SPEC_PATH.read_text()
     (tmp_path / "spec.toml").write_text(text[: text.index("[topics.dead-letters]")])
     with pytest.raises(ConfigurationError, match="dead-letters"):

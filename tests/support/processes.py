@@ -87,6 +87,18 @@ class RoleProcess:
             self._popen.send_signal(signal.SIGKILL)
         self._popen.wait(timeout=10)
 
+    def terminate(self) -> None:
+        """Ask the child to stop cleanly (SIGTERM) without waiting."""
+        if self.is_alive():
+            self._popen.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float) -> int | None:
+        """Wait up to ``timeout`` seconds for the child to exit; its exit status or None."""
+        try:
+            return self._popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
     def stop(self, timeout: float = 30.0) -> int:
         """Stop cleanly (SIGTERM) and wait; ``kill -9`` and fail if it takes too long.
 
@@ -96,16 +108,15 @@ class RoleProcess:
         Raises:
             AssertionError: the child did not exit within ``timeout`` seconds.
         """
-        if self.is_alive():
-            self._popen.send_signal(signal.SIGTERM)
-        try:
-            return self._popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        self.terminate()
+        status = self.wait(timeout)
+        if status is None:
             self.kill()
             raise AssertionError(
                 f"{self.name} did not stop within {timeout}s of SIGTERM; killed it\n"
                 f"{self.log_tail()}"
-            ) from None
+            )
+        return status
 
     def log_text(self) -> str:
         """Everything the child wrote so far."""
@@ -214,13 +225,10 @@ class RoleLauncher:
     def stop_all(self, timeout: float = 30.0) -> None:
         """Stop every child still running (SIGTERM, then ``kill -9`` after ``timeout``)."""
         for proc in self.processes:
-            if proc.is_alive():
-                proc._popen.send_signal(signal.SIGTERM)
+            proc.terminate()
         deadline = time.monotonic() + timeout
         for proc in self.processes:
-            try:
-                proc._popen.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+            if proc.wait(max(0.1, deadline - time.monotonic())) is None:
                 proc.kill()
 
     def log_tails(self, lines: int = 40) -> str:

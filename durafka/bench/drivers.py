@@ -1,0 +1,318 @@
+"""The workload drivers: start instances through the client, time them, verify every result.
+
+Each driver returns its metrics; the runner adds CPU readings and metadata.
+Times are taken with ``time.perf_counter()`` on the client side: a result
+counts when the client sees it, as a user would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from durafka.bench import workloads
+from durafka.bench.progress import Progress
+from durafka.bench.results import Metrics
+from durafka.client import AsyncClient
+from durafka.errors import BenchmarkError
+from durafka.partitioning import partition_for
+
+__all__ = [
+    "Drive",
+    "entity_counter",
+    "fan_out",
+    "hello_latency",
+    "hello_throughput",
+    "percentile",
+    "sequence_throughput",
+    "warm_up",
+]
+
+T = TypeVar("T")
+
+
+@dataclass
+class Drive:
+    """What a driver works with.
+
+    Attributes:
+        client: the asyncio client of the run's task hub.
+        progress: where progress goes.
+        check: raises if a role of the system under test died.
+        timeout: seconds a workload may take at most.
+        max_in_flight: starts awaiting their acknowledgement at once.
+        label: prefix of the progress labels (e.g. ``run 1/3``).
+    """
+
+    client: AsyncClient
+    progress: Progress
+    check: Callable[[], None]
+    timeout: float
+    max_in_flight: int
+    label: str = ""
+
+    async def guarded(self, what: str, work: Awaitable[T]) -> T:
+        """Await ``work`` within ``timeout``, failing early if a role dies."""
+        task = asyncio.ensure_future(work)
+        deadline = time.monotonic() + self.timeout
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=0.25)
+                if done:
+                    return task.result()
+                self.check()
+                if time.monotonic() > deadline:
+                    raise BenchmarkError(f"{what} did not finish within {self.timeout:.0f}s")
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) by linear interpolation between closest ranks."""
+    if not sorted_values:
+        return math.nan
+    pos = (len(sorted_values) - 1) * q / 100
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def _ids_covering(partitions: int, prefix: str) -> list[str]:
+    """One instance id per partition (so a warm-up reaches every processor)."""
+    ids: dict[int, str] = {}
+    i = 0
+    while len(ids) < partitions:
+        iid = f"{prefix}-{i}"
+        ids.setdefault(partition_for(iid.encode(), partitions), iid)
+        i += 1
+    return [ids[p] for p in range(partitions)]
+
+
+async def warm_up(drive: Drive, partitions: int, timeout: float) -> float:
+    """Run one W1 instance on every partition; returns the seconds it took.
+
+    The roles are ready when it returns: every partition's processor and the
+    worker have served a request, and the client's status view is current.
+    """
+    client = drive.client
+    ids = _ids_covering(partitions, "warm-up")
+    drive.progress.begin(f"{drive.label}warm-up (every partition)", len(ids))
+    t0 = time.perf_counter()
+
+    async def one(iid: str) -> None:
+        await client.start_new(workloads.hello, "warm-up", instance_id=iid)
+        await client.wait_for_completion(iid, timeout=None)
+        drive.progress.advance()
+
+    warm = Drive(drive.client, drive.progress, drive.check, timeout, drive.max_in_flight)
+    await warm.guarded("the warm-up", asyncio.gather(*(one(i) for i in ids)))
+    drive.progress.end()
+    return time.perf_counter() - t0
+
+
+async def _start_and_await_all(
+    drive: Drive,
+    what: str,
+    orchestration: Callable[..., Any],
+    inputs: Sequence[Any],
+    expected: Callable[[Any], Any],
+    id_prefix: str,
+) -> tuple[float, float, float]:
+    """Start one instance per input as fast as the client allows and await them all.
+
+    Returns:
+        ``(first start, last start acknowledged, last completion)`` as perf_counter times.
+
+    Raises:
+        BenchmarkError: an output is wrong, or it took longer than ``drive.timeout``.
+    """
+    client = drive.client
+    window = asyncio.Semaphore(drive.max_in_flight)
+    last_started = 0.0
+    last_done = 0.0
+
+    async def one(i: int, value: Any) -> None:
+        nonlocal last_started, last_done
+        async with window:
+            iid = await client.start_new(orchestration, value, instance_id=f"{id_prefix}-{i}")
+        last_started = max(last_started, time.perf_counter())
+        output = await client.wait_for_completion(iid, timeout=None)
+        last_done = max(last_done, time.perf_counter())
+        if output != expected(value):
+            raise BenchmarkError(
+                f"{what}: instance {iid} returned {output!r}, expected {expected(value)!r}"
+            )
+        drive.progress.advance()
+
+    drive.progress.begin(f"{drive.label}{what}", len(inputs))
+    t0 = time.perf_counter()
+    await drive.guarded(what, asyncio.gather(*(one(i, v) for i, v in enumerate(inputs))))
+    drive.progress.end()
+    return t0, last_started, last_done
+
+
+async def hello_throughput(drive: Drive, n: int) -> Metrics:
+    """W1 throughput: ``n`` hello instances at once; every output verified."""
+    names = [f"user-{i}" for i in range(n)]
+    t0, started, done = await _start_and_await_all(
+        drive, "W1 hello throughput", workloads.hello, names, workloads.expected_hello, "w1"
+    )
+    wall = done - t0
+    return {
+        "n": n,
+        "verified": n,
+        "seconds": wall,
+        "orchestrations_per_s": n / wall,
+        "start_seconds": started - t0,
+        "starts_per_s": n / max(started - t0, 1e-9),
+    }
+
+
+async def hello_latency(drive: Drive, n: int) -> Metrics:
+    """W1 latency: ``n`` hello instances one at a time, start to completion seen by the client."""
+    client = drive.client
+    drive.progress.begin(f"{drive.label}W1 hello latency", n)
+    latencies: list[float] = []
+
+    async def run() -> None:
+        for i in range(n):
+            name = f"latency-{i}"
+            t = time.perf_counter()
+            iid = await client.start_new(workloads.hello, name, instance_id=f"w1l-{i}")
+            output = await client.wait_for_completion(iid, timeout=None)
+            latencies.append((time.perf_counter() - t) * 1000)
+            if output != workloads.expected_hello(name):
+                raise BenchmarkError(f"W1 latency: instance {iid} returned {output!r}")
+            drive.progress.advance()
+
+    await drive.guarded("W1 hello latency", run())
+    drive.progress.end()
+    latencies.sort()
+    return {
+        "n": n,
+        "verified": n,
+        "p50_ms": percentile(latencies, 50),
+        "p95_ms": percentile(latencies, 95),
+        "p99_ms": percentile(latencies, 99),
+        "mean_ms": sum(latencies) / n,
+        "min_ms": latencies[0],
+        "max_ms": latencies[-1],
+    }
+
+
+async def sequence_throughput(drive: Drive, n: int) -> Metrics:
+    """W2: ``n`` instances of 5 activities in sequence; every output verified."""
+    steps = workloads.SEQUENCE_STEPS
+    t0, started, done = await _start_and_await_all(
+        drive,
+        "W2 sequence",
+        workloads.sequence,
+        list(range(n)),
+        workloads.expected_sequence,
+        "w2",
+    )
+    wall = done - t0
+    return {
+        "n": n,
+        "verified": n,
+        "seconds": wall,
+        "orchestrations_per_s": n / wall,
+        "activities_per_s": n * steps / wall,
+        "start_seconds": started - t0,
+    }
+
+
+async def fan_out(drive: Drive, m: int) -> Metrics:
+    """W3: one instance fans out ``m`` activities and sums them; output verified."""
+    client = drive.client
+    drive.progress.begin(f"{drive.label}W3 fan-out of {m}", 1)
+
+    async def run() -> float:
+        t = time.perf_counter()
+        iid = await client.start_new(workloads.fan_out, m, instance_id="w3")
+        output = await client.wait_for_completion(iid, timeout=None)
+        wall = time.perf_counter() - t
+        if output != workloads.expected_fan_out(m):
+            raise BenchmarkError(
+                f"W3: instance {iid} returned {output!r}, expected {workloads.expected_fan_out(m)}"
+            )
+        return wall
+
+    wall = await drive.guarded("W3 fan-out", run())
+    drive.progress.advance()
+    drive.progress.end()
+    return {"m": m, "verified": 1, "seconds": wall, "activities_per_s": m / wall}
+
+
+async def entity_counter(drive: Drive, counters: int, signals: int) -> Metrics:
+    """W4: ``signals`` signals spread over ``counters`` counters; every final count verified.
+
+    Signal ``i`` adds one to counter ``i % counters``. The clock stops when the
+    client sees every counter at its expected count; a count beyond it (an
+    operation applied twice) fails the run at once.
+    """
+    client = drive.client
+    ids = [workloads.counter_id(k) for k in range(counters)]
+    expected = [workloads.expected_count(k, counters, signals) for k in range(counters)]
+    # Opens the client's entity view before the clock starts (it is created on first use).
+    await client.get_entity(ids[0])
+    window = asyncio.Semaphore(drive.max_in_flight)
+    last_sent = 0.0
+
+    async def send(i: int) -> None:
+        nonlocal last_sent
+        async with window:
+            await client.signal_entity(ids[i % counters], "add", 1)
+        last_sent = max(last_sent, time.perf_counter())
+
+    async def counts() -> list[int]:
+        found = [await client.get_entity(eid) for eid in ids]
+        return [0 if m is None else int(m.state) for m in found]
+
+    async def run() -> float:
+        sender = asyncio.gather(*(send(i) for i in range(signals)))
+        applied = 0
+        try:
+            while True:
+                seen = await counts()
+                over = [k for k in range(counters) if seen[k] > expected[k]]
+                if over:
+                    k = over[0]
+                    raise BenchmarkError(
+                        f"W4: counter {ids[k]} reached {seen[k]}, expected {expected[k]} "
+                        "(a signal was applied more than once)"
+                    )
+                drive.progress.advance(sum(seen) - applied)
+                applied = sum(seen)
+                if seen == expected:
+                    done = time.perf_counter()
+                    await sender
+                    return done
+                if sender.done() and sender.exception() is not None:
+                    await sender
+                await asyncio.sleep(0.01)
+        finally:
+            if not sender.done():
+                sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
+
+    drive.progress.begin(f"{drive.label}W4 entity counter ({counters} counters)", signals)
+    t0 = time.perf_counter()
+    done = await drive.guarded("W4 entity counter", run())
+    drive.progress.end()
+    wall = done - t0
+    return {
+        "counters": counters,
+        "signals": signals,
+        "verified": counters,
+        "seconds": wall,
+        "signals_per_s": signals / wall,
+        "send_seconds": last_sent - t0,
+        "sends_per_s": signals / max(last_sent - t0, 1e-9),
+    }

@@ -1,0 +1,174 @@
+"""Show a benchmark: a rich progress bar while it runs, tables and JSON when it is done."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.progress import Progress as RichProgressBar
+from rich.table import Table
+
+from durafka.bench.results import BenchResult, Measurement, Metrics, RunResult
+
+__all__ = ["RichProgress", "median_table", "run_tables", "write_json"]
+
+_TITLES = {
+    "w1_throughput": "W1 throughput",
+    "w1_latency": "W1 latency",
+    "w2_sequence": "W2 sequence",
+    "w3_fan_out": "W3 fan-out",
+    "w4_entity_counter": "W4 entities",
+}
+
+
+class RichProgress:
+    """A :class:`~durafka.bench.progress.Progress` drawn as a rich progress bar.
+
+    Example:
+        >>> with RichProgress(Console(stderr=True)) as progress:
+        ...     run_benchmark(config, progress)
+    """
+
+    def __init__(self, console: Console) -> None:
+        self._bar = RichProgressBar(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self._task: TaskID | None = None
+
+    def begin(self, label: str, total: int) -> None:
+        """Show a new bar for the phase ``label``."""
+        self.end()
+        self._task = self._bar.add_task(label, total=total)
+
+    def advance(self, steps: int = 1) -> None:
+        """Move the current bar on."""
+        if self._task is not None:
+            self._bar.advance(self._task, steps)
+
+    def end(self) -> None:
+        """Remove the current bar."""
+        if self._task is not None:
+            self._bar.remove_task(self._task)
+            self._task = None
+
+    def __enter__(self) -> RichProgress:
+        self._bar.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.end()
+        self._bar.stop()
+
+
+def _describe(name: str, m: Metrics) -> tuple[str, str, str]:
+    """(size, result, wall time) of one measurement, for a table row."""
+    if name == "w1_throughput":
+        return (
+            f"{m['n']:,.0f}",
+            f"{m['orchestrations_per_s']:,.0f} orch/s (starts {m['starts_per_s']:,.0f}/s)",
+            f"{m['seconds']:.2f}",
+        )
+    if name == "w1_latency":
+        return (
+            f"{m['n']:,.0f}",
+            f"p50 {m['p50_ms']:.1f} / p95 {m['p95_ms']:.1f} / p99 {m['p99_ms']:.1f} ms",
+            f"{m['n'] * m['mean_ms'] / 1000:.2f}",
+        )
+    if name == "w2_sequence":
+        return (
+            f"{m['n']:,.0f}",
+            f"{m['orchestrations_per_s']:,.0f} orch/s, {m['activities_per_s']:,.0f} act/s",
+            f"{m['seconds']:.2f}",
+        )
+    if name == "w3_fan_out":
+        return (f"{m['m']:,.0f}", f"{m['activities_per_s']:,.0f} act/s", f"{m['seconds']:.2f}")
+    if name == "w4_entity_counter":
+        return (
+            f"{m['signals']:,.0f}",
+            f"{m['signals_per_s']:,.0f} signals/s to {m['counters']:,.0f} counters "
+            f"(sends {m['sends_per_s']:,.0f}/s)",
+            f"{m['seconds']:.2f}",
+        )
+    return "", ", ".join(f"{k} {v:,.1f}" for k, v in m.items()), ""
+
+
+def _row(measurement: Measurement) -> list[str]:
+    title = _TITLES.get(measurement.name, measurement.name)
+    if not measurement.available:
+        return [title, "", f"not available: {measurement.note}", "", ""]
+    size, result, wall = _describe(measurement.name, measurement.metrics)
+    cpu = ", ".join(f"{p} {s:.1f}" for p, s in measurement.cpu_s.items())
+    return [title, size, result, wall, cpu]
+
+
+def run_tables(run: RunResult) -> list[Table]:
+    """The results of one run, and the CPU and memory of its processes."""
+    s = run.settings
+    p = run.processes
+    layout = (
+        "embedded (1 process)"
+        if p.get("mode") == "embedded"
+        else f"separate: {p.get('processors')} processor + {p.get('workers')} worker processes"
+    )
+    results = Table(
+        title=(
+            f"Run {run.run}: {run.transport} ({run.bootstrap}), {run.partitions} partitions, "
+            f"{layout}\nbatch {s['batch_size']} records / {s['commit_interval_ms']} ms, "
+            f"cache {s['cache_size']:,}, {run.cpu_count} cores (load {run.load_average[0]:.1f}), "
+            f"durafka {run.durafka_version}, {run.timestamp}"
+        ),
+        title_justify="left",
+    )
+    for column in ("workload", "n", "result", "wall s", "CPU s"):
+        results.add_column(column, justify="right" if column in ("n", "wall s") else "left")
+    for measurement in run.measurements.values():
+        results.add_row(*_row(measurement))
+    usage = Table(title=f"Run {run.run}: processes", title_justify="left")
+    for column in ("process", "roles", "pid", "user s", "sys s", "CPU s", "peak RSS MiB"):
+        usage.add_column(column, justify="left" if column in ("process", "roles") else "right")
+    for u in run.usage:
+        usage.add_row(
+            u.name,
+            "+".join(u.roles),
+            str(u.pid),
+            f"{u.cpu_user_s:.1f}",
+            f"{u.cpu_system_s:.1f}",
+            f"{u.cpu_s:.1f}",
+            f"{u.peak_rss_mb:.0f}",
+        )
+    return [results, usage]
+
+
+def median_table(result: BenchResult) -> Table:
+    """The median of each measurement over the runs."""
+    table = Table(title=f"Median of {len(result.runs)} runs", title_justify="left")
+    for column in ("workload", "n", "result", "wall s"):
+        table.add_column(column, justify="right" if column in ("n", "wall s") else "left")
+    for name, metrics in result.median.items():
+        table.add_row(_TITLES.get(name, name), *_describe(name, metrics))
+    return table
+
+
+def write_json(result: BenchResult, path: Path) -> None:
+    """Write every run and the medians to ``path`` as JSON."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result.model_dump(mode="json"), indent=2) + "\n")

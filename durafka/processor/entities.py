@@ -1,0 +1,367 @@
+"""Entities in the processor: operations, queues, the lock protocol and entity records.
+
+An entity ``@<name>@<key>`` lives on the partition of ``H.orchestrations`` its id
+hashes to, next to orchestrations. The processor hands every batch's events for
+one entity to :meth:`EntityProcessor.process`, in partition order, so an
+entity runs one operation at a time. Everything an operation does (new state,
+response, signals, the entity's record on ``H.entities`` and in the changelog)
+goes into the batch's Kafka transaction: exactly once per operation.
+
+Store: one record per entity, ``e/<id>`` (Avro ``EntityState``): the state
+(JSON), the lock holder, the operations and lock requests waiting for the lock,
+and the error count. The same record is published on the compacted topic
+``H.entities`` (key: entity id); an entity without state, lock or queue is
+deleted (store tombstone, ``None`` value on ``H.entities``).
+
+Locks (``ctx.lock(a, b, c)``), deadlock-free because every request takes the
+entities in the same (sorted id) order:
+
+1. the orchestration's LOCK_REQUESTED goes to the first entity of the sorted list;
+2. an unlocked entity locks itself for the requester and forwards the request
+   to the next entity; a locked one queues it (in order, with the operations
+   of others);
+3. the last entity sends LOCK_GRANTED (the request's ``seq``) to the orchestration;
+4. while locked, an entity runs only the holder's operations; others queue;
+5. at the end of the block the orchestration sends LOCK_RELEASED to every
+   entity; each unlocks and runs what queued up, in order, until the next
+   lock request locks it again.
+
+If the orchestration ends (completes, fails, is terminated) with a lock not
+released, the processor releases it: directly if history shows it granted,
+else by a release that follows the request's path from the first entity (an
+entity that holds the lock unlocks and forwards it; one where the request still
+waits drops the request and stops it), so a request still travelling is never
+overtaken by its release.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from durafka.codec.records import EntityRecord, decode_entity, encode_entity
+from durafka.entities import DELETE_OPERATION, EntityId, OperationOutcome, run_operation
+from durafka.errors import FailureDetails
+from durafka.processor.keys import entity_key
+from durafka.registry import Registry
+from durafka.runtime.history import EventKind, HistoryEvent
+from durafka.state.transaction import StoreTransaction
+from durafka.topology import HubTopics
+
+__all__ = ["EntityProcessor", "open_lock"]
+
+log = logging.getLogger("durafka.processor.entities")
+
+K = EventKind
+
+
+class BatchOutput(Protocol):
+    """What the entity processor uses of the processor's batch."""
+
+    now_ms: int
+    out: list[tuple[str, int, bytes | None, bytes | None]]
+
+
+#: ``send(batch, target instance or entity id, event)``: a message on ``H.orchestrations``.
+Send = Callable[[Any, str, HistoryEvent], None]
+
+
+def _ids(payload: bytes | None) -> list[str]:
+    """The entity ids of a lock request or release (a JSON list)."""
+    if payload is None:
+        return []
+    ids = json.loads(payload)
+    return [str(i) for i in ids] if isinstance(ids, list) else []
+
+
+def open_lock(history: list[HistoryEvent]) -> tuple[list[str], bool] | None:
+    """The lock an orchestration requested and did not release: ``(ids, granted)``.
+
+    Locks do not nest, so a LOCK_RELEASED closes the latest LOCK_REQUESTED.
+    """
+    current: tuple[int, list[str]] | None = None
+    granted: set[int] = set()
+    for e in history:
+        kind = e.kind
+        if kind is K.LOCK_REQUESTED:
+            current = (e.seq, _ids(e.payload))
+        elif kind is K.LOCK_GRANTED:
+            granted.add(e.seq)
+        elif kind is K.LOCK_RELEASED:
+            current = None
+    if current is None or not current[1]:
+        return None
+    return current[1], current[0] in granted
+
+
+class _Run:
+    """One entity within one batch: its record and whether it changed."""
+
+    __slots__ = ("batch", "dirty", "entity", "entity_id", "record")
+
+    def __init__(self, batch: BatchOutput, entity: EntityId, record: EntityRecord) -> None:
+        self.batch = batch
+        self.entity = entity
+        self.entity_id = str(entity)
+        self.record = record
+        self.dirty = False
+
+
+class EntityProcessor:
+    """Runs entity operations and the lock protocol inside the processor's batches.
+
+    Args:
+        registry: the app's entity definitions.
+        topics: the task hub's topics (``H.entities`` is written here).
+        send: produces a message to an instance or entity within the batch.
+        max_payload_bytes: limit of states, results and signal inputs.
+    """
+
+    def __init__(
+        self, registry: Registry, topics: HubTopics, send: Send, *, max_payload_bytes: int
+    ) -> None:
+        self.registry = registry
+        self.topics = topics
+        self._send = send
+        self.max_payload_bytes = max_payload_bytes
+
+    # -- events addressed to an entity -----------------------------------------------------
+
+    def process(
+        self,
+        batch: BatchOutput,
+        partition: int,
+        tx: StoreTransaction,
+        entity_id: str,
+        events: list[HistoryEvent],
+    ) -> None:
+        """Apply one batch's events for ``entity_id``, in order, and store the result."""
+        try:
+            entity = EntityId.parse(entity_id)
+        except ValueError as exc:
+            log.warning("dropped %d events for %r: %s", len(events), entity_id, exc)
+            return
+        key = entity_key(entity_id)
+        raw = tx.get(key)
+        record = decode_entity(raw) if raw is not None else EntityRecord(entity.name, entity.key)
+        run = _Run(batch, entity, record)
+        for ev in events:
+            self._handle(run, ev)
+        if run.dirty:
+            self._store(run, partition, tx, key, existed=raw is not None)
+
+    def _handle(self, run: _Run, ev: HistoryEvent) -> None:
+        kind = ev.kind
+        rec = run.record
+        if kind is K.ENTITY_OPERATION:
+            if rec.locked_by is not None and ev.instance_id != rec.locked_by:
+                rec.queue.append(ev)
+                run.dirty = True
+            else:
+                self._execute(run, ev)
+        elif kind is K.LOCK_REQUESTED:
+            if rec.locked_by is not None and ev.instance_id != rec.locked_by:
+                rec.queue.append(ev)
+                run.dirty = True
+            else:
+                self._lock(run, ev)
+        elif kind is K.LOCK_RELEASED:
+            self._release(run, ev)
+        else:
+            log.warning(
+                "dropped %s for entity %s: entities take operations and lock messages only",
+                kind.value,
+                run.entity_id,
+            )
+
+    def _execute(self, run: _Run, ev: HistoryEvent) -> None:
+        rec = run.record
+        entity = run.entity
+        operation = ev.name or ""
+        definition = self.registry.entities.get(entity.name)
+        if definition is not None:
+            outcome = run_operation(
+                definition,
+                entity,
+                operation,
+                ev.payload,
+                rec.state,
+                max_payload_bytes=self.max_payload_bytes,
+            )
+        elif operation == DELETE_OPERATION:  # deleting needs no code: any processor can
+            outcome = OperationOutcome(None)
+        else:
+            known = sorted(self.registry.entities) or "none"
+            outcome = OperationOutcome(
+                rec.state,
+                failure=FailureDetails(
+                    "durafka.errors.UnknownFunctionError",
+                    f"no entity named {entity.name!r} is registered (known: {known})",
+                ),
+            )
+        batch = run.batch
+        if outcome.failure is None:
+            if outcome.state != rec.state:
+                rec.state = outcome.state
+                rec.last_modified_at = batch.now_ms
+                run.dirty = True
+            for target, op, payload in outcome.signals:
+                self._send(
+                    batch,
+                    str(target),
+                    HistoryEvent(K.ENTITY_OPERATION, batch.now_ms, name=op, payload=payload),
+                )
+        else:
+            rec.error_count += 1
+            rec.last_error = outcome.failure
+            run.dirty = True
+            if ev.instance_id is None or ev.seq < 0:
+                log.warning(
+                    "signal %r to entity %s failed (state rolled back): %s: %s",
+                    operation,
+                    run.entity_id,
+                    outcome.failure.error_type,
+                    outcome.failure.message,
+                )
+        if ev.instance_id is not None and ev.seq >= 0:
+            self._send(
+                batch,
+                ev.instance_id,
+                HistoryEvent(
+                    K.ENTITY_RESPONSE,
+                    batch.now_ms,
+                    seq=ev.seq,
+                    payload=outcome.result,
+                    failure=outcome.failure,
+                    instance_id=run.entity_id,
+                ),
+            )
+
+    def _lock(self, run: _Run, ev: HistoryEvent) -> None:
+        ids = _ids(ev.payload)
+        owner = ev.instance_id
+        if owner is None or run.entity_id not in ids:
+            log.warning("dropped a malformed lock request for entity %s: %r", run.entity_id, ev)
+            return
+        run.record.locked_by = owner
+        run.dirty = True
+        now = run.batch.now_ms
+        position = ids.index(run.entity_id)
+        if position + 1 < len(ids):
+            forward = HistoryEvent(
+                K.LOCK_REQUESTED, now, seq=ev.seq, payload=ev.payload, instance_id=owner
+            )
+            self._send(run.batch, ids[position + 1], forward)
+        else:
+            granted = HistoryEvent(K.LOCK_GRANTED, now, seq=ev.seq, instance_id=run.entity_id)
+            self._send(run.batch, owner, granted)
+
+    def _release(self, run: _Run, ev: HistoryEvent) -> None:
+        rec = run.record
+        owner = ev.instance_id
+        if owner is None:
+            return
+        if rec.locked_by == owner:
+            rec.locked_by = None
+            run.dirty = True
+            if ev.payload is not None:  # following the request's path: pass it on
+                ids = _ids(ev.payload)
+                if run.entity_id in ids:
+                    position = ids.index(run.entity_id)
+                    if position + 1 < len(ids):
+                        self._send(run.batch, ids[position + 1], ev)
+            self._drain(run)
+            return
+        # The request still waits here, so it never reached the entities after this one.
+        kept = [q for q in rec.queue if not (q.kind is K.LOCK_REQUESTED and q.instance_id == owner)]
+        if len(kept) != len(rec.queue):
+            rec.queue = kept
+            run.dirty = True
+
+    def _drain(self, run: _Run) -> None:
+        """Run what waited for the lock, in order, until a lock request locks it again."""
+        rec = run.record
+        waiting, rec.queue = rec.queue, []
+        for item in waiting:
+            if rec.locked_by is not None and item.instance_id != rec.locked_by:
+                rec.queue.append(item)
+            else:
+                self._handle(run, item)
+
+    def _store(
+        self, run: _Run, partition: int, tx: StoreTransaction, key: bytes, *, existed: bool
+    ) -> None:
+        rec = run.record
+        out_key = run.entity_id.encode()
+        if rec.state is None and rec.locked_by is None and not rec.queue:
+            # Nothing left to keep: the entity does not exist (deleted, or never created).
+            if existed:
+                tx.delete(key)
+                run.batch.out.append((self.topics.entities, partition, out_key, None))
+            return
+        value = encode_entity(rec)
+        tx.put(key, value)
+        run.batch.out.append((self.topics.entities, partition, out_key, value))
+
+    # -- actions of orchestrations ------------------------------------------------------------
+
+    def route_action(self, batch: BatchOutput, orchestration_id: str, a: HistoryEvent) -> None:
+        """Turn an entity action of an orchestration into messages to entities."""
+        kind = a.kind
+        now = batch.now_ms
+        if kind is K.ENTITY_CALLED or kind is K.ENTITY_SIGNALED:
+            if a.instance_id is None:
+                return
+            operation = HistoryEvent(
+                K.ENTITY_OPERATION,
+                now,
+                seq=a.seq if kind is K.ENTITY_CALLED else -1,
+                name=a.name,
+                payload=a.payload,
+                instance_id=orchestration_id,
+            )
+            self._send(batch, a.instance_id, operation)
+        elif kind is K.LOCK_REQUESTED:
+            ids = _ids(a.payload)
+            if ids:
+                request = HistoryEvent(
+                    K.LOCK_REQUESTED,
+                    now,
+                    seq=a.seq,
+                    payload=a.payload,
+                    instance_id=orchestration_id,
+                )
+                self._send(batch, ids[0], request)
+        elif kind is K.LOCK_RELEASED:
+            for target in _ids(a.payload):
+                release = HistoryEvent(
+                    K.LOCK_RELEASED, now, seq=a.seq, instance_id=orchestration_id
+                )
+                self._send(batch, target, release)
+
+    def release_locks(
+        self, batch: BatchOutput, orchestration_id: str, history: list[HistoryEvent]
+    ) -> None:
+        """Release the lock an ended orchestration still holds or waits for, if any."""
+        held = open_lock(history)
+        if held is None:
+            return
+        ids, granted = held
+        now = batch.now_ms
+        if granted:
+            for target in ids:
+                release = HistoryEvent(K.LOCK_RELEASED, now, instance_id=orchestration_id)
+                self._send(batch, target, release)
+        else:
+            chained = HistoryEvent(
+                K.LOCK_RELEASED, now, payload=json.dumps(ids).encode(), instance_id=orchestration_id
+            )
+            self._send(batch, ids[0], chained)
+        log.info(
+            "released the lock of ended orchestration %r on %s%s",
+            orchestration_id,
+            ", ".join(ids),
+            "" if granted else " (not granted yet)",
+        )

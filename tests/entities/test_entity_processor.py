@@ -1,0 +1,252 @@
+"""The processor's entity logic on a memory store: operations, queues and the lock protocol."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import durafka
+from durafka.codec.records import EntityRecord, decode_entity
+from durafka.entities import DELETE_OPERATION
+from durafka.processor.entities import EntityProcessor, open_lock
+from durafka.processor.keys import entity_key
+from durafka.registry import Registry
+from durafka.runtime.history import EventKind, HistoryEvent
+from durafka.state.memory import MemoryStore
+from durafka.state.transaction import StoreTransaction
+from durafka.topology import HubTopics
+
+K = EventKind
+A, B, C = "@Counter@a", "@Counter@b", "@Counter@c"
+
+
+class Counter(durafka.Entity[int]):
+    def add(self, amount: int) -> None:
+        self.state += amount
+
+    def get(self) -> int:
+        return self.state
+
+
+@dataclass
+class FakeBatch:
+    now_ms: int = 1_000
+    out: list[tuple[str, int, bytes | None, bytes | None]] = field(default_factory=list)
+
+
+class Harness:
+    """One EntityProcessor over one partition store; records what it sends."""
+
+    def __init__(self) -> None:
+        registry = Registry()
+        registry.add_entity(Counter)
+        self.store = MemoryStore()
+        self.sent: list[tuple[str, HistoryEvent]] = []
+        self.processor = EntityProcessor(
+            registry, HubTopics("h"), self._send, max_payload_bytes=1000
+        )
+        self.batch = FakeBatch()
+
+    def _send(self, batch: Any, target: str, event: HistoryEvent) -> None:
+        self.sent.append((target, event))
+
+    def deliver(self, entity: str, *events: HistoryEvent) -> list[tuple[str, HistoryEvent]]:
+        """Process ``events`` for ``entity`` in one batch and commit it; what was sent."""
+        self.sent = []
+        self.batch = FakeBatch()
+        tx = StoreTransaction(self.store)
+        self.processor.process(self.batch, 0, tx, entity, list(events))
+        tx.prepare()
+        tx.complete(None)
+        return self.sent
+
+    def record(self, entity: str) -> EntityRecord | None:
+        raw = self.store.get(entity_key(entity))
+        return None if raw is None else decode_entity(raw)
+
+
+def op(name: str, value: Any = None, *, caller: str | None = None, seq: int = -1) -> HistoryEvent:
+    payload = None if value is None else json.dumps(value).encode()
+    return HistoryEvent(
+        K.ENTITY_OPERATION, 0, seq=seq, name=name, payload=payload, instance_id=caller
+    )
+
+
+def lock(owner: str, *ids: str, seq: int = 0) -> HistoryEvent:
+    return HistoryEvent(
+        K.LOCK_REQUESTED, 0, seq=seq, payload=json.dumps(sorted(ids)).encode(), instance_id=owner
+    )
+
+
+def release(owner: str, *chain: str) -> HistoryEvent:
+    payload = json.dumps(sorted(chain)).encode() if chain else None
+    return HistoryEvent(K.LOCK_RELEASED, 0, payload=payload, instance_id=owner)
+
+
+def kinds(sent: list[tuple[str, HistoryEvent]]) -> list[tuple[str, EventKind, str | None]]:
+    return [(target, e.kind, e.instance_id) for target, e in sent]
+
+
+def test_operations_update_state_respond_to_callers_and_publish() -> None:
+    h = Harness()
+    sent = h.deliver(
+        A, op("add", 2), op("add", 3, caller="o1", seq=7), op("get", caller="o1", seq=8)
+    )
+    assert kinds(sent) == [("o1", K.ENTITY_RESPONSE, A), ("o1", K.ENTITY_RESPONSE, A)]
+    assert [e.seq for _, e in sent] == [7, 8]
+    assert sent[1][1].payload == b"5"
+    rec = h.record(A)
+    assert rec is not None and rec.state == b"5" and rec.last_modified_at == 1_000
+    [(topic, partition, key, value)] = h.batch.out
+    assert (topic, partition, key) == ("h.entities", 0, A.encode())
+    assert value is not None and decode_entity(value).state == b"5"
+
+
+def test_a_read_only_batch_writes_nothing() -> None:
+    h = Harness()
+    h.deliver(A, op("add", 1))
+    h.deliver(A, op("get", caller="o", seq=0))
+    assert h.batch.out == []
+
+
+def test_a_failing_signal_is_counted_and_a_failing_call_answered() -> None:
+    h = Harness()
+    h.deliver(A, op("add", 1))
+    sent = h.deliver(A, op("add", "x"), op("nope", caller="o", seq=3))
+    [(target, response)] = sent
+    assert target == "o" and response.failure is not None
+    rec = h.record(A)
+    assert rec is not None and rec.state == b"1" and rec.error_count == 2
+    assert rec.last_error is not None and "nope" in rec.last_error.message
+
+
+def test_an_unregistered_entity_fails_its_calls_but_can_be_locked_and_deleted() -> None:
+    h = Harness()
+    sent = h.deliver("@Other@x", op("go", caller="o", seq=1), lock("o", "@Other@x"))
+    assert (
+        sent[0][1].failure is not None and "no entity named 'Other'" in sent[0][1].failure.message
+    )
+    assert sent[1][1].kind is K.LOCK_GRANTED
+    h.deliver("@Other@x", release("o"), op(DELETE_OPERATION))
+    assert h.record("@Other@x") is None
+
+
+def test_a_lock_travels_in_order_and_is_granted_by_the_last_entity() -> None:
+    h = Harness()
+    [(target, forward)] = h.deliver(A, lock("o1", B, A, C, seq=4))
+    assert (target, forward.kind, forward.instance_id, forward.seq) == (
+        B,
+        K.LOCK_REQUESTED,
+        "o1",
+        4,
+    )
+    assert kinds(h.deliver(B, forward)) == [(C, K.LOCK_REQUESTED, "o1")]
+    [(owner, grant)] = h.deliver(C, lock("o1", A, B, C, seq=4))
+    assert (owner, grant.kind, grant.seq, grant.instance_id) == ("o1", K.LOCK_GRANTED, 4, C)
+    for entity in (A, B, C):
+        rec = h.record(entity)
+        assert rec is not None and rec.locked_by == "o1" and rec.state is None
+
+
+def test_a_locked_entity_runs_only_the_holder_and_queues_the_rest_in_order() -> None:
+    h = Harness()
+    h.deliver(A, lock("o1", A))
+    sent = h.deliver(
+        A,
+        op("add", 1),  # a signal from outside: waits
+        op("add", 10, caller="o2", seq=0),  # another orchestration: waits
+        lock("o3", A, seq=5),  # another lock: waits
+        op("add", 100, caller="o1", seq=1),  # the holder: runs now
+        op("add", 1000, caller="o3", seq=6),  # o3's call after its lock request: waits
+    )
+    assert kinds(sent) == [("o1", K.ENTITY_RESPONSE, A)]
+    rec = h.record(A)
+    assert rec is not None and rec.state == b"100" and len(rec.queue) == 4
+
+    # Releasing runs the queue in order until o3's request locks the entity again;
+    # o3's own call then runs, as o3 holds the lock.
+    sent = h.deliver(A, release("o1"))
+    assert kinds(sent) == [
+        ("o2", K.ENTITY_RESPONSE, A),
+        ("o3", K.LOCK_GRANTED, A),
+        ("o3", K.ENTITY_RESPONSE, A),
+    ]
+    rec = h.record(A)
+    assert rec is not None and rec.state == b"1111" and rec.locked_by == "o3" and rec.queue == []
+
+
+def test_a_release_that_follows_the_request_path_stops_where_the_request_waits() -> None:
+    h = Harness()
+    h.deliver(B, lock("o2", B))  # o2 holds b
+    h.deliver(A, lock("o1", A, B))  # o1 holds a, its request waits at b
+    h.deliver(B, lock("o1", A, B))
+    rec_b = h.record(B)
+    assert rec_b is not None and [q.instance_id for q in rec_b.queue] == ["o1"]
+
+    # o1 ended before the grant: the release follows the request from a.
+    sent = h.deliver(A, release("o1", A, B))
+    assert kinds(sent) == [(B, K.LOCK_RELEASED, "o1")]
+    assert h.record(A) is None  # unlocked, no state: nothing left to store
+    assert h.deliver(B, sent[0][1]) == []  # the waiting request is dropped, not forwarded
+    rec_b = h.record(B)
+    assert rec_b is not None and rec_b.locked_by == "o2" and rec_b.queue == []
+    # A release for a lock never seen changes nothing.
+    assert h.deliver(C, release("o9", C)) == []
+
+
+def test_a_chained_release_unlocks_every_entity_in_turn() -> None:
+    h = Harness()
+    for entity in (A, B):
+        h.deliver(entity, lock("o1", A, B))
+    sent = h.deliver(A, release("o1", A, B))
+    assert kinds(sent) == [(B, K.LOCK_RELEASED, "o1")]
+    assert h.deliver(B, sent[0][1]) == []
+    assert h.record(A) is None and h.record(B) is None
+
+
+def test_deleting_a_locked_entity_keeps_its_lock() -> None:
+    h = Harness()
+    h.deliver(A, op("add", 5), lock("o1", A))
+    h.deliver(A, op(DELETE_OPERATION, caller="o1", seq=1))
+    rec = h.record(A)
+    assert rec is not None and rec.state is None and rec.locked_by == "o1"
+    h.deliver(A, release("o1"))
+    assert h.record(A) is None
+    assert h.batch.out == [("h.entities", 0, A.encode(), None)]
+
+
+def test_open_lock_and_release_of_ended_orchestrations() -> None:
+    request = HistoryEvent(K.LOCK_REQUESTED, 0, seq=2, payload=json.dumps([A, B]).encode())
+    grant = HistoryEvent(K.LOCK_GRANTED, 0, seq=2)
+    done = HistoryEvent(K.LOCK_RELEASED, 0, seq=5, payload=json.dumps([A, B]).encode())
+    assert open_lock([]) is None
+    assert open_lock([request]) == ([A, B], False)
+    assert open_lock([request, grant]) == ([A, B], True)
+    assert open_lock([request, grant, done]) is None
+
+    h = Harness()
+    h.processor.release_locks(h.batch, "o1", [request, grant])
+    assert [(t, e.payload) for t, e in h.sent] == [(A, None), (B, None)]
+    h.sent = []
+    h.processor.release_locks(h.batch, "o1", [request])
+    assert [(t, json.loads(e.payload or b"")) for t, e in h.sent] == [(A, [A, B])]
+
+
+def test_entity_actions_become_messages() -> None:
+    h = Harness()
+    ids = json.dumps([A, B]).encode()
+    for action in [
+        HistoryEvent(K.ENTITY_CALLED, 0, seq=1, name="add", payload=b"1", instance_id=A),
+        HistoryEvent(K.ENTITY_SIGNALED, 0, seq=2, name="add", payload=b"2", instance_id=B),
+        HistoryEvent(K.LOCK_REQUESTED, 0, seq=3, payload=ids),
+        HistoryEvent(K.LOCK_RELEASED, 0, seq=4, payload=ids),
+    ]:
+        h.processor.route_action(h.batch, "o1", action)
+    assert [(t, e.kind, e.seq, e.instance_id) for t, e in h.sent] == [
+        (A, K.ENTITY_OPERATION, 1, "o1"),
+        (B, K.ENTITY_OPERATION, -1, "o1"),  # a signal: no response wanted
+        (A, K.LOCK_REQUESTED, 3, "o1"),
+        (A, K.LOCK_RELEASED, 4, "o1"),
+        (B, K.LOCK_RELEASED, 4, "o1"),
+    ]
