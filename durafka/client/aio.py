@@ -110,7 +110,9 @@ class _TransportBackend:
                     TransportError(f"writing to {out.topic}[{out.partition}] failed: {err}")
                 )
 
-        def on_delivery_of(out: Outgoing, future: asyncio.Future[None]) -> Any:
+        def on_delivery_of(
+            out: Outgoing, future: asyncio.Future[None]
+        ) -> Callable[[Any, Any], None]:
             def on_delivery(err: Any, _record: Any) -> None:
                 # Runs on whichever thread serves the callbacks (the flush below).
                 loop.call_soon_threadsafe(settle, future, out, err)

@@ -144,13 +144,22 @@ class EntityProcessor:
             log.warning("dropped %d events for %r: %s", len(events), entity_id, exc)
             return
         key = entity_key(entity_id)
-        raw = tx.get(key)
-        record = decode_entity(raw) if raw is not None else EntityRecord(entity.name, entity.key)
-        run = _Run(batch, entity, record)
-        for ev in events:
-            self._handle(run, ev)
-        if run.dirty:
-            self._store(run, partition, tx, key, existed=raw is not None)
+        sent_before = len(batch.out)
+        try:
+            raw = tx.get(key)
+            record = (
+                decode_entity(raw) if raw is not None else EntityRecord(entity.name, entity.key)
+            )
+            run = _Run(batch, entity, record)
+            for ev in events:
+                self._handle(run, ev)
+            if run.dirty:
+                self._store(run, partition, tx, key, existed=raw is not None)
+        except Exception:
+            # A bug (user errors never get here): nothing of this entity's batch may
+            # leave without its state, so its responses and signals go too.
+            del batch.out[sent_before:]
+            raise
 
     def _handle(self, run: _Run, ev: HistoryEvent) -> None:
         kind = ev.kind

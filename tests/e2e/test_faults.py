@@ -542,8 +542,8 @@ def test_failed_commit_reprocesses_the_batch_exactly_once(
     def failing_commit_once(timeout: float = 30.0) -> None:
         # The first transaction that completes instances fails; its records were
         # produced and flushed, so the broker really aborts them.
-        completed, in_tx = set(completions_in_tx), completions_in_tx
-        in_tx.clear()
+        completed = set(completions_in_tx)
+        completions_in_tx.clear()
         if completed and not failed:
             failed.append(completed)
             raise TransactionError("injected: commit_transaction failed")

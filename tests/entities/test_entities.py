@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
 import time
 from collections.abc import Callable
 
@@ -101,18 +103,11 @@ async def test_async_client_signals_and_reads(running_app: durafka.App) -> None:
         deadline = time.monotonic() + 60
         while (found := await client.get_entity(f)) is None or found.state != 42:
             assert time.monotonic() < deadline, f"state of {f}: {found}"
-            await client.status_view.wait_ready_async(1)  # yields to the loop
-            await _sleep(0.02)
+            await asyncio.sleep(0.02)
         page = await client.list_entities(name="fcounter")
         assert [m.state for m in page.items] == [42]
         iid = await client.start_new(apps.counter_calls, "async-calls")
         assert await client.wait_for_completion(iid, timeout=60) == 8
-
-
-async def _sleep(seconds: float) -> None:
-    import asyncio
-
-    await asyncio.sleep(seconds)
 
 
 def test_orchestration_instance_ids_may_not_look_like_entity_ids(running_app: durafka.App) -> None:
@@ -156,7 +151,7 @@ def test_delete_entity_removes_the_state_and_writes_a_tombstone(
         assert c not in [m.entity_id for m in client.list_entities().items]
         values = entity_records(running_app, c)
         assert values[-1] is None, "no tombstone on H.entities"
-        assert decode_entity(values[0]).state == b"9" if values[0] else False
+        assert values[0] is not None and decode_entity(values[0]).state == b"9"
         # A deleted entity starts again from its initial state.
         client.signal_entity(c, "add", 1)
         wait_state(client, c, 1)
@@ -253,8 +248,6 @@ def start_transfers(
     client: Client, accounts: int, transfers: int, audits: int, prefix: str = "t"
 ) -> dict[str, str]:
     """Start the transfers (each moving 30..80 between two accounts) and the audits."""
-    import random
-
     rng = random.Random(7)
     ids: dict[str, str] = {}
     for n in range(transfers):

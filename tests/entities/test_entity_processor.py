@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
 import durafka
 from durafka.codec.records import EntityRecord, decode_entity
 from durafka.entities import DELETE_OPERATION
@@ -250,3 +252,24 @@ def test_entity_actions_become_messages() -> None:
         (A, K.LOCK_RELEASED, 4, "o1"),
         (B, K.LOCK_RELEASED, 4, "o1"),
     ]
+
+
+def test_an_internal_error_takes_back_what_the_entity_sent_in_the_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    h = Harness()
+    batch = FakeBatch(out=[("h.other", 0, b"k", b"kept")])
+
+    def send(_batch: Any, target: str, event: HistoryEvent) -> None:
+        batch.out.append(("h.orchestrations", 0, target.encode(), b"message"))
+
+    h.processor._send = send
+
+    def broken_store(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(h.processor, "_store", broken_store)
+    tx = StoreTransaction(h.store)
+    with pytest.raises(RuntimeError, match="bug"):
+        h.processor.process(batch, 0, tx, A, [op("add", 1, caller="o", seq=1)])
+    assert batch.out == [("h.other", 0, b"k", b"kept")]

@@ -186,6 +186,7 @@ class RetryInput:
     flaky: Flaky
     max_attempts: int
     interval_seconds: float
+    total_timeout_seconds: float | None = None
 
 
 @app.orchestration
@@ -195,6 +196,12 @@ async def retrying(ctx: OrchestrationContext, inp: RetryInput) -> str:
         max_attempts=inp.max_attempts,
         first_interval=timedelta(seconds=inp.interval_seconds),
         backoff_coefficient=1.0,
+        max_interval=timedelta(days=1),
+        total_timeout=(
+            None
+            if inp.total_timeout_seconds is None
+            else timedelta(seconds=inp.total_timeout_seconds)
+        ),
     )
     try:
         return f"succeeded on run {await ctx.call_activity(flaky, inp.flaky, retry=policy)}"
@@ -215,6 +222,21 @@ async def not_retried(ctx: OrchestrationContext, req: Flaky) -> str:
     except ActivityFailed as exc:
         return exc.details.error_type.rsplit(".", 1)[-1]
     return "unexpected success"
+
+
+@app.orchestration
+async def flaky_child(ctx: OrchestrationContext, req: Flaky) -> int:
+    """A child that fails whenever its one activity call fails (no retry of its own)."""
+    return await ctx.call_activity(flaky, req)
+
+
+@app.orchestration
+async def retries_child(ctx: OrchestrationContext, req: Flaky) -> str:
+    """Retries a failing sub-orchestration: each attempt is a new child instance."""
+    policy = RetryPolicy(max_attempts=4, first_interval=timedelta(milliseconds=100))
+    return (
+        f"child succeeded on run {await ctx.call_sub_orchestrator(flaky_child, req, retry=policy)}"
+    )
 
 
 @dataclass
@@ -279,6 +301,26 @@ async def ticking(ctx: OrchestrationContext, state: dict[str, Any]) -> dict[str,
     if g + 1 == len(state["timeouts_minutes"]):
         return {"ticked": g + 1}
     ctx.continue_as_new({**state, "generation": g + 1})
+
+
+@app.orchestration
+async def carry_over(ctx: OrchestrationContext, state: dict[str, Any]) -> list[Any]:
+    """Generation 0 continues as new on ``go``; generation 1 takes the ``item``s left over.
+
+    ``state["keep"]`` is passed as ``keep_unprocessed_events``; generation 1
+    stops at the first half second without an item.
+    """
+    if state["generation"] == 0:
+        await ctx.wait_for_external_event("go")
+        ctx.continue_as_new({**state, "generation": 1}, keep_unprocessed_events=state["keep"])
+    items: list[Any] = []
+    while True:
+        item = ctx.wait_for_external_event("item")
+        pause = ctx.create_timer(timedelta(seconds=0.5))
+        if await ctx.when_any([item, pause]) is pause:
+            return items
+        pause.cancel()
+        items.append(item.result())
 
 
 # -- custom status, determinism ----------------------------------------------------------

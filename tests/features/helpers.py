@@ -7,9 +7,10 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
+from durafka.client import Client
 from durafka.codec.records import decode_status
 from durafka.runtime.history import EventKind, HistoryEvent
-from durafka.status import OrchestrationStatus
+from durafka.status import OrchestrationStatus, RuntimeStatus
 from durafka.topology import HubTopics
 from durafka.transport.base import TopicPartition, Transport
 
@@ -92,3 +93,9 @@ async def wait_until_async(
             f"timed out after {timeout}s waiting for {what or probe}"
         )
         await asyncio.sleep(0.005)
+
+
+def has_status(client: Client, instance_id: str, status: RuntimeStatus) -> bool:
+    """Whether the client's view shows ``instance_id`` in ``status`` (for ``wait_until``)."""
+    current = client.get_status(instance_id)
+    return current is not None and current.runtime_status is status

@@ -6,6 +6,8 @@ import asyncio
 import time
 from datetime import timedelta
 
+import pytest
+
 from durafka import RuntimeStatus
 from durafka.client import Client
 from durafka.runtime.history import EventKind
@@ -84,3 +86,13 @@ async def _settle(env: TestEnvironment) -> None:
             return
         assert time.monotonic() < deadline, "the processor did not settle"
         await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_unprocessed_events_carry_over_only_when_asked(client: Client, keep: bool) -> None:
+    iid = client.start_new(apps.carry_over, {"generation": 0, "keep": keep})
+    client.raise_event(iid, "item", "first")
+    client.raise_event(iid, "item", "second")
+    client.raise_event(iid, "go")
+    expected = ["first", "second"] if keep else []
+    assert client.wait_for_completion(iid, timeout=60) == expected

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from durafka.client import Client
 from durafka.runtime.history import EventKind
 from tests.features import apps
 from tests.features.conftest import make_app
-from tests.features.helpers import count, status_records, wait_processed
+from tests.features.helpers import count, has_status, status_records, wait_processed
 from tests.support.processes import RoleLauncher, hub_env
 from tests.support.waiting import wait_until
 
@@ -43,8 +44,11 @@ def roles(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[RoleLaunch
 
 
 def _running(client: Client, iid: str) -> bool:
-    status = client.get_status(iid)
-    return status is not None and status.runtime_status is RuntimeStatus.RUNNING
+    return has_status(client, iid, RuntimeStatus.RUNNING)
+
+
+def _ran(workdir: Path, key: str) -> bool:
+    return apps.runs(workdir, key) >= 1
 
 
 def test_kill_9_with_timers_retries_and_buffered_events_in_flight(
@@ -75,11 +79,12 @@ def test_kill_9_with_timers_retries_and_buffered_events_in_flight(
             waiter = client.start_new(apps.wait_for, "late", instance_id="waiter")
 
             for iid in [*sleepers, *retriers, gatherer, waiter]:
-                wait_until(lambda i=iid: _running(client, i), timeout=60, what=f"{iid} running")
+                running = partial(has_status, client, iid, RuntimeStatus.RUNNING)
+                wait_until(running, timeout=60, what=f"{iid} running")
             client.raise_event(gatherer, "item", 1)
             client.raise_event(gatherer, "item", 2)
             for i in range(3):
-                wait_until(lambda i=i: apps.runs(workdir, f"retry-{i}") >= 1, timeout=60)
+                wait_until(partial(_ran, workdir, f"retry-{i}"), timeout=60)
             wait_processed(app.transport, hub)  # the first failures are in history
             # Still in flight (else the test would prove nothing): fail rather than pass.
             assert all(_running(client, i) for i in [*sleepers, *retriers])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import pytest
 
@@ -24,6 +25,10 @@ def _status_is(client: Client, iid: str, status: RuntimeStatus) -> None:
         timeout=60,
         what=f"{iid} {status.value}",
     )
+
+
+def _gone(client: Client, iid: str) -> bool:
+    return client.get_status(iid) is None
 
 
 # -- suspend / resume ----------------------------------------------------------------------
@@ -116,7 +121,7 @@ def test_purge_instances_by_status_and_creation_time(client: Client) -> None:
         client.purge_instances(status=RuntimeStatus.RUNNING)
     assert client.purge_instances(status="COMPLETED", created_before=cutoff) == 3
     for iid in old:
-        wait_until(lambda i=iid: client.get_status(i) is None, timeout=60, what=f"{iid} purged")
+        wait_until(partial(_gone, client, iid), timeout=60, what=f"{iid} purged")
     # The failed one, the new one and the running one are untouched.
     assert {s.instance_id for s in client.list_instances().items} == {failed, new, running}
 

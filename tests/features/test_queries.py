@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import durafka
 from durafka import RuntimeStatus
-from durafka.client import Client
+from durafka.client import AsyncClient, Client
 from durafka.runtime.history import EventKind, HistoryEvent
 from tests.features import apps
+from tests.features.helpers import wait_until_async
 from tests.support.waiting import wait_until
 
 
@@ -85,3 +86,21 @@ async def test_async_get_history_matches_the_sync_one(running_app: durafka.App) 
         EventKind.TIMER_FIRED,
         EventKind.EXECUTION_COMPLETED,
     ]
+
+
+async def test_standalone_async_client_reads_history_and_purges(running_app: durafka.App) -> None:
+    # Without the app's transport: aiokafka on Kafka, its own memory:// transport otherwise.
+    async with AsyncClient(running_app.settings, running_app.registry) as client:
+        ids = [await client.start_new(apps.sleeper, 0.0) for _ in range(3)]
+        for iid in ids:
+            await client.wait_for_completion(iid, timeout=60)
+        history = await client.get_history(ids[0])
+        assert [e.kind for e in history][-1] is EventKind.EXECUTION_COMPLETED
+
+        assert await client.purge_instances(status="COMPLETED") == 3
+        await wait_until_async(lambda: _none_left(client), what="the status tombstones")
+        assert await client.get_history(ids[0]) == []
+
+
+async def _none_left(client: AsyncClient) -> bool:
+    return not (await client.list_instances()).items

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from functools import partial
+from pathlib import Path
+
 from durafka import RuntimeStatus
 from durafka.client import Client
 from durafka.partitioning import partition_for
 from durafka.runtime.history import EventKind
 from tests.features import apps
+from tests.features.helpers import has_status
 from tests.support.waiting import wait_until
 
 PARTITIONS = 4
@@ -37,14 +41,8 @@ def test_terminate_with_reason_terminates_running_children(client: Client) -> No
     iid = client.start_new(apps.parent_of_waiters, 3, instance_id="parent-waiters")
     children = [f"{iid}-c{i}" for i in range(3)]
     for child in children:
-        wait_until(
-            lambda c=child: (
-                (s := client.get_status(c)) is not None
-                and s.runtime_status is RuntimeStatus.RUNNING
-            ),
-            timeout=60,
-            what=f"{child} running",
-        )
+        running = partial(has_status, client, child, RuntimeStatus.RUNNING)
+        wait_until(running, timeout=60, what=f"{child} running")
     client.terminate(iid, "customer cancelled")
 
     status = client.wait_for_status(iid, timeout=60)
@@ -55,3 +53,19 @@ def test_terminate_with_reason_terminates_running_children(client: Client) -> No
         assert child_status.runtime_status is RuntimeStatus.TERMINATED
         assert child_status.output == "customer cancelled"
     assert [e.kind for e in client.get_history(iid)][-1] is EventKind.EXECUTION_TERMINATED
+
+
+def test_failed_sub_orchestration_is_retried_as_a_new_child(client: Client, workdir: Path) -> None:
+    iid = client.start_new(apps.retries_child, apps.Flaky(str(workdir), "child", 2))
+    assert client.wait_for_completion(iid, timeout=60) == "child succeeded on run 3"
+    history = client.get_history(iid)
+    children = [e.instance_id for e in history if e.kind is EventKind.SUB_ORCHESTRATION_CREATED]
+    assert len(children) == 3 and len(set(children)) == 3
+    outcomes = []
+    for child in children:
+        assert child is not None
+        status = client.get_status(child)
+        assert status is not None
+        outcomes.append(status.runtime_status)
+    assert outcomes == [RuntimeStatus.FAILED, RuntimeStatus.FAILED, RuntimeStatus.COMPLETED]
+    assert [e.kind for e in history].count(EventKind.TIMER_FIRED) == 2

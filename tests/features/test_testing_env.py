@@ -41,15 +41,14 @@ async def test_a_30_day_timer_completes_at_once() -> None:
     assert 30 * DAY <= elapsed < 30 * DAY + 60
 
 
-async def test_retries_wait_on_durable_timers(workdir: Path) -> None:
+async def test_retries_wait_an_hour_on_durable_timers(workdir: Path) -> None:
     flaky = apps.Flaky(str(workdir), "hourly", fail_times=2)
     async with TestEnvironment(apps.app) as env:
         iid = await env.client.start_new(apps.retrying, apps.RetryInput(flaky, 5, 3600.0))
         assert await env.wait_for_completion(iid) == "succeeded on run 3"
         history = await env.client.get_history(iid)
     waits = [(e.fire_at or 0) - e.timestamp for e in history if e.kind is EventKind.TIMER_CREATED]
-    # An hour asked for, capped by RetryPolicy.max_interval (5 minutes by default).
-    assert waits == [300_000, 300_000]
+    assert waits == [3_600_000, 3_600_000]  # an hour each, on the skipping clock
 
 
 async def test_an_event_against_a_one_week_timeout() -> None:
@@ -76,3 +75,13 @@ async def test_move_the_clock_by_hand() -> None:
 async def _has_timer(env: TestEnvironment, iid: str) -> bool:
     history = await env.client.get_history(iid)
     return any(e.kind is EventKind.TIMER_CREATED for e in history)
+
+
+async def test_retries_stop_at_the_total_timeout(workdir: Path) -> None:
+    flaky = apps.Flaky(str(workdir), "deadline", fail_times=100)
+    # Waits of 4 minutes within 10 minutes: attempts at 0, 4 and 8 minutes, then no more.
+    retry = apps.RetryInput(flaky, 10, 240.0, total_timeout_seconds=600.0)
+    async with TestEnvironment(apps.app) as env:
+        iid = await env.client.start_new(apps.retrying, retry)
+        assert await env.wait_for_completion(iid) == "gave up: run 3 of deadline fails on purpose"
+    assert apps.runs(workdir, "deadline") == 3
