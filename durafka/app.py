@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -61,6 +62,7 @@ class App:
         self._transport: Transport | None = None
         self._store_factory: StoreFactory | None = None
         self._topics_ready = False
+        self._id_locks: list[int] = []
 
     # -- registration ---------------------------------------------------------------
 
@@ -168,6 +170,8 @@ class App:
         from durafka.processor import Processor
 
         self.ensure_topics()
+        if partitions is None and "processor_id" not in kwargs:
+            kwargs["processor_id"] = self._stable_id("processor")
         return Processor(
             self.settings,
             self.registry,
@@ -177,11 +181,43 @@ class App:
             **kwargs,
         )
 
+    def _stable_id(self, role: str) -> str | None:
+        """An id kept in the state dir, so a restarted process reuses its ``transactional.id``.
+
+        Reusing it fences the dead incarnation at once (its open transaction is
+        aborted by ``init_transactions``) instead of leaving read_committed readers
+        waiting for ``transaction.timeout.ms``. The id file is locked while this
+        process lives; a second process on the same state dir gets a fresh id, so
+        two live processes never fence each other. On memory:// there is nothing
+        to keep.
+        """
+        if self.settings.is_memory:
+            return None
+        import fcntl
+        import uuid
+
+        path = self.settings.state_dir / f"{self.settings.task_hub}.{role}.id"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None  # another live process owns this id
+        existing = os.read(fd, 64).decode().strip()
+        if not existing:
+            existing = uuid.uuid4().hex[:12]
+            os.write(fd, (existing + "\n").encode())
+        self._id_locks.append(fd)  # held (locked) until the app is closed
+        return existing
+
     def worker(self, **kwargs: Any) -> ActivityWorker:
         """An activity worker for this app."""
         from durafka.worker import ActivityWorker
 
         self.ensure_topics()
+        if "worker_id" not in kwargs:
+            kwargs["worker_id"] = self._stable_id("worker")
         return ActivityWorker(self.settings, self.registry, self.transport, **kwargs)
 
     def runner(
@@ -233,7 +269,10 @@ class App:
         return Client(self.settings, self.registry, self.transport)
 
     def close(self) -> None:
-        """Release the transport."""
+        """Release the transport and the id locks."""
+        for fd in self._id_locks:
+            os.close(fd)
+        self._id_locks.clear()
         if self._transport is not None:
             self._transport.close()
             self._transport = None
