@@ -15,11 +15,15 @@ from durafka.app import App
 from durafka.entities import Entity, EntityContext, EntityId, EntityMetadata
 from durafka.errors import (
     ActivityFailed,
+    ActivityTimeoutError,
     DurafkaError,
     EntityOperationFailed,
+    EventTimeoutError,
     FailureDetails,
     InstanceAlreadyExistsError,
+    InstanceNotFinishedError,
     InstanceNotFoundError,
+    InstanceNotRunningError,
     NonDeterminismError,
     OrchestrationFailed,
     PayloadTooLargeError,
@@ -37,6 +41,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ActivityFailed",
+    "ActivityTimeoutError",
     "App",
     "DurafkaError",
     "Entity",
@@ -44,9 +49,12 @@ __all__ = [
     "EntityId",
     "EntityMetadata",
     "EntityOperationFailed",
+    "EventTimeoutError",
     "FailureDetails",
     "InstanceAlreadyExistsError",
+    "InstanceNotFinishedError",
     "InstanceNotFoundError",
+    "InstanceNotRunningError",
     "NonDeterminismError",
     "OrchestrationContext",
     "OrchestrationFailed",

@@ -184,6 +184,10 @@ class ActivityTimeoutError(ActivityFailed):
     """
 
 
+class EventTimeoutError(DurafkaError, TimeoutError):
+    """``wait_for_external_event(..., timeout=...)`` expired before the event arrived."""
+
+
 class SubOrchestrationFailed(TaskFailedError):
     """A sub-orchestration ended Failed or Terminated."""
 

@@ -253,7 +253,9 @@ class OrchestrationContext:
         """A durable sleep: ``await ctx.sleep(timedelta(days=30))``."""
         return self.create_timer(delay)
 
-    def wait_for_external_event(self, name: str, *, type: Any = None) -> Task[Any]:
+    def wait_for_external_event(
+        self, name: str, *, type: Any = None, timeout: timedelta | None = None
+    ) -> Task[Any]:
         """A task completed by the next event ``name`` raised to this instance.
 
         Events that arrived before the wait are buffered, in order.
@@ -261,8 +263,18 @@ class OrchestrationContext:
         Args:
             name: the event name (case-sensitive).
             type: decode the event data into this type (default: plain JSON values).
+            timeout: give up after this long (a durable timer): awaiting the task
+                then raises :class:`durafka.errors.EventTimeoutError`.
+
+        Example:
+            >>> try:
+            ...     approved = await ctx.wait_for_external_event(
+            ...         "approval", timeout=timedelta(hours=72)
+            ...     )
+            ... except durafka.EventTimeoutError:
+            ...     await ctx.call_activity(escalate, request)
         """
-        return self._ex.wait_for_event(name, type)
+        return self._ex.wait_for_event(name, type, timeout)
 
     def send_event(self, instance_id: str, name: str, data: Any = None) -> None:
         """Raise event ``name`` on another instance (one-way, durable)."""

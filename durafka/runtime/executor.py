@@ -35,6 +35,7 @@ from durafka.errors import (
     ActivityFailed,
     ActivityTimeoutError,
     EntityOperationFailed,
+    EventTimeoutError,
     FailureDetails,
     NonDeterminismError,
     OrchestrationUsageError,
@@ -584,15 +585,32 @@ class OrchestrationExecutor:
     def _cancel_pending(self, seq: int) -> None:
         self._pending.pop(seq, None)
 
-    def wait_for_event(self, name: str, tp: Any) -> Task[Any]:
+    def wait_for_event(self, name: str, tp: Any, timeout: timedelta | None = None) -> Task[Any]:
         task: CompletableTask[Any] = CompletableTask()
         adapter = adapter_for(tp) if tp is not None else None
         buffered = self._event_buffer.get(name)
         if buffered:
             _, e = buffered.popleft()
             _settle(task, e.payload, adapter, f"event {name!r}")
-        else:
-            self._event_waiters.setdefault(name, deque()).append((task, adapter))
+            return task
+        waiters = self._event_waiters.setdefault(name, deque())
+        entry = (task, adapter)
+        waiters.append(entry)
+        if timeout is not None:
+            timer = self.create_timer(self.current_time_ms + int(timeout.total_seconds() * 1000))
+
+            def on_timer(_t: Task[Any]) -> None:
+                if task.is_complete or timer.is_failed:
+                    return
+                waiters.remove(entry)  # a later event is buffered for the next wait
+                task.fail(EventTimeoutError(f"no event {name!r} arrived within {timeout}"))
+
+            def on_event(_t: Task[Any]) -> None:
+                if not timer.is_complete:
+                    timer.cancel()
+
+            _Callback(timer, on_timer)
+            _Callback(task, on_event)
         return task
 
     def send_event(self, instance_id: str, name: str, data: Any) -> None:

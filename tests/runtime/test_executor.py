@@ -25,6 +25,7 @@ from durafka.codec.payload import decode_payload
 from durafka.errors import (
     ActivityFailed,
     ConfigurationError,
+    EventTimeoutError,
     FailureDetails,
     SubOrchestrationFailed,
 )
@@ -1136,3 +1137,33 @@ def test_fan_out_any_completion_order(data: st.DataObject, n: int) -> None:
         )
     # Run checked replay equivalence at every step; the outcome ignores the order.
     assert out(run) == (f"failed: e{min(fail)}" if fail else "all good")
+
+
+# -- wait_for_external_event(timeout=...) --------------------------------------------
+
+
+async def _approval_with_timeout(ctx: OrchestrationContext) -> str:
+    try:
+        value = await ctx.wait_for_external_event("approval", timeout=timedelta(hours=72))
+    except EventTimeoutError:
+        return "escalated"
+    return f"approved:{value}"
+
+
+def test_event_wait_times_out_on_its_durable_timer() -> None:
+    run = Run(registry_with(_approval_with_timeout), "_approval_with_timeout")
+    first = run.start()
+    (timer,) = first.actions
+    assert timer.kind is EventKind.TIMER_CREATED
+    assert timer.fire_at == T0 + 72 * 3600 * 1000
+    result = run.step(timer_fired(timer.seq, timer.fire_at))
+    assert result.completion is not None
+    assert result.completion.payload == b'"escalated"'
+
+
+def test_event_arriving_before_the_timeout_cancels_the_timer() -> None:
+    run = Run(registry_with(_approval_with_timeout), "_approval_with_timeout")
+    (_timer,) = run.start().actions
+    result = run.step(event_raised("approval", "yes"))
+    assert result.completion is not None
+    assert result.completion.payload == b'"approved:yes"'
