@@ -225,11 +225,22 @@ class App:
     ) -> Runner:
         """A runner hosting a processor and/or a worker on background threads (not started)."""
         runner = Runner()
+        local = None
         if processor:
-            proc = self.processor(partitions)
+            if worker and self.settings.local_activities:
+                # Co-located: activities run next to the processor, in its batches.
+                from durafka.processor.local import LocalActivities
+
+                local = LocalActivities(
+                    self.registry,
+                    max_concurrent=self.settings.max_concurrent_activities,
+                    max_payload_bytes=self.settings.max_payload_bytes,
+                    wait_seconds=self.settings.local_activity_wait_ms / 1000,
+                )
+            proc = self.processor(partitions, local_activities=local)
             runner.add("processor", proc.run)
         if worker:
-            runner.add("worker", self.worker().run)
+            runner.add("worker", self.worker(local_activities=local).run)
         return runner
 
     @contextmanager

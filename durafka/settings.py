@@ -41,6 +41,16 @@ class Settings(BaseSettings):
     commit_interval_ms: int = Field(
         5, ge=0, description="How long a batch may wait for more records before committing."
     )
+    local_activities: bool = Field(
+        True,
+        description=(
+            "When a processor and a worker share a process, run activities next to the "
+            "processor and apply their results in the same batch (one transaction)."
+        ),
+    )
+    local_activity_wait_ms: int = Field(
+        50, ge=0, description="How long a batch waits for its local activities at most."
+    )
     max_payload_bytes: int = Field(DEFAULT_MAX_PAYLOAD_BYTES, ge=1)
     transaction_timeout_ms: int = Field(60_000, ge=1000)
     client_config: dict[str, str] = Field(

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from durafka.codec.payload import decode_payload, encode_payload
 from durafka.codec.records import (
@@ -50,6 +50,9 @@ from durafka.registry import FunctionDef, Registry
 from durafka.runtime.history import EventKind, HistoryEvent
 from durafka.settings import Settings
 from durafka.topology import HubTopics
+
+if TYPE_CHECKING:
+    from durafka.processor.local import LocalActivities
 from durafka.transport.base import (
     Consumer,
     Record,
@@ -134,6 +137,8 @@ class ActivityWorker:
             A random id when omitted.
         drain_timeout: after ``stop`` is set, how long ``run`` waits for running
             activities before abandoning them (they then run again elsewhere).
+        local_activities: the co-located processor's local pool: a task it handed
+            off is adopted (its running execution awaited) instead of run again.
 
     Attributes:
         worker_id: this worker's id (given or random).
@@ -149,6 +154,7 @@ class ActivityWorker:
         *,
         worker_id: str | None = None,
         drain_timeout: timedelta = timedelta(seconds=5),
+        local_activities: LocalActivities | None = None,
     ) -> None:
         self._settings = settings
         self._registry = registry
@@ -159,6 +165,7 @@ class ActivityWorker:
         self.transactional_id = f"{settings.task_hub}.worker.{self.worker_id}"
         self._max_running = settings.max_concurrent_activities
         self._drain_timeout = drain_timeout.total_seconds()
+        self._local = local_activities
 
         self._consumer: Consumer | None = None
         self._producer: TransactionalProducer | None = None
@@ -393,8 +400,13 @@ class ActivityWorker:
             self._start(self._backlog.popleft())
 
     def _start(self, job: _Job) -> None:
-        future: Future[HistoryEvent]
-        if job.fdef.is_async:
+        future: Future[HistoryEvent] | None = None
+        if self._local is not None:
+            # Already running next to the co-located processor: take it over.
+            future = self._local.adopt(job.task)
+        if future is not None:
+            pass
+        elif job.fdef.is_async:
             future = asyncio.run_coroutine_threadsafe(self._call_async(job), self._event_loop())
         else:
             future = self._thread_pool().submit(self._call_sync, job)
@@ -403,43 +415,10 @@ class ActivityWorker:
         future.add_done_callback(lambda f: completions.put((job, f)))
 
     def _call_sync(self, job: _Job) -> HistoryEvent:
-        task, fdef = job.task, job.fdef
-        try:
-            args = self._arguments(task, fdef)
-            return self._completed(task, fdef, fdef.fn(*args))
-        except Exception as exc:
-            return _failed(task, exc)
+        return run_activity(job.task, job.fdef, self._settings.max_payload_bytes)
 
     async def _call_async(self, job: _Job) -> HistoryEvent:
-        task, fdef = job.task, job.fdef
-        try:
-            args = self._arguments(task, fdef)
-            return self._completed(task, fdef, await fdef.fn(*args))
-        except Exception as exc:
-            return _failed(task, exc)
-
-    @staticmethod
-    def _arguments(task: ActivityTask, fdef: FunctionDef) -> Sequence[Any]:
-        if not fdef.takes_input:
-            return ()
-        return (
-            decode_payload(task.input, fdef.input_adapter, what=f"input of activity {task.name!r}"),
-        )
-
-    def _completed(self, task: ActivityTask, fdef: FunctionDef, output: Any) -> HistoryEvent:
-        payload = encode_payload(
-            output,
-            fdef.output_adapter,
-            max_bytes=self._settings.max_payload_bytes,
-            what=f"result of activity {task.name!r}",
-        )
-        return HistoryEvent(
-            EventKind.TASK_COMPLETED,
-            _now_ms(),
-            seq=task.seq,
-            attempt=task.attempt,
-            payload=payload,
-        )
+        return await run_activity_async(job.task, job.fdef, self._settings.max_payload_bytes)
 
     def _collect(self, timeout: float) -> None:
         """Handle finished activities, waiting up to ``timeout`` seconds for the first."""
@@ -559,6 +538,48 @@ class ActivityWorker:
             self._tracks.pop(tp, None)
         if self._backlog:
             self._backlog = deque(j for j in self._backlog if j.tp not in gone)
+
+
+def run_activity(task: ActivityTask, fdef: FunctionDef, max_payload_bytes: int) -> HistoryEvent:
+    """Run a sync activity; its result (or failure) as the event to send to the instance."""
+    try:
+        args = _arguments(task, fdef)
+        return _completed(task, fdef, fdef.fn(*args), max_payload_bytes)
+    except Exception as exc:
+        return _failed(task, exc)
+
+
+async def run_activity_async(
+    task: ActivityTask, fdef: FunctionDef, max_payload_bytes: int
+) -> HistoryEvent:
+    """Run an async activity; its result (or failure) as the event to send to the instance."""
+    try:
+        args = _arguments(task, fdef)
+        return _completed(task, fdef, await fdef.fn(*args), max_payload_bytes)
+    except Exception as exc:
+        return _failed(task, exc)
+
+
+def _arguments(task: ActivityTask, fdef: FunctionDef) -> Sequence[Any]:
+    if not fdef.takes_input:
+        return ()
+    return (
+        decode_payload(task.input, fdef.input_adapter, what=f"input of activity {task.name!r}"),
+    )
+
+
+def _completed(
+    task: ActivityTask, fdef: FunctionDef, output: Any, max_payload_bytes: int
+) -> HistoryEvent:
+    payload = encode_payload(
+        output,
+        fdef.output_adapter,
+        max_bytes=max_payload_bytes,
+        what=f"result of activity {task.name!r}",
+    )
+    return HistoryEvent(
+        EventKind.TASK_COMPLETED, _now_ms(), seq=task.seq, attempt=task.attempt, payload=payload
+    )
 
 
 def _failed(task: ActivityTask, exc: BaseException) -> HistoryEvent:

@@ -8,10 +8,10 @@ counts when the client sees it, as a user would.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from durafka.bench import workloads
@@ -35,7 +35,7 @@ __all__ = [
 T = TypeVar("T")
 
 
-@dataclass
+@dataclasses.dataclass
 class Drive:
     """What a driver works with.
 
@@ -55,8 +55,16 @@ class Drive:
     max_in_flight: int
     label: str = ""
 
-    async def guarded(self, what: str, work: Awaitable[T]) -> T:
-        """Await ``work`` within ``timeout``, failing early if a role dies."""
+    async def guarded(
+        self, what: str, work: Awaitable[T], status: Callable[[], str] | None = None
+    ) -> T:
+        """Await ``work`` within ``timeout``, failing early if a role dies.
+
+        Args:
+            what: names the work in error messages.
+            work: the workload.
+            status: says how far the work got, for the timeout message.
+        """
         task = asyncio.ensure_future(work)
         deadline = time.monotonic() + self.timeout
         try:
@@ -66,7 +74,8 @@ class Drive:
                     return task.result()
                 self.check()
                 if time.monotonic() > deadline:
-                    raise BenchmarkError(f"{what} did not finish within {self.timeout:.0f}s")
+                    got = f" ({status()})" if status is not None else ""
+                    raise BenchmarkError(f"{what} did not finish within {self.timeout:g} s{got}")
         finally:
             if not task.done():
                 task.cancel()
@@ -110,7 +119,7 @@ async def warm_up(drive: Drive, partitions: int, timeout: float) -> float:
         await client.wait_for_completion(iid, timeout=None)
         drive.progress.advance()
 
-    warm = Drive(drive.client, drive.progress, drive.check, timeout, drive.max_in_flight)
+    warm = dataclasses.replace(drive, timeout=timeout)
     await warm.guarded("the warm-up", asyncio.gather(*(one(i) for i in ids)))
     drive.progress.end()
     return time.perf_counter() - t0
@@ -136,14 +145,17 @@ async def _start_and_await_all(
     window = asyncio.Semaphore(drive.max_in_flight)
     last_started = 0.0
     last_done = 0.0
+    started = completed = 0
 
     async def one(i: int, value: Any) -> None:
-        nonlocal last_started, last_done
+        nonlocal last_started, last_done, started, completed
         async with window:
             iid = await client.start_new(orchestration, value, instance_id=f"{id_prefix}-{i}")
         last_started = max(last_started, time.perf_counter())
+        started += 1
         output = await client.wait_for_completion(iid, timeout=None)
         last_done = max(last_done, time.perf_counter())
+        completed += 1
         if output != expected(value):
             raise BenchmarkError(
                 f"{what}: instance {iid} returned {output!r}, expected {expected(value)!r}"
@@ -152,7 +164,11 @@ async def _start_and_await_all(
 
     drive.progress.begin(f"{drive.label}{what}", len(inputs))
     t0 = time.perf_counter()
-    await drive.guarded(what, asyncio.gather(*(one(i, v) for i, v in enumerate(inputs))))
+    await drive.guarded(
+        what,
+        asyncio.gather(*(one(i, v) for i, v in enumerate(inputs))),
+        lambda: f"{started} of {len(inputs)} started, {completed} completed",
+    )
     drive.progress.end()
     return t0, last_started, last_done
 

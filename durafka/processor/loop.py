@@ -23,6 +23,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -51,6 +53,7 @@ from durafka.processor.keys import (
     timer_key,
     timer_upper_bound,
 )
+from durafka.processor.local import LocalActivities
 from durafka.registry import Registry
 from durafka.runtime.executor import OrchestrationExecutor
 from durafka.runtime.history import (
@@ -99,6 +102,8 @@ class _Batch:
     work: dict[int, dict[str, list[HistoryEvent]]] = field(default_factory=dict)
     touched: dict[str, Instance] = field(default_factory=dict)
     out: list[tuple[str, int, bytes | None, bytes | None]] = field(default_factory=list)
+    #: Activities started next to the processor: (partition, instance, task, result).
+    local: list[tuple[int, str, ActivityTask, Future[HistoryEvent]]] = field(default_factory=list)
 
     def add(self, partition: int, instance_id: str, event: HistoryEvent) -> None:
         by_instance = self.work.get(partition)
@@ -133,6 +138,7 @@ class Processor:
         partitions: list[int] | None = None,
         clock: Callable[[], float] = time.time,
         processor_id: str | None = None,
+        local_activities: LocalActivities | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -142,6 +148,7 @@ class Processor:
         self.clock = clock
         self.topics = HubTopics(settings.task_hub)
         self.cache = InstanceCache(settings.cache_size)
+        self._local = local_activities
         self._entities = EntityProcessor(
             registry, self.topics, self._send, max_payload_bytes=settings.max_payload_bytes
         )
@@ -212,6 +219,8 @@ class Processor:
 
     def close(self) -> None:
         """Close the consumers, the producer and every store."""
+        if self._local is not None:
+            self._local.close()
         for part in list(self._owned.values()):
             self._release(part)
         self._owned.clear()
@@ -327,6 +336,8 @@ class Processor:
                     # instance fails with the internal error and the batch goes on.
                     log.exception("internal error processing instance %r", iid)
                     self._fail_internally(batch, part, tx, iid, exc)
+        if batch.local:
+            self._run_local_activities(batch)
         self._emit_instance_writes(batch)
         self._commit(batch)
 
@@ -589,15 +600,11 @@ class Processor:
         kind = a.kind
         if kind is K.TASK_SCHEDULED:
             task = ActivityTask(iid, a.seq, 1, a.name or "", a.payload, batch.now_ms)
-            key = iid.encode()
-            batch.out.append(
-                (
-                    self.topics.activities,
-                    partition_for(key, self._n_activities),
-                    key,
-                    encode_activity_task(task),
-                )
-            )
+            local = self._local.start(task) if self._local is not None else None
+            if local is not None:
+                batch.local.append((inst.partition, iid, task, local))
+            else:
+                self._produce_activity_task(batch, task)
         elif kind is K.TIMER_CREATED:
             due = a.fire_at or batch.now_ms
             tx.put(timer_key(due, iid, a.seq), b"")
@@ -623,6 +630,56 @@ class Processor:
             )
         elif kind in ENTITY_ACTION_KINDS:
             self._entities.route_action(batch, iid, a)
+
+    def _produce_activity_task(self, batch: _Batch, task: ActivityTask) -> None:
+        key = task.instance_id.encode()
+        batch.out.append(
+            (
+                self.topics.activities,
+                partition_for(key, self._n_activities),
+                key,
+                encode_activity_task(task),
+            )
+        )
+
+    def _run_local_activities(self, batch: _Batch) -> None:
+        """Apply the results of activities run next to the processor, within this batch.
+
+        Rounds repeat while results arrive (an orchestrator's next activity runs in
+        the same batch too) until ``local_activity_wait_ms`` is spent; activities
+        still running then go to ``H.activities`` for a worker.
+        """
+        assert self._local is not None
+        deadline = time.monotonic() + self._local.wait_seconds
+        while batch.local:
+            started, batch.local = batch.local, []
+            futures_wait([f for *_, f in started], timeout=max(0.0, deadline - time.monotonic()))
+            results: dict[tuple[int, str], list[HistoryEvent]] = {}
+            for p, iid, task, future in started:
+                if future.done() and not future.cancelled():
+                    results.setdefault((p, iid), []).append(future.result())
+                else:
+                    self._hand_off(batch, task, future)
+            for (p, iid), events in results.items():
+                part = self._owned.get(p)
+                if part is None:
+                    continue
+                tx = self._tx(part)
+                try:
+                    self._process_instance(batch, part, tx, iid, events)
+                except Exception as exc:
+                    log.exception("internal error processing instance %r", iid)
+                    self._fail_internally(batch, part, tx, iid, exc)
+            if time.monotonic() >= deadline:
+                for _, _, task, future in batch.local:
+                    self._hand_off(batch, task, future)
+                batch.local = []
+
+    def _hand_off(self, batch: _Batch, task: ActivityTask, future: Future[HistoryEvent]) -> None:
+        """A local activity outlasted the batch: durable task for the worker, which adopts it."""
+        assert self._local is not None
+        self._local.hand_off(task, future)
+        self._produce_activity_task(batch, task)
 
     def _send(self, batch: _Batch, target: str, event: HistoryEvent) -> None:
         key = target.encode()
@@ -781,7 +838,14 @@ class Processor:
         self._touch(batch, inst)
 
     def _update_status(self, batch: _Batch, inst: Instance, **changes: Any) -> None:
-        inst.state.status = replace(inst.state.status, last_updated_at_ms=batch.now_ms, **changes)
+        current = inst.state.status
+        new_runtime = changes.get("runtime_status", current.runtime_status)
+        if inst.status_dirty and new_runtime is not current.runtime_status:
+            # Every runtime-status change is published, even two within one batch
+            # (e.g. RUNNING then COMPLETED when a local activity finished in it).
+            key = inst.instance_id.encode()
+            batch.out.append((self.topics.status, inst.partition, key, encode_status(current)))
+        inst.state.status = replace(current, last_updated_at_ms=batch.now_ms, **changes)
         inst.status_dirty = True
 
     # -- writes and commit ----------------------------------------------------------------------

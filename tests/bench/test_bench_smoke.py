@@ -7,6 +7,7 @@ that every workload runs, every result is verified and counted, and the report
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,9 @@ from typer.testing import CliRunner
 
 from durafka.bench import BenchConfig, BenchResult, ProcessMode, Workload, hosting, run_benchmark
 from durafka.bench import workloads as bench_workloads
-from durafka.bench.drivers import percentile
+from durafka.bench.drivers import Drive, percentile
 from durafka.bench.hosting import split_partitions
+from durafka.bench.progress import NoProgress
 from durafka.cli import app as cli
 from durafka.errors import BenchmarkError
 
@@ -225,3 +227,16 @@ def test_a_dead_role_process_fails_the_run_with_its_log(
 
     with pytest.raises(BenchmarkError, match=r"(?s)a role process died.*no_such_app"):
         run_benchmark(config)
+
+
+async def test_a_workload_that_hangs_fails_with_how_far_it_got() -> None:
+    drive = Drive(
+        client=None,  # type: ignore[arg-type]  # guarded() never touches the client
+        progress=NoProgress(),
+        check=lambda: None,
+        timeout=0.3,
+        max_in_flight=1,
+    )
+
+    with pytest.raises(BenchmarkError, match=r"W1 did not finish within 0s \(3 of 5 done\)"):
+        await drive.guarded("W1", asyncio.sleep(60), lambda: "3 of 5 done")
