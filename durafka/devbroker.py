@@ -246,7 +246,7 @@ class LocalBroker:
     """
 
     #: JVM flags: a small heap and thread pools sized for a two-core machine.
-    jvm_options: tuple[str, ...] = ("-Xms256m", "-Xmx1g", "-XX:ActiveProcessorCount=2")
+    jvm_options: tuple[str, ...] = ("-Xms256m", "-Xmx2g", "-XX:ActiveProcessorCount=2")
 
     def __init__(
         self,

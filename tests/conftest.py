@@ -7,6 +7,7 @@ failing test that used the broker gets the tail of the broker log in its report.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Generator, Iterator
 
@@ -64,6 +65,38 @@ def kafka_hub_topics(kafka_bootstrap: str, hub: str) -> list[TopicSpec]:
 def _remember_request(request: pytest.FixtureRequest) -> None:
     # Its fixturenames also list fixtures taken with request.getfixturevalue().
     request.node.stash[_REQUEST] = request
+
+
+@pytest.fixture(autouse=True)
+def _delete_topics_after_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Delete the topics a test created on the session's own broker.
+
+    Every test creates a task hub of its own (six topics); kept for the whole
+    session they add up to tens of thousands of partitions, which a small test
+    broker does not survive. A shared broker named by ``DURAFKA_BOOTSTRAP`` is
+    left alone (others may be using it).
+    """
+    handle = request.config.stash.get(_BROKER, None)
+    before = _topics(handle) if handle is not None and _owned(handle) else None
+    yield
+    handle = request.config.stash.get(_BROKER, None)
+    if handle is None or not _owned(handle) or not _used_kafka(request.node):
+        return
+    created = _topics(handle) - (before or set())
+    if created:
+        admin = admin_client(handle.bootstrap)
+        for future in admin.delete_topics(sorted(created), operation_timeout=30).values():
+            with contextlib.suppress(Exception):  # best effort: a leftover topic is harmless
+                future.result()
+
+
+def _owned(handle: BrokerHandle) -> bool:
+    return handle.origin != "DURAFKA_BOOTSTRAP"
+
+
+def _topics(handle: BrokerHandle) -> set[str]:
+    names = admin_client(handle.bootstrap).list_topics(timeout=30).topics
+    return {name for name in names if not name.startswith("__")}
 
 
 def _used_kafka(item: pytest.Item) -> bool:

@@ -20,6 +20,7 @@ from durafka.bench.results import Metrics
 from durafka.client import AsyncClient
 from durafka.errors import BenchmarkError
 from durafka.partitioning import partition_for
+from durafka.status import OrchestrationStatus, RuntimeStatus
 
 __all__ = [
     "Drive",
@@ -125,6 +126,45 @@ async def warm_up(drive: Drive, partitions: int, timeout: float) -> float:
     return time.perf_counter() - t0
 
 
+@dataclasses.dataclass
+class _Timeline:
+    """When a batch of instances started and finished, as seen by the client and the processors.
+
+    ``t0``, ``last_started`` and ``last_seen`` are ``perf_counter`` times; ``processed``
+    is the seconds from ``t0`` to the last completion as stamped by a processor
+    (its status record's ``last_updated_at``), which tells the processing apart
+    from the delay of the client's status view.
+    """
+
+    t0: float
+    last_started: float
+    last_seen: float
+    processed: float
+
+    def metrics(self, n: int) -> Metrics:
+        seen = self.last_seen - self.t0
+        started = self.last_started - self.t0
+        return {
+            "n": n,
+            "verified": n,
+            "seconds": seen,
+            "orchestrations_per_s": n / seen,
+            "start_seconds": started,
+            "starts_per_s": n / max(started, 1e-9),
+            "processed_seconds": self.processed,
+            "view_lag_ms": max(0.0, (seen - self.processed) * 1000),
+        }
+
+
+def _output(what: str, status: OrchestrationStatus) -> Any:
+    if status.runtime_status is not RuntimeStatus.COMPLETED:
+        failure = status.failure_details.message if status.failure_details else ""
+        raise BenchmarkError(
+            f"{what}: instance {status.instance_id} ended {status.runtime_status.value} {failure}"
+        )
+    return status.output
+
+
 async def _start_and_await_all(
     drive: Drive,
     what: str,
@@ -132,30 +172,29 @@ async def _start_and_await_all(
     inputs: Sequence[Any],
     expected: Callable[[Any], Any],
     id_prefix: str,
-) -> tuple[float, float, float]:
+) -> _Timeline:
     """Start one instance per input as fast as the client allows and await them all.
-
-    Returns:
-        ``(first start, last start acknowledged, last completion)`` as perf_counter times.
 
     Raises:
         BenchmarkError: an output is wrong, or it took longer than ``drive.timeout``.
     """
     client = drive.client
     window = asyncio.Semaphore(drive.max_in_flight)
-    last_started = 0.0
-    last_done = 0.0
+    last_started = last_seen = 0.0
+    last_stamp_ms = 0
     started = completed = 0
 
     async def one(i: int, value: Any) -> None:
-        nonlocal last_started, last_done, started, completed
+        nonlocal last_started, last_seen, last_stamp_ms, started, completed
         async with window:
             iid = await client.start_new(orchestration, value, instance_id=f"{id_prefix}-{i}")
         last_started = max(last_started, time.perf_counter())
         started += 1
-        output = await client.wait_for_completion(iid, timeout=None)
-        last_done = max(last_done, time.perf_counter())
+        status = await client.wait_for_status(iid, timeout=None)
+        last_seen = max(last_seen, time.perf_counter())
+        last_stamp_ms = max(last_stamp_ms, status.last_updated_at_ms)
         completed += 1
+        output = _output(what, status)
         if output != expected(value):
             raise BenchmarkError(
                 f"{what}: instance {iid} returned {output!r}, expected {expected(value)!r}"
@@ -163,31 +202,23 @@ async def _start_and_await_all(
         drive.progress.advance()
 
     drive.progress.begin(f"{drive.label}{what}", len(inputs))
-    t0 = time.perf_counter()
+    t0, t0_epoch = time.perf_counter(), time.time()
     await drive.guarded(
         what,
         asyncio.gather(*(one(i, v) for i, v in enumerate(inputs))),
         lambda: f"{started} of {len(inputs)} started, {completed} completed",
     )
     drive.progress.end()
-    return t0, last_started, last_done
+    return _Timeline(t0, last_started, last_seen, last_stamp_ms / 1000 - t0_epoch)
 
 
 async def hello_throughput(drive: Drive, n: int) -> Metrics:
     """W1 throughput: ``n`` hello instances at once; every output verified."""
     names = [f"user-{i}" for i in range(n)]
-    t0, started, done = await _start_and_await_all(
+    timeline = await _start_and_await_all(
         drive, "W1 hello throughput", workloads.hello, names, workloads.expected_hello, "w1"
     )
-    wall = done - t0
-    return {
-        "n": n,
-        "verified": n,
-        "seconds": wall,
-        "orchestrations_per_s": n / wall,
-        "start_seconds": started - t0,
-        "starts_per_s": n / max(started - t0, 1e-9),
-    }
+    return timeline.metrics(n)
 
 
 async def hello_latency(drive: Drive, n: int) -> Metrics:
@@ -224,8 +255,7 @@ async def hello_latency(drive: Drive, n: int) -> Metrics:
 
 async def sequence_throughput(drive: Drive, n: int) -> Metrics:
     """W2: ``n`` instances of 5 activities in sequence; every output verified."""
-    steps = workloads.SEQUENCE_STEPS
-    t0, started, done = await _start_and_await_all(
+    timeline = await _start_and_await_all(
         drive,
         "W2 sequence",
         workloads.sequence,
@@ -233,15 +263,9 @@ async def sequence_throughput(drive: Drive, n: int) -> Metrics:
         workloads.expected_sequence,
         "w2",
     )
-    wall = done - t0
-    return {
-        "n": n,
-        "verified": n,
-        "seconds": wall,
-        "orchestrations_per_s": n / wall,
-        "activities_per_s": n * steps / wall,
-        "start_seconds": started - t0,
-    }
+    metrics = timeline.metrics(n)
+    metrics["activities_per_s"] = n * workloads.SEQUENCE_STEPS / metrics["seconds"]
+    return metrics
 
 
 async def fan_out(drive: Drive, m: int) -> Metrics:

@@ -84,7 +84,8 @@ def _describe(name: str, m: Metrics) -> tuple[str, str, str]:
     if name == "w1_throughput":
         return (
             f"{m['n']:,.0f}",
-            f"{m['orchestrations_per_s']:,.0f} orch/s (starts {m['starts_per_s']:,.0f}/s)",
+            f"{m['orchestrations_per_s']:,.0f} orch/s (starts {m['starts_per_s']:,.0f}/s, "
+            f"view lag {m.get('view_lag_ms', 0):,.0f} ms)",
             f"{m['seconds']:.2f}",
         )
     if name == "w1_latency":

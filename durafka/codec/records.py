@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from durafka.codec import fast
 from durafka.codec.avro import bound
 from durafka.errors import FailureDetails
 from durafka.runtime.history import EventKind, HistoryEvent
@@ -74,7 +75,7 @@ def event_from_dict(d: dict[str, Any]) -> HistoryEvent:
 
 def encode_message(instance_id: str, event: HistoryEvent) -> bytes:
     """A record value for ``H.orchestrations``: an event addressed to one instance."""
-    return _enc_message({"instance_id": instance_id, "event": event_to_dict(event)})
+    return fast.encode_message(instance_id, event)
 
 
 def decode_message(data: bytes) -> tuple[str, HistoryEvent]:
@@ -100,15 +101,8 @@ class ActivityTask:
 
 def encode_activity_task(t: ActivityTask) -> bytes:
     """A record value for ``H.activities``."""
-    return _enc_task(
-        {
-            "instance_id": t.instance_id,
-            "seq": t.seq,
-            "attempt": t.attempt,
-            "name": t.name,
-            "input": t.input,
-            "scheduled_at": t.scheduled_at,
-        }
+    return fast.encode_activity_task(
+        t.instance_id, t.seq, t.attempt, t.name, t.input, t.scheduled_at
     )
 
 
@@ -157,7 +151,7 @@ def status_from_dict(d: dict[str, Any]) -> OrchestrationStatus:
 
 def encode_status(s: OrchestrationStatus) -> bytes:
     """A record value for ``H.status``."""
-    return _enc_status(status_to_dict(s))
+    return fast.encode_status(s)
 
 
 def decode_status(data: bytes) -> OrchestrationStatus:
@@ -191,15 +185,8 @@ class InstanceState:
 
 def encode_state(s: InstanceState) -> bytes:
     """A store value for ``i/<id>``."""
-    return _enc_state(
-        {
-            "status": status_to_dict(s.status),
-            "parent_seq": s.parent_seq,
-            "history_chunks": s.history_chunks,
-            "history_length": s.history_length,
-            "generation": s.generation,
-            "pending_events": [event_to_dict(e) for e in s.pending_events],
-        }
+    return fast.encode_state(
+        s.status, s.parent_seq, s.history_chunks, s.history_length, s.generation, s.pending_events
     )
 
 
@@ -218,7 +205,7 @@ def decode_state(data: bytes) -> InstanceState:
 
 def encode_chunk(events: list[HistoryEvent]) -> bytes:
     """A store value for ``h/<id>/<n>``."""
-    return _enc_chunk({"events": [event_to_dict(e) for e in events]})
+    return fast.encode_chunk(events)
 
 
 def decode_chunk(data: bytes) -> list[HistoryEvent]:

@@ -79,6 +79,9 @@ def check_run(run: dict[str, Any], config: BenchConfig, processes: set[str]) -> 
     assert w1["orchestrations_per_s"] > 0
     assert w1["orchestrations_per_s"] == pytest.approx(w1["n"] / w1["seconds"], rel=0.01)
     assert 0 < w1["start_seconds"] <= w1["seconds"]
+    # Processors stamp completions in ms: the processed time is within a ms of the seen one.
+    assert 0 < w1["processed_seconds"] <= w1["seconds"] + 0.002
+    assert w1["view_lag_ms"] >= 0
 
     lat = m["w1_latency"]["metrics"]
     assert lat["n"] == lat["verified"] == config.latency_n
@@ -87,6 +90,7 @@ def check_run(run: dict[str, Any], config: BenchConfig, processes: set[str]) -> 
     w2 = m["w2_sequence"]["metrics"]
     assert w2["n"] == w2["verified"] == config.w2_n
     assert w2["activities_per_s"] == pytest.approx(5 * w2["orchestrations_per_s"], rel=0.01)
+    assert 0 < w2["processed_seconds"] <= w2["seconds"] + 0.002
 
     w3 = m["w3_fan_out"]["metrics"]
     assert w3["m"] == config.w3_m and w3["verified"] == 1
@@ -238,5 +242,5 @@ async def test_a_workload_that_hangs_fails_with_how_far_it_got() -> None:
         max_in_flight=1,
     )
 
-    with pytest.raises(BenchmarkError, match=r"W1 did not finish within 0s \(3 of 5 done\)"):
+    with pytest.raises(BenchmarkError, match=r"W1 did not finish within 0.3 s \(3 of 5 done\)"):
         await drive.guarded("W1", asyncio.sleep(60), lambda: "3 of 5 done")
