@@ -32,6 +32,12 @@ def _workloads(names: list[str]) -> tuple[str, ...]:
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     # SIGTERM unwinds like Ctrl-C, so the role processes are stopped on the way out.
+    # Inside asyncio.run() the SIGINT handler is asyncio's, which cancels the running
+    # workload cleanly; elsewhere it is Python's, which raises KeyboardInterrupt.
+    on_sigint = signal.getsignal(signal.SIGINT)
+    if callable(on_sigint):
+        on_sigint(signum, frame)  # asyncio's returns once it cancelled; Python's raises
+        return
     raise KeyboardInterrupt
 
 

@@ -43,6 +43,7 @@ from durafka.settings import Settings
 from durafka.status import OrchestrationStatus, RuntimeStatus
 from durafka.transport.base import Producer, Transport
 from durafka.transport.factory import open_transport
+from durafka.transport.memory import MemoryTransport
 
 __all__ = ["AsyncClient"]
 
@@ -97,6 +98,25 @@ class _TransportBackend:
     async def send_all(self, outs: list[Outgoing]) -> None:
         producer = self._producer
         assert producer is not None, "start() first"
+        if isinstance(self._transport, MemoryTransport):
+            # In process: produce and flush never block, so no thread hop is needed
+            # (it cost more than the rest of start_new together).
+            failed: list[tuple[Outgoing, Any]] = []
+            for out in outs:
+                producer.produce(
+                    out.topic,
+                    out.partition,
+                    out.key,
+                    out.value,
+                    on_delivery=lambda err, _r, out=out: (
+                        err is not None and failed.append((out, err))
+                    ),
+                )
+            producer.flush(DELIVERY_TIMEOUT)
+            if failed:
+                out, err = failed[0]
+                raise TransportError(f"writing to {out.topic}[{out.partition}] failed: {err}")
+            return
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[None]] = []
 
