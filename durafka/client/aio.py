@@ -101,21 +101,17 @@ class _TransportBackend:
         if isinstance(self._transport, MemoryTransport):
             # In process: produce and flush never block, so no thread hop is needed
             # (it cost more than the rest of start_new together).
-            failed: list[tuple[Outgoing, Any]] = []
+            errors: list[Any] = []
+
+            def note(err: Any, _record: Any) -> None:
+                if err is not None:
+                    errors.append(err)
+
             for out in outs:
-                producer.produce(
-                    out.topic,
-                    out.partition,
-                    out.key,
-                    out.value,
-                    on_delivery=lambda err, _r, out=out: (
-                        err is not None and failed.append((out, err))
-                    ),
-                )
+                producer.produce(out.topic, out.partition, out.key, out.value, on_delivery=note)
             producer.flush(DELIVERY_TIMEOUT)
-            if failed:
-                out, err = failed[0]
-                raise TransportError(f"writing to {out.topic}[{out.partition}] failed: {err}")
+            if errors:
+                raise TransportError(f"writing to {outs[0].topic} failed: {errors[0]}")
             return
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[None]] = []
