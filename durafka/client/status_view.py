@@ -286,6 +286,8 @@ class StatusView:
         self, waiter: _AsyncWaiter, key: str, timeout: float | None, message: Callable[[], str]
     ) -> Any:
         try:
+            if timeout is None:
+                return await waiter.future  # no task per wait (asyncio.wait makes one)
             done, _ = await asyncio.wait((waiter.future,), timeout=timeout)
             if not done:
                 raise WaitTimeoutError(message())
