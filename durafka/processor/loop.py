@@ -536,6 +536,7 @@ class Processor:
                 inst.instance_id,
                 inst.state.status.name,
                 max_payload_bytes=self.settings.max_payload_bytes,
+                generation=inst.state.generation,
             )
             ex.replay(inst.history)
             inst.executor = ex

@@ -228,7 +228,8 @@ class OrchestrationContext:
     ) -> Task[Any]:
         """Start a child orchestration and await its output.
 
-        The child's id defaults to ``"<parent id>:<sequence id>"`` (deterministic).
+        The child's id defaults to ``"<parent id>:<sequence id>"`` (deterministic;
+        ``"<parent id>:g<generation>:<sequence id>"`` after ``continue_as_new``).
 
         Raises (when awaited):
             SubOrchestrationFailed: the child failed or was terminated.

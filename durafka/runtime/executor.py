@@ -158,9 +158,13 @@ class OrchestrationExecutor:
         name: str,
         *,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        generation: int = 0,
     ) -> None:
         self.registry = registry
         self.instance_id = instance_id
+        # Sequence ids restart with each continue_as_new generation; default child
+        # ids include the generation so they never collide with an earlier one's.
+        self._child_prefix = instance_id if generation == 0 else f"{instance_id}:g{generation}"
         self.name = name
         self.max_payload_bytes = max_payload_bytes
         self.is_replaying = False
@@ -558,7 +562,7 @@ class OrchestrationExecutor:
         def attempt() -> Task[Any]:
             task: CompletableTask[Any] = CompletableTask()
             seq = self._take_seq()
-            child = instance_id or f"{self.instance_id}:{seq}"
+            child = instance_id or f"{self._child_prefix}:{seq}"
             e = HistoryEvent(
                 EventKind.SUB_ORCHESTRATION_CREATED,
                 self.current_time_ms,

@@ -31,6 +31,7 @@ from durafka.errors import (
 )
 from durafka.registry import Registry
 from durafka.runtime.context import OrchestrationContext
+from durafka.runtime.executor import OrchestrationExecutor
 from durafka.runtime.history import EventKind, HistoryEvent
 from durafka.runtime.retry import RetryPolicy
 from durafka.runtime.tasks import when_all
@@ -1167,3 +1168,16 @@ def test_event_arriving_before_the_timeout_cancels_the_timer() -> None:
     result = run.step(event_raised("approval", "yes"))
     assert result.completion is not None
     assert result.completion.payload == b'"approved:yes"'
+
+
+def test_default_child_ids_differ_across_continue_as_new_generations() -> None:
+    async def parent(ctx: OrchestrationContext) -> None:
+        await ctx.call_sub_orchestrator("child")
+
+    registry = registry_with(parent)
+    ids = []
+    for generation in (0, 1, 2):
+        ex = OrchestrationExecutor(registry, "p", "parent", generation=generation)
+        result = ex.step([HistoryEvent(EventKind.ORCHESTRATOR_STARTED, T0), started("parent")])
+        ids.append(result.actions[0].instance_id)
+    assert ids == ["p:0", "p:g1:0", "p:g2:0"]
