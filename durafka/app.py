@@ -270,7 +270,11 @@ class App:
         from durafka.client import AsyncClient
 
         self.ensure_topics()
-        return AsyncClient(self.settings, self.registry, self.transport)
+        if self.settings.is_memory:
+            return AsyncClient(self.settings, self.registry, self.transport)
+        # On Kafka the asyncio client brings its own aiokafka producer and status feeder
+        # (sharing the app's confluent-kafka transport would cost a thread hop per call).
+        return AsyncClient(self.settings, self.registry)
 
     def sync_client(self) -> Client:
         """A blocking client (confluent-kafka on Kafka) knowing this app's functions and types."""

@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     processor_partitions: str | None = Field(
         None, description="Static partition range for this processor, e.g. '0-3' (else: group)."
     )
-    max_concurrent_activities: int = Field(64, ge=1)
+    max_concurrent_activities: int = Field(256, ge=1)
     max_concurrent_orchestrations: int = Field(
         1000, ge=1, description="Instances processed per batch at most."
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -121,10 +122,18 @@ def _row(measurement: Measurement) -> list[str]:
     return [title, size, result, wall, cpu]
 
 
+def _local(settings: dict[str, Any]) -> str:
+    if not settings.get("local_activities"):
+        return ""
+    return f", local activities (wait {settings.get('local_activity_wait_ms')} ms)"
+
+
 def run_tables(run: RunResult) -> list[Table]:
     """The results of one run, and the CPU and memory of its processes."""
     s = run.settings
     p = run.processes
+    # Only a processor sharing its process with a worker runs activities locally.
+    local = _local(s) if p.get("mode") == "embedded" else ""
     layout = (
         "embedded (1 process)"
         if p.get("mode") == "embedded"
@@ -134,7 +143,8 @@ def run_tables(run: RunResult) -> list[Table]:
         title=(
             f"Run {run.run}: {run.transport} ({run.bootstrap}), {run.partitions} partitions, "
             f"{layout}\nbatch {s['batch_size']} records / {s['commit_interval_ms']} ms, "
-            f"cache {s['cache_size']:,}, {run.cpu_count} cores (load {run.load_average[0]:.1f}), "
+            f"cache {s['cache_size']:,}{local}, {run.cpu_count} cores "
+            f"(load {run.load_average[0]:.1f}), "
             f"durafka {run.durafka_version}, {run.timestamp}"
         ),
         title_justify="left",

@@ -31,6 +31,16 @@ __all__ = ["run_benchmark"]
 
 log = logging.getLogger("durafka.bench")
 
+#: Settings that say where a run happens rather than how fast (and may hold secrets).
+_NOT_REPORTED = {
+    "task_hub",
+    "bootstrap_servers",
+    "state_dir",
+    "client_config",
+    "processor_partitions",
+    "use_memory_state",
+}
+
 
 def run_benchmark(
     config: BenchConfig,
@@ -176,19 +186,14 @@ def _significant(value: float) -> float:
     return float(f"{value:.6g}")
 
 
-def _reported_settings(settings: Settings) -> dict[str, object]:
+def _reported_settings(settings: Settings) -> dict[str, Any]:
+    """Every tuning setting of the run (not where it runs, nor the client config: secrets)."""
     memory_state = settings.use_memory_state
     if memory_state is None:
         memory_state = settings.is_memory
-    return {
-        "batch_size": settings.batch_size,
-        "commit_interval_ms": settings.commit_interval_ms,
-        "cache_size": settings.cache_size,
-        "max_concurrent_activities": settings.max_concurrent_activities,
-        "max_concurrent_orchestrations": settings.max_concurrent_orchestrations,
-        "transaction_timeout_ms": settings.transaction_timeout_ms,
-        "state_store": "memory" if memory_state else "rocksdb",
-    }
+    reported = settings.model_dump(mode="json", exclude=_NOT_REPORTED)
+    reported["state_store"] = "memory" if memory_state else "rocksdb"
+    return reported
 
 
 def _drop_hub(settings: Settings, *, keep_topics: bool) -> None:
