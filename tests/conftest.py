@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+import durafka
 from durafka.errors import BrokerUnavailableError
+from durafka.registry import Registry
 from durafka.topology import TopicSpec, apply_topics, load_hub_spec
+from tests.support.apps import make_app
 from tests.support.broker import BrokerHandle, acquire_broker
 from tests.support.kafka import admin_client
 
@@ -127,3 +132,49 @@ def pytest_runtest_makereport(
             )
         )
     return report
+
+
+# -- apps on both transports (each test package provides ``app_registry``) ----------
+
+
+@pytest.fixture(params=["memory", "kafka"])
+def bootstrap(request: pytest.FixtureRequest) -> str:
+    """``memory://<unique>`` or the real broker's address: run the test on both."""
+    if request.param == "memory":
+        return f"memory://{uuid.uuid4().hex[:8]}"
+    return str(request.getfixturevalue("kafka_bootstrap"))
+
+
+@pytest.fixture
+def app_registry() -> Registry:
+    """The functions the package's tests run (overridden in each package's conftest)."""
+    raise NotImplementedError("define an app_registry fixture in this test package")
+
+
+@pytest.fixture
+def app_factory(
+    bootstrap: str, tmp_path: Path, app_registry: Registry
+) -> Iterator[Callable[..., durafka.App]]:
+    """Builds apps on a fresh task hub (one per test); ``registry=`` swaps the functions."""
+    hub = f"t{uuid.uuid4().hex[:10]}"
+    made: list[durafka.App] = []
+
+    def factory(**overrides: Any) -> durafka.App:
+        registry = overrides.pop("registry", app_registry)
+        app = make_app(
+            bootstrap, overrides.pop("hub", hub), tmp_path / "state", registry, **overrides
+        )
+        made.append(app)
+        return app
+
+    yield factory
+    for app in made:
+        app.close()
+
+
+@pytest.fixture
+def running_app(app_factory: Callable[..., durafka.App]) -> Iterator[durafka.App]:
+    """An app with a processor and a worker running in this process."""
+    app = app_factory()
+    with app.running():
+        yield app

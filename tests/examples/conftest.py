@@ -13,7 +13,7 @@ import pytest
 
 import durafka
 from durafka.client import Client
-from tests.features.conftest import make_app
+from tests.support.apps import make_app
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
