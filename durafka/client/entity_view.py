@@ -14,21 +14,17 @@ signal record, the metadata of a record, and paging.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import contextlib
 import logging
-import threading
-import time
 from collections.abc import Iterable
 from typing import Any
 
 from durafka.client._common import Outgoing, Page, now_ms
+from durafka.client.compacted_view import CompactedView
 from durafka.codec.payload import decode_payload, encode_payload
 from durafka.codec.records import EntityRecord, decode_entity, encode_message
 from durafka.entities import DELETE_OPERATION, EntityId, EntityMetadata
-from durafka.errors import DurafkaError, WaitTimeoutError
 from durafka.partitioning import partition_for
 from durafka.registry import Registry
 from durafka.runtime.history import EventKind, HistoryEvent
@@ -40,137 +36,27 @@ __all__ = ["EntityView", "delete_record", "entity_metadata", "entity_page", "sig
 log = logging.getLogger(__name__)
 
 
-class EntityView:
+class EntityView(CompactedView[EntityRecord]):
     """The latest record of every entity, fed from ``H.entities`` by a feeder.
 
     Thread-safe: a feeder applies batches from its thread or task while any
     number of threads and event loops read.
     """
 
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._records: dict[str, EntityRecord] = {}
-        self._ready = False
-        self._error: DurafkaError | None = None
-        self._ready_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+    _record_noun = "entity"
+    _topic_noun = "entities"
+    _log = log
 
-    # -- feeding -------------------------------------------------------------------
-
-    def apply(self, records: Iterable[tuple[bytes | None, bytes | None]]) -> None:
-        """Apply ``(key, value)`` records of ``H.entities`` in topic order (None: deleted)."""
-        updates: list[tuple[str, EntityRecord | None]] = []
-        for key, value in records:
-            if key is None:
-                log.warning("skipping an entity record without a key (not written by durafka)")
-                continue
-            try:
-                updates.append((key.decode(), None if value is None else decode_entity(value)))
-            except Exception as exc:  # any writer's garbage: one bad record must not stop the view
-                log.warning("skipping an undecodable entity record (key %r): %s", key, exc)
-        if not updates:
-            return
-        with self._cond:
-            for entity_id, record in updates:
-                if record is None:
-                    self._records.pop(entity_id, None)
-                else:
-                    self._records[entity_id] = record
-            self._cond.notify_all()
-
-    def mark_ready(self) -> None:
-        """Called by the feeder once it has caught up with the start-time high watermarks."""
-        with self._cond:
-            self._ready = True
-            self._settle_waiters(None)
-            self._cond.notify_all()
-
-    def fail(self, error: DurafkaError) -> None:
-        """Stop the view: every current and future wait raises ``error``."""
-        with self._cond:
-            if self._error is not None:
-                return
-            self._error = error
-            self._settle_waiters(error)
-            self._cond.notify_all()
-
-    def _settle_waiters(self, error: DurafkaError | None) -> None:
-        for loop, future in self._ready_waiters:
-            with contextlib.suppress(RuntimeError):  # the waiter's loop is gone
-                loop.call_soon_threadsafe(_settle, future, error)
-        self._ready_waiters.clear()
-
-    # -- reading -------------------------------------------------------------------
-
-    @property
-    def ready(self) -> bool:
-        """Whether the view has caught up with ``H.entities`` as of its start."""
-        return self._ready
+    def _decode(self, value: bytes) -> EntityRecord:
+        return decode_entity(value)
 
     def get(self, entity_id: str) -> EntityRecord | None:
         """The latest record of ``entity_id`` (``@<name>@<key>``), None if unknown or deleted."""
-        with self._cond:
-            return self._records.get(entity_id)
+        return self._get(entity_id)
 
     def all(self) -> list[EntityRecord]:
         """A snapshot of every known entity record (unordered)."""
-        with self._cond:
-            return list(self._records.values())
-
-    def __len__(self) -> int:
-        with self._cond:
-            return len(self._records)
-
-    def wait_ready(self, timeout: float | None) -> None:
-        """Block until the view is ready.
-
-        Raises:
-            WaitTimeoutError: not caught up within ``timeout`` seconds.
-            DurafkaError: the feeder failed (the view's error).
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while not self._ready:
-                if self._error is not None:
-                    raise self._error
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise WaitTimeoutError(_not_ready_message(timeout))
-                self._cond.wait(remaining)
-
-    async def wait_ready_async(self, timeout: float | None) -> None:
-        """:meth:`wait_ready` for asyncio: the feeder resolves a future, nothing polls."""
-        loop = asyncio.get_running_loop()
-        with self._cond:
-            if self._ready:
-                return
-            if self._error is not None:
-                raise self._error
-            future: asyncio.Future[None] = loop.create_future()
-            self._ready_waiters.append((loop, future))
-        try:
-            await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            raise WaitTimeoutError(_not_ready_message(timeout)) from None
-        finally:
-            with self._cond:
-                if (loop, future) in self._ready_waiters:
-                    self._ready_waiters.remove((loop, future))
-
-
-def _settle(future: asyncio.Future[None], error: DurafkaError | None) -> None:
-    if future.done():
-        return
-    if error is None:
-        future.set_result(None)
-    else:
-        future.set_exception(error)
-
-
-def _not_ready_message(timeout: float | None) -> str:
-    return (
-        f"the entity view did not catch up with the entities topic within {timeout}s; "
-        "is the broker reachable and the topic readable?"
-    )
+        return self._all()
 
 
 # -- the I/O-free half of the clients' entity calls ----------------------------------------------

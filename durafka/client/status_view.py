@@ -16,7 +16,8 @@ published before the client came up.
 
 Waiting never polls: sync waiters sleep on a ``threading.Condition`` that every
 applied batch notifies; async waiters are futures resolved through
-``loop.call_soon_threadsafe`` by whichever thread applied the record.
+``loop.call_soon_threadsafe`` by whichever thread applied the record (the
+machinery is :class:`~durafka.client.compacted_view.CompactedView`'s).
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from durafka.client.compacted_view import CompactedView
 from durafka.codec.records import decode_status
 from durafka.errors import DurafkaError, TransportError, WaitTimeoutError
 from durafka.status import OrchestrationStatus
@@ -42,8 +43,6 @@ log = logging.getLogger(__name__)
 Predicate = Callable[[OrchestrationStatus], bool]
 """A condition on an instance's status, e.g. ``lambda s: s.is_terminal``."""
 
-_READY = "<ready>"  # waiter key of wait-for-ready futures (no instance id looks like it)
-
 
 class FeedTarget(Protocol):
     """What a feeder needs of the view it feeds (:class:`StatusView`, or the entity view)."""
@@ -54,169 +53,27 @@ class FeedTarget(Protocol):
     def __len__(self) -> int: ...
 
 
-@dataclass(eq=False, slots=True)
-class _AsyncWaiter:
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[Any]
-    predicate: Predicate | None = field(default=None)
-
-
-def _resolve(future: asyncio.Future[Any], value: Any) -> None:
-    if not future.done():
-        future.set_result(value)
-
-
-def _reject(future: asyncio.Future[Any], exc: BaseException) -> None:
-    if not future.done():
-        future.set_exception(exc)
-
-
-def _schedule(
-    waiter: _AsyncWaiter, fn: Callable[[asyncio.Future[Any], Any], None], arg: Any
-) -> None:
-    # The waiter's loop may have closed while it waited (its task is gone): nothing to wake.
-    with contextlib.suppress(RuntimeError):
-        waiter.loop.call_soon_threadsafe(fn, waiter.future, arg)
-
-
-class StatusView:
+class StatusView(CompactedView[OrchestrationStatus]):
     """The latest status of every instance, fed from ``H.status`` by a feeder.
 
     Thread-safe: feeders apply batches from their thread or task while any
     number of threads and event loops read and wait.
     """
 
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._statuses: dict[str, OrchestrationStatus] = {}
-        self._waiters: dict[str, list[_AsyncWaiter]] = {}
-        self._ready = False
-        self._error: DurafkaError | None = None
+    _record_noun = "status"
+    _topic_noun = "status"
+    _log = log
 
-    # -- feeding -------------------------------------------------------------------
-
-    def apply(self, records: Iterable[tuple[bytes | None, bytes | None]]) -> None:
-        """Apply ``(key, value)`` records of ``H.status`` in topic order.
-
-        A ``None`` value removes the instance (purged). Records that cannot be
-        decoded are logged and skipped: one bad record must not stop the view.
-        """
-        updates: list[tuple[str, OrchestrationStatus | None]] = []
-        for key, value in records:
-            if key is None:
-                log.warning("skipping a status record without a key (not written by durafka)")
-                continue
-            try:
-                instance_id = key.decode()
-                status = None if value is None else decode_status(value)
-            except Exception as exc:  # any writer's garbage: fastavro raises many kinds
-                log.warning("skipping an undecodable status record (key %r): %s", key, exc)
-                continue
-            updates.append((instance_id, status))
-        if not updates:
-            return
-        with self._cond:
-            for instance_id, status in updates:
-                if status is None:
-                    self._statuses.pop(instance_id, None)
-                    continue
-                self._statuses[instance_id] = status
-                if instance_id in self._waiters:
-                    self._wake(instance_id, status)
-            self._cond.notify_all()
-
-    def _wake(self, instance_id: str, status: OrchestrationStatus) -> None:
-        """Resolve the async waiters on ``instance_id`` whose predicate holds (lock held)."""
-        keep: list[_AsyncWaiter] = []
-        for waiter in self._waiters[instance_id]:
-            assert waiter.predicate is not None
-            try:
-                matched = waiter.predicate(status)
-            except Exception as exc:  # the waiter's own bug: surface it to the waiter
-                _schedule(waiter, _reject, exc)
-                continue
-            if matched:
-                _schedule(waiter, _resolve, status)
-            else:
-                keep.append(waiter)
-        if keep:
-            self._waiters[instance_id] = keep
-        else:
-            del self._waiters[instance_id]
-
-    def mark_ready(self) -> None:
-        """Called by the feeder once it has caught up with the start-time high watermarks."""
-        with self._cond:
-            if self._ready:
-                return
-            self._ready = True
-            for waiter in self._waiters.pop(_READY, []):
-                _schedule(waiter, _resolve, None)
-            self._cond.notify_all()
-
-    def fail(self, error: DurafkaError) -> None:
-        """Stop the view: every current and future wait raises ``error``.
-
-        Called by the feeder when it cannot go on, and by the client on close.
-        The statuses already seen stay readable through :meth:`get`.
-        """
-        with self._cond:
-            if self._error is not None:
-                return
-            self._error = error
-            for waiters in self._waiters.values():
-                for waiter in waiters:
-                    _schedule(waiter, _reject, error)
-            self._waiters.clear()
-            self._cond.notify_all()
-
-    # -- reading -------------------------------------------------------------------
-
-    @property
-    def ready(self) -> bool:
-        """Whether the view has caught up with ``H.status`` as of its start."""
-        return self._ready
+    def _decode(self, value: bytes) -> OrchestrationStatus:
+        return decode_status(value)
 
     def get(self, instance_id: str) -> OrchestrationStatus | None:
         """The latest status of ``instance_id``, or ``None`` if unknown or purged."""
-        with self._cond:
-            return self._statuses.get(instance_id)
+        return self._get(instance_id)
 
     def all(self) -> list[OrchestrationStatus]:
         """A snapshot of every known status (unordered)."""
-        with self._cond:
-            return list(self._statuses.values())
-
-    def __len__(self) -> int:
-        with self._cond:
-            return len(self._statuses)
-
-    # -- waiting -------------------------------------------------------------------
-
-    def wait_ready(self, timeout: float | None) -> None:
-        """Block until the view is ready.
-
-        Raises:
-            WaitTimeoutError: not caught up within ``timeout`` seconds.
-            DurafkaError: the feeder failed (the view's error).
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while not self._ready:
-                self._raise_error()
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise WaitTimeoutError(_not_ready_message(timeout))
-                self._cond.wait(remaining)
-
-    async def wait_ready_async(self, timeout: float | None) -> None:
-        """:meth:`wait_ready` for asyncio."""
-        with self._cond:
-            if self._ready:
-                return
-            self._raise_error()
-            waiter = self._add_waiter(_READY, None)
-        await self._await(waiter, _READY, timeout, lambda: _not_ready_message(timeout))
+        return self._all()
 
     def wait_for(
         self,
@@ -244,7 +101,7 @@ class StatusView:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while True:
-                current = self._statuses.get(instance_id)
+                current = self._values.get(instance_id)
                 if current is not None and predicate(current):
                     return current
                 self._raise_error()
@@ -263,7 +120,7 @@ class StatusView:
     ) -> OrchestrationStatus:
         """:meth:`wait_for` for asyncio: the feeder resolves a future, nothing polls."""
         with self._cond:
-            current = self._statuses.get(instance_id)
+            current = self._values.get(instance_id)
             if current is not None and predicate(current):
                 return current
             self._raise_error()
@@ -276,35 +133,6 @@ class StatusView:
         )
         return result
 
-    def _add_waiter(self, key: str, predicate: Predicate | None) -> _AsyncWaiter:
-        loop = asyncio.get_running_loop()
-        waiter = _AsyncWaiter(loop, loop.create_future(), predicate)
-        self._waiters.setdefault(key, []).append(waiter)
-        return waiter
-
-    async def _await(
-        self, waiter: _AsyncWaiter, key: str, timeout: float | None, message: Callable[[], str]
-    ) -> Any:
-        try:
-            if timeout is None:
-                return await waiter.future  # no task per wait (asyncio.wait makes one)
-            done, _ = await asyncio.wait((waiter.future,), timeout=timeout)
-            if not done:
-                raise WaitTimeoutError(message())
-            return waiter.future.result()
-        finally:
-            with self._cond:
-                waiters = self._waiters.get(key)
-                if waiters is not None and waiter in waiters:
-                    waiters.remove(waiter)
-                    if not waiters:
-                        del self._waiters[key]
-            waiter.future.cancel()
-
-    def _raise_error(self) -> None:
-        if self._error is not None:
-            raise self._error
-
 
 def _timeout_message(
     instance_id: str, what: str, timeout: float | None, last: OrchestrationStatus | None
@@ -315,13 +143,6 @@ def _timeout_message(
         else "no status was seen for it (is a processor running, and is the id right?)"
     )
     return f"instance {instance_id!r} did not reach {what} within {timeout}s; {seen}"
-
-
-def _not_ready_message(timeout: float | None) -> str:
-    return (
-        f"the status view did not catch up with the status topic within {timeout}s; "
-        "is the broker reachable and the topic readable?"
-    )
 
 
 # -- feeders -----------------------------------------------------------------------------
