@@ -22,6 +22,7 @@ from durafka.topology import TopicSpec, apply_topics, load_hub_spec
 from tests.support.apps import make_app
 from tests.support.broker import BrokerHandle, acquire_broker
 from tests.support.kafka import admin_client
+from tests.support.processes import RoleLauncher
 
 _BROKER = pytest.StashKey[BrokerHandle]()
 _REQUEST = pytest.StashKey[pytest.FixtureRequest]()
@@ -178,3 +179,15 @@ def running_app(app_factory: Callable[..., durafka.App]) -> Iterator[durafka.App
     app = app_factory()
     with app.running():
         yield app
+
+
+@pytest.fixture
+def roles(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[RoleLauncher]:
+    """Child processes of the test; stopped afterwards, their log tails shown on failure."""
+    launcher = RoleLauncher(tmp_path / "logs")
+    failed_before = request.session.testsfailed
+    yield launcher
+    launcher.stop_all()
+    if request.session.testsfailed > failed_before:
+        # Shown by pytest under "Captured stdout teardown" of the failed test.
+        print(launcher.log_tails(60))

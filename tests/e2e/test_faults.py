@@ -62,18 +62,6 @@ _TERMINAL = frozenset({RuntimeStatus.COMPLETED, RuntimeStatus.FAILED, RuntimeSta
 
 
 @pytest.fixture
-def roles(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[RoleLauncher]:
-    """Child processes of the test; stopped afterwards, their log tails shown on failure."""
-    launcher = RoleLauncher(tmp_path / "logs")
-    failed_before = request.session.testsfailed
-    yield launcher
-    launcher.stop_all()
-    if request.session.testsfailed > failed_before:
-        # Shown by pytest under "Captured stdout teardown" of the failed test.
-        print(launcher.log_tails(60))
-
-
-@pytest.fixture
 def fault_app(kafka_bootstrap: str, hub: str, tmp_path: Path) -> Iterator[durafka.App]:
     """The test app on a fresh task hub, its topics (4 partitions) created."""
     app = make_app(kafka_bootstrap, hub, tmp_path / "state", transaction_timeout_ms=10_000)
@@ -625,9 +613,7 @@ def test_replay_without_cache_yields_the_same_histories(
     # each step is its own batch and the no-cache run really replays at every step.
     for label, overrides in (("cached", {}), ("replayed", {"cache_size": 0})):
         hub = f"t{label[:3]}{uuid.uuid4().hex[:8]}"
-        app = make_app(
-            kafka_bootstrap, hub, tmp_path / label, local_activities=False, **overrides
-        )
+        app = make_app(kafka_bootstrap, hub, tmp_path / label, local_activities=False, **overrides)
         try:
             app.ensure_topics()
             with app.running(), app.sync_client() as client:

@@ -31,17 +31,6 @@ APP = "tests.entities.apps:app"
 
 
 @pytest.fixture
-def roles(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[RoleLauncher]:
-    """Child processes of the test; stopped afterwards, their log tails shown on failure."""
-    launcher = RoleLauncher(tmp_path / "logs")
-    failed_before = request.session.testsfailed
-    yield launcher
-    launcher.stop_all()
-    if request.session.testsfailed > failed_before:
-        print(launcher.log_tails(60))
-
-
-@pytest.fixture
 def fault_app(kafka_bootstrap: str, hub: str, tmp_path: Path) -> Iterator[durafka.App]:
     """The entity test app on a fresh task hub, its topics (4 partitions) created."""
     app = make_app(kafka_bootstrap, hub, tmp_path / "client-state")

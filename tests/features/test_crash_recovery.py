@@ -11,7 +11,6 @@ on ``H.status``), and no activity may run more often than its retries ask for.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
@@ -30,17 +29,6 @@ from tests.support.waiting import wait_until
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 APP = "tests.features.apps:app"
-
-
-@pytest.fixture
-def roles(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[RoleLauncher]:
-    """Child processes of the test; stopped afterwards, their log tails shown on failure."""
-    launcher = RoleLauncher(tmp_path / "logs")
-    failed_before = request.session.testsfailed
-    yield launcher
-    launcher.stop_all()
-    if request.session.testsfailed > failed_before:
-        print(launcher.log_tails(60))
 
 
 def _running(client: Client, iid: str) -> bool:
