@@ -224,7 +224,7 @@ class App:
         self, *, processor: bool = True, worker: bool = True, partitions: list[int] | None = None
     ) -> Runner:
         """A runner hosting a processor and/or a worker on background threads (not started)."""
-        runner = Runner()
+        runner = Runner(gc_young_threshold=self.settings.gc_young_threshold)
         local = None
         if processor:
             if worker and self.settings.local_activities:

@@ -7,6 +7,7 @@ production (one process per core is the way to use several cores).
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from collections.abc import Callable
@@ -26,6 +27,23 @@ class _Role:
     ready: threading.Event = field(default_factory=threading.Event)
 
 
+def tune_garbage_collector(young_threshold: int) -> None:
+    """Collect the young generation every ``young_threshold`` allocations at most.
+
+    The processor loop allocates many short-lived objects per record (events,
+    records, coroutine frames); with Python's default threshold of 700 the
+    collector ran thousands of times per second and took ~30% of a busy
+    processor's time (memory:// W1: 2,880 -> 4,460 orch/s with 50,000). Only
+    raises the threshold, so a process that already chose a larger one keeps
+    it; 0 changes nothing. The older generations keep their thresholds.
+    """
+    if young_threshold <= 0:
+        return
+    young, middle, old = gc.get_threshold()
+    if young != 0 and young < young_threshold:  # 0: the process disabled collection
+        gc.set_threshold(young_threshold, middle, old)
+
+
 class Runner:
     """Runs roles (callables taking a stop event) on daemon threads and stops them together.
 
@@ -35,9 +53,10 @@ class Runner:
         >>> runner.start(); ...; runner.stop()
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, gc_young_threshold: int = 0) -> None:
         self._roles: list[_Role] = []
         self._stop = threading.Event()
+        self.gc_young_threshold = gc_young_threshold
 
     def add(self, name: str, target: Callable[[threading.Event], None]) -> None:
         """Register a role; ``target(stop)`` must return soon after ``stop`` is set."""
@@ -45,6 +64,7 @@ class Runner:
 
     def start(self) -> None:
         """Start every role on its own thread."""
+        tune_garbage_collector(self.gc_young_threshold)
         self._stop.clear()
         for role in self._roles:
             role.thread = threading.Thread(

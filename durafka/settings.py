@@ -37,9 +37,14 @@ class Settings(BaseSettings):
     cache_size: int = Field(
         10_000, ge=0, description="Live orchestrations kept in memory (0: replay always)."
     )
-    batch_size: int = Field(500, ge=1, description="Records per processor transaction at most.")
-    commit_interval_ms: int = Field(
-        5, ge=0, description="How long a batch may wait for more records before committing."
+    batch_size: int = Field(
+        500,
+        ge=1,
+        description=(
+            "Records per processor transaction at most. A processor commits as soon as it "
+            "has processed what one poll returned (no waiting for more): batches grow with "
+            "the load, and a lone record is committed right away."
+        ),
     )
     local_activities: bool = Field(
         True,
@@ -52,6 +57,15 @@ class Settings(BaseSettings):
         50, ge=0, description="How long a batch waits for its local activities at most."
     )
     max_payload_bytes: int = Field(DEFAULT_MAX_PAYLOAD_BYTES, ge=1)
+    gc_young_threshold: int = Field(
+        50_000,
+        ge=0,
+        description=(
+            "Allocations between young-generation garbage collections while a processor or "
+            "worker runs in this process (0: leave Python's setting alone). Python's default "
+            "(700) made collection ~30% of a busy processor's time."
+        ),
+    )
     transaction_timeout_ms: int = Field(60_000, ge=1000)
     client_config: dict[str, str] = Field(
         default_factory=dict,

@@ -26,7 +26,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -49,6 +49,7 @@ from durafka.partitioning import partition_for
 from durafka.registry import FunctionDef, Registry
 from durafka.runtime.history import EventKind, HistoryEvent
 from durafka.settings import Settings
+from durafka.threadpool import CallbackThreadPool
 from durafka.topology import HubTopics
 
 if TYPE_CHECKING:
@@ -169,7 +170,7 @@ class ActivityWorker:
 
         self._consumer: Consumer | None = None
         self._producer: TransactionalProducer | None = None
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: CallbackThreadPool | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._started = False
@@ -182,7 +183,8 @@ class ActivityWorker:
         # the others were paused): the concurrency bound holds no matter what polls return.
         self._backlog: deque[_Job] = deque()
         self._running = 0
-        self._completions: queue.SimpleQueue[tuple[_Job, Future[HistoryEvent]]] = (
+        # A sync activity reports its event; adopted and async ones their future.
+        self._completions: queue.SimpleQueue[tuple[_Job, HistoryEvent | Future[HistoryEvent]]] = (
             queue.SimpleQueue()
         )
         # (topic, partition, key, value) to produce in the next transaction.
@@ -245,7 +247,7 @@ class ActivityWorker:
             return
         self._closed = True
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown()
         if self._loop is not None and self._loop_thread is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._loop_thread.join(timeout=2.0)
@@ -369,7 +371,7 @@ class ActivityWorker:
                 # Once per name: a worker deployed without an activity fails every call of it.
                 self._unknown_names.add(task.name)
                 log.warning("worker %s fails tasks of unknown activity: %s", self.worker_id, exc)
-            self._outbox_event(task, _failed(task, exc))
+            self._outbox_event(task, failed_event(task, exc))
             track.done.add(offset)
             return
         self._backlog.append(_Job(tp, offset, track, task, fdef))
@@ -400,22 +402,25 @@ class ActivityWorker:
             self._start(self._backlog.popleft())
 
     def _start(self, job: _Job) -> None:
+        self._running += 1
         future: Future[HistoryEvent] | None = None
         if self._local is not None:
             # Already running next to the co-located processor: take it over.
             future = self._local.adopt(job.task)
-        if future is not None:
-            pass
-        elif job.fdef.is_async:
+        if future is None and not job.fdef.is_async:
+            self._thread_pool().submit(self._call_sync, job)
+            return
+        if future is None:
             future = asyncio.run_coroutine_threadsafe(self._call_async(job), self._event_loop())
-        else:
-            future = self._thread_pool().submit(self._call_sync, job)
-        self._running += 1
         completions = self._completions
         future.add_done_callback(lambda f: completions.put((job, f)))
 
-    def _call_sync(self, job: _Job) -> HistoryEvent:
-        return run_activity(job.task, job.fdef, self._settings.max_payload_bytes)
+    def _call_sync(self, job: _Job) -> None:
+        try:
+            event = run_activity(job.task, job.fdef, self._settings.max_payload_bytes)
+        except BaseException as exc:  # e.g. SystemExit raised by user code
+            event = failed_event(job.task, exc)
+        self._completions.put((job, event))
 
     async def _call_async(self, job: _Job) -> HistoryEvent:
         return await run_activity_async(job.task, job.fdef, self._settings.max_payload_bytes)
@@ -437,22 +442,25 @@ class ActivityWorker:
             except queue.Empty:
                 return
 
-    def _finish(self, job: _Job, future: Future[HistoryEvent]) -> None:
+    def _finish(self, job: _Job, outcome: HistoryEvent | Future[HistoryEvent]) -> None:
         self._running -= 1
-        if future.cancelled():  # only at shutdown
+        if isinstance(outcome, HistoryEvent):
+            event = outcome
+        elif outcome.cancelled():  # only at shutdown
             return
-        exc = future.exception()
-        # BaseExceptions escape the activity wrappers (e.g. SystemExit raised by user code).
-        event = future.result() if exc is None else _failed(job.task, exc)
+        else:
+            exc = outcome.exception()
+            # BaseExceptions escape the activity wrappers (e.g. SystemExit in user code).
+            event = outcome.result() if exc is None else failed_event(job.task, exc)
         self._outbox_event(job.task, event)
         # Results of revoked or rewound partitions are still produced, without offsets.
         if self._tracks.get(job.tp) is job.track:
             job.track.done.add(job.offset)
 
-    def _thread_pool(self) -> ThreadPoolExecutor:
+    def _thread_pool(self) -> CallbackThreadPool:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(
-                self._max_running, thread_name_prefix=f"durafka-activity-{self.worker_id[:8]}"
+            self._pool = CallbackThreadPool(
+                self._max_running, f"durafka-activity-{self.worker_id[:8]}"
             )
         return self._pool
 
@@ -546,7 +554,7 @@ def run_activity(task: ActivityTask, fdef: FunctionDef, max_payload_bytes: int) 
         args = _arguments(task, fdef)
         return _completed(task, fdef, fdef.fn(*args), max_payload_bytes)
     except Exception as exc:
-        return _failed(task, exc)
+        return failed_event(task, exc)
 
 
 async def run_activity_async(
@@ -557,7 +565,7 @@ async def run_activity_async(
         args = _arguments(task, fdef)
         return _completed(task, fdef, await fdef.fn(*args), max_payload_bytes)
     except Exception as exc:
-        return _failed(task, exc)
+        return failed_event(task, exc)
 
 
 def _arguments(task: ActivityTask, fdef: FunctionDef) -> Sequence[Any]:
@@ -582,7 +590,8 @@ def _completed(
     )
 
 
-def _failed(task: ActivityTask, exc: BaseException) -> HistoryEvent:
+def failed_event(task: ActivityTask, exc: BaseException) -> HistoryEvent:
+    """The ``TASK_FAILED`` event reporting ``exc`` as the outcome of ``task``."""
     return HistoryEvent(
         EventKind.TASK_FAILED,
         _now_ms(),

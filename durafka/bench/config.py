@@ -63,7 +63,6 @@ class BenchConfig(BaseModel):
     processors: int = Field(1, ge=1, description="Processor processes (separate mode).")
     runs: int = Field(1, ge=1, description="Repetitions, each on a fresh task hub.")
     batch_size: int | None = Field(None, ge=1)
-    commit_interval_ms: int | None = Field(None, ge=0)
     cache_size: int | None = Field(None, ge=0)
     max_concurrent_activities: int | None = Field(None, ge=1)
     max_in_flight: int = Field(
@@ -109,7 +108,6 @@ class BenchConfig(BaseModel):
             name: value
             for name in (
                 "batch_size",
-                "commit_interval_ms",
                 "cache_size",
                 "max_concurrent_activities",
             )

@@ -186,8 +186,10 @@ async def _start_and_await_all(
 
     async def one(i: int, value: Any) -> None:
         nonlocal last_started, last_seen, last_stamp_ms, started, completed
-        async with window:
+        try:
             iid = await client.start_new(orchestration, value, instance_id=f"{id_prefix}-{i}")
+        finally:
+            window.release()
         last_started = max(last_started, time.perf_counter())
         started += 1
         status = await client.wait_for_status(iid, timeout=None)
@@ -201,11 +203,24 @@ async def _start_and_await_all(
             )
         drive.progress.advance()
 
+    async def start_all() -> None:
+        # The window is taken before each task exists: at most one coroutine waits
+        # on it (20,000 waiters made every release scan them all).
+        tasks = []
+        for i, value in enumerate(inputs):
+            await window.acquire()
+            tasks.append(asyncio.ensure_future(one(i, value)))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+
     drive.progress.begin(f"{drive.label}{what}", len(inputs))
     t0, t0_epoch = time.perf_counter(), time.time()
     await drive.guarded(
         what,
-        asyncio.gather(*(one(i, v) for i, v in enumerate(inputs))),
+        start_all(),
         lambda: f"{started} of {len(inputs)} started, {completed} completed",
     )
     drive.progress.end()

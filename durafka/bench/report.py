@@ -142,7 +142,7 @@ def run_tables(run: RunResult) -> list[Table]:
     results = Table(
         title=(
             f"Run {run.run}: {run.transport} ({run.bootstrap}), {run.partitions} partitions, "
-            f"{layout}\nbatch {s['batch_size']} records / {s['commit_interval_ms']} ms, "
+            f"{layout}\nbatch {s['batch_size']} records, "
             f"cache {s['cache_size']:,}{local}, {run.cpu_count} cores "
             f"(load {run.load_average[0]:.1f}), "
             f"durafka {run.durafka_version}, {run.timestamp}"

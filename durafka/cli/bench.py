@@ -77,9 +77,6 @@ def bench(
     batch_size: Annotated[
         int | None, typer.Option(help="Processor batch size (default: durafka's).", min=1)
     ] = None,
-    commit_interval_ms: Annotated[
-        int | None, typer.Option(help="Processor commit interval (default: durafka's).", min=0)
-    ] = None,
     cache_size: Annotated[
         int | None, typer.Option(help="Live orchestrations cached (default: durafka's).", min=0)
     ] = None,
@@ -123,7 +120,6 @@ def bench(
                 "processors": processors,
                 "runs": runs,
                 "batch_size": batch_size,
-                "commit_interval_ms": commit_interval_ms,
                 "cache_size": cache_size,
                 "max_concurrent_activities": max_concurrent_activities,
                 "max_in_flight": max_in_flight,

@@ -9,6 +9,8 @@ and a status feeder thread; waits are still futures resolved by that thread.
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -65,6 +67,101 @@ class _Backend(Protocol):
     async def close(self) -> None: ...
 
 
+class _DeliveryPump:
+    """Serves a Kafka producer's delivery reports on a thread; settles futures in batches.
+
+    ``produce()`` never blocks the event loop; this thread polls the producer,
+    collects the reports of a poll and hands them to the loop in one
+    ``call_soon_threadsafe`` (a thread hop per poll, not per record or per call).
+    """
+
+    def __init__(self, producer: Producer, loop: asyncio.AbstractEventLoop) -> None:
+        self._producer = producer
+        self._loop = loop
+        self._reports: deque[tuple[asyncio.Future[None], Outgoing, Any]] = deque()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="durafka-client-delivery", daemon=True
+        )
+        self._thread.start()
+
+    async def send_all(self, producer: Producer, outs: list[Outgoing]) -> None:
+        """Produce ``outs`` and wait until the broker acknowledged each of them."""
+        loop = self._loop
+        report = self._reports.append  # deque.append is atomic: no lock needed
+        futures: list[asyncio.Future[None]] = []
+        for out in outs:
+            delivered: asyncio.Future[None] = loop.create_future()
+            futures.append(delivered)
+            producer.produce(
+                out.topic,
+                out.partition,
+                out.key,
+                out.value,
+                on_delivery=_reporter(report, delivered, out),
+            )
+        if not futures:
+            return
+        try:
+            await asyncio.wait_for(asyncio.gather(*futures), timeout=DELIVERY_TIMEOUT)
+        except TimeoutError:
+            out = outs[-1]
+            raise TransportError(
+                f"the broker did not acknowledge {sum(not f.done() for f in futures)} of "
+                f"{len(outs)} records to {out.topic} within {DELIVERY_TIMEOUT}s; they may "
+                "or may not have been written"
+            ) from None
+
+    def _run(self) -> None:
+        reports = self._reports
+        while not self._stopped.is_set():
+            try:
+                self._producer.poll(0.05)
+            except Exception:  # a closed producer: the client is closing
+                return
+            if reports:
+                batch = []
+                while reports:
+                    batch.append(reports.popleft())
+                try:
+                    self._loop.call_soon_threadsafe(_settle, batch)
+                except RuntimeError:  # the loop is closed
+                    return
+
+    def stop(self) -> None:
+        """Stop polling (the producer's close delivers what is left)."""
+        self._stopped.set()
+        self._thread.join(5.0)
+
+
+def _reporter(
+    report: Callable[[tuple[asyncio.Future[None], Outgoing, Any]], None],
+    future: asyncio.Future[None],
+    out: Outgoing,
+) -> Callable[[Any, Any], None]:
+    def on_delivery(err: Any, _record: Any) -> None:
+        report((future, out, err))
+
+    return on_delivery
+
+
+def _ignore_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _settle(batch: list[tuple[asyncio.Future[None], Outgoing, Any]]) -> None:
+    for future, out, err in batch:
+        if future.done():  # cancelled by its caller
+            continue
+        if err is None:
+            future.set_result(None)
+        else:
+            future.set_exception(
+                TransportError(f"writing to {out.topic}[{out.partition}] failed: {err}")
+            )
+
+
 class _TransportBackend:
     """A transport's producer plus a feeder thread (``memory://``, or a given transport)."""
 
@@ -78,6 +175,7 @@ class _TransportBackend:
         self._feeder = ThreadStatusFeeder(view, transport, core.topics.status)
         self._entity_feeder: ThreadStatusFeeder | None = None
         self._producer: Producer | None = None
+        self._pump: _DeliveryPump | None = None
         self.orchestration_partitions = 0
 
     async def start(self) -> None:
@@ -86,6 +184,8 @@ class _TransportBackend:
             self._transport.partition_count, self._core.topics.orchestrations
         )
         self._producer = self._transport.producer()
+        if not isinstance(self._transport, MemoryTransport):
+            self._pump = _DeliveryPump(self._producer, asyncio.get_running_loop())
 
     async def start_entity_feeder(self, view: EntityView) -> None:
         feeder = ThreadStatusFeeder(view, self._transport, self._core.topics.entities)
@@ -113,52 +213,13 @@ class _TransportBackend:
             if errors:
                 raise TransportError(f"writing to {outs[0].topic} failed: {errors[0]}")
             return
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[None]] = []
-
-        def settle(future: asyncio.Future[None], out: Outgoing, err: Any) -> None:
-            if future.done():
-                return
-            if err is None:
-                future.set_result(None)
-            else:
-                future.set_exception(
-                    TransportError(f"writing to {out.topic}[{out.partition}] failed: {err}")
-                )
-
-        def on_delivery_of(
-            out: Outgoing, future: asyncio.Future[None]
-        ) -> Callable[[Any, Any], None]:
-            def on_delivery(err: Any, _record: Any) -> None:
-                # Runs on whichever thread serves the callbacks (the flush below).
-                loop.call_soon_threadsafe(settle, future, out, err)
-
-            return on_delivery
-
-        for out in outs:
-            delivered: asyncio.Future[None] = loop.create_future()
-            futures.append(delivered)
-            producer.produce(
-                out.topic,
-                out.partition,
-                out.key,
-                out.value,
-                on_delivery=on_delivery_of(out, delivered),
-            )
-        if not futures:
-            return
-        await asyncio.to_thread(producer.flush, DELIVERY_TIMEOUT)
-        try:
-            await asyncio.wait_for(asyncio.gather(*futures), timeout=1.0)
-        except TimeoutError:
-            out = outs[-1]
-            raise TransportError(
-                f"the broker did not acknowledge {sum(not f.done() for f in futures)} of "
-                f"{len(outs)} records to {out.topic} within {DELIVERY_TIMEOUT}s; they may "
-                "or may not have been written"
-            ) from None
+        pump = self._pump
+        assert pump is not None, "start() first"
+        await pump.send_all(producer, outs)
 
     async def close(self) -> None:
+        if self._pump is not None:
+            self._pump.stop()
         await asyncio.to_thread(self._feeder.stop)
         if self._entity_feeder is not None:
             await asyncio.to_thread(self._entity_feeder.stop)
@@ -197,12 +258,13 @@ class _AioKafkaBackend:
     async def _start(self) -> None:
         from aiokafka import AIOKafkaProducer
 
+        options = {"request_timeout_ms": int(DELIVERY_TIMEOUT * 1000), **self._options}
         producer = AIOKafkaProducer(
             bootstrap_servers=self._bootstrap,
             enable_idempotence=True,
             acks="all",
             linger_ms=1,
-            **self._options,
+            **options,
         )
         await producer.start()
         self._producer = producer
@@ -241,21 +303,23 @@ class _AioKafkaBackend:
         await self.send_all([out])
 
     async def send_all(self, outs: list[Outgoing]) -> None:
-        from aiokafka.errors import KafkaError
+        from aiokafka.errors import KafkaError, KafkaTimeoutError
 
+        pending: list[asyncio.Future[Any]] = []
         out = outs[0] if outs else None
         try:
-            # send() only enqueues (batched by linger_ms); the futures resolve on the ack.
-            pending = []
+            # send() only enqueues (batched by linger_ms); the futures resolve on the ack,
+            # or fail once aiokafka expires the batch (request_timeout_ms, DELIVERY_TIMEOUT):
+            # no timer of our own per call.
             for out in outs:
                 pending.append(
                     await self._producer.send(
                         out.topic, value=out.value, key=out.key, partition=out.partition
                     )
                 )
-            if pending:
-                await asyncio.wait_for(asyncio.gather(*pending), DELIVERY_TIMEOUT)
-        except TimeoutError:
+            for future in pending:
+                await future
+        except KafkaTimeoutError:
             assert out is not None
             raise TransportError(
                 f"the broker did not acknowledge the records to {out.topic} within "
@@ -264,6 +328,10 @@ class _AioKafkaBackend:
         except KafkaError as exc:
             assert out is not None
             raise TransportError(f"writing to {out.topic}[{out.partition}] failed: {exc}") from exc
+        finally:
+            for future in pending:
+                if not future.done():  # we stop waiting: retrieve its outcome, unlogged
+                    future.add_done_callback(_ignore_outcome)
 
     async def close(self) -> None:
         try:
@@ -561,6 +629,8 @@ class AsyncClient:
     # -- plumbing ------------------------------------------------------------------
 
     async def _ready(self) -> None:
+        if self._started and self._view.ready:
+            return  # the common case: no lock, no await
         await self.start()
         await self._view.wait_ready_async(VIEW_READY_TIMEOUT)
 

@@ -1,10 +1,14 @@
-"""Hand-written Avro binary encoders for the hot-path records.
+"""Hand-written Avro binary encoders and decoders for the hot-path records.
 
 fastavro's generic writer costs several microseconds per record (dict building,
 union branch matching); these encoders write the same bytes directly, several
-times faster. They follow the field order of ``schemas/*.avsc`` exactly;
-``tests/codec/test_fast_encoders.py`` checks byte equality with fastavro on
-generated records, so a schema change that forgets them fails there.
+times faster. The decoders read the *current* schema's bytes straight into the
+typed records (2x faster than fastavro's reader plus the dict conversion); a
+record written with an older schema version takes fastavro's resolving reader
+instead (``durafka.codec.records``). Both follow the field order of
+``schemas/*.avsc`` exactly; ``tests/codec/test_fast_encoders.py`` checks byte
+equality and round trips against fastavro on generated records, so a schema
+change that forgets them fails there.
 
 Avro binary, briefly: ``int``/``long`` are zig-zag varints; ``string``/``bytes``
 are a length then the bytes; a union is the branch index then the value; an
@@ -14,10 +18,11 @@ enum is its symbol index; an array is ``count, items..., 0``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from durafka.codec.avro import MARKER, codec, schema_dir
-from durafka.errors import FailureDetails
+from durafka.errors import DecodeError, FailureDetails
 from durafka.runtime.history import EventKind, HistoryEvent
 from durafka.status import OrchestrationStatus, RuntimeStatus
 
@@ -40,15 +45,27 @@ _STATUS_INDEX = {
 }
 
 
+T = TypeVar("T")
+
+_KINDS = [
+    EventKind(s) if s in EventKind.__members__ else None
+    for s in _symbols("HistoryEvent.avsc", "kind")
+]
+_STATUSES = [
+    RuntimeStatus(s) if s in RuntimeStatus.__members__ else None
+    for s in _symbols("InstanceStatus.avsc", "runtime_status")
+]
+
+
 def _header(short_name: str) -> bytes:
     return MARKER + codec(short_name).fingerprint.to_bytes(8, "little")
 
 
-_MESSAGE_HEADER = _header("OrchestrationMessage")
-_CHUNK_HEADER = _header("HistoryChunk")
-_STATUS_HEADER = _header("InstanceStatus")
-_STATE_HEADER = _header("InstanceState")
-_TASK_HEADER = _header("ActivityTask")
+MESSAGE_HEADER = _header("OrchestrationMessage")
+CHUNK_HEADER = _header("HistoryChunk")
+STATUS_HEADER = _header("InstanceStatus")
+STATE_HEADER = _header("InstanceState")
+TASK_HEADER = _header("ActivityTask")
 
 
 def write_long(n: int, out: bytearray) -> None:
@@ -119,7 +136,7 @@ def _write_events(events: Iterable[HistoryEvent], count: int, out: bytearray) ->
 
 def encode_message(instance_id: str, event: HistoryEvent) -> bytes:
     """A ``OrchestrationMessage`` value (single-object encoded)."""
-    out = bytearray(_MESSAGE_HEADER)
+    out = bytearray(MESSAGE_HEADER)
     write_bytes(instance_id.encode(), out)
     write_event(event, out)
     return bytes(out)
@@ -127,7 +144,7 @@ def encode_message(instance_id: str, event: HistoryEvent) -> bytes:
 
 def encode_chunk(events: list[HistoryEvent]) -> bytes:
     """A ``HistoryChunk`` value (single-object encoded)."""
-    out = bytearray(_CHUNK_HEADER)
+    out = bytearray(CHUNK_HEADER)
     _write_events(events, len(events), out)
     return bytes(out)
 
@@ -148,7 +165,7 @@ def write_status(s: OrchestrationStatus, out: bytearray) -> None:
 
 def encode_status(s: OrchestrationStatus) -> bytes:
     """An ``InstanceStatus`` value (single-object encoded)."""
-    out = bytearray(_STATUS_HEADER)
+    out = bytearray(STATUS_HEADER)
     write_status(s, out)
     return bytes(out)
 
@@ -162,7 +179,7 @@ def encode_state(
     pending_events: list[HistoryEvent],
 ) -> bytes:
     """An ``InstanceState`` value (single-object encoded)."""
-    out = bytearray(_STATE_HEADER)
+    out = bytearray(STATE_HEADER)
     write_status(status, out)
     write_long(parent_seq, out)
     write_long(history_chunks, out)
@@ -176,7 +193,7 @@ def encode_activity_task(
     instance_id: str, seq: int, attempt: int, name: str, input: bytes | None, scheduled_at: int
 ) -> bytes:
     """An ``ActivityTask`` value (single-object encoded)."""
-    out = bytearray(_TASK_HEADER)
+    out = bytearray(TASK_HEADER)
     write_bytes(instance_id.encode(), out)
     write_long(seq, out)
     write_long(attempt, out)
@@ -184,3 +201,189 @@ def encode_activity_task(
     _opt_bytes(input, out)
     write_long(scheduled_at, out)
     return bytes(out)
+
+
+# -- decoding ------------------------------------------------------------------------
+#
+# Each reader takes the buffer and a position and returns (value, next position).
+# Corrupt input surfaces as IndexError/ValueError/UnicodeDecodeError, turned into
+# DecodeError by the public functions.
+
+
+def read_long(b: bytes, pos: int) -> tuple[int, int]:
+    """Read a zig-zag varint at ``pos``."""
+    byte = b[pos]
+    pos += 1
+    n = byte & 0x7F
+    shift = 7
+    while byte & 0x80:
+        byte = b[pos]
+        pos += 1
+        n |= (byte & 0x7F) << shift
+        shift += 7
+    return (n >> 1) ^ -(n & 1), pos
+
+
+def _read_bytes(b: bytes, pos: int) -> tuple[bytes, int]:
+    n, pos = read_long(b, pos)
+    end = pos + n
+    if n < 0 or end > len(b):
+        raise ValueError("length beyond the end of the record")
+    return b[pos:end], end
+
+
+def _read_str(b: bytes, pos: int) -> tuple[str, int]:
+    raw, pos = _read_bytes(b, pos)
+    return raw.decode(), pos
+
+
+def _read_opt_bytes(b: bytes, pos: int) -> tuple[bytes | None, int]:
+    branch = b[pos]
+    if branch == 0:
+        return None, pos + 1
+    if branch != 2:
+        raise ValueError(f"bad union branch {branch}")
+    return _read_bytes(b, pos + 1)
+
+
+def _read_opt_str(b: bytes, pos: int) -> tuple[str | None, int]:
+    raw, pos = _read_opt_bytes(b, pos)
+    return (None if raw is None else raw.decode()), pos
+
+
+def _read_opt_failure(b: bytes, pos: int) -> tuple[FailureDetails | None, int]:
+    branch = b[pos]
+    if branch == 0:
+        return None, pos + 1
+    if branch != 2:
+        raise ValueError(f"bad union branch {branch}")
+    error_type, pos = _read_str(b, pos + 1)
+    message, pos = _read_str(b, pos)
+    trace, pos = _read_opt_str(b, pos)
+    return FailureDetails(error_type, message, trace), pos
+
+
+def _read_event(b: bytes, pos: int) -> tuple[HistoryEvent, int]:
+    index, pos = read_long(b, pos)
+    kind = _KINDS[index] if 0 <= index < len(_KINDS) else None
+    if kind is None:
+        raise ValueError(f"event kind number {index} is unknown to this version")
+    timestamp, pos = read_long(b, pos)
+    seq, pos = read_long(b, pos)
+    name, pos = _read_opt_str(b, pos)
+    payload, pos = _read_opt_bytes(b, pos)
+    failure, pos = _read_opt_failure(b, pos)
+    instance_id, pos = _read_opt_str(b, pos)
+    if b[pos] == 0:
+        fire_at = None
+        pos += 1
+    else:
+        fire_at, pos = read_long(b, pos + 1)
+    attempt, pos = read_long(b, pos)
+    return HistoryEvent(
+        kind, timestamp, seq, name, payload, failure, instance_id, fire_at, attempt
+    ), pos
+
+
+def _read_status(b: bytes, pos: int) -> tuple[OrchestrationStatus, int]:
+    instance_id, pos = _read_str(b, pos)
+    name, pos = _read_str(b, pos)
+    index, pos = read_long(b, pos)
+    if not 0 <= index < len(_STATUSES):
+        raise ValueError(f"runtime status number {index} is out of range")
+    runtime_status = _STATUSES[index] or RuntimeStatus.PENDING
+    input_, pos = _read_opt_bytes(b, pos)
+    output, pos = _read_opt_bytes(b, pos)
+    failure, pos = _read_opt_failure(b, pos)
+    custom, pos = _read_opt_bytes(b, pos)
+    created, pos = read_long(b, pos)
+    updated, pos = read_long(b, pos)
+    parent, pos = _read_opt_str(b, pos)
+    status = OrchestrationStatus(
+        instance_id, name, runtime_status, input_, output, failure, custom, created, updated, parent
+    )
+    return status, pos
+
+
+def _read_message(b: bytes, pos: int) -> tuple[tuple[str, HistoryEvent], int]:
+    instance_id, pos = _read_str(b, pos)
+    event, pos = _read_event(b, pos)
+    return (instance_id, event), pos
+
+
+def _read_task(b: bytes, pos: int) -> tuple[tuple[str, int, int, str, bytes | None, int], int]:
+    instance_id, pos = _read_str(b, pos)
+    seq, pos = read_long(b, pos)
+    attempt, pos = read_long(b, pos)
+    name, pos = _read_str(b, pos)
+    input_, pos = _read_opt_bytes(b, pos)
+    scheduled_at, pos = read_long(b, pos)
+    return (instance_id, seq, attempt, name, input_, scheduled_at), pos
+
+
+def _read_events(b: bytes, pos: int) -> tuple[list[HistoryEvent], int]:
+    events: list[HistoryEvent] = []
+    while True:
+        count, pos = read_long(b, pos)
+        if count == 0:
+            return events, pos
+        if count < 0:  # a block with its byte size (Avro allows it; fastavro never writes it)
+            count = -count
+            _, pos = read_long(b, pos)
+        for _ in range(count):
+            event, pos = _read_event(b, pos)
+            events.append(event)
+
+
+_State = tuple[OrchestrationStatus, int, int, int, int, list[HistoryEvent]]
+
+
+def _read_state(b: bytes, pos: int) -> tuple[_State, int]:
+    status, pos = _read_status(b, pos)
+    parent_seq, pos = read_long(b, pos)
+    chunks, pos = read_long(b, pos)
+    length, pos = read_long(b, pos)
+    generation, pos = read_long(b, pos)
+    pending, pos = _read_events(b, pos)
+    return (status, parent_seq, chunks, length, generation, pending), pos
+
+
+def _decode(what: str, data: bytes, read: Callable[[bytes, int], tuple[T, int]]) -> T:
+    """Read one ``what`` body after the 10-byte header; every byte must be used."""
+    try:
+        value, pos = read(data, 10)
+    except (IndexError, ValueError) as exc:
+        raise DecodeError(f"corrupt Avro body for {what}: {exc}") from exc
+    if pos != len(data):
+        raise DecodeError(f"corrupt Avro body for {what}: {len(data) - pos} bytes left over")
+    return value
+
+
+def is_current(data: bytes, header: bytes) -> bool:
+    """Whether ``data`` was written with the current schema (``header``: its 10-byte header)."""
+    return data[:10] == header
+
+
+def decode_message(data: bytes) -> tuple[str, HistoryEvent]:
+    """``(instance_id, event)`` of an ``OrchestrationMessage`` in the current schema."""
+    return _decode("OrchestrationMessage", data, _read_message)
+
+
+def decode_status(data: bytes) -> OrchestrationStatus:
+    """An ``InstanceStatus`` in the current schema."""
+    return _decode("InstanceStatus", data, _read_status)
+
+
+def decode_activity_task(data: bytes) -> tuple[str, int, int, str, bytes | None, int]:
+    """The fields of an ``ActivityTask`` in the current schema, in schema order."""
+    return _decode("ActivityTask", data, _read_task)
+
+
+def decode_chunk(data: bytes) -> list[HistoryEvent]:
+    """The events of a ``HistoryChunk`` in the current schema."""
+    return _decode("HistoryChunk", data, _read_events)
+
+
+def decode_state(data: bytes) -> _State:
+    """The fields of an ``InstanceState`` in the current schema, in schema order."""
+    return _decode("InstanceState", data, _read_state)

@@ -80,7 +80,9 @@ def encode_message(instance_id: str, event: HistoryEvent) -> bytes:
 
 def decode_message(data: bytes) -> tuple[str, HistoryEvent]:
     """``(instance_id, event)`` of an ``H.orchestrations`` record value."""
-    d = _dec_message(data)
+    if fast.is_current(data, fast.MESSAGE_HEADER):
+        return fast.decode_message(data)
+    d = _dec_message(data)  # an older schema version: resolved by fastavro
     return d["instance_id"], event_from_dict(d["event"])
 
 
@@ -108,6 +110,8 @@ def encode_activity_task(t: ActivityTask) -> bytes:
 
 def decode_activity_task(data: bytes) -> ActivityTask:
     """The activity task of an ``H.activities`` record value."""
+    if fast.is_current(data, fast.TASK_HEADER):
+        return ActivityTask(*fast.decode_activity_task(data))
     d = _dec_task(data)
     return ActivityTask(
         d["instance_id"], d["seq"], d["attempt"], d["name"], d["input"], d["scheduled_at"]
@@ -156,6 +160,8 @@ def encode_status(s: OrchestrationStatus) -> bytes:
 
 def decode_status(data: bytes) -> OrchestrationStatus:
     """The status of an ``H.status`` record value."""
+    if fast.is_current(data, fast.STATUS_HEADER):
+        return fast.decode_status(data)
     return status_from_dict(_dec_status(data))
 
 
@@ -192,6 +198,8 @@ def encode_state(s: InstanceState) -> bytes:
 
 def decode_state(data: bytes) -> InstanceState:
     """The instance header of a store value."""
+    if fast.is_current(data, fast.STATE_HEADER):
+        return InstanceState(*fast.decode_state(data))
     d = _dec_state(data)
     return InstanceState(
         status_from_dict(d["status"]),
@@ -210,6 +218,8 @@ def encode_chunk(events: list[HistoryEvent]) -> bytes:
 
 def decode_chunk(data: bytes) -> list[HistoryEvent]:
     """The history events of a store value."""
+    if fast.is_current(data, fast.CHUNK_HEADER):
+        return fast.decode_chunk(data)
     return [event_from_dict(e) for e in _dec_chunk(data)["events"]]
 
 

@@ -20,24 +20,46 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
+from queue import Empty, SimpleQueue
 
 from durafka.codec.records import ActivityTask
 from durafka.errors import UnknownFunctionError
-from durafka.registry import Registry
+from durafka.registry import FunctionDef, Registry
 from durafka.runtime.history import HistoryEvent
-from durafka.worker import run_activity, run_activity_async
+from durafka.threadpool import CallbackThreadPool
+from durafka.worker import failed_event, run_activity, run_activity_async
 
 #: A handed-off activity not adopted within this many seconds is forgotten.
 _HAND_OFF_TTL = 600.0
 
 
+class LocalRun:
+    """One activity started next to the processor.
+
+    ``result`` is set when it finished within the batch; ``adopter`` when it was
+    handed off to the worker instead (see :meth:`LocalActivities.collect`).
+    """
+
+    __slots__ = ("adopter", "fdef", "result", "task")
+
+    def __init__(self, task: ActivityTask, fdef: FunctionDef) -> None:
+        self.task = task
+        self.fdef = fdef
+        self.result: HistoryEvent | None = None
+        self.adopter: Future[HistoryEvent] | None = None
+
+
 class LocalActivities:
-    """A pool for activities run inside the processor's batch.
+    """Threads (and an event loop) for activities run inside the processor's batch.
+
+    No ``Future`` per activity (see :mod:`durafka.threadpool`): a finished run
+    comes back on a queue the processor waits on. A ``Future`` is made only
+    for a run handed off to the worker.
 
     Args:
         registry: where the activities are registered.
-        max_concurrent: threads for sync activities.
+        max_concurrent: threads for sync activities (started as needed).
         max_payload_bytes: the result size limit.
         wait_seconds: how long a batch waits for its local activities at most.
     """
@@ -50,45 +72,125 @@ class LocalActivities:
         max_payload_bytes: int,
         wait_seconds: float,
     ) -> None:
-        self._handed_off: dict[tuple[str, int], tuple[float, Future[HistoryEvent]]] = {}
         self.registry = registry
         self.max_payload_bytes = max_payload_bytes
         self.wait_seconds = wait_seconds
-        self._pool = ThreadPoolExecutor(max_concurrent, thread_name_prefix="durafka-local-activity")
+        self._max_threads = max_concurrent
+        self._threads = CallbackThreadPool(max_concurrent, "durafka-local-activity")
+        self._done: SimpleQueue[LocalRun] = SimpleQueue()
+        self._handed_off: dict[tuple[str, int], tuple[float, Future[HistoryEvent]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
+        self._closed = False
 
-    def start(self, task: ActivityTask) -> Future[HistoryEvent] | None:
+    def start(self, task: ActivityTask) -> LocalRun | None:
         """Start ``task`` locally; None when it is not registered here (a worker must run it)."""
         try:
             fdef = self.registry.activity(task.name)
         except UnknownFunctionError:
             return None
+        run = LocalRun(task, fdef)
         if fdef.is_async:
-            coro = run_activity_async(task, fdef, self.max_payload_bytes)
-            return asyncio.run_coroutine_threadsafe(coro, self._event_loop())
-        return self._pool.submit(run_activity, task, fdef, self.max_payload_bytes)
+            self._event_loop().call_soon_threadsafe(self._start_async, run)
+            return run
+        self._threads.submit(self._run_sync, run)
+        return run
 
-    def hand_off(self, task: ActivityTask, future: Future[HistoryEvent]) -> None:
-        """Keep a still-running activity for the co-located worker to adopt.
+    def collect(
+        self, runs: list[LocalRun], timeout: float
+    ) -> tuple[list[LocalRun], list[LocalRun]]:
+        """Wait up to ``timeout`` s for ``runs`` (every run started since the last call).
 
-        The processor produced its task to ``H.activities``; when this process's
-        worker consumes that record it takes the running future instead of running
-        the activity a second time (see :meth:`adopt`).
+        Returns the finished runs (``result`` set) and the unfinished ones, which
+        are handed off: the processor produces their tasks to ``H.activities``,
+        and when this process's worker consumes such a record it takes the
+        running execution (:meth:`adopt`) instead of running the activity again.
         """
-        now = time.monotonic()
+        finished: list[LocalRun] = []
+        waiting = len(runs)
+        deadline = time.monotonic() + timeout
+        get = self._done.get
+        while waiting:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                finished.append(get(timeout=remaining))
+            except Empty:
+                break
+            waiting -= 1
+        if not waiting:
+            return finished, []
         with self._lock:
-            self._handed_off[(task.instance_id, task.seq)] = (now, future)
-            # Tasks consumed by a worker in another process are never adopted here.
-            stale = [k for k, (at, _) in self._handed_off.items() if now - at > _HAND_OFF_TTL]
-            for k in stale:
-                del self._handed_off[k]
+            # A run finishes under this lock: past here, each is done or handed off.
+            self._drain_done(finished)
+            unfinished = [run for run in runs if run.result is None]
+            self._hand_off(unfinished)
+        return finished, unfinished
+
+    def hand_off(self, runs: list[LocalRun]) -> None:
+        """Hand every run in ``runs`` off to the worker, finished or not.
+
+        For when a batch's wait is spent: results that arrive later would start
+        more work in a batch that must end. A finished run's result is kept for
+        the worker to take right away.
+        """
+        with self._lock:
+            self._drain_done([])
+            self._hand_off(runs)
+
+    def _drain_done(self, into: list[LocalRun]) -> None:
+        while True:
+            try:
+                into.append(self._done.get_nowait())
+            except Empty:
+                return
+
+    def _hand_off(self, runs: list[LocalRun]) -> None:
+        now = time.monotonic()
+        handed_off = self._handed_off
+        for run in runs:
+            adopter: Future[HistoryEvent] = Future()
+            adopter.set_running_or_notify_cancel()
+            if run.result is not None:
+                adopter.set_result(run.result)
+            run.adopter = adopter
+            handed_off[(run.task.instance_id, run.task.seq)] = (now, adopter)
+        # Tasks consumed by a worker in another process are never adopted here.
+        for key in [k for k, (at, _) in handed_off.items() if now - at > _HAND_OFF_TTL]:
+            del handed_off[key]
 
     def adopt(self, task: ActivityTask) -> Future[HistoryEvent] | None:
         """The running local execution of ``task``, if the processor handed it off."""
         with self._lock:
             entry = self._handed_off.pop((task.instance_id, task.seq), None)
         return None if entry is None else entry[1]
+
+    def _run_sync(self, run: LocalRun) -> None:
+        try:
+            event = run_activity(run.task, run.fdef, self.max_payload_bytes)
+        except BaseException as exc:  # e.g. SystemExit raised by user code
+            event = failed_event(run.task, exc)
+        self._finish(run, event)
+
+    def _start_async(self, run: LocalRun) -> None:
+        coro = run_activity_async(run.task, run.fdef, self.max_payload_bytes)
+        task = asyncio.ensure_future(coro)
+
+        def done(t: asyncio.Future[HistoryEvent]) -> None:
+            if not t.cancelled():  # cancelled only when the process shuts down
+                self._finish(run, t.result())
+
+        task.add_done_callback(done)
+
+    def _finish(self, run: LocalRun, event: HistoryEvent) -> None:
+        with self._lock:
+            adopter = run.adopter
+            if adopter is None:
+                run.result = event
+                self._done.put(run)
+        if adopter is not None:
+            adopter.set_result(event)
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -101,7 +203,10 @@ class LocalActivities:
             return self._loop
 
     def close(self) -> None:
-        """Stop the pool; running activities finish in the background, results unused."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop the threads; running activities finish in the background, results unused."""
+        if self._closed:
+            return
+        self._closed = True
+        self._threads.shutdown()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)

@@ -23,8 +23,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future
-from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -53,7 +51,7 @@ from durafka.processor.keys import (
     timer_key,
     timer_upper_bound,
 )
-from durafka.processor.local import LocalActivities
+from durafka.processor.local import LocalActivities, LocalRun
 from durafka.registry import Registry
 from durafka.runtime.executor import OrchestrationExecutor
 from durafka.runtime.history import (
@@ -102,8 +100,8 @@ class _Batch:
     work: dict[int, dict[str, list[HistoryEvent]]] = field(default_factory=dict)
     touched: dict[str, Instance] = field(default_factory=dict)
     out: list[tuple[str, int, bytes | None, bytes | None]] = field(default_factory=list)
-    #: Activities started next to the processor: (partition, instance, task, result).
-    local: list[tuple[int, str, ActivityTask, Future[HistoryEvent]]] = field(default_factory=list)
+    #: Activities started next to the processor, with their instance's partition.
+    local: list[tuple[int, LocalRun]] = field(default_factory=list)
 
     def add(self, partition: int, instance_id: str, event: HistoryEvent) -> None:
         by_instance = self.work.get(partition)
@@ -603,7 +601,7 @@ class Processor:
             task = ActivityTask(iid, a.seq, 1, a.name or "", a.payload, batch.now_ms)
             local = self._local.start(task) if self._local is not None else None
             if local is not None:
-                batch.local.append((inst.partition, iid, task, local))
+                batch.local.append((inst.partition, local))
             else:
                 self._produce_activity_task(batch, task)
         elif kind is K.TIMER_CREATED:
@@ -648,19 +646,31 @@ class Processor:
 
         Rounds repeat while results arrive (an orchestrator's next activity runs in
         the same batch too) until ``local_activity_wait_ms`` is spent; activities
-        still running then go to ``H.activities`` for a worker.
+        still running then go to ``H.activities`` for a worker, which adopts the
+        running execution.
         """
-        assert self._local is not None
-        deadline = time.monotonic() + self._local.wait_seconds
+        local = self._local
+        assert local is not None
+        deadline = time.monotonic() + local.wait_seconds
         while batch.local:
             started, batch.local = batch.local, []
-            futures_wait([f for *_, f in started], timeout=max(0.0, deadline - time.monotonic()))
+            partition_of = {id(run): p for p, run in started}
+            finished, unfinished = local.collect(
+                [run for _, run in started], max(0.0, deadline - time.monotonic())
+            )
+            for run in unfinished:
+                self._produce_activity_task(batch, run.task)
             results: dict[tuple[int, str], list[HistoryEvent]] = {}
-            for p, iid, task, future in started:
-                if future.done() and not future.cancelled():
-                    results.setdefault((p, iid), []).append(future.result())
+            for run in finished:
+                p = partition_of.get(id(run))
+                if p is None or run.result is None:
+                    continue  # left over from a batch that failed before collecting it
+                key = (p, run.task.instance_id)
+                events = results.get(key)
+                if events is None:
+                    results[key] = [run.result]
                 else:
-                    self._hand_off(batch, task, future)
+                    events.append(run.result)
             for (p, iid), events in results.items():
                 part = self._owned.get(p)
                 if part is None:
@@ -671,16 +681,13 @@ class Processor:
                 except Exception as exc:
                     log.exception("internal error processing instance %r", iid)
                     self._fail_internally(batch, part, tx, iid, exc)
-            if time.monotonic() >= deadline:
-                for _, _, task, future in batch.local:
-                    self._hand_off(batch, task, future)
+            if batch.local and time.monotonic() >= deadline:
+                # The wait is spent: what the results just started goes to the worker.
+                late = [run for _, run in batch.local]
+                local.hand_off(late)
+                for run in late:
+                    self._produce_activity_task(batch, run.task)
                 batch.local = []
-
-    def _hand_off(self, batch: _Batch, task: ActivityTask, future: Future[HistoryEvent]) -> None:
-        """A local activity outlasted the batch: durable task for the worker, which adopts it."""
-        assert self._local is not None
-        self._local.hand_off(task, future)
-        self._produce_activity_task(batch, task)
 
     def _send(self, batch: _Batch, target: str, event: HistoryEvent) -> None:
         key = target.encode()

@@ -61,7 +61,7 @@ def check_run(run: dict[str, Any], config: BenchConfig, processes: set[str]) -> 
     assert run["transport"] == config.transport
     assert run["partitions"] == config.partitions
     assert run["cpu_count"] >= 1
-    assert set(run["settings"]) >= {"batch_size", "commit_interval_ms", "cache_size"}
+    assert set(run["settings"]) >= {"batch_size", "cache_size"}
     assert {u["name"] for u in run["usage"]} == processes
     for u in run["usage"]:
         assert u["cpu_s"] > 0, u
@@ -176,7 +176,6 @@ def test_kafka_separate_processes_split_the_partitions(
         processes=ProcessMode.SEPARATE,
         processors=2,
         batch_size=50,
-        commit_interval_ms=2,
         **TINY,
     )
 
@@ -187,7 +186,7 @@ def test_kafka_separate_processes_split_the_partitions(
         run.model_dump(mode="json"), config, {"bench", "processor-1", "processor-2", "worker"}
     )
     assert run.processes["processor_partitions"] == ["0-0", "1-1"]
-    assert run.settings["batch_size"] == 50 and run.settings["commit_interval_ms"] == 2
+    assert run.settings["batch_size"] == 50
     assert len({u.pid for u in run.usage}) == 4
     assert hub_topics(kafka_bootstrap, run.task_hub) == []
 

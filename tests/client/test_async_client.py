@@ -132,3 +132,19 @@ async def test_close_is_idempotent_and_fails_waiters(env: Hub) -> None:
     await client.close()
     with pytest.raises(Exception, match="closed"):
         await asyncio.wait_for(waiter, 5)
+
+
+@pytest.mark.kafka
+async def test_a_given_kafka_transport_acknowledges_every_start(kafka_env: Hub) -> None:
+    # confluent-kafka's producer with the delivery thread settling the futures in batches.
+    registry = Registry()
+    registry.add_orchestration(double)
+    async with AsyncClient(kafka_env.settings, registry, kafka_env.transport) as client:
+        assert isinstance(client._backend, _TransportBackend)
+        ids = await asyncio.gather(
+            *(client.start_new(double, n, instance_id=f"k-{n}") for n in range(200))
+        )
+    assert ids == [f"k-{n}" for n in range(200)]
+    records = await asyncio.to_thread(kafka_env.read_orchestrations, 200)
+    starts = {decode_message(r.value() or b"")[0] for r in records}
+    assert starts == set(ids)

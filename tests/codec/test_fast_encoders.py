@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from fastavro import schemaless_writer
 from fastavro.utils import generate_many
 from hypothesis import given
@@ -17,7 +18,7 @@ from durafka.codec.records import (
     status_from_dict,
     status_to_dict,
 )
-from durafka.errors import FailureDetails
+from durafka.errors import DecodeError, FailureDetails
 from durafka.runtime.history import EventKind, HistoryEvent
 from durafka.status import OrchestrationStatus, RuntimeStatus
 
@@ -60,6 +61,9 @@ _statuses = st.builds(
     _longs,
     _longs,
     _opt_text,
+)
+_STATUS = OrchestrationStatus(
+    "i-1", "hello", RuntimeStatus.COMPLETED, None, b'"hi"', None, None, 1, 2, None
 )
 
 
@@ -124,3 +128,61 @@ def test_generated_events_round_trip() -> None:
             continue
         status = status_from_dict(record)
         assert fast.encode_status(status) == _fastavro("InstanceStatus", record)
+
+
+# -- the decoders read what fastavro reads -----------------------------------------------
+
+
+@given(_texts, _events)
+def test_message_decodes_like_fastavro(instance_id: str, event: HistoryEvent) -> None:
+    data = fast.encode_message(instance_id, event)
+    record = codec("OrchestrationMessage").decode(data)
+    assert fast.decode_message(data) == (record["instance_id"], event_from_dict(record["event"]))
+    assert fast.decode_message(data) == (instance_id, event)
+
+
+@given(st.lists(_events, max_size=5))
+def test_chunk_decodes_like_fastavro(events: list[HistoryEvent]) -> None:
+    data = fast.encode_chunk(events)
+    record = codec("HistoryChunk").decode(data)
+    assert fast.decode_chunk(data) == [event_from_dict(e) for e in record["events"]] == events
+
+
+@given(_statuses)
+def test_status_decodes_like_fastavro(status: OrchestrationStatus) -> None:
+    data = fast.encode_status(status)
+    assert fast.decode_status(data) == status_from_dict(codec("InstanceStatus").decode(data))
+    assert fast.decode_status(data) == status
+
+
+@given(_statuses, _ints, _ints, _ints, _ints, st.lists(_events, max_size=3))
+def test_state_decodes_to_what_was_encoded(  # type: ignore[no-untyped-def]
+    status, parent_seq, chunks, length, generation, pending
+) -> None:
+    data = fast.encode_state(status, parent_seq, chunks, length, generation, pending)
+    assert fast.decode_state(data) == (status, parent_seq, chunks, length, generation, pending)
+    record = codec("InstanceState").decode(data)
+    assert fast.decode_state(data)[0] == status_from_dict(record["status"])
+
+
+def test_activity_task_decodes_like_fastavro() -> None:
+    for record in generate_many(codec("ActivityTask").schema, 50):
+        data = _fastavro("ActivityTask", record)
+        fields = ("instance_id", "seq", "attempt", "name", "input", "scheduled_at")
+        assert fast.decode_activity_task(data) == tuple(record[f] for f in fields)
+
+
+@pytest.mark.parametrize(
+    ("decode", "data"),
+    [
+        (fast.decode_status, fast.STATUS_HEADER + b"\x06abc"),  # truncated
+        (fast.decode_status, fast.encode_status(_STATUS) + b"\x00"),  # bytes left over
+        (fast.decode_message, fast.MESSAGE_HEADER + b"\x02a\x7f"),  # event kind out of range
+        (fast.decode_message, fast.MESSAGE_HEADER + b"\x02a\x01"),  # negative kind
+        (fast.decode_chunk, fast.CHUNK_HEADER + b"\x02"),  # one event announced, none there
+        (fast.decode_activity_task, fast.TASK_HEADER + b"\x02\xff"),  # invalid UTF-8 id
+    ],
+)
+def test_corrupt_bodies_raise_decode_error(decode, data: bytes) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(DecodeError, match="corrupt Avro body"):
+        decode(data)

@@ -1,0 +1,77 @@
+"""The activity thread pool: calls run, threads grow to the limit, errors do not kill it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from queue import SimpleQueue
+
+import pytest
+
+from durafka.threadpool import CallbackThreadPool
+
+
+def test_every_call_runs_with_its_arguments() -> None:
+    pool = CallbackThreadPool(4, "t")
+    out: SimpleQueue[int] = SimpleQueue()
+    for n in range(200):
+        pool.submit(out.put, n)
+    got = sorted(out.get(timeout=5) for _ in range(200))
+    pool.shutdown()
+    assert got == list(range(200))
+
+
+def test_threads_grow_to_the_limit_and_no_further() -> None:
+    pool = CallbackThreadPool(3, "t")
+    release = threading.Event()
+    names: SimpleQueue[int] = SimpleQueue()
+
+    def block() -> None:
+        names.put(threading.get_ident())
+        release.wait(5)
+
+    for _ in range(6):
+        pool.submit(block)
+    first = {names.get(timeout=5) for _ in range(3)}
+    time.sleep(0.1)
+    assert names.empty()  # three threads, all blocked: the other calls wait
+    release.set()
+    rest = [names.get(timeout=5) for _ in range(3)]
+    pool.shutdown()
+    assert len(first | set(rest)) == 3 and len(pool._threads) == 3
+
+
+def test_a_call_that_raises_is_logged_and_the_pool_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pool = CallbackThreadPool(1, "t")
+    out: SimpleQueue[str] = SimpleQueue()
+
+    def boom() -> None:
+        raise SystemExit("user code exited")
+
+    pool.submit(boom)
+    pool.submit(out.put, "after")
+    assert out.get(timeout=5) == "after"
+    pool.shutdown()
+    assert "a call on the t pool raised" in caplog.text
+
+
+def test_shutdown_drops_what_has_not_started_and_refuses_more() -> None:
+    pool = CallbackThreadPool(1, "t")
+    release = threading.Event()
+    ran: list[int] = []
+    pool.submit(release.wait, 5)
+    for n in range(5):
+        pool.submit(ran.append, n)
+    pool.shutdown()
+    release.set()
+    time.sleep(0.1)
+    assert ran == []
+    with pytest.raises(RuntimeError, match="shut down"):
+        pool.submit(ran.append, 9)
+
+
+def test_at_least_one_thread() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        CallbackThreadPool(0, "t")
