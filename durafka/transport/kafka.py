@@ -30,6 +30,7 @@ librdkafka 2.16):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -346,8 +347,21 @@ class KafkaConsumer:
     def resume(self, partitions: Iterable[TopicPartition]) -> None:
         """Fetch these paused partitions again (unassigned ones are ignored)."""
         tps = list(partitions)
-        self._consumer.resume([_kafka_tp(tp) for tp in tps])
+        kafka_tps = [_kafka_tp(tp) for tp in tps]
+        self._consumer.resume(kafka_tps)
         self._paused.difference_update(tps)
+        # librdkafka applies a resume when the partition's broker thread next wakes up:
+        # up to ~1 s later if it had nothing else to fetch (a worker that paused while
+        # full then idled a second per refill). A seek to the position, a no-op for
+        # what is read next, wakes it now.
+        try:
+            positions = self._consumer.position(kafka_tps)
+        except KafkaException:
+            return
+        for tp in positions:
+            if tp.offset >= 0:
+                with contextlib.suppress(KafkaException):
+                    self._consumer.seek(tp)
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
         """Continue reading ``partition`` at ``offset`` (the next poll sees it)."""

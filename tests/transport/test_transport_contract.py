@@ -275,6 +275,27 @@ def test_pause_and_resume(env: Env) -> None:
     assert [(r.partition(), r.value()) for r in records] == [(0, b"p0")]
 
 
+def test_a_resumed_partition_is_fetched_again_at_once(env: Env) -> None:
+    # librdkafka alone applies a resume only when the broker thread next wakes up
+    # (~1 s when idle); the transport wakes it. 0.5 s is a generous bound for "at once".
+    topic = env.topic(partitions=1)
+    tp = TopicPartition(topic, 0)
+    consumer = env.consumer()
+    consumer.assign({tp: None})
+    producer = env.producer()
+    for n in range(3):
+        producer.produce(topic, 0, b"k", f"v{n}".encode())
+    producer.flush(10.0)
+    assert values(poll_until(consumer, 3, env.deadline)) == [b"v0", b"v1", b"v2"]
+    for round_ in range(3):
+        consumer.pause([tp])
+        producer.produce(topic, 0, b"k", f"r{round_}".encode())
+        producer.flush(10.0)
+        assert poll_for(consumer, 0.2) == []
+        consumer.resume([tp])
+        assert values(poll_until(consumer, 1, 0.5)) == [f"r{round_}".encode()]
+
+
 @dataclass
 class Member:
     """A group consumer that records its rebalance callbacks."""
