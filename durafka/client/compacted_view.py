@@ -61,6 +61,33 @@ def _schedule(
         waiter.loop.call_soon_threadsafe(fn, waiter.future, arg)
 
 
+_Wakeup = tuple[Callable[[asyncio.Future[Any], Any], None], asyncio.Future[Any], Any]
+
+
+def _run_wakeups(wakeups: list[_Wakeup]) -> None:
+    for fn, future, arg in wakeups:
+        fn(future, arg)
+
+
+def _dispatch(by_loop: dict[asyncio.AbstractEventLoop, list[_Wakeup]]) -> None:
+    """Resolve a batch's futures: one call per event loop, not one thread hop per waiter.
+
+    ``call_soon_threadsafe`` writes to the loop's self-pipe each time; for a batch
+    of hundreds of statuses that was a system call per waiter. On the loop's own
+    thread (the aiokafka feeder) the futures are resolved right away.
+    """
+    try:
+        current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        current = None
+    for loop, wakeups in by_loop.items():
+        if loop is current:
+            _run_wakeups(wakeups)
+            continue
+        with contextlib.suppress(RuntimeError):  # that loop closed: nothing to wake
+            loop.call_soon_threadsafe(_run_wakeups, wakeups)
+
+
 class CompactedView(ABC, Generic[V]):
     """The latest value of every key of a compacted topic, fed by a feeder.
 
@@ -106,6 +133,7 @@ class CompactedView(ABC, Generic[V]):
                 self._log.warning("skipping an undecodable %s record (key %r): %s", noun, key, exc)
         if not updates:
             return
+        wakeups: dict[asyncio.AbstractEventLoop, list[_Wakeup]] = {}
         with self._cond:
             for key_str, decoded in updates:
                 if decoded is None:
@@ -113,21 +141,25 @@ class CompactedView(ABC, Generic[V]):
                     continue
                 self._values[key_str] = decoded
                 if key_str in self._waiters:
-                    self._wake(key_str, decoded)
+                    self._wake(key_str, decoded, wakeups)
             self._cond.notify_all()
+        if wakeups:
+            _dispatch(wakeups)
 
-    def _wake(self, key: str, value: V) -> None:
-        """Resolve the async waiters on ``key`` whose predicate holds (lock held)."""
+    def _wake(
+        self, key: str, value: V, wakeups: dict[asyncio.AbstractEventLoop, list[_Wakeup]]
+    ) -> None:
+        """Collect the wake-ups of the async waiters on ``key`` whose predicate holds."""
         keep: list[_AsyncWaiter[V]] = []
         for waiter in self._waiters[key]:
             assert waiter.predicate is not None
             try:
                 matched = waiter.predicate(value)
             except Exception as exc:  # the waiter's own bug: surface it to the waiter
-                _schedule(waiter, _reject, exc)
+                wakeups.setdefault(waiter.loop, []).append((_reject, waiter.future, exc))
                 continue
             if matched:
-                _schedule(waiter, _resolve, value)
+                wakeups.setdefault(waiter.loop, []).append((_resolve, waiter.future, value))
             else:
                 keep.append(waiter)
         if keep:

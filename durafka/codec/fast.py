@@ -57,6 +57,10 @@ _STATUSES = [
 ]
 
 
+if len(_KIND_INDEX) >= 64 or len(_STATUS_INDEX) >= 64:  # written as one varint byte below
+    raise ImportError("durafka.codec.fast writes enum indexes as one byte: fewer than 64 symbols")
+
+
 def _header(short_name: str) -> bytes:
     return MARKER + codec(short_name).fingerprint.to_bytes(8, "little")
 
@@ -70,11 +74,31 @@ TASK_HEADER = _header("ActivityTask")
 
 def write_long(n: int, out: bytearray) -> None:
     """Append a zig-zag varint (Avro ``int`` and ``long``)."""
+    if 0 <= n < 64:  # most values: sequence ids, counts, enum indexes, lengths
+        out.append(n << 1)
+        return
     n = (n << 1) ^ (n >> 63)
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
         n >>= 7
     out.append(n)
+
+
+# Timestamps repeat (every record of a batch carries its time): their varints are
+# kept, bounded (cleared when full), since a timestamp is the longest varint written.
+_TIME_VARINTS: dict[int, bytes] = {}
+
+
+def _write_time(ms: int, out: bytearray) -> None:
+    encoded = _TIME_VARINTS.get(ms)
+    if encoded is None:
+        buf = bytearray()
+        write_long(ms, buf)
+        encoded = bytes(buf)
+        if len(_TIME_VARINTS) >= 4096:
+            _TIME_VARINTS.clear()
+        _TIME_VARINTS[ms] = encoded
+    out += encoded
 
 
 def write_bytes(b: bytes, out: bytearray) -> None:
@@ -111,8 +135,8 @@ def _opt_failure(f: FailureDetails | None, out: bytearray) -> None:
 
 def write_event(e: HistoryEvent, out: bytearray) -> None:
     """Append the Avro body of a ``HistoryEvent``."""
-    write_long(_KIND_INDEX[e.kind], out)
-    write_long(e.timestamp, out)
+    out.append(_KIND_INDEX[e.kind] << 1)  # fewer than 64 kinds: one byte
+    _write_time(e.timestamp, out)
     write_long(e.seq, out)
     _opt_str(e.name, out)
     _opt_bytes(e.payload, out)
@@ -153,13 +177,13 @@ def write_status(s: OrchestrationStatus, out: bytearray) -> None:
     """Append the Avro body of an ``InstanceStatus``."""
     write_bytes(s.instance_id.encode(), out)
     write_bytes(s.name.encode(), out)
-    write_long(_STATUS_INDEX[s.runtime_status], out)
+    out.append(_STATUS_INDEX[s.runtime_status] << 1)
     _opt_bytes(s.serialized_input, out)
     _opt_bytes(s.serialized_output, out)
     _opt_failure(s.failure_details, out)
     _opt_bytes(s.serialized_custom_status, out)
-    write_long(s.created_at_ms, out)
-    write_long(s.last_updated_at_ms, out)
+    _write_time(s.created_at_ms, out)
+    _write_time(s.last_updated_at_ms, out)
     _opt_str(s.parent_instance_id, out)
 
 
