@@ -263,7 +263,7 @@ class _AioKafkaBackend:
             bootstrap_servers=self._bootstrap,
             enable_idempotence=True,
             acks="all",
-            linger_ms=1,
+            linger_ms=0,  # 1 ms of lingering was 1 ms of every start's latency
             **options,
         )
         await producer.start()
@@ -308,7 +308,8 @@ class _AioKafkaBackend:
         pending: list[asyncio.Future[Any]] = []
         out = outs[0] if outs else None
         try:
-            # send() only enqueues (batched by linger_ms); the futures resolve on the ack,
+            # send() only enqueues (records queued while a request is in flight share the
+            # next one, so linger_ms=0 costs no throughput); the futures resolve on the ack,
             # or fail once aiokafka expires the batch (request_timeout_ms, DELIVERY_TIMEOUT):
             # no timer of our own per call.
             for out in outs:
