@@ -53,6 +53,15 @@ class InstanceCache:
         self._items[inst.instance_id] = inst
         self._items.move_to_end(inst.instance_id)
 
+    def demote(self, instance_id: str) -> None:
+        """Make an instance the first to evict (it finished: events for it are rare).
+
+        Under load, finished instances would otherwise stay while the running
+        ones, waiting longest for their activities, were evicted and replayed.
+        """
+        if instance_id in self._items:
+            self._items.move_to_end(instance_id, last=False)
+
     def remove(self, instance_id: str) -> None:
         """Forget one instance (purged)."""
         self._items.pop(instance_id, None)

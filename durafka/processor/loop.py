@@ -880,6 +880,8 @@ class Processor:
                 inst.status_dirty = False
                 key = inst.instance_id.encode()
                 batch.out.append((status_topic, inst.partition, key, encode_status(state.status)))
+            if state.status.runtime_status in _TERMINAL:
+                self.cache.demote(inst.instance_id)
         chunks.clear()
 
     def _commit(self, batch: _Batch) -> None:
