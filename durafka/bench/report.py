@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -49,6 +50,8 @@ class RichProgress:
             transient=True,
         )
         self._task: TaskID | None = None
+        self._pending = 0
+        self._shown_at = 0.0
 
     def begin(self, label: str, total: int) -> None:
         """Show a new bar for the phase ``label``."""
@@ -56,12 +59,21 @@ class RichProgress:
         self._task = self._bar.add_task(label, total=total)
 
     def advance(self, steps: int = 1) -> None:
-        """Move the current bar on."""
-        if self._task is not None:
-            self._bar.advance(self._task, steps)
+        """Move the current bar on (passed to rich at most every 50 ms: it is not free)."""
+        self._pending += steps
+        now = time.monotonic()
+        if now - self._shown_at >= 0.05:
+            self._show(now)
+
+    def _show(self, now: float) -> None:
+        if self._task is not None and self._pending:
+            self._bar.advance(self._task, self._pending)
+        self._pending = 0
+        self._shown_at = now
 
     def end(self) -> None:
         """Remove the current bar."""
+        self._show(time.monotonic())
         if self._task is not None:
             self._bar.remove_task(self._task)
             self._task = None
