@@ -1,0 +1,499 @@
+"""Orchestration instances within a batch: load, apply events, step, route, finish.
+
+The processor loop (:mod:`durafka.processor.loop`) hands each instance's events
+of a batch to :meth:`Orchestrations.process_instance`; at the end of the batch
+:meth:`Orchestrations.emit_instance_writes` turns every touched instance into
+store writes (header, one history chunk) and status records. In between this
+module owns the instance lifecycle: start (and restart of a finished id),
+control events (terminate — children too —, suspend/resume, purge), one
+orchestrator step per batch and instance, routing of its actions (activity
+tasks, timers, child starts, events, entity operations), continue-as-new,
+completion and the parent's notification.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Any
+
+from durafka.codec.records import (
+    ActivityTask,
+    InstanceState,
+    encode_chunk,
+    encode_state,
+    encode_status,
+)
+from durafka.errors import FailureDetails
+from durafka.processor.batch import Batch, Outbox, OwnedPartition
+from durafka.processor.entities import EntityProcessor
+from durafka.processor.instances import Instance, InstanceCache, load_instance
+from durafka.processor.keys import history_key, history_prefix, instance_key, timer_key
+from durafka.processor.local import LocalActivities
+from durafka.registry import Registry
+from durafka.runtime.executor import OrchestrationExecutor
+from durafka.runtime.history import COMPLETION_KINDS, ENTITY_ACTION_KINDS, EventKind, HistoryEvent
+from durafka.settings import Settings
+from durafka.state.transaction import StoreTransaction
+from durafka.status import OrchestrationStatus, RuntimeStatus
+from durafka.topology import HubTopics
+
+log = logging.getLogger("durafka.processor")
+
+K = EventKind
+TERMINAL = frozenset({RuntimeStatus.COMPLETED, RuntimeStatus.FAILED, RuntimeStatus.TERMINATED})
+#: Continue-as-new generations run back to back within one batch at most.
+MAX_GENERATIONS_PER_BATCH = 100
+#: Sequence id of the timer that wakes an instance whose next generation was deferred.
+WAKE_UP_SEQ = -1
+
+
+class Orchestrations:
+    """Applies a batch's events to the orchestration instances of the owned partitions.
+
+    Args:
+        settings: the app's settings (payload limit).
+        registry: the orchestrations and activities.
+        topics: the task hub's topics.
+        cache: the live instances.
+        owned: the processor's owned partitions, by number (shared, not copied).
+        outbox: where messages and activity tasks go.
+        entities: routes entity operations and releases locks of finished instances.
+        local: runs activities next to the processor, when a worker is co-located.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        topics: HubTopics,
+        cache: InstanceCache,
+        owned: dict[int, OwnedPartition],
+        outbox: Outbox,
+        entities: EntityProcessor,
+        local: LocalActivities | None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.topics = topics
+        self.cache = cache
+        self._owned = owned
+        self._outbox = outbox
+        self._entities = entities
+        self._local = local
+        # History appended per instance in the current batch, written as one chunk each.
+        self._pending_chunks: dict[str, list[list[HistoryEvent]]] = {}
+
+    def _load(
+        self, batch: Batch, part: OwnedPartition, tx: StoreTransaction, iid: str
+    ) -> Instance | None:
+        inst = batch.touched.get(iid) or self.cache.get(iid)
+        if inst is None:
+            inst = load_instance(tx, iid, part.number)
+            if inst is not None:
+                self.cache.put(inst)
+        return inst
+
+    def process_instance(
+        self,
+        batch: Batch,
+        part: OwnedPartition,
+        tx: StoreTransaction,
+        iid: str,
+        events: list[HistoryEvent],
+    ) -> None:
+        """Apply ``events`` (in order) to instance ``iid``: control events, then one step.
+
+        A start creates the instance (or restarts a finished one); events for an
+        unknown or finished instance are dropped with a log line; events arriving
+        while it is suspended wait in its header.
+        """
+        inst = self._load(batch, part, tx, iid)
+        incoming: list[HistoryEvent] = []
+        if (
+            inst is not None
+            and inst.state.pending_events
+            and inst.state.status.runtime_status is RuntimeStatus.RUNNING
+        ):
+            # A generation start deferred by _step (see there) goes before anything new.
+            incoming, inst.state.pending_events = inst.state.pending_events, []
+            self._touch(batch, inst)
+        for ev in events:
+            kind = ev.kind
+            if kind is K.EXECUTION_STARTED:
+                if inst is not None and inst.state.status.runtime_status not in TERMINAL:
+                    log.warning(
+                        "dropped a start of instance %r: it is already %s",
+                        iid,
+                        inst.state.status.runtime_status.value,
+                    )
+                    continue
+                if incoming and inst is not None:
+                    self._step(batch, tx, inst, incoming)
+                    incoming = []
+                inst = self._create(batch, part, tx, iid, ev, previous=inst)
+                incoming.append(ev)
+                continue
+            if inst is None:
+                log.warning("dropped %s for unknown instance %r", kind.value, iid)
+                continue
+            status = inst.state.status.runtime_status
+            if kind is K.EXECUTION_PURGED:
+                if status in TERMINAL:
+                    self._purge(batch, tx, inst)
+                    inst = None
+                else:
+                    log.warning("dropped a purge of instance %r: it is %s", iid, status.value)
+                continue
+            if status in TERMINAL:
+                log.debug("dropped %s for finished instance %r", kind.value, iid)
+                continue
+            if kind is K.EXECUTION_TERMINATED:
+                if incoming:
+                    self._step(batch, tx, inst, incoming)
+                    incoming = []
+                if inst.state.status.runtime_status not in TERMINAL:
+                    self._terminate(batch, tx, inst, ev)
+            elif kind is K.EXECUTION_SUSPENDED:
+                if status is RuntimeStatus.RUNNING:
+                    if incoming:
+                        self._step(batch, tx, inst, incoming)
+                        incoming = []
+                    self._set_status(batch, inst, RuntimeStatus.SUSPENDED)
+            elif kind is K.EXECUTION_RESUMED:
+                if status is RuntimeStatus.SUSPENDED:
+                    self._set_status(batch, inst, RuntimeStatus.RUNNING)
+                    incoming.extend(inst.state.pending_events)
+                    inst.state.pending_events = []
+            elif status is RuntimeStatus.SUSPENDED:
+                inst.state.pending_events.append(ev)
+                self._touch(batch, inst)
+            else:
+                incoming.append(ev)
+        if (
+            incoming
+            and inst is not None
+            and inst.state.status.runtime_status is RuntimeStatus.RUNNING
+        ):
+            self._step(batch, tx, inst, incoming)
+
+    def _create(
+        self,
+        batch: Batch,
+        part: OwnedPartition,
+        tx: StoreTransaction,
+        iid: str,
+        start: HistoryEvent,
+        previous: Instance | None,
+    ) -> Instance:
+        if previous is not None:  # a finished instance started again under the same id
+            self._delete_history(tx, previous)
+        now = batch.now_ms
+        status = OrchestrationStatus(
+            iid,
+            start.name or "",
+            RuntimeStatus.RUNNING,
+            start.payload,
+            None,
+            None,
+            None,
+            start.timestamp or now,
+            now,
+            start.instance_id,
+        )
+        inst = Instance(iid, part.number, InstanceState(status, parent_seq=start.seq))
+        inst.status_dirty = True
+        self.cache.put(inst)
+        self._touch(batch, inst)
+        return inst
+
+    def _touch(self, batch: Batch, inst: Instance) -> None:
+        batch.touched[inst.instance_id] = inst
+
+    def _executor(self, inst: Instance) -> OrchestrationExecutor:
+        ex = inst.executor
+        if ex is None:
+            ex = OrchestrationExecutor(
+                self.registry,
+                inst.instance_id,
+                inst.state.status.name,
+                max_payload_bytes=self.settings.max_payload_bytes,
+                generation=inst.state.generation,
+            )
+            ex.replay(inst.history)
+            inst.executor = ex
+        return ex
+
+    def _step(
+        self, batch: Batch, tx: StoreTransaction, inst: Instance, incoming: list[HistoryEvent]
+    ) -> None:
+        for _ in range(MAX_GENERATIONS_PER_BATCH):
+            ex = self._executor(inst)
+            # Duplicate or late completions (a re-run activity, a fired timer of a
+            # finished wait) are dropped before the engine sees them.
+            new = [HistoryEvent(K.ORCHESTRATOR_STARTED, batch.now_ms)]
+            new.extend(
+                e for e in incoming if e.kind not in COMPLETION_KINDS or ex.is_waiting_for(e.seq)
+            )
+            if len(new) == 1 and ex.has_started:
+                return
+            result = ex.step(new)
+            appended = new + result.actions
+            if result.completion is not None:
+                appended.append(result.completion)
+            self._append_history(inst, appended)
+            self._touch(batch, inst)
+            for action in result.actions:
+                self._route_action(batch, tx, inst, action)
+            if result.custom_status != inst.state.status.serialized_custom_status:
+                self._update_status(batch, inst, serialized_custom_status=result.custom_status)
+            completion = result.completion
+            if completion is None:
+                return
+            if completion.kind is K.CONTINUED_AS_NEW:
+                incoming = self._continue_as_new(batch, tx, inst, completion, result.carried_events)
+                continue
+            self._finish(batch, inst, completion)
+            return
+        log.warning(
+            "instance %r continued as new %d times in one batch; resuming later",
+            inst.instance_id,
+            MAX_GENERATIONS_PER_BATCH,
+        )
+        # The next generation's start waits in the header, and a timer due now wakes the
+        # instance in the next iteration: both are store writes, so this survives a crash.
+        inst.state.pending_events = [*incoming, *inst.state.pending_events]
+        self._touch(batch, inst)
+        tx.put(timer_key(batch.now_ms, inst.instance_id, WAKE_UP_SEQ), b"")
+        part = self._owned[inst.partition]
+        if part.next_timer_ms is None or batch.now_ms < part.next_timer_ms:
+            part.next_timer_ms = batch.now_ms
+
+    def _append_history(self, inst: Instance, events: list[HistoryEvent]) -> None:
+        inst.history.extend(events)
+        state = inst.state
+        state.history_chunks += 1
+        state.history_length += len(events)
+        self._pending_chunks.setdefault(inst.instance_id, []).append(events)
+
+    def _route_action(
+        self, batch: Batch, tx: StoreTransaction, inst: Instance, a: HistoryEvent
+    ) -> None:
+        iid = inst.instance_id
+        kind = a.kind
+        if kind is K.TASK_SCHEDULED:
+            task = ActivityTask(iid, a.seq, 1, a.name or "", a.payload, batch.now_ms)
+            local = self._local.start(task) if self._local is not None else None
+            if local is not None:
+                batch.local.append((inst.partition, local))
+            else:
+                self._outbox.activity_task(batch, task)
+        elif kind is K.TIMER_CREATED:
+            due = a.fire_at or batch.now_ms
+            tx.put(timer_key(due, iid, a.seq), b"")
+            part = self._owned[inst.partition]
+            if part.next_timer_ms is None or due < part.next_timer_ms:
+                part.next_timer_ms = due
+        elif kind is K.SUB_ORCHESTRATION_CREATED:
+            child = a.instance_id or f"{iid}:{a.seq}"
+            start = HistoryEvent(
+                K.EXECUTION_STARTED,
+                batch.now_ms,
+                seq=a.seq,
+                name=a.name,
+                payload=a.payload,
+                instance_id=iid,
+            )
+            self._outbox.send(batch, child, start)
+        elif kind is K.EVENT_SENT and a.instance_id:
+            self._outbox.send(
+                batch,
+                a.instance_id,
+                HistoryEvent(K.EVENT_RAISED, batch.now_ms, name=a.name, payload=a.payload),
+            )
+        elif kind in ENTITY_ACTION_KINDS:
+            self._entities.route_action(batch, iid, a)
+
+    def _continue_as_new(
+        self,
+        batch: Batch,
+        tx: StoreTransaction,
+        inst: Instance,
+        completion: HistoryEvent,
+        carried: list[HistoryEvent],
+    ) -> list[HistoryEvent]:
+        self._delete_history(tx, inst)
+        inst.state.generation += 1
+        inst.executor = None
+        status = inst.state.status
+        self._update_status(batch, inst, serialized_input=completion.payload)
+        start = HistoryEvent(
+            K.EXECUTION_STARTED,
+            batch.now_ms,
+            seq=inst.state.parent_seq,
+            name=status.name,
+            payload=completion.payload,
+            instance_id=status.parent_instance_id,
+        )
+        return [start, *carried]
+
+    def _delete_history(self, tx: StoreTransaction, inst: Instance) -> None:
+        # Timers still pending (e.g. the cancelled loser of a when_any) would fire into
+        # the next generation, whose sequence ids start at 0 again: they go too.
+        fired = {e.seq for e in inst.history if e.kind is K.TIMER_FIRED}
+        for e in inst.history:
+            if e.kind is K.TIMER_CREATED and e.seq not in fired and e.fire_at is not None:
+                key = timer_key(e.fire_at, inst.instance_id, e.seq)
+                if tx.get(key) is not None:
+                    tx.delete(key)
+        for key, _ in list(tx.iter_prefix(history_prefix(inst.instance_id))):
+            tx.delete(key)
+        self._pending_chunks.pop(inst.instance_id, None)
+        inst.history = []
+        inst.state.history_chunks = 0
+        inst.state.history_length = 0
+
+    def _finish(self, batch: Batch, inst: Instance, completion: HistoryEvent) -> None:
+        inst.executor = None
+        st = inst.state.status
+        if completion.kind is K.EXECUTION_COMPLETED:
+            self._update_status(
+                batch,
+                inst,
+                runtime_status=RuntimeStatus.COMPLETED,
+                serialized_output=completion.payload,
+            )
+        else:
+            self._update_status(
+                batch, inst, runtime_status=RuntimeStatus.FAILED, failure_details=completion.failure
+            )
+        if st.parent_instance_id:
+            self._notify_parent(batch, inst, completion)
+        self._entities.release_locks(batch, inst.instance_id, inst.history)
+
+    def _notify_parent(self, batch: Batch, inst: Instance, completion: HistoryEvent) -> None:
+        parent = inst.state.status.parent_instance_id
+        assert parent is not None
+        if completion.kind is K.EXECUTION_COMPLETED:
+            ev = HistoryEvent(
+                K.SUB_ORCHESTRATION_COMPLETED,
+                batch.now_ms,
+                seq=inst.state.parent_seq,
+                payload=completion.payload,
+                instance_id=inst.instance_id,
+            )
+        else:
+            ev = HistoryEvent(
+                K.SUB_ORCHESTRATION_FAILED,
+                batch.now_ms,
+                seq=inst.state.parent_seq,
+                failure=completion.failure,
+                instance_id=inst.instance_id,
+            )
+        self._outbox.send(batch, parent, ev)
+
+    def _purge(self, batch: Batch, tx: StoreTransaction, inst: Instance) -> None:
+        """Delete a finished instance: tombstones for its store keys and its status."""
+        self._delete_history(tx, inst)
+        tx.delete(instance_key(inst.instance_id))
+        batch.touched.pop(inst.instance_id, None)
+        self.cache.remove(inst.instance_id)
+        key = inst.instance_id.encode()
+        batch.out.append((self.topics.status, inst.partition, key, None))
+
+    def _running_children(self, inst: Instance) -> list[str]:
+        created: dict[int, str] = {}
+        for e in inst.history:
+            if e.kind is K.SUB_ORCHESTRATION_CREATED:
+                created[e.seq] = e.instance_id or f"{inst.instance_id}:{e.seq}"
+            elif e.kind is K.SUB_ORCHESTRATION_COMPLETED or e.kind is K.SUB_ORCHESTRATION_FAILED:
+                created.pop(e.seq, None)
+        return list(created.values())
+
+    def _terminate(
+        self, batch: Batch, tx: StoreTransaction, inst: Instance, ev: HistoryEvent
+    ) -> None:
+        event = HistoryEvent(K.EXECUTION_TERMINATED, batch.now_ms, payload=ev.payload)
+        # Running sub-orchestrations are terminated too (recursively, by the same path).
+        for child in self._running_children(inst):
+            self._outbox.send(
+                batch, child, HistoryEvent(K.EXECUTION_TERMINATED, batch.now_ms, payload=ev.payload)
+            )
+        self._append_history(inst, [HistoryEvent(K.ORCHESTRATOR_STARTED, batch.now_ms), event])
+        self._entities.release_locks(batch, inst.instance_id, inst.history)
+        inst.executor = None
+        self._update_status(
+            batch, inst, runtime_status=RuntimeStatus.TERMINATED, serialized_output=ev.payload
+        )
+        if inst.state.status.parent_instance_id:
+            failure = FailureDetails(
+                "durafka.Terminated", f"terminated: {ev.payload.decode() if ev.payload else ''}"
+            )
+            self._notify_parent(
+                batch, inst, HistoryEvent(K.EXECUTION_FAILED, batch.now_ms, failure=failure)
+            )
+        self._touch(batch, inst)
+
+    def fail_internally(
+        self, batch: Batch, part: OwnedPartition, tx: StoreTransaction, iid: str, exc: Exception
+    ) -> None:
+        """Fail instance ``iid`` with durafka's own error (a bug must not crash-loop a record)."""
+        inst = batch.touched.get(iid) or self.cache.get(iid) or load_instance(tx, iid, part.number)
+        if inst is None or inst.state.status.runtime_status in TERMINAL:
+            return
+        self._pending_chunks.pop(iid, None)
+        inst.executor = None
+        failure = FailureDetails.from_exception(exc)
+        failure = FailureDetails(
+            failure.error_type, f"durafka internal error: {failure.message}", failure.stack_trace
+        )
+        self._append_history(
+            inst, [HistoryEvent(K.EXECUTION_FAILED, batch.now_ms, failure=failure)]
+        )
+        self._entities.release_locks(batch, inst.instance_id, inst.history)
+        self._update_status(
+            batch, inst, runtime_status=RuntimeStatus.FAILED, failure_details=failure
+        )
+        self._touch(batch, inst)
+
+    def _set_status(self, batch: Batch, inst: Instance, status: RuntimeStatus) -> None:
+        self._update_status(batch, inst, runtime_status=status)
+        self._touch(batch, inst)
+
+    def _update_status(self, batch: Batch, inst: Instance, **changes: Any) -> None:
+        current = inst.state.status
+        new_runtime = changes.get("runtime_status", current.runtime_status)
+        if inst.status_dirty and new_runtime is not current.runtime_status:
+            # Every runtime-status change is published, even two within one batch
+            # (e.g. RUNNING then COMPLETED when a local activity finished in it).
+            key = inst.instance_id.encode()
+            batch.out.append((self.topics.status, inst.partition, key, encode_status(current)))
+        inst.state.status = replace(current, last_updated_at_ms=batch.now_ms, **changes)
+        inst.status_dirty = True
+
+    def emit_instance_writes(self, batch: Batch) -> None:
+        """Write every touched instance: header, one history chunk, its status if changed."""
+        chunks = self._pending_chunks
+        status_topic = self.topics.status
+        for inst in batch.touched.values():
+            part = self._owned.get(inst.partition)
+            if part is None:
+                continue
+            tx = part.transaction()
+            state = inst.state
+            new_chunks = chunks.pop(inst.instance_id, None)
+            if new_chunks:
+                # One chunk per instance per batch: fewer, larger records.
+                merged = [e for c in new_chunks for e in c]
+                state.history_chunks -= len(new_chunks) - 1
+                tx.put(
+                    history_key(inst.instance_id, state.history_chunks - 1), encode_chunk(merged)
+                )
+            tx.put(instance_key(inst.instance_id), encode_state(state))
+            if inst.status_dirty:
+                inst.status_dirty = False
+                key = inst.instance_id.encode()
+                batch.out.append((status_topic, inst.partition, key, encode_status(state.status)))
+            if state.status.runtime_status in TERMINAL:
+                self.cache.demote(inst.instance_id)
+        chunks.clear()
