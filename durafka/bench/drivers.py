@@ -251,7 +251,9 @@ async def _start_and_await_all(
         lambda: f"{started} of {len(inputs)} started, {completed} completed",
     )
     drive.progress.end()
-    return _Timeline(t0, last_started, last_seen, last_stamp_ms / 1000 - t0_epoch)
+    # Stamps are whole milliseconds, taken when a batch starts: a run shorter than a
+    # millisecond or two can stamp its last completion just before t0.
+    return _Timeline(t0, last_started, last_seen, max(0.0, last_stamp_ms / 1000 - t0_epoch))
 
 
 async def hello_throughput(drive: Drive, n: int) -> Metrics:

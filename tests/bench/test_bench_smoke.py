@@ -80,7 +80,7 @@ def check_run(run: dict[str, Any], config: BenchConfig, processes: set[str]) -> 
     assert w1["orchestrations_per_s"] == pytest.approx(w1["n"] / w1["seconds"], rel=0.01)
     assert 0 < w1["start_seconds"] <= w1["seconds"]
     # Processors stamp completions in ms: the processed time is within a ms of the seen one.
-    assert 0 < w1["processed_seconds"] <= w1["seconds"] + 0.002
+    assert 0 <= w1["processed_seconds"] <= w1["seconds"] + 0.002
     assert w1["view_lag_ms"] >= 0
 
     lat = m["w1_latency"]["metrics"]
@@ -90,7 +90,7 @@ def check_run(run: dict[str, Any], config: BenchConfig, processes: set[str]) -> 
     w2 = m["w2_sequence"]["metrics"]
     assert w2["n"] == w2["verified"] == config.w2_n
     assert w2["activities_per_s"] == pytest.approx(5 * w2["orchestrations_per_s"], rel=0.01)
-    assert 0 < w2["processed_seconds"] <= w2["seconds"] + 0.002
+    assert 0 <= w2["processed_seconds"] <= w2["seconds"] + 0.002
 
     w3 = m["w3_fan_out"]["metrics"]
     assert w3["m"] == config.w3_m and w3["verified"] == 1
