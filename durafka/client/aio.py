@@ -85,9 +85,9 @@ class _DeliveryPump:
         )
         self._thread.start()
 
-    async def send_all(self, producer: Producer, outs: list[Outgoing]) -> None:
+    async def send_all(self, outs: list[Outgoing]) -> None:
         """Produce ``outs`` and wait until the broker acknowledged each of them."""
-        loop = self._loop
+        loop, producer = self._loop, self._producer
         report = self._reports.append  # deque.append is atomic: no lock needed
         futures: list[asyncio.Future[None]] = []
         for out in outs:
@@ -215,7 +215,7 @@ class _TransportBackend:
             return
         pump = self._pump
         assert pump is not None, "start() first"
-        await pump.send_all(producer, outs)
+        await pump.send_all(outs)
 
     async def close(self) -> None:
         if self._pump is not None:

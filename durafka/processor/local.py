@@ -75,7 +75,6 @@ class LocalActivities:
         self.registry = registry
         self.max_payload_bytes = max_payload_bytes
         self.wait_seconds = wait_seconds
-        self._max_threads = max_concurrent
         self._threads = CallbackThreadPool(max_concurrent, "durafka-local-activity")
         self._done: SimpleQueue[LocalRun] = SimpleQueue()
         self._handed_off: dict[tuple[str, int], tuple[float, Future[HistoryEvent]]] = {}

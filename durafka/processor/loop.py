@@ -281,22 +281,28 @@ class Processor:
             part = self._owned.get(p)
             if part is None:  # revoked meanwhile: its records come again to the new owner
                 continue
-            tx = part.transaction()
             for iid, events in instances.items():
-                try:
-                    if is_entity_id(iid):
-                        self._entities.process(batch, part.number, tx, iid, events)
-                    else:
-                        self._orchestrations.process_instance(batch, part, tx, iid, events)
-                except Exception as exc:
-                    # A bug must not become a crash loop on the same record: the
-                    # instance fails with the internal error and the batch goes on.
-                    log.exception("internal error processing instance %r", iid)
-                    self._orchestrations.fail_internally(batch, part, tx, iid, exc)
+                self._apply(batch, part, iid, events)
         if batch.local:
             self._run_local_activities(batch)
         self._orchestrations.emit_instance_writes(batch)
         self._commit(batch)
+
+    def _apply(
+        self, batch: Batch, part: OwnedPartition, iid: str, events: list[HistoryEvent]
+    ) -> None:
+        """Hand one instance's (or entity's) events of the batch to what processes them."""
+        tx = part.transaction()
+        try:
+            if is_entity_id(iid):
+                self._entities.process(batch, part.number, tx, iid, events)
+            else:
+                self._orchestrations.process_instance(batch, part, tx, iid, events)
+        except Exception as exc:
+            # A bug must not become a crash loop on the same record: the
+            # instance fails with the internal error and the batch goes on.
+            log.exception("internal error processing instance %r", iid)
+            self._orchestrations.fail_internally(batch, part, tx, iid, exc)
 
     def _accept(self, batch: Batch, r: Record) -> None:
         p = r.partition()
@@ -392,14 +398,8 @@ class Processor:
                     events.append(run.result)
             for (p, iid), events in results.items():
                 part = self._owned.get(p)
-                if part is None:
-                    continue
-                tx = part.transaction()
-                try:
-                    self._orchestrations.process_instance(batch, part, tx, iid, events)
-                except Exception as exc:
-                    log.exception("internal error processing instance %r", iid)
-                    self._orchestrations.fail_internally(batch, part, tx, iid, exc)
+                if part is not None:
+                    self._apply(batch, part, iid, events)
             if batch.local and time.monotonic() >= deadline:
                 # The wait is spent: what the results just started goes to the worker.
                 late = [run for _, run in batch.local]
