@@ -233,10 +233,14 @@ class Starter(threading.Thread):
     and goes on while the system recovers from it.
     """
 
-    def __init__(self, client: Client, per_second: float, prefix: str = "s") -> None:
+    def __init__(
+        self, client: Client, per_second: float, prefix: str = "s", first: int = 0
+    ) -> None:
         super().__init__(name="instance-starter", daemon=True)
         self.client = client
         self.prefix = prefix
+        #: The input of the first instance; later ones count up from it.
+        self.first = first
         self.interval = 1.0 / per_second
         #: instance id -> expected output, filled as instances are started.
         self.expected: dict[str, int] = {}
@@ -246,14 +250,15 @@ class Starter(threading.Thread):
     def run(self) -> None:
         try:
             began = time.monotonic()
-            x = 0
+            x = self.first
             while not self._finish.is_set():
                 iid = self.client.start_new(
                     apps.crash_workload, x, instance_id=f"{self.prefix}-{x}"
                 )
                 self.expected[iid] = x + 1
                 x += 1
-                self._finish.wait(max(0.0, began + x * self.interval - time.monotonic()))
+                due = began + (x - self.first) * self.interval
+                self._finish.wait(max(0.0, due - time.monotonic()))
         except BaseException as exc:  # reported in the test's thread
             self.error = exc
 
@@ -302,23 +307,28 @@ def test_processor_kill_9_mid_run_completes_every_instance_exactly_once(
     fault_app: durafka.App, roles: RoleLauncher, markers: Path, tmp_path: Path
 ) -> None:
     n = 1000
-    # Smaller batches than the default 500: completions come in many small steps
-    # (so the kill lands at 20-60 %), and transactions follow each other closely.
+    # Smaller batches than the default 500: completions come in many small steps,
+    # and transactions follow each other closely.
     env = {**role_env(fault_app, tmp_path / "state", markers), "DURAFKA_BATCH_SIZE": "100"}
     with fault_app.sync_client() as client:
         # Started before any processor runs: all 1,000 are in flight together.
         expected = start_crash_workload(client, n)
         worker = roles.start("worker", APP, env, name="worker")
         first = roles.start("processor", APP, env, name="processor-killed")
+        # The 1,000 may all finish within a few batches; a steady stream on top
+        # keeps instances in flight whenever the kill lands, however fast that is.
+        starter = Starter(client, per_second=200.0, first=n)
+        starter.start()
         wait_completed(client, expected, n // 5, alive=[first, worker])
         in_transaction = kill_in_open_transaction(
             first, fault_app, give_up=lambda: count_completed(client, expected) >= n // 2
         )
-        done_at_kill = count_completed(client, expected)
+        at_kill = {**expected, **starter.expected}
+        done_at_kill = count_completed(client, at_kill)
         assert first.returncode == -9
-        assert done_at_kill < n, "every instance completed before the kill: nothing was in flight"
+        assert done_at_kill < len(at_kill), "every instance completed before the kill"
         print(
-            f"processor killed with {done_at_kill} of {n} instances completed, "
+            f"processor killed with {done_at_kill} of {len(at_kill)} instances completed, "
             f"{'inside' if in_transaction else 'outside'} an open transaction"
         )
 
@@ -326,6 +336,9 @@ def test_processor_kill_9_mid_run_completes_every_instance_exactly_once(
         # member's session expires, and its read_committed restore waits until the
         # broker aborts the dead producer's open transaction.
         second = roles.start("processor", APP, env, name="processor-restarted")
+        starter.wait_started(starter.started() + 50)
+        expected.update(starter.finish())
+        n = len(expected)
         wait_completed(client, expected, n, alive=[second, worker])
     roles.stop_all()
 
