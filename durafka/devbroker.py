@@ -38,6 +38,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from durafka.errors import BrokerUnavailableError
+from durafka.resources import ResourceNotFoundError, resource_dir
 
 __all__ = [
     "DEFAULT_KAFKA_VERSION",
@@ -53,7 +54,6 @@ __all__ = [
 #: Newest release verified with both confluent-kafka and aiokafka, transactions included.
 DEFAULT_KAFKA_VERSION = "4.1.1"
 
-_POM = Path(__file__).resolve().parent.parent / "docker" / "kafka-dist" / "pom.xml"
 _HOST = "127.0.0.1"
 _MAVEN_TIMEOUT_S = 900.0
 
@@ -123,14 +123,16 @@ def _run_maven(version: str, output_dir: Path) -> None:
             "Maven (mvn) is needed once to fetch Apache Kafka from Maven Central; install "
             "it, or point DURAFKA_BOOTSTRAP at a running broker"
         )
-    if not _POM.is_file():
-        raise BrokerUnavailableError(f"the broker pom {_POM} is missing; run from a durafka clone")
+    try:
+        pom = resource_dir("docker/kafka-dist") / "pom.xml"
+    except ResourceNotFoundError as exc:
+        raise BrokerUnavailableError(f"the broker pom is missing: {exc}") from exc
     command = [
         mvn,
         "-q",
         "-B",
         "-f",
-        str(_POM),
+        str(pom),
         "dependency:copy-dependencies",
         f"-Dkafka.version={version}",
         f"-DoutputDirectory={output_dir}",

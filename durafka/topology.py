@@ -35,6 +35,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 
 from durafka.errors import BrokerUnavailableError, ConfigurationError, TopologyMismatchError
 from durafka.partitioning import murmur2, partition_for
+from durafka.resources import resource_dir
 
 __all__ = [
     "CO_PARTITIONED",
@@ -49,8 +50,8 @@ __all__ = [
     "partition_for",
 ]
 
-#: The spec used when none is given: ``topology/default.toml`` of this checkout.
-DEFAULT_SPEC_PATH = Path(__file__).resolve().parent.parent / "topology" / "default.toml"
+#: The spec used when none is given: ``topology/default.toml`` (of the checkout or the wheel).
+DEFAULT_SPEC_PATH = resource_dir("topology") / "default.toml"
 
 #: Spec keys of a hub's topics, in the order :func:`load_hub_spec` returns them.
 HUB_TOPIC_KEYS = (

@@ -22,6 +22,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import to_parsing_canonical_form
 
 from durafka.errors import DecodeError
+from durafka.resources import resource_dir
 
 MARKER = b"\xc3\x01"
 _HEADER = struct.Struct("<2sQ")
@@ -45,11 +46,7 @@ def schema_dir() -> Path:
     env = os.environ.get("DURAFKA_SCHEMA_DIR")
     if env:
         return Path(env)
-    here = Path(__file__).resolve()
-    for candidate in (here.parents[2] / "schemas", here.parents[1] / "schemas"):
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError("durafka's Avro schemas (schemas/*.avsc) were not found")
+    return resource_dir("schemas")
 
 
 def _crc64_avro(data: bytes) -> int:
