@@ -69,7 +69,10 @@ class Settings(BaseSettings):
     transaction_timeout_ms: int = Field(60_000, ge=1000)
     client_config: dict[str, str] = Field(
         default_factory=dict,
-        description="Extra librdkafka/aiokafka settings passed to every client (e.g. security).",
+        description=(
+            "Extra librdkafka settings for every Kafka client (e.g. security); a 'producer.', "
+            "'consumer.' or 'admin.' prefix gives a setting to that kind of client only."
+        ),
     )
     use_memory_state: bool | None = Field(
         None, description="Keep partition state in memory (default: only on memory://)."

@@ -61,6 +61,7 @@ from durafka.transport.base import (
     TransactionalProducer,
     Transport,
 )
+from durafka.transport.client_config import for_client
 
 __all__ = ["ActivityWorker"]
 
@@ -263,18 +264,21 @@ class ActivityWorker:
         log.info("worker %s stopped", self.worker_id)
 
     def _open(self) -> None:
-        config = dict(self._settings.client_config)
+        config = self._settings.client_config
         self._orchestration_partitions = self._transport.partition_count(
             self._topics.orchestrations
         )
         self._dead_letter_partitions = self._transport.partition_count(self._topics.dead_letters)
         producer = self._transport.transactional_producer(
             self.transactional_id,
-            **{**config, "transaction.timeout.ms": str(self._settings.transaction_timeout_ms)},
+            **{
+                **for_client(config, "producer"),
+                "transaction.timeout.ms": str(self._settings.transaction_timeout_ms),
+            },
         )
         self._producer = producer
         producer.init_transactions()
-        consumer = self._transport.consumer(self.group_id, **config)
+        consumer = self._transport.consumer(self.group_id, **for_client(config, "consumer"))
         self._consumer = consumer
         consumer.subscribe(
             [self._topics.activities], on_assign=self._on_assign, on_revoke=self._on_revoke

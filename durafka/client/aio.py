@@ -239,7 +239,8 @@ class _AioKafkaBackend:
         self._core = core
         self._view = view
         self._bootstrap = core.settings.bootstrap_servers
-        self._options = aiokafka_options(core.settings.client_config)
+        self._producer_options = aiokafka_options(core.settings.client_config, "producer")
+        self._consumer_options = aiokafka_options(core.settings.client_config, "consumer")
         self._producer: Any = None
         self._feeder: AioKafkaStatusFeeder | None = None
         self._entity_feeder: AioKafkaStatusFeeder | None = None
@@ -258,7 +259,7 @@ class _AioKafkaBackend:
     async def _start(self) -> None:
         from aiokafka import AIOKafkaProducer
 
-        options = {"request_timeout_ms": int(DELIVERY_TIMEOUT * 1000), **self._options}
+        options = {"request_timeout_ms": int(DELIVERY_TIMEOUT * 1000), **self._producer_options}
         producer = AIOKafkaProducer(
             bootstrap_servers=self._bootstrap,
             enable_idempotence=True,
@@ -275,7 +276,7 @@ class _AioKafkaBackend:
             topics.status,
             await self._partitions(topics.status),
             self._bootstrap,
-            self._options,
+            self._consumer_options,
         )
         await feeder.start()
         self._feeder = feeder
@@ -283,7 +284,7 @@ class _AioKafkaBackend:
     async def start_entity_feeder(self, view: EntityView) -> None:
         topic = self._core.topics.entities
         feeder = AioKafkaStatusFeeder(
-            view, topic, await self._partitions(topic), self._bootstrap, self._options
+            view, topic, await self._partitions(topic), self._bootstrap, self._consumer_options
         )
         await feeder.start()
         self._entity_feeder = feeder

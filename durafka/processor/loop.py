@@ -55,6 +55,7 @@ from durafka.state.restore import restore_partition
 from durafka.state.transaction import StoreTransaction
 from durafka.topology import HubTopics, partition_for
 from durafka.transport.base import Consumer, Record, TopicPartition, Transport
+from durafka.transport.client_config import for_client
 
 log = logging.getLogger("durafka.processor")
 
@@ -127,14 +128,15 @@ class Processor:
         else:
             suffix = processor_id or uuid.uuid4().hex[:12]
         self._consumer: Consumer = transport.consumer(
-            group_id=f"{settings.task_hub}.processors", **settings.client_config
+            group_id=f"{settings.task_hub}.processors",
+            **for_client(settings.client_config, "consumer"),
         )
         self._restore_consumer: Consumer | None = None
         self._producer = transport.transactional_producer(
             f"{settings.task_hub}.processor.{suffix}",
             **{
                 "transaction.timeout.ms": str(settings.transaction_timeout_ms),
-                **settings.client_config,
+                **for_client(settings.client_config, "producer"),
             },
         )
         self._producer.init_transactions()
@@ -227,7 +229,7 @@ class Processor:
             store = self.store_factory.open(self.settings.task_hub, p)
             if self._restore_consumer is None:
                 self._restore_consumer = self.transport.consumer(
-                    None, **self.settings.client_config
+                    None, **for_client(self.settings.client_config, "consumer")
                 )
             started = time.monotonic()
             n = restore_partition(

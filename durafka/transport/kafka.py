@@ -46,6 +46,7 @@ from confluent_kafka.admin import AdminClient
 from durafka.errors import ConfigurationError, TransactionError, TransportError
 from durafka.topology import TopicSpec, apply_topics
 from durafka.transport.base import DeliveryCallback, PartitionsCallback, Record, TopicPartition
+from durafka.transport.client_config import ClientKind, for_client
 
 __all__ = [
     "KafkaConsumer",
@@ -666,18 +667,20 @@ class KafkaTransport:
 
         Args:
             bootstrap: the ``bootstrap.servers`` of the cluster.
-            client_config: librdkafka settings for every client (e.g. security).
+            client_config: librdkafka settings for every client (e.g. security); a
+                ``producer.``, ``consumer.`` or ``admin.`` prefix limits one to that
+                kind of client (see :func:`durafka.transport.client_config.for_client`).
         """
         self.bootstrap = bootstrap
         self._client_config = dict(client_config or {})
         self._admin: AdminClient | None = None
         self._partition_counts: dict[str, int] = {}
 
-    def _base(self) -> dict[str, Any]:
+    def _base(self, kind: ClientKind) -> dict[str, Any]:
         return {
             "bootstrap.servers": self.bootstrap,
             "error_cb": _on_client_error,
-            **self._client_config,
+            **for_client(self._client_config, kind),
         }
 
     def consumer(self, group_id: str | None = None, **config: Any) -> KafkaConsumer:
@@ -688,7 +691,7 @@ class KafkaTransport:
         layers: list[Mapping[str, Any]] = [_CONSUMER_DEFAULTS]
         if group_id is not None:
             layers.append(_GROUP_DEFAULTS)
-        layers += [self._base(), config]
+        layers += [self._base("consumer"), config]
         merged = _merge(layers, _CONSUMER_PINNED, "consumer")
         # librdkafka insists on a group.id; a manual consumer never joins or commits to it.
         merged["group.id"] = group_id if group_id is not None else f"durafka-manual-{uuid.uuid4()}"
@@ -696,7 +699,8 @@ class KafkaTransport:
 
     def producer(self, **config: Any) -> KafkaProducer:
         """An idempotent producer (``acks=all``, ``linger.ms=0`` unless overridden)."""
-        merged = _merge([_PRODUCER_DEFAULTS, self._base(), config], _PRODUCER_PINNED, "producer")
+        layers = [_PRODUCER_DEFAULTS, self._base("producer"), config]
+        merged = _merge(layers, _PRODUCER_PINNED, "producer")
         return KafkaProducer(merged)
 
     def transactional_producer(
@@ -704,7 +708,7 @@ class KafkaTransport:
     ) -> KafkaTransactionalProducer:
         """A transactional producer (``transaction.timeout.ms`` 60000 unless overridden)."""
         merged = _merge(
-            [_PRODUCER_DEFAULTS, _TRANSACTIONAL_DEFAULTS, self._base(), config],
+            [_PRODUCER_DEFAULTS, _TRANSACTIONAL_DEFAULTS, self._base("producer"), config],
             {**_PRODUCER_PINNED, "transactional.id": transactional_id},
             "transactional producer",
         )
@@ -712,7 +716,8 @@ class KafkaTransport:
 
     def _admin_client(self) -> AdminClient:
         if self._admin is None:
-            self._admin = AdminClient({"bootstrap.servers": self.bootstrap, **self._client_config})
+            admin_config = for_client(self._client_config, "admin")
+            self._admin = AdminClient({"bootstrap.servers": self.bootstrap, **admin_config})
         return self._admin
 
     def ensure_topics(self, specs: Sequence[TopicSpec]) -> None:

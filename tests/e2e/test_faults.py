@@ -54,7 +54,10 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 APP = "tests.e2e.apps:app"
 PARTITIONS = 4
 #: Lets a killed group member's partitions move within seconds, not the default 45 s.
-FAST_GROUP = json.dumps({"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000"})
+#: Consumer settings: producers given them would warn (CONFWARN) on every start.
+FAST_GROUP = json.dumps(
+    {"consumer.session.timeout.ms": "6000", "consumer.heartbeat.interval.ms": "1000"}
+)
 _TERMINAL = frozenset({RuntimeStatus.COMPLETED, RuntimeStatus.FAILED, RuntimeStatus.TERMINATED})
 
 
@@ -348,6 +351,9 @@ def test_processor_kill_9_mid_run_completes_every_instance_exactly_once(
     # from their checkpoints, not from the beginning of the changelog.
     starts = _findall(r"state-changelog\[(\d)\]: restoring offsets (\d+) to", second)
     assert all(int(start) > 0 for _, start in starts), starts
+    # The group settings reached the consumers only: no client warned about them.
+    for role in (worker, second):
+        assert "CONFWARN" not in role.log_text(), role.log_text()[-2000:]
 
 
 def kill_in_open_transaction(

@@ -1,4 +1,4 @@
-"""Kafka transport details that need no broker: settings and transport selection."""
+"""Kafka transport details that need no broker: settings, their prefixes, transport selection."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from collections.abc import Callable
 
 import pytest
 
+from durafka.client._common import aiokafka_options
 from durafka.errors import ConfigurationError
 from durafka.transport import open_transport
+from durafka.transport.client_config import for_client
 from durafka.transport.kafka import KafkaTransport
 
 # Nothing listens there; creating clients does not connect.
@@ -64,3 +66,46 @@ def test_client_config_reaches_every_client(make: Callable[[KafkaTransport], obj
     transport = KafkaTransport(_NOWHERE, {"security.protocol": "carrier-pigeon"})
     with pytest.raises(ConfigurationError, match=r"security\.protocol"):
         make(transport)
+
+
+# -- client_config prefixes -------------------------------------------------------------
+
+
+def test_a_prefix_limits_a_setting_to_one_kind_of_client() -> None:
+    config = {
+        "client.id": "shared",
+        "consumer.client.id": "mine",
+        "consumer.session.timeout.ms": "6000",
+        "producer.linger.ms": "5",
+        "admin.socket.timeout.ms": "1000",
+    }
+    assert for_client(config, "consumer") == {"client.id": "mine", "session.timeout.ms": "6000"}
+    assert for_client(config, "producer") == {"client.id": "shared", "linger.ms": "5"}
+    assert for_client(config, "admin") == {"client.id": "shared", "socket.timeout.ms": "1000"}
+
+
+def test_a_consumer_setting_reaches_consumers_only() -> None:
+    # librdkafka rejects the value: proof of which clients got it.
+    transport = KafkaTransport(_NOWHERE, {"consumer.session.timeout.ms": "soon"})
+    with pytest.raises(ConfigurationError, match=r"session\.timeout\.ms"):
+        transport.consumer("g")
+    transport.producer().close()
+    transport.transactional_producer("tx").close()
+
+
+def test_a_producer_setting_reaches_producers_only() -> None:
+    transport = KafkaTransport(_NOWHERE, {"producer.batch.size": "large"})
+    with pytest.raises(ConfigurationError, match=r"batch\.size"):
+        transport.producer()
+    with pytest.raises(ConfigurationError, match=r"batch\.size"):
+        transport.transactional_producer("tx")
+    transport.consumer(None).close()
+
+
+def test_aiokafka_options_follow_the_prefixes() -> None:
+    config = {"client.id": "c", "consumer.session.timeout.ms": "6000"}
+    assert aiokafka_options(config, "producer") == {"client_id": "c"}
+    assert aiokafka_options(config, "consumer") == {"client_id": "c", "session_timeout_ms": 6000}
+    # Unprefixed, a group setting would reach the aiokafka producer, which has no such thing.
+    with pytest.raises(ConfigurationError, match=r"'session\.timeout\.ms'.*for a producer"):
+        aiokafka_options({"session.timeout.ms": "6000"}, "producer")
