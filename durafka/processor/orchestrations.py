@@ -253,7 +253,7 @@ class Orchestrations:
             if completion.kind is K.CONTINUED_AS_NEW:
                 incoming = self._continue_as_new(batch, tx, inst, completion, result.carried_events)
                 continue
-            self._finish(batch, inst, completion)
+            self._finish(batch, tx, inst, completion)
             return
         log.warning(
             "instance %r continued as new %d times in one batch; resuming later",
@@ -337,15 +337,27 @@ class Orchestrations:
         )
         return [start, *carried]
 
-    def _delete_history(self, tx: StoreTransaction, inst: Instance) -> None:
-        # Timers still pending (e.g. the cancelled loser of a when_any) would fire into
-        # the next generation, whose sequence ids start at 0 again: they go too.
-        fired = {e.seq for e in inst.history if e.kind is K.TIMER_FIRED}
+    def _delete_pending_timers(self, tx: StoreTransaction, inst: Instance) -> None:
+        """Delete the timers of ``inst`` that have not fired (e.g. a when_any's loser).
+
+        Called when an execution ends: in a finished instance they would only wait,
+        possibly for days, to be dropped on firing; into a continued-as-new
+        generation, whose sequence ids start at 0 again, they would fire wrongly.
+        """
+        pending: dict[int, int] = {}
         for e in inst.history:
-            if e.kind is K.TIMER_CREATED and e.seq not in fired and e.fire_at is not None:
-                key = timer_key(e.fire_at, inst.instance_id, e.seq)
-                if tx.get(key) is not None:
-                    tx.delete(key)
+            kind = e.kind
+            if kind is K.TIMER_CREATED and e.fire_at is not None:
+                pending[e.seq] = e.fire_at
+            elif kind is K.TIMER_FIRED:
+                pending.pop(e.seq, None)
+        for seq, due in pending.items():
+            key = timer_key(due, inst.instance_id, seq)
+            if tx.get(key) is not None:
+                tx.delete(key)
+
+    def _delete_history(self, tx: StoreTransaction, inst: Instance) -> None:
+        self._delete_pending_timers(tx, inst)
         for key, _ in list(tx.iter_prefix(history_prefix(inst.instance_id))):
             tx.delete(key)
         self._pending_chunks.pop(inst.instance_id, None)
@@ -353,8 +365,11 @@ class Orchestrations:
         inst.state.history_chunks = 0
         inst.state.history_length = 0
 
-    def _finish(self, batch: Batch, inst: Instance, completion: HistoryEvent) -> None:
+    def _finish(
+        self, batch: Batch, tx: StoreTransaction, inst: Instance, completion: HistoryEvent
+    ) -> None:
         inst.executor = None
+        self._delete_pending_timers(tx, inst)
         st = inst.state.status
         if completion.kind is K.EXECUTION_COMPLETED:
             self._update_status(
@@ -421,6 +436,7 @@ class Orchestrations:
             )
         self._append_history(inst, [HistoryEvent(K.ORCHESTRATOR_STARTED, batch.now_ms), event])
         self._entities.release_locks(batch, inst.instance_id, inst.history)
+        self._delete_pending_timers(tx, inst)
         inst.executor = None
         self._update_status(
             batch, inst, runtime_status=RuntimeStatus.TERMINATED, serialized_output=ev.payload
@@ -451,6 +467,7 @@ class Orchestrations:
             inst, [HistoryEvent(K.EXECUTION_FAILED, batch.now_ms, failure=failure)]
         )
         self._entities.release_locks(batch, inst.instance_id, inst.history)
+        self._delete_pending_timers(tx, inst)
         self._update_status(
             batch, inst, runtime_status=RuntimeStatus.FAILED, failure_details=failure
         )

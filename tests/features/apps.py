@@ -142,6 +142,14 @@ async def approve_or_time_out(ctx: OrchestrationContext, timeout_seconds: float)
     return f"approved by {approval.result()}"
 
 
+@app.orchestration
+async def approve_within_a_day(ctx: OrchestrationContext) -> str:
+    """The timeout pattern with a long timeout: an approval ends it, the day-long timer pends."""
+    approval = ctx.wait_for_external_event("approve")
+    await ctx.when_any([approval, ctx.create_timer(timedelta(days=1))])
+    return f"approved by {approval.result()}"
+
+
 # -- sub-orchestrations ------------------------------------------------------------------
 
 

@@ -8,9 +8,11 @@ import durafka
 from durafka import RuntimeStatus
 from durafka.client import Client
 from durafka.errors import InstanceNotFoundError, InstanceNotRunningError
+from durafka.processor.keys import parse_timer_key
 from durafka.runtime.history import EventKind
+from durafka.topology import HubTopics
 from tests.features import apps
-from tests.features.helpers import count
+from tests.features.helpers import count, read_topic
 from tests.support.waiting import wait_until
 
 
@@ -97,3 +99,34 @@ def test_timeout_pattern_timer_wins_without_an_event(client: Client) -> None:
     history = client.get_history(iid)
     assert count(history, EventKind.TIMER_FIRED) == 1
     assert count(history, EventKind.EVENT_RAISED) == 0
+
+
+def _pending_timers(app: durafka.App, iid: str) -> list[tuple[int, str, int]]:
+    """Timers of ``iid`` whose last record on the changelog is a put, not a tombstone."""
+    last: dict[bytes, bytes | None] = {}
+    for key, value in read_topic(app.transport, HubTopics(app.settings.task_hub).changelog):
+        if key is not None and key.startswith(b"t/"):
+            last[key] = value
+    timers = [parse_timer_key(k) for k, v in last.items() if v is not None]
+    return [t for t in timers if t[1] == iid]
+
+
+def test_a_finished_instance_leaves_no_pending_timer(
+    running_app: durafka.App, client: Client
+) -> None:
+    approved = client.start_new(apps.approve_within_a_day)
+    terminated = client.start_new(apps.approve_within_a_day)
+    for iid in (approved, terminated):
+        _running(client, iid)
+    assert _pending_timers(running_app, approved), "the day-long timer was never stored"
+    client.raise_event(approved, "approve", "ada")
+    assert client.wait_for_completion(approved, timeout=60) == "approved by ada"
+    client.terminate(terminated, "no longer needed")
+    wait_until(
+        lambda: (s := client.get_status(terminated)) is not None and s.is_terminal,
+        timeout=60,
+        what=f"{terminated} terminated",
+    )
+    # Deleted with the ending: not kept for a day only to be dropped when it fires.
+    assert _pending_timers(running_app, approved) == []
+    assert _pending_timers(running_app, terminated) == []
