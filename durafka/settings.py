@@ -66,7 +66,17 @@ class Settings(BaseSettings):
             "(700) made collection ~30% of a busy processor's time."
         ),
     )
-    transaction_timeout_ms: int = Field(60_000, ge=1000)
+    transaction_timeout_ms: int = Field(
+        10_000,
+        ge=1000,
+        description=(
+            "How long the broker keeps a transaction of a processor or worker open before "
+            "aborting it. Transactions last only for a batch's commit (milliseconds); the "
+            "timeout bounds how long read_committed readers stall on the open transaction of "
+            "a process that died and was not restarted on the same state_dir. Kafka Streams' "
+            "default for exactly-once is the same 10 s."
+        ),
+    )
     client_config: dict[str, str] = Field(
         default_factory=dict,
         description=(

@@ -90,7 +90,7 @@ _PRODUCER_PINNED: Final[Mapping[str, Any]] = {
     "enable.idempotence": True,
 }
 _TRANSACTIONAL_DEFAULTS: Final[Mapping[str, Any]] = {
-    "transaction.timeout.ms": 60_000,
+    "transaction.timeout.ms": 10_000,  # Settings.transaction_timeout_ms's default
 }
 
 # Errors that retrying will not fix: misconfigured credentials or ACLs.
@@ -706,7 +706,7 @@ class KafkaTransport:
     def transactional_producer(
         self, transactional_id: str, **config: Any
     ) -> KafkaTransactionalProducer:
-        """A transactional producer (``transaction.timeout.ms`` 60000 unless overridden)."""
+        """A transactional producer (``transaction.timeout.ms`` 10000 unless overridden)."""
         merged = _merge(
             [_PRODUCER_DEFAULTS, _TRANSACTIONAL_DEFAULTS, self._base("producer"), config],
             {**_PRODUCER_PINNED, "transactional.id": transactional_id},

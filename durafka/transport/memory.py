@@ -22,7 +22,7 @@ How Kafka is emulated, and why:
   returned. So "last record offset = high watermark - 1" fails here too, and
   code relying on it fails in memory tests rather than in production.
 * **Transaction timeout.** A transaction open longer than
-  ``transaction.timeout.ms`` (default 60000) is aborted by the broker; the
+  ``transaction.timeout.ms`` (default 10000) is aborted by the broker; the
   producer's next transactional call raises an abortable
   :class:`~durafka.errors.TransactionError`.
 * **Fencing.** ``init_transactions()`` aborts the open transaction of an older
@@ -94,7 +94,7 @@ __all__ = [
 SCHEME: Final = "memory://"
 _TIMESTAMP_CREATE_TIME: Final = 1  # confluent_kafka.TIMESTAMP_CREATE_TIME
 _MIN_COMPACTION_ENTRIES: Final = 1024
-_DEFAULT_TRANSACTION_TIMEOUT_MS: Final = 60_000
+_DEFAULT_TRANSACTION_TIMEOUT_MS: Final = 10_000
 
 
 class MemoryRecord:

@@ -15,15 +15,15 @@ def make_app(
 ) -> durafka.App:
     """An App running ``registry``'s functions on task hub ``hub`` (4 partitions).
 
-    Tests use a short ``transaction_timeout_ms`` so a killed producer's open
-    transaction does not stall read_committed readers for long.
+    Other settings are the defaults users get, e.g. the 10 s
+    ``transaction_timeout_ms`` that bounds how long a killed producer's open
+    transaction stalls read_committed readers.
     """
     settings = Settings(
         task_hub=hub,
         bootstrap_servers=bootstrap,
         state_dir=state_dir,
         partitions=overrides.pop("partitions", 4),
-        transaction_timeout_ms=overrides.pop("transaction_timeout_ms", 10_000),
         **overrides,
     )
     app = durafka.App(settings=settings)
