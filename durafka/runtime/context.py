@@ -231,6 +231,11 @@ class OrchestrationContext:
         The child's id defaults to ``"<parent id>:<sequence id>"`` (deterministic;
         ``"<parent id>:g<generation>:<sequence id>"`` after ``continue_as_new``).
 
+        Raises:
+            OrchestrationUsageError: called inside a ``ctx.lock`` block, where the
+                child could deadlock on its parent's lock (the orchestration fails
+                and its lock is released).
+
         Raises (when awaited):
             SubOrchestrationFailed: the child failed or was terminated.
         """

@@ -550,6 +550,15 @@ class OrchestrationExecutor:
         retry: RetryPolicy | None,
     ) -> Task[Any]:
         name = self.registry.name_of(orchestration, self.registry.orchestrations)
+        if self._lock is not None:
+            # The child would queue behind its parent's lock on any locked entity it
+            # touched, and the parent waits for the child: a deadlock (the same rule
+            # as Durable Functions' critical sections).
+            raise OrchestrationUsageError(
+                f"orchestration {self.name!r} called sub-orchestration {name!r} inside a "
+                f"ctx.lock block (locked: {', '.join(self._lock)}); call it before or after "
+                "the block"
+            )
         d = self.registry.orchestrations.get(name)
         payload = encode_payload(
             input,

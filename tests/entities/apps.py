@@ -173,6 +173,19 @@ async def fails_inside_lock(ctx: OrchestrationContext, key: str) -> None:
 
 
 @app.orchestration
+async def add_to_counter(ctx: OrchestrationContext, key: str) -> int:
+    await ctx.call_entity(counter(key), "add", 1)
+    return int(await ctx.call_entity(counter(key), "get"))
+
+
+@app.orchestration
+async def child_inside_lock(ctx: OrchestrationContext, key: str) -> None:
+    """Refused: the child would wait for the lock its parent holds (a deadlock)."""
+    async with ctx.lock(counter(key)):
+        await ctx.call_sub_orchestrator(add_to_counter, key)
+
+
+@app.orchestration
 async def holds_lock(ctx: OrchestrationContext, key: str) -> None:
     async with ctx.lock(counter(key), counter(key + "-2")):
         await ctx.call_entity(counter(key), "add", 1)

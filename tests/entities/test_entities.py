@@ -205,6 +205,21 @@ def test_a_lock_is_released_when_the_orchestration_fails_or_is_terminated(
         )
 
 
+def test_a_sub_orchestration_inside_a_lock_fails_instead_of_deadlocking(
+    running_app: durafka.App,
+) -> None:
+    with running_app.sync_client() as client:
+        parent = client.start_new(apps.child_inside_lock, "d")
+        status = client.wait_for_status(parent, timeout=60)
+        assert status.runtime_status is RuntimeStatus.FAILED
+        assert status.failure_details is not None
+        assert "inside a ctx.lock block" in status.failure_details.message
+        assert client.get_status(f"{parent}:1") is None, "the child was started"
+        # The parent's lock was released: the same child runs outside any lock.
+        child = client.start_new(apps.add_to_counter, "d")
+        assert client.wait_for_completion(child, timeout=60) == 1
+
+
 # -- load -----------------------------------------------------------------------------------------
 
 

@@ -260,6 +260,26 @@ def test_calling_an_entity_outside_the_lock_set_is_refused() -> None:
     assert [a.kind for a in run.last.actions] == [K.LOCK_RELEASED]
 
 
+def test_calling_a_sub_orchestration_inside_the_lock_is_refused() -> None:
+    async def child(ctx: Ctx) -> None:
+        await ctx.call_entity(A, "balance")
+
+    async def calls_child(ctx: Ctx) -> None:
+        async with ctx.lock(A):
+            await ctx.call_sub_orchestrator(child)
+
+    run = run_of(calls_child)
+    run.registry.add_orchestration(child, name="child")
+    run.start()
+    run.step(granted(0))
+    c = run.last.completion
+    assert c is not None and c.failure is not None
+    assert c.failure.error_type == "durafka.errors.OrchestrationUsageError"
+    assert "sub-orchestration 'child' inside a ctx.lock block" in c.failure.message
+    # No child was started, and the lock is released on the way out.
+    assert [a.kind for a in run.last.actions] == [K.LOCK_RELEASED]
+
+
 def test_an_empty_lock_is_an_error() -> None:
     async def locks_nothing(ctx: Ctx) -> None:
         async with ctx.lock():
