@@ -170,7 +170,6 @@ class OrchestrationExecutor:
         self.is_replaying = False
         self.current_time_ms = 0
         self.is_complete = False
-        self._ctx = OrchestrationContext(self)
         self._coro: Coroutine[Any, Any, Any] | None = None
         self._waiting: Task[Any] | None = None
         self._next_seq = 0
@@ -300,7 +299,10 @@ class OrchestrationExecutor:
             return
         self._output_adapter = d.output_adapter
         try:
-            args: tuple[Any, ...] = (self._ctx,)
+            # Only the coroutine's frame holds the context: once the orchestration
+            # returns, nothing ties the executor and the context into a cycle, so a
+            # finished executor is freed without waiting for the garbage collector.
+            args: tuple[Any, ...] = (OrchestrationContext(self),)
             if d.takes_input:
                 args += (
                     decode_payload(e.payload, d.input_adapter, what=f"input of {self.name!r}"),
