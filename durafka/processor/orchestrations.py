@@ -368,8 +368,6 @@ class Orchestrations:
     def _finish(
         self, batch: Batch, tx: StoreTransaction, inst: Instance, completion: HistoryEvent
     ) -> None:
-        inst.executor = None
-        self._delete_pending_timers(tx, inst)
         st = inst.state.status
         if completion.kind is K.EXECUTION_COMPLETED:
             self._update_status(
@@ -384,7 +382,17 @@ class Orchestrations:
             )
         if st.parent_instance_id:
             self._notify_parent(batch, inst, completion)
+        self._end_execution(batch, tx, inst)
+
+    def _end_execution(self, batch: Batch, tx: StoreTransaction, inst: Instance) -> None:
+        """Let go of what an ended execution still holds: executor, entity locks, timers.
+
+        The one place every ending (completed, failed, terminated, failed
+        internally) goes through, so none of them leaves a lock or a timer behind.
+        """
+        inst.executor = None
         self._entities.release_locks(batch, inst.instance_id, inst.history)
+        self._delete_pending_timers(tx, inst)
 
     def _notify_parent(self, batch: Batch, inst: Instance, completion: HistoryEvent) -> None:
         parent = inst.state.status.parent_instance_id
@@ -435,9 +443,7 @@ class Orchestrations:
                 batch, child, HistoryEvent(K.EXECUTION_TERMINATED, batch.now_ms, payload=ev.payload)
             )
         self._append_history(inst, [HistoryEvent(K.ORCHESTRATOR_STARTED, batch.now_ms), event])
-        self._entities.release_locks(batch, inst.instance_id, inst.history)
-        self._delete_pending_timers(tx, inst)
-        inst.executor = None
+        self._end_execution(batch, tx, inst)
         self._update_status(
             batch, inst, runtime_status=RuntimeStatus.TERMINATED, serialized_output=ev.payload
         )
@@ -458,7 +464,6 @@ class Orchestrations:
         if inst is None or inst.state.status.runtime_status in TERMINAL:
             return
         self._pending_chunks.pop(iid, None)
-        inst.executor = None
         failure = FailureDetails.from_exception(exc)
         failure = FailureDetails(
             failure.error_type, f"durafka internal error: {failure.message}", failure.stack_trace
@@ -466,8 +471,7 @@ class Orchestrations:
         self._append_history(
             inst, [HistoryEvent(K.EXECUTION_FAILED, batch.now_ms, failure=failure)]
         )
-        self._entities.release_locks(batch, inst.instance_id, inst.history)
-        self._delete_pending_timers(tx, inst)
+        self._end_execution(batch, tx, inst)
         self._update_status(
             batch, inst, runtime_status=RuntimeStatus.FAILED, failure_details=failure
         )
