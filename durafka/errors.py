@@ -95,6 +95,24 @@ class TransactionError(DurafkaError):
         return not self.fatal
 
 
+class CommitOutcomeUnknownError(TransactionError):
+    """``commit_transaction`` did not finish: the transaction may or may not have committed.
+
+    Raised when the commit timed out or kept failing with retriable errors (the
+    broker or the transaction coordinator unreachable). Calling
+    ``commit_transaction`` again resumes the commit; aborting is wrong (the commit
+    may already be decided), and so is processing the batch again on the state from
+    before it. A processor that cannot learn the outcome recreates its producer
+    (``init_transactions`` completes or aborts the pending transaction) and restores
+    the affected partitions from the changelog.
+    """
+
+
+class PartitionOwnershipError(DurafkaError):
+    """Two processors would process the same partition (overlapping static ranges, or
+    static ranges mixed with group-mode processors on one task hub)."""
+
+
 class TransportError(DurafkaError):
     """A Kafka client (or the ``memory://`` broker) failed or was used wrongly.
 

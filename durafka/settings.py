@@ -77,6 +77,15 @@ class Settings(BaseSettings):
             "default for exactly-once is the same 10 s."
         ),
     )
+    commit_timeout_ms: int = Field(
+        60_000,
+        ge=1,
+        description=(
+            "How long a processor keeps resuming a commit whose outcome is unknown (the "
+            "broker or transaction coordinator unreachable) before it recreates its producer "
+            "and restores the partitions from the changelog (Kafka Streams' task.timeout.ms)."
+        ),
+    )
     client_config: dict[str, str] = Field(
         default_factory=dict,
         description=(

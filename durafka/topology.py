@@ -84,7 +84,10 @@ class TopicSpec:
 
 @dataclass(frozen=True)
 class HubTopics:
-    """The topic names of task hub ``hub`` (see docs/architecture.md)."""
+    """Every name task hub ``hub`` uses: topics, consumer groups, transactional ids.
+
+    The one place they are derived (see docs/architecture.md, "Topics").
+    """
 
     hub: str
 
@@ -112,6 +115,28 @@ class HubTopics:
     def entities(self) -> str:
         """The compacted topic of entity states (key: entity id, ``None``: deleted)."""
         return f"{self.hub}.entities"
+
+    @property
+    def processor_group(self) -> str:
+        """The consumer group of processors (offsets of ``H.orchestrations``)."""
+        return f"{self.hub}.processors"
+
+    @property
+    def worker_group(self) -> str:
+        """The consumer group of activity workers (offsets of ``H.activities``)."""
+        return f"{self.hub}.workers"
+
+    def processor_transactional_id(self, processor_id: str) -> str:
+        """The ``transactional.id`` of a group-mode processor process."""
+        return f"{self.hub}.processor.{processor_id}"
+
+    def partition_transactional_id(self, partition: int) -> str:
+        """The ``transactional.id`` that owns input partition ``partition`` in static mode."""
+        return f"{self.hub}.processor.p{partition}"
+
+    def worker_transactional_id(self, worker_id: str) -> str:
+        """The ``transactional.id`` of an activity worker process."""
+        return f"{self.hub}.worker.{worker_id}"
 
     def by_key(self) -> dict[str, str]:
         """Topic names keyed by their spec key (``"state-changelog"``, ...)."""

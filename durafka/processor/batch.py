@@ -1,8 +1,11 @@
 """What one processor iteration works on: its owned partitions, its batch, its outbox.
 
-A :class:`Batch` collects everything an iteration produces until the
-transaction commits; :class:`Outbox` addresses the records that go to other
-instances (``H.orchestrations``) and to workers (``H.activities``).
+A :class:`Batch` collects everything an iteration produces until its
+transactions commit, split by input partition (:class:`PartitionBatch`): each
+partition's records, store writes and offsets commit together, in the
+transaction of the producer that owns the partition. :class:`Outbox`
+addresses the records that go to other instances (``H.orchestrations``) and to
+workers (``H.activities``).
 """
 
 from __future__ import annotations
@@ -16,46 +19,113 @@ from durafka.runtime.history import HistoryEvent
 from durafka.state.base import PartitionStore
 from durafka.state.transaction import StoreTransaction
 from durafka.topology import HubTopics, partition_for
+from durafka.transport.base import OutgoingRecord, TransactionalProducer
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class OwnedPartition:
-    """An owned input partition: its store and the current batch's store transaction."""
+    """An input partition this processor owns, from its assignment to its revocation.
+
+    A partition revoked and assigned again is a new object: records and batch state
+    taken under the old ownership compare unequal (by identity) and are dropped.
+
+    Attributes:
+        number: the partition number.
+        store: its state store (restored from the changelog).
+        committed_offset: the next input offset after what the last transaction
+            committed (every transaction sends it, also when it consumed nothing).
+        producer: the partition's own transactional producer (static ranges: one
+            ``transactional.id`` per partition fences every other process that
+            claims it), or None when the processor's producer commits it.
+        next_timer_ms: the due time of its earliest stored timer (None: none).
+    """
 
     number: int
     store: PartitionStore
-    tx: StoreTransaction | None = None
+    committed_offset: int
+    producer: TransactionalProducer | None = None
     next_timer_ms: int | None = None
 
-    def transaction(self) -> StoreTransaction:
-        """The current batch's store transaction (opened on first use)."""
-        if self.tx is None:
-            self.tx = StoreTransaction(self.store)
-        return self.tx
+
+@dataclass(slots=True, eq=False)
+class PartitionBatch:
+    """One owned partition's share of a batch: its input, store writes and output.
+
+    Attributes:
+        part: the partition (and the ownership) the share was taken under.
+        now_ms: the batch's time.
+        tx: the partition's store transaction for this batch.
+        next_offset: the input offset after the last record consumed (None: none).
+        work: each instance's (or entity's) events, in partition order.
+        out: records to produce in the partition's transaction.
+        earliest_timer_ms: the earliest timer this batch stored (the loop's timer
+            index learns it only once the batch committed).
+    """
+
+    part: OwnedPartition
+    now_ms: int
+    tx: StoreTransaction
+    next_offset: int | None = None
+    work: dict[str, list[HistoryEvent]] = field(default_factory=dict)
+    out: list[OutgoingRecord] = field(default_factory=list)
+    earliest_timer_ms: int | None = None
+
+    @property
+    def number(self) -> int:
+        """The partition number."""
+        return self.part.number
+
+    @property
+    def offset_to_commit(self) -> int:
+        """The input offset this batch commits: after what it consumed, else the last one."""
+        return self.next_offset if self.next_offset is not None else self.part.committed_offset
+
+    def add(self, instance_id: str, event: HistoryEvent) -> None:
+        """Queue ``event`` for ``instance_id``."""
+        events = self.work.get(instance_id)
+        if events is None:
+            self.work[instance_id] = [event]
+        else:
+            events.append(event)
+
+    def timer_stored(self, due_ms: int) -> None:
+        """Note a timer this batch stored (it wakes the loop once committed)."""
+        if self.earliest_timer_ms is None or due_ms < self.earliest_timer_ms:
+            self.earliest_timer_ms = due_ms
 
 
 @dataclass(slots=True)
 class Batch:
-    """Everything one iteration produces, kept until the transaction commits."""
+    """Everything one iteration produces, kept until its transactions commit.
+
+    Attributes:
+        now_ms: the batch's time (``ctx.now()`` of every step in it).
+        partitions: each owned partition's share, created on first use.
+        touched: instances changed in this batch (written at its end).
+        pending_chunks: history appended per instance, written as one chunk each.
+        local: activities started next to the processor, with their partition.
+    """
 
     now_ms: int
-    first_offsets: dict[int, int] = field(default_factory=dict)
-    next_offsets: dict[int, int] = field(default_factory=dict)
-    work: dict[int, dict[str, list[HistoryEvent]]] = field(default_factory=dict)
+    partitions: dict[int, PartitionBatch] = field(default_factory=dict)
     touched: dict[str, Instance] = field(default_factory=dict)
-    out: list[tuple[str, int, bytes | None, bytes | None]] = field(default_factory=list)
-    #: Activities started next to the processor, with their instance's partition.
+    pending_chunks: dict[str, list[list[HistoryEvent]]] = field(default_factory=dict)
     local: list[tuple[int, LocalRun]] = field(default_factory=list)
 
-    def add(self, partition: int, instance_id: str, event: HistoryEvent) -> None:
-        by_instance = self.work.get(partition)
-        if by_instance is None:
-            by_instance = self.work[partition] = {}
-        events = by_instance.get(instance_id)
-        if events is None:
-            by_instance[instance_id] = [event]
-        else:
-            events.append(event)
+    def of(self, part: OwnedPartition) -> PartitionBatch:
+        """The share of ``part`` (opened with a fresh store transaction on first use)."""
+        share = self.partitions.get(part.number)
+        if share is None:
+            share = PartitionBatch(part, self.now_ms, StoreTransaction(part.store))
+            self.partitions[part.number] = share
+        return share
+
+    def is_empty(self) -> bool:
+        """Nothing consumed, written or produced: no transaction is needed."""
+        return all(
+            share.next_offset is None and not share.out and share.tx.is_empty()
+            for share in self.partitions.values()
+        )
 
 
 class Outbox:
@@ -72,11 +142,11 @@ class Outbox:
         self._n_orchestrations = n_orchestrations
         self._n_activities = n_activities
 
-    def send(self, batch: Batch, target: str, event: HistoryEvent) -> None:
+    def send(self, share: PartitionBatch, target: str, event: HistoryEvent) -> None:
         """A message to instance (or entity) ``target``, on its partition."""
         key = target.encode()
-        batch.out.append(
-            (
+        share.out.append(
+            OutgoingRecord(
                 self.topics.orchestrations,
                 partition_for(key, self._n_orchestrations),
                 key,
@@ -84,11 +154,11 @@ class Outbox:
             )
         )
 
-    def activity_task(self, batch: Batch, task: ActivityTask) -> None:
+    def activity_task(self, share: PartitionBatch, task: ActivityTask) -> None:
         """An activity task for the workers, on the instance's partition of ``H.activities``."""
         key = task.instance_id.encode()
-        batch.out.append(
-            (
+        share.out.append(
+            OutgoingRecord(
                 self.topics.activities,
                 partition_for(key, self._n_activities),
                 key,

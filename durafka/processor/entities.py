@@ -39,16 +39,18 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from durafka.codec.records import EntityRecord, decode_entity, encode_entity
 from durafka.entities import DELETE_OPERATION, EntityId, OperationOutcome, run_operation
 from durafka.errors import FailureDetails
+from durafka.processor.batch import PartitionBatch
 from durafka.processor.keys import entity_key
 from durafka.registry import Registry
 from durafka.runtime.history import EventKind, HistoryEvent
 from durafka.state.transaction import StoreTransaction
 from durafka.topology import HubTopics
+from durafka.transport.base import OutgoingRecord
 
 __all__ = ["EntityProcessor", "open_lock"]
 
@@ -57,14 +59,7 @@ log = logging.getLogger("durafka.processor.entities")
 K = EventKind
 
 
-class BatchOutput(Protocol):
-    """What the entity processor uses of the processor's batch."""
-
-    now_ms: int
-    out: list[tuple[str, int, bytes | None, bytes | None]]
-
-
-#: ``send(batch, target instance or entity id, event)``: a message on ``H.orchestrations``.
+#: ``send(share, target instance or entity id, event)``: a message on ``H.orchestrations``.
 Send = Callable[[Any, str, HistoryEvent], None]
 
 
@@ -101,7 +96,7 @@ class _Run:
 
     __slots__ = ("batch", "dirty", "entity", "entity_id", "record")
 
-    def __init__(self, batch: BatchOutput, entity: EntityId, record: EntityRecord) -> None:
+    def __init__(self, batch: PartitionBatch, entity: EntityId, record: EntityRecord) -> None:
         self.batch = batch
         self.entity = entity
         self.entity_id = str(entity)
@@ -129,14 +124,7 @@ class EntityProcessor:
 
     # -- events addressed to an entity -----------------------------------------------------
 
-    def process(
-        self,
-        batch: BatchOutput,
-        partition: int,
-        tx: StoreTransaction,
-        entity_id: str,
-        events: list[HistoryEvent],
-    ) -> None:
+    def process(self, batch: PartitionBatch, entity_id: str, events: list[HistoryEvent]) -> None:
         """Apply one batch's events for ``entity_id``, in order, and store the result."""
         try:
             entity = EntityId.parse(entity_id)
@@ -144,6 +132,7 @@ class EntityProcessor:
             log.warning("dropped %d events for %r: %s", len(events), entity_id, exc)
             return
         key = entity_key(entity_id)
+        tx = batch.tx
         sent_before = len(batch.out)
         try:
             raw = tx.get(key)
@@ -154,7 +143,7 @@ class EntityProcessor:
             for ev in events:
                 self._handle(run, ev)
             if run.dirty:
-                self._store(run, partition, tx, key, existed=raw is not None)
+                self._store(run, batch.number, tx, key, existed=raw is not None)
         except Exception:
             # A bug (user errors never get here): nothing of this entity's batch may
             # leave without its state, so its responses and signals go too.
@@ -308,15 +297,15 @@ class EntityProcessor:
             # Nothing left to keep: the entity does not exist (deleted, or never created).
             if existed:
                 tx.delete(key)
-                run.batch.out.append((self.topics.entities, partition, out_key, None))
+                run.batch.out.append(OutgoingRecord(self.topics.entities, partition, out_key, None))
             return
         value = encode_entity(rec)
         tx.put(key, value)
-        run.batch.out.append((self.topics.entities, partition, out_key, value))
+        run.batch.out.append(OutgoingRecord(self.topics.entities, partition, out_key, value))
 
     # -- actions of orchestrations ------------------------------------------------------------
 
-    def route_action(self, batch: BatchOutput, orchestration_id: str, a: HistoryEvent) -> None:
+    def route_action(self, batch: PartitionBatch, orchestration_id: str, a: HistoryEvent) -> None:
         """Turn an entity action of an orchestration into messages to entities."""
         kind = a.kind
         now = batch.now_ms
@@ -351,7 +340,7 @@ class EntityProcessor:
                 self._send(batch, target, release)
 
     def release_locks(
-        self, batch: BatchOutput, orchestration_id: str, history: list[HistoryEvent]
+        self, batch: PartitionBatch, orchestration_id: str, history: list[HistoryEvent]
     ) -> None:
         """Release the lock an ended orchestration still holds or waits for, if any."""
         held = open_lock(history)

@@ -1,21 +1,39 @@
-"""The processor loop: one Kafka transaction per batch (exactly-once, EOS v2 style).
+"""The processor loop: poll a batch, apply it, commit it exactly once.
 
 Each iteration:
 
 1. poll a batch from the assigned partitions of ``H.orchestrations`` (read_committed);
-2. group its records by partition and instance, add the timers that came due;
+   records of a partition whose ownership changed during the poll are dropped
+   (librdkafka runs rebalance callbacks inside the poll: they come again to the
+   partition's owner, from the committed offset);
+2. group the records by partition and instance, add the timers that came due;
 3. hand each instance's events to :class:`~durafka.processor.orchestrations.Orchestrations`
    (load from cache, else store + replay; apply; one step; route the actions)
    or, for entities, to :class:`~durafka.processor.entities.EntityProcessor`;
    run the activities started next to the processor (:mod:`durafka.processor.local`);
-4. in one transaction: activity tasks, messages to other instances, status
-   records, dead letters and one changelog record per dirty store key; flush;
-   send the consumer offsets; commit;
-5. only then write each partition's store batch together with the changelog
-   offset reached (the checkpoint).
+4. commit each producer's partitions with a :class:`~durafka.processor.checkpoint.Checkpoint`
+   (records, changelog, offsets in one transaction; then the stores).
 
-A failed commit aborts, drops the cached state of the batch's partitions and
-seeks back to the batch's first offsets, so the batch is processed again.
+**Fencing.** Whatever ranges or modes two processes were started with, at most
+one can commit for a partition:
+
+* group mode (EOS v2): one producer per process; offsets are sent with the
+  consumer's group metadata, so a member that lost a partition in a rebalance
+  cannot commit for it. On assignment the processor also initialises the
+  partition's own ``transactional.id`` (``H.processor.p<n>``), which fences a
+  static-range processor still claiming the partition;
+* static ranges: one producer per partition, ``transactional.id`` =
+  ``H.processor.p<n>`` (Kafka Streams' first exactly-once design, one per task),
+  so an overlapping range or a group-mode processor fences it. A fenced
+  partition is given up with an error naming it; a static processor refuses to
+  start while group members own any of its partitions.
+
+**Outcomes.** An aborted transaction seeks the shares back to their committed
+offsets and drops their cached instances. A commit whose outcome stays unknown
+(``commit_timeout_ms``) is never treated as aborted: the producer is recreated
+(``init_transactions`` completes or aborts the pending transaction) and the
+partitions are restored from the changelog and read again from the committed
+offsets ("closed dirty").
 """
 
 from __future__ import annotations
@@ -24,16 +42,18 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
 
-from durafka.codec.records import (
-    decode_message,
-    encode_dead_letter,
-)
+from durafka.codec.records import decode_message, encode_dead_letter
 from durafka.entities import is_entity_id
-from durafka.errors import DecodeError, DurafkaError, TransactionError
-from durafka.processor.batch import Batch, Outbox, OwnedPartition
+from durafka.errors import (
+    DecodeError,
+    DurafkaError,
+    PartitionOwnershipError,
+    TransactionError,
+)
+from durafka.processor.batch import Batch, Outbox, OwnedPartition, PartitionBatch
+from durafka.processor.checkpoint import Checkpoint, CheckpointOutcome
 from durafka.processor.entities import EntityProcessor
 from durafka.processor.instances import InstanceCache
 from durafka.processor.keys import (
@@ -45,31 +65,36 @@ from durafka.processor.keys import (
 from durafka.processor.local import LocalActivities
 from durafka.processor.orchestrations import Orchestrations
 from durafka.registry import Registry
-from durafka.runtime.history import (
-    EventKind,
-    HistoryEvent,
-)
+from durafka.runtime.history import EventKind, HistoryEvent
 from durafka.settings import Settings
 from durafka.state.base import PartitionStore, StoreFactory
 from durafka.state.restore import restore_partition
 from durafka.state.transaction import StoreTransaction
 from durafka.topology import HubTopics, partition_for
-from durafka.transport.base import Consumer, Record, TopicPartition, Transport
+from durafka.transport.base import (
+    Consumer,
+    OutgoingRecord,
+    Record,
+    TopicPartition,
+    TransactionalProducer,
+    Transport,
+)
 from durafka.transport.client_config import for_client
 
 log = logging.getLogger("durafka.processor")
 
-K = EventKind
 #: Timers fired per partition per iteration at most (keeps one batch bounded).
 MAX_TIMERS_PER_ITERATION = 1000
+#: How often a processor looks for partitions that nobody processes.
+COVERAGE_CHECK_INTERVAL_S = 60.0
 
 
 class Processor:
     """Runs orchestrations on the partitions of ``H.orchestrations`` it owns.
 
     Partitions come from the consumer group ``<hub>.processors`` (cooperative
-    rebalancing across processes), or from a static list (one
-    ``transactional.id`` per range, for fencing).
+    rebalancing across processes), or from a static list (one producer and
+    ``transactional.id`` per partition, for fencing); see the module docstring.
 
     Example:
         >>> stop = threading.Event()
@@ -92,14 +117,17 @@ class Processor:
         self.registry = registry
         self.transport = transport
         self.store_factory = store_factory
-        self.static_partitions = partitions
+        self.static_partitions = sorted(set(partitions)) if partitions is not None else None
         self.clock = clock
         self.topics = HubTopics(settings.task_hub)
         self.cache = InstanceCache(settings.cache_size)
         self._local = local_activities
         self._owned: dict[int, OwnedPartition] = {}
         self._to_restore: list[int] = []
+        self._lost: set[int] = set()
+        self._stop: threading.Event | None = None
         n_orchestrations = transport.partition_count(self.topics.orchestrations)
+        self._n_partitions = n_orchestrations
         self._n_dead = transport.partition_count(self.topics.dead_letters)
         self._outbox = Outbox(
             self.topics, n_orchestrations, transport.partition_count(self.topics.activities)
@@ -112,52 +140,69 @@ class Processor:
             registry,
             self.topics,
             self.cache,
-            self._owned,
             self._outbox,
             self._entities,
             local_activities,
         )
-        if partitions is not None:
-            bad = [p for p in partitions if not 0 <= p < n_orchestrations]
+        if self.static_partitions is not None:
+            bad = [p for p in self.static_partitions if not 0 <= p < n_orchestrations]
             if bad:
                 raise DurafkaError(
                     f"partitions {bad} do not exist: {self.topics.orchestrations} has "
                     f"{n_orchestrations} partitions"
                 )
-            suffix = f"p{min(partitions)}-{max(partitions)}" if partitions else "none"
-        else:
-            suffix = processor_id or uuid.uuid4().hex[:12]
+        self._processor_id = processor_id or uuid.uuid4().hex[:12]
         self._consumer: Consumer = transport.consumer(
-            group_id=f"{settings.task_hub}.processors",
+            group_id=self.topics.processor_group,
             **for_client(settings.client_config, "consumer"),
         )
         self._restore_consumer: Consumer | None = None
-        self._producer = transport.transactional_producer(
-            f"{settings.task_hub}.processor.{suffix}",
-            **{
-                "transaction.timeout.ms": str(settings.transaction_timeout_ms),
-                **for_client(settings.client_config, "producer"),
-            },
-        )
-        self._producer.init_transactions()
-        self._changelog_offsets: dict[int, int] = {}
-        self._delivery_error: Any = None
+        # Group mode: one producer for the process (EOS v2); static: one per partition.
+        self._producer: TransactionalProducer | None = None
+        self._static_producers: dict[int, TransactionalProducer] = {}
+        if self.static_partitions is None:
+            self._producer = self._new_producer(
+                self.topics.processor_transactional_id(self._processor_id)
+            )
+        self._started = False
+        self._next_coverage_check = time.monotonic() + COVERAGE_CHECK_INTERVAL_S
+        self._coverage: dict[int, tuple[int, float]] = {}
         self.batches_committed = 0
 
     # -- lifecycle ------------------------------------------------------------------
 
-    def run(self, stop: threading.Event) -> None:
-        """Process until ``stop`` is set, then release every partition."""
+    def start(self) -> None:
+        """Join the group, or claim the static partitions (fencing their earlier owners).
+
+        Raises:
+            PartitionOwnershipError: static mode, and members of the processor group
+                own some of these partitions.
+        """
+        if self._started:
+            return
+        self._started = True
         if self.static_partitions is None:
             self._consumer.subscribe(
                 [self.topics.orchestrations], on_assign=self._on_assign, on_revoke=self._on_revoke
             )
-        else:
-            tps = [TopicPartition(self.topics.orchestrations, p) for p in self.static_partitions]
-            committed = self._consumer.committed(tps)
-            self._consumer.assign({tp: committed.get(tp) for tp in tps})
-            self._on_assign(tps)
+            return
+        for p in self.static_partitions:
+            # Initialising the partition's transactional.id fences every earlier owner:
+            # a dead incarnation of this process, or an overlapping range.
+            self._static_producers[p] = self._new_producer(
+                self.topics.partition_transactional_id(p)
+            )
+        self._check_no_group_owner(self.static_partitions)
+        tps = [TopicPartition(self.topics.orchestrations, p) for p in self.static_partitions]
+        committed = self._consumer.committed(tps)
+        self._consumer.assign({tp: committed.get(tp) for tp in tps})
+        self._on_assign(tps)
+
+    def run(self, stop: threading.Event) -> None:
+        """Process until ``stop`` is set, then release every partition."""
+        self._stop = stop
         try:
+            self.start()
             while not stop.is_set():
                 self.run_once()
         finally:
@@ -165,19 +210,24 @@ class Processor:
 
     def run_once(self, poll_timeout: float | None = None) -> int:
         """One iteration: poll, process, commit. Returns how many records it consumed."""
+        if not self._started:
+            self.start()
         if self._to_restore:
             self._restore_pending()
         if poll_timeout is None:
             poll_timeout = self._poll_timeout()
+        owned_before = dict(self._owned)
         records = self._consumer.poll_batch(self.settings.batch_size, poll_timeout)
         if self._to_restore:
             # An assignment arrived during the poll; its records (if any) come again.
             self._restore_pending()
-        self._process(records)
+        self._process(records, owned_before)
+        if time.monotonic() >= self._next_coverage_check:
+            self._check_coverage()
         return len(records)
 
     def close(self) -> None:
-        """Close the consumers, the producer and every store."""
+        """Close the consumers, the producers and every store."""
         if self._local is not None:
             self._local.close()
         for part in list(self._owned.values()):
@@ -189,10 +239,25 @@ class Processor:
                     c.close()
                 except Exception:  # closing is best effort
                     log.debug("consumer close failed", exc_info=True)
-        try:
-            self._producer.close()
-        except Exception:
-            log.debug("producer close failed", exc_info=True)
+        producers = [self._producer, *self._static_producers.values()]
+        for producer in producers:
+            if producer is None:
+                continue
+            try:
+                producer.close()
+            except Exception:
+                log.debug("producer close failed", exc_info=True)
+
+    def _new_producer(self, transactional_id: str) -> TransactionalProducer:
+        producer = self.transport.transactional_producer(
+            transactional_id,
+            **{
+                "transaction.timeout.ms": str(self.settings.transaction_timeout_ms),
+                **for_client(self.settings.client_config, "producer"),
+            },
+        )
+        producer.init_transactions()
+        return producer
 
     # -- partitions -------------------------------------------------------------------
 
@@ -202,7 +267,7 @@ class Processor:
             return
         # Paused until restored: no record is processed against a stale store.
         self._consumer.pause(tps)
-        self._to_restore.extend(new)
+        self._to_restore.extend(p for p in new if p not in self._to_restore)
         log.info("assigned partitions %s of %s", new, self.topics.orchestrations)
 
     def _on_revoke(self, tps: list[TopicPartition]) -> None:
@@ -216,8 +281,6 @@ class Processor:
         log.info("revoked partitions %s of %s", sorted(gone), self.topics.orchestrations)
 
     def _release(self, part: OwnedPartition) -> None:
-        if part.tx is not None:
-            part.tx.fail()
         try:
             part.store.close()
         except Exception:
@@ -225,7 +288,14 @@ class Processor:
 
     def _restore_pending(self) -> None:
         pending, self._to_restore = self._to_restore, []
-        for p in pending:
+        topic = self.topics.orchestrations
+        tps = [TopicPartition(topic, p) for p in pending]
+        if self.static_partitions is None:
+            for p in pending:
+                self._fence_static_owner(p)
+        committed = self._consumer.committed(tps)
+        for tp in tps:
+            p = tp.partition
             store = self.store_factory.open(self.settings.task_hub, p)
             if self._restore_consumer is None:
                 self._restore_consumer = self.transport.consumer(
@@ -235,16 +305,91 @@ class Processor:
             n = restore_partition(
                 store, self._restore_consumer, TopicPartition(self.topics.changelog, p)
             )
-            part = OwnedPartition(p, store)
+            start = committed.get(tp)
+            if start is None:
+                start = self._consumer.watermarks(tp)[0]
+            # Read from the committed offset whatever was fetched before (a seek also
+            # drops records librdkafka prefetched for the paused partition).
+            self._consumer.seek(tp, start)
+            part = OwnedPartition(p, store, start, producer=self._static_producers.get(p))
             part.next_timer_ms = self._first_timer(store)
             self._owned[p] = part
             log.info(
-                "partition %d ready: restored %d changelog records in %.2fs",
+                "partition %d ready at offset %d: restored %d changelog records in %.2fs",
                 p,
+                start,
                 n,
                 time.monotonic() - started,
             )
-        self._consumer.resume([TopicPartition(self.topics.orchestrations, p) for p in pending])
+        self._consumer.resume(tps)
+
+    def _fence_static_owner(self, p: int) -> None:
+        """Initialise partition ``p``'s static ``transactional.id``: a static-range
+        processor still claiming ``p`` is fenced (its next transaction fails)."""
+        producer = self.transport.transactional_producer(
+            self.topics.partition_transactional_id(p),
+            **{
+                "transaction.timeout.ms": str(self.settings.transaction_timeout_ms),
+                **for_client(self.settings.client_config, "producer"),
+            },
+        )
+        try:
+            producer.init_transactions()
+        finally:
+            producer.close()
+
+    def _check_no_group_owner(self, partitions: Iterable[int]) -> None:
+        mine = set(partitions)
+        clashes: dict[str, list[int]] = {}
+        topic = self.topics.orchestrations
+        for member, tps in self.transport.group_assignments(self.topics.processor_group).items():
+            owned = sorted(tp.partition for tp in tps if tp.topic == topic and tp.partition in mine)
+            if owned:
+                clashes[member] = owned
+        if clashes:
+            detail = "; ".join(f"member {m} owns {ps}" for m, ps in clashes.items())
+            raise PartitionOwnershipError(
+                f"cannot claim static partitions {sorted(mine)} of {topic}: group-mode "
+                f"processors of task hub {self.settings.task_hub!r} own some of them ({detail}). "
+                "Static ranges and group mode on one task hub would process these partitions "
+                "twice: stop the group-mode processors (`durafka run`/`durafka processor` "
+                "without --partitions), or run every processor in group mode."
+            )
+
+    def _lose(self, partitions: Iterable[int], reason: str) -> None:
+        """Give up static partitions another process claimed; stop if none is left."""
+        lost = sorted(partitions)
+        if not lost:
+            return
+        topic = self.topics.orchestrations
+        for p in lost:
+            part = self._owned.pop(p, None)
+            if part is not None:
+                self._release(part)
+            producer = self._static_producers.pop(p, None)
+            if producer is not None:
+                try:
+                    producer.close()
+                except Exception:
+                    log.debug("closing a fenced producer failed", exc_info=True)
+            self._lost.add(p)
+        self.cache.drop_partitions(set(lost))
+        self._to_restore = [p for p in self._to_restore if p not in self._lost]
+        self._consumer.pause([TopicPartition(topic, p) for p in lost])
+        log.error(
+            "gave up partitions %s of %s: %s. Another processor claimed them (an overlapping "
+            "static range, or a group-mode processor on this task hub); check the ranges "
+            "with `durafka deploy check`.",
+            lost,
+            topic,
+            reason,
+        )
+        assert self.static_partitions is not None
+        if self._lost >= set(self.static_partitions):
+            raise PartitionOwnershipError(
+                f"every partition of this processor ({self.static_partitions}) of {topic} was "
+                f"claimed by another processor ({reason}); nothing is left to process"
+            )
 
     @staticmethod
     def _first_timer(store: PartitionStore) -> int | None:
@@ -262,6 +407,11 @@ class Processor:
         """No partition is waiting to be restored (used by the time-skipping test env)."""
         return not self._to_restore
 
+    @property
+    def owned_partitions(self) -> list[int]:
+        """The partitions this processor currently processes."""
+        return sorted(self._owned)
+
     def _poll_timeout(self) -> float:
         timeout = 0.05
         now_ms = self.clock() * 1000
@@ -270,63 +420,101 @@ class Processor:
                 timeout = min(timeout, max(0.0, (part.next_timer_ms - now_ms) / 1000))
         return timeout
 
+    def _check_coverage(self) -> None:
+        """Warn about partitions with waiting input that no processor committed for a while.
+
+        Every transaction commits its partitions' offsets, so a committed offset that
+        stays put below the end of the partition means nobody processes it (a gap
+        between static ranges, or a processor that hangs).
+        """
+        self._next_coverage_check = time.monotonic() + COVERAGE_CHECK_INTERVAL_S
+        topic = self.topics.orchestrations
+        tps = [TopicPartition(topic, p) for p in range(self._n_partitions)]
+        try:
+            committed = self._consumer.committed(tps)
+            ends = {tp: self._consumer.watermarks(tp) for tp in tps}
+        except DurafkaError as exc:
+            log.debug("coverage check skipped: %s", exc)
+            return
+        now = time.monotonic()
+        stuck: list[str] = []
+        for tp in tps:
+            low, high = ends[tp]
+            offset = committed.get(tp)
+            position = low if offset is None else offset
+            previous = self._coverage.get(tp.partition)
+            if position >= high or previous is None or previous[0] != position:
+                self._coverage[tp.partition] = (position, now)
+                continue
+            idle = now - previous[1]
+            if idle >= COVERAGE_CHECK_INTERVAL_S:
+                stuck.append(f"{tp.partition} ({high - position} offsets waiting, {idle:.0f} s)")
+        if stuck:
+            log.warning(
+                "no processor committed partitions %s of %s although input waits: is a static "
+                "range missing (`durafka deploy check`), or is a processor stuck?",
+                ", ".join(stuck),
+                topic,
+            )
+
     # -- one batch ------------------------------------------------------------------------
 
-    def _process(self, records: list[Record]) -> None:
+    def _process(self, records: list[Record], owned_before: dict[int, OwnedPartition]) -> None:
         batch = Batch(now_ms=int(self.clock() * 1000))
         for r in records:
-            self._accept(batch, r)
+            self._accept(batch, r, owned_before)
         self._collect_due_timers(batch)
-        if not batch.work and not batch.out and not batch.next_offsets:
+        if batch.is_empty():
             return
-        for p, instances in batch.work.items():
-            part = self._owned.get(p)
-            if part is None:  # revoked meanwhile: its records come again to the new owner
-                continue
-            for iid, events in instances.items():
-                self._apply(batch, part, iid, events)
+        for share in list(batch.partitions.values()):
+            for iid, events in share.work.items():
+                self._apply(batch, share, iid, events)
         if batch.local:
             self._run_local_activities(batch)
         self._orchestrations.emit_instance_writes(batch)
         self._commit(batch)
 
     def _apply(
-        self, batch: Batch, part: OwnedPartition, iid: str, events: list[HistoryEvent]
+        self, batch: Batch, share: PartitionBatch, iid: str, events: list[HistoryEvent]
     ) -> None:
         """Hand one instance's (or entity's) events of the batch to what processes them."""
-        tx = part.transaction()
         try:
             if is_entity_id(iid):
-                self._entities.process(batch, part.number, tx, iid, events)
+                self._entities.process(share, iid, events)
             else:
-                self._orchestrations.process_instance(batch, part, tx, iid, events)
+                self._orchestrations.process_instance(batch, share, iid, events)
         except Exception as exc:
             # A bug must not become a crash loop on the same record: the
             # instance fails with the internal error and the batch goes on.
             log.exception("internal error processing instance %r", iid)
-            self._orchestrations.fail_internally(batch, part, tx, iid, exc)
+            self._orchestrations.fail_internally(batch, share, iid, exc)
 
-    def _accept(self, batch: Batch, r: Record) -> None:
+    def _accept(self, batch: Batch, r: Record, owned_before: dict[int, OwnedPartition]) -> None:
         p = r.partition()
         offset = r.offset()
         assert p is not None and offset is not None
-        batch.first_offsets.setdefault(p, offset)
-        batch.next_offsets[p] = offset + 1
+        part = self._owned.get(p)
+        if part is None or owned_before.get(p) is not part:
+            # Assigned, revoked or reassigned during the poll: whoever owns the partition
+            # now reads this record again from the committed offset.
+            return
+        share = batch.of(part)
+        share.next_offset = offset + 1
         value = r.value()
         try:
             if value is None:
                 raise DecodeError("empty record value")
             iid, event = decode_message(value)
         except DecodeError as exc:
-            self._dead_letter(batch, r, str(exc))
+            self._dead_letter(share, r, str(exc))
             return
-        batch.add(p, iid, event)
+        share.add(iid, event)
 
-    def _dead_letter(self, batch: Batch, r: Record, reason: str) -> None:
+    def _dead_letter(self, share: PartitionBatch, r: Record, reason: str) -> None:
         key = r.key()
         log.warning("dead-lettering %s[%s]@%s: %s", r.topic(), r.partition(), r.offset(), reason)
-        batch.out.append(
-            (
+        share.out.append(
+            OutgoingRecord(
                 self.topics.dead_letters,
                 partition_for(key or b"", self._n_dead),
                 key,
@@ -337,7 +525,7 @@ class Processor:
                     r.offset() or 0,
                     key,
                     r.value(),
-                    batch.now_ms,
+                    share.now_ms,
                 ),
             )
         )
@@ -347,7 +535,8 @@ class Processor:
         for part in self._owned.values():
             if part.next_timer_ms is None or part.next_timer_ms > now:
                 continue
-            tx = part.transaction()
+            share = batch.of(part)
+            tx = share.tx
             part.next_timer_ms = None
             due_timers = tx.iter_range(TIMER_PREFIX, timer_upper_bound(now))
             for fired, (key, _) in enumerate(due_timers):
@@ -356,7 +545,7 @@ class Processor:
                     break
                 due, iid, seq = parse_timer_key(key)
                 tx.delete(key)
-                batch.add(part.number, iid, HistoryEvent(K.TIMER_FIRED, now, seq=seq, fire_at=due))
+                share.add(iid, HistoryEvent(EventKind.TIMER_FIRED, now, seq=seq, fire_at=due))
             else:
                 part.next_timer_ms = self._first_due_after(tx, now)
 
@@ -386,7 +575,7 @@ class Processor:
                 [run for _, run in started], max(0.0, deadline - time.monotonic())
             )
             for run in unfinished:
-                self._outbox.activity_task(batch, run.task)
+                self._outbox.activity_task(batch.partitions[partition_of[id(run)]], run.task)
             results: dict[tuple[int, str], list[HistoryEvent]] = {}
             for run in finished:
                 p = partition_of.get(id(run))
@@ -399,87 +588,140 @@ class Processor:
                 else:
                     events.append(run.result)
             for (p, iid), events in results.items():
-                part = self._owned.get(p)
-                if part is not None:
-                    self._apply(batch, part, iid, events)
+                share = batch.partitions.get(p)
+                if share is not None:
+                    self._apply(batch, share, iid, events)
             if batch.local and time.monotonic() >= deadline:
                 # The wait is spent: what the results just started goes to the worker.
-                late = [run for _, run in batch.local]
-                local.hand_off(late)
-                for run in late:
-                    self._outbox.activity_task(batch, run.task)
+                late = batch.local
+                local.hand_off([run for _, run in late])
+                for p, run in late:
+                    self._outbox.activity_task(batch.partitions[p], run.task)
                 batch.local = []
 
-    # -- writes and commit ----------------------------------------------------------------------
+    # -- commit ----------------------------------------------------------------------------------
 
     def _commit(self, batch: Batch) -> None:
-        producer = self._producer
-        changelog = self.topics.changelog
-        self._changelog_offsets = {}
-        self._delivery_error = None
-        parts = [part for part in self._owned.values() if part.tx is not None]
-        try:
-            producer.begin_transaction()
-            for topic, partition, key, value in batch.out:
-                producer.produce(topic, partition, key, value)
-            for part in parts:
-                assert part.tx is not None
-                on_delivery = self._changelog_delivered
-                for key, value in part.tx.prepare().items():
-                    producer.produce(changelog, part.number, key, value, on_delivery)
-            remaining = producer.flush(30.0)
-            if remaining:
-                raise TransactionError(f"{remaining} records were not delivered before the commit")
-            if batch.next_offsets:
-                topic = self.topics.orchestrations
-                producer.send_offsets(
-                    {TopicPartition(topic, p): o for p, o in batch.next_offsets.items()},
-                    self._consumer.group_metadata(),
-                )
-            producer.commit_transaction()
-            if self._delivery_error is not None:
-                raise TransactionError(f"a changelog record failed: {self._delivery_error}")
-        except Exception as exc:
-            self._rollback(batch, parts, exc)
+        # A share whose partition changed hands since it was taken commits nothing.
+        shares = [s for s in batch.partitions.values() if self._owned.get(s.number) is s.part]
+        if not shares:
             return
-        for part in parts:
-            assert part.tx is not None
-            next_offset = self._changelog_offsets.get(part.number)
-            part.tx.complete(next_offset)
-            part.tx = None
+        if self._producer is not None:
+            checkpoints = [self._checkpoint(self._producer, shares)]
+        else:
+            checkpoints = []
+            for share in shares:
+                producer = share.part.producer
+                assert producer is not None
+                checkpoints.append(self._checkpoint(producer, [share]))
+        for checkpoint in checkpoints:
+            outcome = checkpoint.commit()
+            if outcome is CheckpointOutcome.COMMITTED:
+                if checkpoint.dirty:
+                    self._reset([s.number for s in checkpoint.dirty], "store write failed")
+                continue
+            self._after_failed_commit(checkpoint)
         self.cache.trim()
         self.batches_committed += 1
 
-    def _changelog_delivered(self, err: Any, record: Record) -> None:
-        if err is not None:
-            self._delivery_error = err
-            return
-        p = record.partition()
-        off = record.offset()
-        if p is not None and off is not None:
-            prev = self._changelog_offsets.get(p, -1)
-            if off + 1 > prev:
-                self._changelog_offsets[p] = off + 1
+    def _checkpoint(
+        self, producer: TransactionalProducer, shares: list[PartitionBatch]
+    ) -> Checkpoint:
+        return Checkpoint(
+            producer,
+            shares,
+            input_topic=self.topics.orchestrations,
+            changelog_topic=self.topics.changelog,
+            group_metadata=self._consumer.group_metadata,
+            commit_timeout=self.settings.commit_timeout_ms / 1000,
+            stop=self._stop,
+        )
 
-    def _rollback(self, batch: Batch, parts: list[OwnedPartition], exc: Exception) -> None:
-        log.warning("batch failed, reprocessing it: %s", exc)
+    def _after_failed_commit(self, checkpoint: Checkpoint) -> None:
+        outcome = checkpoint.outcome
+        partitions = checkpoint.partitions
+        log.warning(
+            "transaction of partitions %s %s: %s",
+            partitions,
+            {
+                CheckpointOutcome.ABORTED: "aborted, processing the batch again",
+                CheckpointOutcome.FENCED: "fenced",
+                CheckpointOutcome.UNKNOWN: "has an unknown outcome, restoring the partitions",
+            }.get(outcome, str(outcome))
+            if outcome is not None
+            else "failed",
+            checkpoint.error,
+        )
+        static = self.static_partitions is not None
+        if outcome is CheckpointOutcome.FENCED and static:
+            self._lose(partitions, f"the producer was fenced: {checkpoint.error}")
+            return
+        if checkpoint.producer_unusable:
+            self._replace_producer(checkpoint.producer, partitions)
+        if outcome is CheckpointOutcome.ABORTED:
+            self._rewind(checkpoint.shares)
+        else:
+            # The commit may have happened: the stores and positions from before it are
+            # not to be trusted. Restore from the changelog, read from the committed offsets.
+            self._reset(partitions, f"transaction outcome {outcome.value if outcome else '?'}")
+
+    def _replace_producer(self, old: TransactionalProducer, partitions: list[int]) -> None:
+        """A new producer with the same ``transactional.id``; its ``init_transactions``
+        completes or aborts whatever the old one left at the coordinator."""
         try:
-            self._producer.abort_transaction()
+            old.close()
         except Exception:
-            log.warning("aborting the transaction failed", exc_info=True)
-        affected = {part.number for part in parts} | set(batch.first_offsets)
-        for part in parts:
-            assert part.tx is not None
-            part.tx.fail()
-            part.tx = None
-        self.cache.drop_partitions(affected)
+            log.debug("closing the old producer failed", exc_info=True)
+        if self._producer is old:
+            tid = self.topics.processor_transactional_id(self._processor_id)
+            self._producer = self._retrying_new_producer(tid)
+            return
+        for p in partitions:
+            if self._static_producers.get(p) is old:
+                producer = self._retrying_new_producer(self.topics.partition_transactional_id(p))
+                self._static_producers[p] = producer
+                part = self._owned.get(p)
+                if part is not None:
+                    part.producer = producer
+
+    def _retrying_new_producer(self, transactional_id: str) -> TransactionalProducer:
+        delay = 0.1
+        while True:
+            try:
+                return self._new_producer(transactional_id)
+            except TransactionError as exc:
+                if exc.fatal or (self._stop is not None and self._stop.is_set()):
+                    raise
+                log.warning("creating producer %s failed, retrying: %s", transactional_id, exc)
+            except DurafkaError as exc:
+                if self._stop is not None and self._stop.is_set():
+                    raise
+                log.warning("creating producer %s failed, retrying: %s", transactional_id, exc)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _rewind(self, shares: list[PartitionBatch]) -> None:
+        """Process the shares' input again: from the committed offsets, on the stored state."""
+        numbers = {s.number for s in shares}
+        self.cache.drop_partitions(numbers)
         topic = self.topics.orchestrations
-        for p, offset in batch.first_offsets.items():
-            if p in self._owned:
-                self._consumer.seek(TopicPartition(topic, p), offset)
-        for p in affected:
-            part_ = self._owned.get(p)
-            if part_ is not None:
-                part_.next_timer_ms = self._first_timer(part_.store)
-        if isinstance(exc, TransactionError) and getattr(exc, "fatal", False):
-            raise exc
+        for share in shares:
+            part = share.part
+            if self._owned.get(part.number) is not part:
+                continue
+            self._consumer.seek(TopicPartition(topic, part.number), part.committed_offset)
+            part.next_timer_ms = self._first_timer(part.store)
+
+    def _reset(self, partitions: list[int], reason: str) -> None:
+        """Close partitions dirty: drop their state, restore it, read from the committed offsets."""
+        log.warning("restoring partitions %s from the changelog: %s", partitions, reason)
+        self.cache.drop_partitions(set(partitions))
+        topic = self.topics.orchestrations
+        for p in partitions:
+            part = self._owned.pop(p, None)
+            if part is None:
+                continue
+            self._release(part)
+            self._consumer.pause([TopicPartition(topic, p)])
+            if p not in self._to_restore:
+                self._to_restore.append(p)

@@ -25,7 +25,7 @@ from durafka.codec.records import (
     encode_status,
 )
 from durafka.errors import FailureDetails
-from durafka.processor.batch import Batch, Outbox, OwnedPartition
+from durafka.processor.batch import Batch, Outbox, PartitionBatch
 from durafka.processor.entities import EntityProcessor
 from durafka.processor.instances import Instance, InstanceCache, load_instance
 from durafka.processor.keys import history_key, history_prefix, instance_key, timer_key
@@ -37,6 +37,7 @@ from durafka.settings import Settings
 from durafka.state.transaction import StoreTransaction
 from durafka.status import OrchestrationStatus, RuntimeStatus
 from durafka.topology import HubTopics
+from durafka.transport.base import OutgoingRecord
 
 log = logging.getLogger("durafka.processor")
 
@@ -56,7 +57,6 @@ class Orchestrations:
         registry: the orchestrations and activities.
         topics: the task hub's topics.
         cache: the live instances.
-        owned: the processor's owned partitions, by number (shared, not copied).
         outbox: where messages and activity tasks go.
         entities: routes entity operations and releases locks of finished instances.
         local: runs activities next to the processor, when a worker is co-located.
@@ -68,7 +68,6 @@ class Orchestrations:
         registry: Registry,
         topics: HubTopics,
         cache: InstanceCache,
-        owned: dict[int, OwnedPartition],
         outbox: Outbox,
         entities: EntityProcessor,
         local: LocalActivities | None,
@@ -77,30 +76,20 @@ class Orchestrations:
         self.registry = registry
         self.topics = topics
         self.cache = cache
-        self._owned = owned
         self._outbox = outbox
         self._entities = entities
         self._local = local
-        # History appended per instance in the current batch, written as one chunk each.
-        self._pending_chunks: dict[str, list[list[HistoryEvent]]] = {}
 
-    def _load(
-        self, batch: Batch, part: OwnedPartition, tx: StoreTransaction, iid: str
-    ) -> Instance | None:
+    def _load(self, batch: Batch, share: PartitionBatch, iid: str) -> Instance | None:
         inst = batch.touched.get(iid) or self.cache.get(iid)
         if inst is None:
-            inst = load_instance(tx, iid, part.number)
+            inst = load_instance(share.tx, iid, share.number)
             if inst is not None:
                 self.cache.put(inst)
         return inst
 
     def process_instance(
-        self,
-        batch: Batch,
-        part: OwnedPartition,
-        tx: StoreTransaction,
-        iid: str,
-        events: list[HistoryEvent],
+        self, batch: Batch, share: PartitionBatch, iid: str, events: list[HistoryEvent]
     ) -> None:
         """Apply ``events`` (in order) to instance ``iid``: control events, then one step.
 
@@ -108,7 +97,7 @@ class Orchestrations:
         unknown or finished instance are dropped with a log line; events arriving
         while it is suspended wait in its header.
         """
-        inst = self._load(batch, part, tx, iid)
+        inst = self._load(batch, share, iid)
         incoming: list[HistoryEvent] = []
         if (
             inst is not None
@@ -129,9 +118,9 @@ class Orchestrations:
                     )
                     continue
                 if incoming and inst is not None:
-                    self._step(batch, tx, inst, incoming)
+                    self._step(batch, share, inst, incoming)
                     incoming = []
-                inst = self._create(batch, part, tx, iid, ev, previous=inst)
+                inst = self._create(batch, share, iid, ev, previous=inst)
                 incoming.append(ev)
                 continue
             if inst is None:
@@ -140,7 +129,7 @@ class Orchestrations:
             status = inst.state.status.runtime_status
             if kind is K.EXECUTION_PURGED:
                 if status in TERMINAL:
-                    self._purge(batch, tx, inst)
+                    self._purge(batch, share, inst)
                     inst = None
                 else:
                     log.warning("dropped a purge of instance %r: it is %s", iid, status.value)
@@ -150,14 +139,14 @@ class Orchestrations:
                 continue
             if kind is K.EXECUTION_TERMINATED:
                 if incoming:
-                    self._step(batch, tx, inst, incoming)
+                    self._step(batch, share, inst, incoming)
                     incoming = []
                 if inst.state.status.runtime_status not in TERMINAL:
-                    self._terminate(batch, tx, inst, ev)
+                    self._terminate(batch, share, inst, ev)
             elif kind is K.EXECUTION_SUSPENDED:
                 if status is RuntimeStatus.RUNNING:
                     if incoming:
-                        self._step(batch, tx, inst, incoming)
+                        self._step(batch, share, inst, incoming)
                         incoming = []
                     self._set_status(batch, inst, RuntimeStatus.SUSPENDED)
             elif kind is K.EXECUTION_RESUMED:
@@ -175,19 +164,18 @@ class Orchestrations:
             and inst is not None
             and inst.state.status.runtime_status is RuntimeStatus.RUNNING
         ):
-            self._step(batch, tx, inst, incoming)
+            self._step(batch, share, inst, incoming)
 
     def _create(
         self,
         batch: Batch,
-        part: OwnedPartition,
-        tx: StoreTransaction,
+        share: PartitionBatch,
         iid: str,
         start: HistoryEvent,
         previous: Instance | None,
     ) -> Instance:
         if previous is not None:  # a finished instance started again under the same id
-            self._delete_history(tx, previous)
+            self._delete_history(batch, share.tx, previous)
         now = batch.now_ms
         status = OrchestrationStatus(
             iid,
@@ -201,7 +189,7 @@ class Orchestrations:
             now,
             start.instance_id,
         )
-        inst = Instance(iid, part.number, InstanceState(status, parent_seq=start.seq))
+        inst = Instance(iid, share.number, InstanceState(status, parent_seq=start.seq))
         inst.status_dirty = True
         self.cache.put(inst)
         self._touch(batch, inst)
@@ -225,7 +213,7 @@ class Orchestrations:
         return ex
 
     def _step(
-        self, batch: Batch, tx: StoreTransaction, inst: Instance, incoming: list[HistoryEvent]
+        self, batch: Batch, share: PartitionBatch, inst: Instance, incoming: list[HistoryEvent]
     ) -> None:
         for _ in range(MAX_GENERATIONS_PER_BATCH):
             ex = self._executor(inst)
@@ -241,19 +229,21 @@ class Orchestrations:
             appended = new + result.actions
             if result.completion is not None:
                 appended.append(result.completion)
-            self._append_history(inst, appended)
+            self._append_history(batch, inst, appended)
             self._touch(batch, inst)
             for action in result.actions:
-                self._route_action(batch, tx, inst, action)
+                self._route_action(batch, share, inst, action)
             if result.custom_status != inst.state.status.serialized_custom_status:
                 self._update_status(batch, inst, serialized_custom_status=result.custom_status)
             completion = result.completion
             if completion is None:
                 return
             if completion.kind is K.CONTINUED_AS_NEW:
-                incoming = self._continue_as_new(batch, tx, inst, completion, result.carried_events)
+                incoming = self._continue_as_new(
+                    batch, share, inst, completion, result.carried_events
+                )
                 continue
-            self._finish(batch, tx, inst, completion)
+            self._finish(batch, share, inst, completion)
             return
         log.warning(
             "instance %r continued as new %d times in one batch; resuming later",
@@ -264,20 +254,18 @@ class Orchestrations:
         # instance in the next iteration: both are store writes, so this survives a crash.
         inst.state.pending_events = [*incoming, *inst.state.pending_events]
         self._touch(batch, inst)
-        tx.put(timer_key(batch.now_ms, inst.instance_id, WAKE_UP_SEQ), b"")
-        part = self._owned[inst.partition]
-        if part.next_timer_ms is None or batch.now_ms < part.next_timer_ms:
-            part.next_timer_ms = batch.now_ms
+        share.tx.put(timer_key(batch.now_ms, inst.instance_id, WAKE_UP_SEQ), b"")
+        share.timer_stored(batch.now_ms)
 
-    def _append_history(self, inst: Instance, events: list[HistoryEvent]) -> None:
+    def _append_history(self, batch: Batch, inst: Instance, events: list[HistoryEvent]) -> None:
         inst.history.extend(events)
         state = inst.state
         state.history_chunks += 1
         state.history_length += len(events)
-        self._pending_chunks.setdefault(inst.instance_id, []).append(events)
+        batch.pending_chunks.setdefault(inst.instance_id, []).append(events)
 
     def _route_action(
-        self, batch: Batch, tx: StoreTransaction, inst: Instance, a: HistoryEvent
+        self, batch: Batch, share: PartitionBatch, inst: Instance, a: HistoryEvent
     ) -> None:
         iid = inst.instance_id
         kind = a.kind
@@ -287,13 +275,11 @@ class Orchestrations:
             if local is not None:
                 batch.local.append((inst.partition, local))
             else:
-                self._outbox.activity_task(batch, task)
+                self._outbox.activity_task(share, task)
         elif kind is K.TIMER_CREATED:
             due = a.fire_at or batch.now_ms
-            tx.put(timer_key(due, iid, a.seq), b"")
-            part = self._owned[inst.partition]
-            if part.next_timer_ms is None or due < part.next_timer_ms:
-                part.next_timer_ms = due
+            share.tx.put(timer_key(due, iid, a.seq), b"")
+            share.timer_stored(due)
         elif kind is K.SUB_ORCHESTRATION_CREATED:
             child = a.instance_id or f"{iid}:{a.seq}"
             start = HistoryEvent(
@@ -304,25 +290,25 @@ class Orchestrations:
                 payload=a.payload,
                 instance_id=iid,
             )
-            self._outbox.send(batch, child, start)
+            self._outbox.send(share, child, start)
         elif kind is K.EVENT_SENT and a.instance_id:
             self._outbox.send(
-                batch,
+                share,
                 a.instance_id,
                 HistoryEvent(K.EVENT_RAISED, batch.now_ms, name=a.name, payload=a.payload),
             )
         elif kind in ENTITY_ACTION_KINDS:
-            self._entities.route_action(batch, iid, a)
+            self._entities.route_action(share, iid, a)
 
     def _continue_as_new(
         self,
         batch: Batch,
-        tx: StoreTransaction,
+        share: PartitionBatch,
         inst: Instance,
         completion: HistoryEvent,
         carried: list[HistoryEvent],
     ) -> list[HistoryEvent]:
-        self._delete_history(tx, inst)
+        self._delete_history(batch, share.tx, inst)
         inst.state.generation += 1
         inst.executor = None
         status = inst.state.status
@@ -356,17 +342,17 @@ class Orchestrations:
             if tx.get(key) is not None:
                 tx.delete(key)
 
-    def _delete_history(self, tx: StoreTransaction, inst: Instance) -> None:
+    def _delete_history(self, batch: Batch, tx: StoreTransaction, inst: Instance) -> None:
         self._delete_pending_timers(tx, inst)
         for key, _ in list(tx.iter_prefix(history_prefix(inst.instance_id))):
             tx.delete(key)
-        self._pending_chunks.pop(inst.instance_id, None)
+        batch.pending_chunks.pop(inst.instance_id, None)
         inst.history = []
         inst.state.history_chunks = 0
         inst.state.history_length = 0
 
     def _finish(
-        self, batch: Batch, tx: StoreTransaction, inst: Instance, completion: HistoryEvent
+        self, batch: Batch, share: PartitionBatch, inst: Instance, completion: HistoryEvent
     ) -> None:
         st = inst.state.status
         if completion.kind is K.EXECUTION_COMPLETED:
@@ -381,26 +367,28 @@ class Orchestrations:
                 batch, inst, runtime_status=RuntimeStatus.FAILED, failure_details=completion.failure
             )
         if st.parent_instance_id:
-            self._notify_parent(batch, inst, completion)
-        self._end_execution(batch, tx, inst)
+            self._notify_parent(share, inst, completion)
+        self._end_execution(share, inst)
 
-    def _end_execution(self, batch: Batch, tx: StoreTransaction, inst: Instance) -> None:
+    def _end_execution(self, share: PartitionBatch, inst: Instance) -> None:
         """Let go of what an ended execution still holds: executor, entity locks, timers.
 
         The one place every ending (completed, failed, terminated, failed
         internally) goes through, so none of them leaves a lock or a timer behind.
         """
         inst.executor = None
-        self._entities.release_locks(batch, inst.instance_id, inst.history)
-        self._delete_pending_timers(tx, inst)
+        self._entities.release_locks(share, inst.instance_id, inst.history)
+        self._delete_pending_timers(share.tx, inst)
 
-    def _notify_parent(self, batch: Batch, inst: Instance, completion: HistoryEvent) -> None:
+    def _notify_parent(
+        self, share: PartitionBatch, inst: Instance, completion: HistoryEvent
+    ) -> None:
         parent = inst.state.status.parent_instance_id
         assert parent is not None
         if completion.kind is K.EXECUTION_COMPLETED:
             ev = HistoryEvent(
                 K.SUB_ORCHESTRATION_COMPLETED,
-                batch.now_ms,
+                share.now_ms,
                 seq=inst.state.parent_seq,
                 payload=completion.payload,
                 instance_id=inst.instance_id,
@@ -408,21 +396,21 @@ class Orchestrations:
         else:
             ev = HistoryEvent(
                 K.SUB_ORCHESTRATION_FAILED,
-                batch.now_ms,
+                share.now_ms,
                 seq=inst.state.parent_seq,
                 failure=completion.failure,
                 instance_id=inst.instance_id,
             )
-        self._outbox.send(batch, parent, ev)
+        self._outbox.send(share, parent, ev)
 
-    def _purge(self, batch: Batch, tx: StoreTransaction, inst: Instance) -> None:
+    def _purge(self, batch: Batch, share: PartitionBatch, inst: Instance) -> None:
         """Delete a finished instance: tombstones for its store keys and its status."""
-        self._delete_history(tx, inst)
-        tx.delete(instance_key(inst.instance_id))
+        self._delete_history(batch, share.tx, inst)
+        share.tx.delete(instance_key(inst.instance_id))
         batch.touched.pop(inst.instance_id, None)
         self.cache.remove(inst.instance_id)
         key = inst.instance_id.encode()
-        batch.out.append((self.topics.status, inst.partition, key, None))
+        share.out.append(OutgoingRecord(self.topics.status, inst.partition, key, None))
 
     def _running_children(self, inst: Instance) -> list[str]:
         created: dict[int, str] = {}
@@ -434,16 +422,18 @@ class Orchestrations:
         return list(created.values())
 
     def _terminate(
-        self, batch: Batch, tx: StoreTransaction, inst: Instance, ev: HistoryEvent
+        self, batch: Batch, share: PartitionBatch, inst: Instance, ev: HistoryEvent
     ) -> None:
         event = HistoryEvent(K.EXECUTION_TERMINATED, batch.now_ms, payload=ev.payload)
         # Running sub-orchestrations are terminated too (recursively, by the same path).
         for child in self._running_children(inst):
             self._outbox.send(
-                batch, child, HistoryEvent(K.EXECUTION_TERMINATED, batch.now_ms, payload=ev.payload)
+                share, child, HistoryEvent(K.EXECUTION_TERMINATED, batch.now_ms, payload=ev.payload)
             )
-        self._append_history(inst, [HistoryEvent(K.ORCHESTRATOR_STARTED, batch.now_ms), event])
-        self._end_execution(batch, tx, inst)
+        self._append_history(
+            batch, inst, [HistoryEvent(K.ORCHESTRATOR_STARTED, batch.now_ms), event]
+        )
+        self._end_execution(share, inst)
         self._update_status(
             batch, inst, runtime_status=RuntimeStatus.TERMINATED, serialized_output=ev.payload
         )
@@ -452,26 +442,30 @@ class Orchestrations:
                 "durafka.Terminated", f"terminated: {ev.payload.decode() if ev.payload else ''}"
             )
             self._notify_parent(
-                batch, inst, HistoryEvent(K.EXECUTION_FAILED, batch.now_ms, failure=failure)
+                share, inst, HistoryEvent(K.EXECUTION_FAILED, batch.now_ms, failure=failure)
             )
         self._touch(batch, inst)
 
     def fail_internally(
-        self, batch: Batch, part: OwnedPartition, tx: StoreTransaction, iid: str, exc: Exception
+        self, batch: Batch, share: PartitionBatch, iid: str, exc: Exception
     ) -> None:
         """Fail instance ``iid`` with durafka's own error (a bug must not crash-loop a record)."""
-        inst = batch.touched.get(iid) or self.cache.get(iid) or load_instance(tx, iid, part.number)
+        inst = (
+            batch.touched.get(iid)
+            or self.cache.get(iid)
+            or load_instance(share.tx, iid, share.number)
+        )
         if inst is None or inst.state.status.runtime_status in TERMINAL:
             return
-        self._pending_chunks.pop(iid, None)
+        batch.pending_chunks.pop(iid, None)
         failure = FailureDetails.from_exception(exc)
         failure = FailureDetails(
             failure.error_type, f"durafka internal error: {failure.message}", failure.stack_trace
         )
         self._append_history(
-            inst, [HistoryEvent(K.EXECUTION_FAILED, batch.now_ms, failure=failure)]
+            batch, inst, [HistoryEvent(K.EXECUTION_FAILED, batch.now_ms, failure=failure)]
         )
-        self._end_execution(batch, tx, inst)
+        self._end_execution(share, inst)
         self._update_status(
             batch, inst, runtime_status=RuntimeStatus.FAILED, failure_details=failure
         )
@@ -488,19 +482,19 @@ class Orchestrations:
             # Every runtime-status change is published, even two within one batch
             # (e.g. RUNNING then COMPLETED when a local activity finished in it).
             key = inst.instance_id.encode()
-            batch.out.append((self.topics.status, inst.partition, key, encode_status(current)))
+            batch.partitions[inst.partition].out.append(
+                OutgoingRecord(self.topics.status, inst.partition, key, encode_status(current))
+            )
         inst.state.status = replace(current, last_updated_at_ms=batch.now_ms, **changes)
         inst.status_dirty = True
 
     def emit_instance_writes(self, batch: Batch) -> None:
         """Write every touched instance: header, one history chunk, its status if changed."""
-        chunks = self._pending_chunks
+        chunks = batch.pending_chunks
         status_topic = self.topics.status
         for inst in batch.touched.values():
-            part = self._owned.get(inst.partition)
-            if part is None:
-                continue
-            tx = part.transaction()
+            share = batch.partitions[inst.partition]
+            tx = share.tx
             state = inst.state
             new_chunks = chunks.pop(inst.instance_id, None)
             if new_chunks:
@@ -514,7 +508,9 @@ class Orchestrations:
             if inst.status_dirty:
                 inst.status_dirty = False
                 key = inst.instance_id.encode()
-                batch.out.append((status_topic, inst.partition, key, encode_status(state.status)))
+                share.out.append(
+                    OutgoingRecord(status_topic, inst.partition, key, encode_status(state.status))
+                )
             if state.status.runtime_status in TERMINAL:
                 self.cache.demote(inst.instance_id)
         chunks.clear()

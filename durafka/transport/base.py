@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from durafka.topology import TopicSpec
 
@@ -34,6 +34,15 @@ class TopicPartition:
 
     def __str__(self) -> str:
         return f"{self.topic}[{self.partition}]"
+
+
+class OutgoingRecord(NamedTuple):
+    """A record to produce: where it goes and what it holds (``value`` None: a tombstone)."""
+
+    topic: str
+    partition: int
+    key: bytes | None
+    value: bytes | None
 
 
 class Record(Protocol):
@@ -158,7 +167,16 @@ class TransactionalProducer(Producer, Protocol):
         """Commit these consumer offsets (next offset to read) as part of the transaction."""
         ...
 
-    def commit_transaction(self, timeout: float = 30.0) -> None: ...
+    def commit_transaction(self, timeout: float = 30.0) -> None:
+        """Commit the open transaction.
+
+        Raises:
+            CommitOutcomeUnknownError: not finished within ``timeout`` (the outcome is
+                unknown; calling it again resumes the commit).
+            TransactionError: not committed (abortable) or the producer is unusable.
+        """
+        ...
+
     def abort_transaction(self, timeout: float = 30.0) -> None:
         """Discard the open transaction's records and offsets; a no-op when none is open."""
         ...
@@ -184,5 +202,9 @@ class Transport(Protocol):
         ...
 
     def partition_count(self, topic: str) -> int: ...
+
+    def group_assignments(self, group_id: str) -> dict[str, list[TopicPartition]]:
+        """The live members of consumer group ``group_id`` and the partitions each owns."""
+        ...
 
     def close(self) -> None: ...

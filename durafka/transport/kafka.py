@@ -43,7 +43,12 @@ from confluent_kafka import KafkaError, KafkaException, Message
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 from confluent_kafka.admin import AdminClient
 
-from durafka.errors import ConfigurationError, TransactionError, TransportError
+from durafka.errors import (
+    CommitOutcomeUnknownError,
+    ConfigurationError,
+    TransactionError,
+    TransportError,
+)
 from durafka.topology import TopicSpec, apply_topics
 from durafka.transport.base import DeliveryCallback, PartitionsCallback, Record, TopicPartition
 from durafka.transport.client_config import ClientKind, for_client
@@ -589,9 +594,41 @@ class KafkaTransactionalProducer(KafkaProducer):
         self._retrying("send_offsets_to_transaction", send, _SEND_OFFSETS_TIMEOUT_S)
 
     def commit_transaction(self, timeout: float = 30.0) -> None:
-        """Flush and commit; records and offsets become visible together."""
-        self._retrying("commit_transaction", self._producer.commit_transaction, timeout)
-        self._in_transaction = False
+        """Flush and commit; records and offsets become visible together.
+
+        Retriable errors are retried until ``timeout``. librdkafka then leaves the
+        outcome open: the commit may have reached the coordinator, so it is neither
+        aborted nor reported as failed, but as unknown.
+
+        Raises:
+            CommitOutcomeUnknownError: the commit did not finish within ``timeout``;
+                call ``commit_transaction`` again to resume it.
+            TransactionError: nothing was committed (``fatal`` False: abort and
+                redo the batch) or the producer is unusable (``fatal`` True).
+        """
+        self._raise_if_fatal("commit_transaction")
+        deadline = time.monotonic() + timeout
+        backoff = 0.05
+        while True:
+            try:
+                self._producer.commit_transaction(max(deadline - time.monotonic(), 0.001))
+                self._in_transaction = False
+                return
+            except KafkaException as exc:
+                error, text = _describe(exc)
+                if error is not None and (error.fatal() or error.txn_requires_abort()):
+                    raise self._transaction_error("commit_transaction", exc) from exc
+                # A timeout, a retriable error or anything librdkafka does not call
+                # abortable: the coordinator may have the commit already.
+                if time.monotonic() + backoff >= deadline:
+                    raise CommitOutcomeUnknownError(
+                        f"commit_transaction for transactional.id {self._transactional_id!r} "
+                        f"did not finish within {timeout:g} s ({text}): the transaction may "
+                        "or may not be committed; call commit_transaction again to resume it"
+                    ) from exc
+                log.info("commit_transaction failed, retrying: %s", text)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
 
     def abort_transaction(self, timeout: float = 30.0) -> None:
         """Abort the open transaction: its records and offsets are discarded (no-op if none)."""
@@ -725,6 +762,24 @@ class KafkaTransport:
         report = apply_topics(self._admin_client(), specs, timeout=30.0)
         if report.created:
             log.info("created topics %s", ", ".join(report.created))
+
+    def group_assignments(self, group_id: str) -> dict[str, list[TopicPartition]]:
+        """The live members of consumer group ``group_id`` and their assigned partitions."""
+        try:
+            future = self._admin_client().describe_consumer_groups(
+                [group_id], request_timeout=_REQUEST_TIMEOUT_S
+            )[group_id]
+            description = future.result()
+        except KafkaException as exc:
+            raise TransportError(
+                f"describing consumer group {group_id!r} failed: {_describe(exc)[1]}"
+            ) from exc
+        members: dict[str, list[TopicPartition]] = {}
+        for member in description.members:
+            assignment = member.assignment
+            tps = assignment.topic_partitions if assignment is not None else []
+            members[member.member_id] = sorted(_ours(tps))
+        return members
 
     def partition_count(self, topic: str) -> int:
         """The number of partitions of ``topic`` (cached: counts are fixed by the topology)."""

@@ -40,7 +40,10 @@ How Kafka is emulated, and why:
   robin over the group's members in join order, recomputed on join, leave,
   re-subscribe and topic creation. A member learns about it in its next
   ``poll_batch()``, which calls ``on_revoke`` / ``on_assign`` with the
-  increments only (cooperative). A partition moving from A to B is handed to B
+  increments only (cooperative). As librdkafka may, the poll runs the
+  callbacks *after* taking the records it returns: a batch can hold records of
+  a partition its ``on_revoke`` just took away (code that commits them anyway
+  loses them; the contract tests catch it here too). A partition moving from A to B is handed to B
   only after A has run its ``on_revoke`` (so A can finish its transaction
   first); newly assigned partitions start at the group's committed offset or
   at the beginning.
@@ -681,20 +684,26 @@ class MemoryConsumer:
         group, member = self._group, self._member
         deadline = time.monotonic() + timeout
         while True:
-            if member is not None and group is not None and member.synced != group.version:
-                self._sync_group()
             with broker._changed:
-                if member is not None and group is not None and member.synced != group.version:
-                    continue
                 now = time.monotonic()
                 broker._expire_transactions(now)
                 records = self._fetch(max_records)
-                if records:
-                    return records
-                remaining = deadline - now
-                if remaining <= 0:
-                    return records
-                broker._changed.wait(remaining)
+                rebalance_due = (
+                    member is not None and group is not None and member.synced != group.version
+                )
+                if not records and not rebalance_due:
+                    remaining = deadline - now
+                    if remaining <= 0:
+                        return records
+                    broker._changed.wait(remaining)
+                    continue
+            if rebalance_due:
+                # As in librdkafka, rebalance callbacks run inside the poll, after the
+                # records it returns were taken: they may belong to a partition that
+                # the callback just revoked.
+                self._sync_group()
+            if records:
+                return records
 
     def _fetch(self, max_records: int) -> list[Record]:
         out: list[Record] = []
@@ -1011,6 +1020,14 @@ class MemoryTransport:
         """The number of partitions of ``topic``."""
         with self.broker._lock:
             return len(self.broker._topic(topic).logs)
+
+    def group_assignments(self, group_id: str) -> dict[str, list[TopicPartition]]:
+        """The members of consumer group ``group_id`` and the partitions each owns."""
+        with self.broker._lock:
+            group = self.broker._groups.get(group_id)
+            if group is None:
+                return {}
+            return {m.member_id: sorted(m.owned) for m in group.members.values()}
 
     def close(self) -> None:
         """Nothing to release: the broker outlives its transports."""

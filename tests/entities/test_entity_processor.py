@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 import durafka
 from durafka.codec.records import EntityRecord, decode_entity
 from durafka.entities import DELETE_OPERATION
+from durafka.processor.batch import OwnedPartition, PartitionBatch
 from durafka.processor.entities import EntityProcessor, open_lock
 from durafka.processor.keys import entity_key
 from durafka.registry import Registry
@@ -18,6 +18,7 @@ from durafka.runtime.history import EventKind, HistoryEvent
 from durafka.state.memory import MemoryStore
 from durafka.state.transaction import StoreTransaction
 from durafka.topology import HubTopics
+from durafka.transport.base import OutgoingRecord
 
 K = EventKind
 A, B, C = "@Counter@a", "@Counter@b", "@Counter@c"
@@ -31,12 +32,6 @@ class Counter(durafka.Entity[int]):
         return self.state
 
 
-@dataclass
-class FakeBatch:
-    now_ms: int = 1_000
-    out: list[tuple[str, int, bytes | None, bytes | None]] = field(default_factory=list)
-
-
 class Harness:
     """One EntityProcessor over one partition store; records what it sends."""
 
@@ -48,7 +43,10 @@ class Harness:
         self.processor = EntityProcessor(
             registry, HubTopics("h"), self._send, max_payload_bytes=1000
         )
-        self.batch = FakeBatch()
+        self.batch = self._new_batch()
+
+    def _new_batch(self) -> PartitionBatch:
+        return PartitionBatch(OwnedPartition(0, self.store, 0), 1_000, StoreTransaction(self.store))
 
     def _send(self, batch: Any, target: str, event: HistoryEvent) -> None:
         self.sent.append((target, event))
@@ -56,11 +54,10 @@ class Harness:
     def deliver(self, entity: str, *events: HistoryEvent) -> list[tuple[str, HistoryEvent]]:
         """Process ``events`` for ``entity`` in one batch and commit it; what was sent."""
         self.sent = []
-        self.batch = FakeBatch()
-        tx = StoreTransaction(self.store)
-        self.processor.process(self.batch, 0, tx, entity, list(events))
-        tx.prepare()
-        tx.complete(None)
+        self.batch = self._new_batch()
+        self.processor.process(self.batch, entity, list(events))
+        self.batch.tx.prepare()
+        self.batch.tx.complete(None)
         return self.sent
 
     def record(self, entity: str) -> EntityRecord | None:
@@ -258,10 +255,11 @@ def test_an_internal_error_takes_back_what_the_entity_sent_in_the_batch(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     h = Harness()
-    batch = FakeBatch(out=[("h.other", 0, b"k", b"kept")])
+    batch = h._new_batch()
+    batch.out.append(OutgoingRecord("h.other", 0, b"k", b"kept"))
 
     def send(_batch: Any, target: str, event: HistoryEvent) -> None:
-        batch.out.append(("h.orchestrations", 0, target.encode(), b"message"))
+        batch.out.append(OutgoingRecord("h.orchestrations", 0, target.encode(), b"message"))
 
     h.processor._send = send
 
@@ -269,7 +267,6 @@ def test_an_internal_error_takes_back_what_the_entity_sent_in_the_batch(
         raise RuntimeError("bug")
 
     monkeypatch.setattr(h.processor, "_store", broken_store)
-    tx = StoreTransaction(h.store)
     with pytest.raises(RuntimeError, match="bug"):
-        h.processor.process(batch, 0, tx, A, [op("add", 1, caller="o", seq=1)])
+        h.processor.process(batch, A, [op("add", 1, caller="o", seq=1)])
     assert batch.out == [("h.other", 0, b"k", b"kept")]
