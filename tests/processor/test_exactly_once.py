@@ -17,9 +17,7 @@ import durafka
 from durafka import OrchestrationContext
 from durafka.client import Client
 from durafka.codec.records import decode_message, decode_status
-from durafka.processor import Processor
 from durafka.registry import Registry
-from durafka.runtime.history import EventKind
 from durafka.status import RuntimeStatus
 from durafka.topology import HubTopics
 from durafka.transport import TopicPartition
