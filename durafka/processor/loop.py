@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from durafka.activities.local import LocalActivities
 from durafka.codec.records import (
     decode_message,
     encode_dead_letter,
@@ -42,7 +43,6 @@ from durafka.processor.keys import (
     parse_timer_key,
     timer_upper_bound,
 )
-from durafka.processor.local import LocalActivities
 from durafka.processor.orchestrations import Orchestrations
 from durafka.registry import Registry
 from durafka.runtime.history import (
