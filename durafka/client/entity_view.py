@@ -3,8 +3,8 @@
 ``H.entities`` is compacted and keyed by entity id (``@<name>@<key>``), so
 reading it from the beginning yields the latest record of every entity; a
 ``None`` value (a tombstone) means the entity was deleted. The same feeders as
-the status view fill it (:class:`~durafka.client.status_view.ThreadStatusFeeder`,
-:class:`~durafka.client.status_view.AioKafkaStatusFeeder`); clients start them
+the status view fill it (:class:`~durafka.transport.feeder.ThreadFeeder`,
+:class:`~durafka.transport.aiokafka.AioKafkaFeeder`); clients start them
 only when an entity is first read, so an app without entities never reads the
 topic.
 
