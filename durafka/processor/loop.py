@@ -37,12 +37,6 @@ from durafka.errors import DecodeError, DurafkaError, TransactionError
 from durafka.processor.batch import Batch, Outbox, OwnedPartition
 from durafka.processor.entities import EntityProcessor
 from durafka.processor.instances import InstanceCache
-from durafka.processor.keys import (
-    TIMER_END,
-    TIMER_PREFIX,
-    parse_timer_key,
-    timer_upper_bound,
-)
 from durafka.processor.orchestrations import Orchestrations
 from durafka.registry import Registry
 from durafka.runtime.history import (
@@ -51,6 +45,12 @@ from durafka.runtime.history import (
 )
 from durafka.settings import Settings
 from durafka.state.base import PartitionStore, StoreFactory
+from durafka.state.keys import (
+    TIMER_END,
+    TIMER_PREFIX,
+    parse_timer_key,
+    timer_upper_bound,
+)
 from durafka.state.restore import restore_partition
 from durafka.state.transaction import StoreTransaction
 from durafka.topology import HubTopics, partition_for
