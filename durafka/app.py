@@ -14,10 +14,10 @@ from durafka.settings import Settings
 from durafka.state.base import StoreFactory
 
 if TYPE_CHECKING:
+    from durafka.activities.worker import ActivityWorker
     from durafka.client import AsyncClient, Client
     from durafka.processor import Processor
     from durafka.transport import Transport
-    from durafka.worker import ActivityWorker
 
 F = TypeVar("F", bound=Callable[..., Any])
 # An Entity subclass (callable: its constructor) or an entity function.
@@ -213,7 +213,7 @@ class App:
 
     def worker(self, **kwargs: Any) -> ActivityWorker:
         """An activity worker for this app."""
-        from durafka.worker import ActivityWorker
+        from durafka.activities.worker import ActivityWorker
 
         self.ensure_topics()
         if "worker_id" not in kwargs:
@@ -229,7 +229,7 @@ class App:
         if processor:
             if worker and self.settings.local_activities:
                 # Co-located: activities run next to the processor, in its batches.
-                from durafka.processor.local import LocalActivities
+                from durafka.activities.local import LocalActivities
 
                 local = LocalActivities(
                     self.registry,

@@ -26,41 +26,34 @@ Kafka transaction of their batch: the new state, the response to the caller
 and the changelog record commit together (exactly once per operation). An
 operation that raises leaves the state as it was before that operation.
 
-This module is the programming model (ids, base class, context, definitions
-and running one operation); :mod:`durafka.processor.entities` is what the
-processor does with them (store, queue, locks, responses).
+This module is the programming model (ids, base class, context);
+:mod:`durafka.registry` validates and describes entity definitions,
+:mod:`durafka.runtime.entity_executor` runs one operation, and
+:mod:`durafka.processor.entities` is what the processor does with them
+(store, queue, locks, responses).
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar, get_args, get_origin, get_type_hints
+from typing import Any, Generic, Protocol, TypeVar, get_args, get_origin
 
 from pydantic import TypeAdapter
 
-from durafka.codec.payload import (
-    DEFAULT_MAX_PAYLOAD_BYTES,
-    adapter_for,
-    decode_payload,
-    encode_payload,
-)
-from durafka.errors import ConfigurationError, FailureDetails, UnknownFunctionError
+from durafka.codec.payload import adapter_for, decode_payload
+from durafka.errors import FailureDetails
 
 __all__ = [
     "DELETE_OPERATION",
     "Entity",
     "EntityContext",
-    "EntityDefinition",
     "EntityId",
     "EntityMetadata",
-    "OperationDef",
-    "OperationOutcome",
-    "define_entity",
+    "OperationScope",
     "is_entity_id",
-    "run_operation",
+    "new_entity",
+    "state_type_of",
 ]
 
 S = TypeVar("S")
@@ -162,79 +155,48 @@ class EntityMetadata:
         return datetime.fromtimestamp(self.last_modified_at_ms / 1000, tz=UTC)
 
 
-# -- one operation's view of the entity ------------------------------------------------------
+# -- what an operation sees ------------------------------------------------------------------
 
 
-class _Scope:
+class OperationScope(Protocol):
     """The state, input and outgoing signals of one running operation.
 
-    The state before the operation stays untouched in ``original``: a failing
-    operation simply drops the scope, which is the rollback.
+    What :class:`Entity` and :class:`EntityContext` work on; the entity executor
+    (:mod:`durafka.runtime.entity_executor`) makes one per operation.
+
+    Attributes:
+        entity_id: the entity.
+        operation: the operation's name.
+        input: its input as JSON bytes.
+        state_adapter: encodes and decodes a class entity's state (None: plain JSON).
+        loaded: whether ``value`` holds the state (read or assigned).
+        value: the state, once loaded.
+        assigned: whether the operation assigned the state.
+        deleted: whether the operation deleted the state.
+        initial_bytes: the encoded initial state, when the operation read it.
     """
 
-    __slots__ = (
-        "assigned",
-        "deleted",
-        "entity_id",
-        "initial_bytes",
-        "input",
-        "loaded",
-        "max_bytes",
-        "operation",
-        "original",
-        "signals",
-        "state_adapter",
-        "value",
-    )
-
-    def __init__(
-        self,
-        entity_id: EntityId,
-        operation: str,
-        input: bytes | None,
-        state: bytes | None,
-        state_adapter: TypeAdapter[Any] | None,
-        max_bytes: int,
-    ) -> None:
-        self.entity_id = entity_id
-        self.operation = operation
-        self.input = input
-        self.original = state
-        self.state_adapter = state_adapter
-        self.max_bytes = max_bytes
-        self.loaded = False
-        self.value: Any = None
-        self.assigned = False
-        self.deleted = False
-        self.initial_bytes: bytes | None = None
-        self.signals: list[tuple[EntityId, str, bytes | None]] = []
+    entity_id: EntityId
+    operation: str
+    input: bytes | None
+    state_adapter: TypeAdapter[Any] | None
+    loaded: bool
+    value: Any
+    assigned: bool
+    deleted: bool
+    initial_bytes: bytes | None
 
     def current_bytes(self) -> bytes | None:
         """The state as stored before this operation, unless the operation deleted it."""
-        return None if self.deleted else self.original
+        ...
 
     def encode_state(self, value: Any) -> bytes:
-        return encode_payload(
-            value,
-            self.state_adapter,
-            max_bytes=self.max_bytes,
-            what=f"state of entity {self.entity_id}",
-        )
+        """``value`` as the entity's stored state (size-checked)."""
+        ...
 
     def signal(self, entity_id: EntityId, operation: str, input: Any) -> None:
-        if not isinstance(entity_id, EntityId):
-            raise TypeError(f"signal_entity needs an EntityId, got {entity_id!r}")
-        payload = (
-            None
-            if input is None
-            else encode_payload(
-                input,
-                None,
-                max_bytes=self.max_bytes,
-                what=f"input of {operation!r} for entity {entity_id}",
-            )
-        )
-        self.signals.append((entity_id, operation, payload))
+        """Queue a signal to send if the operation succeeds."""
+        ...
 
 
 class Entity(Generic[S]):
@@ -256,7 +218,7 @@ class Entity(Generic[S]):
         ...         return self.state
     """
 
-    _durafka_scope: _Scope
+    _durafka_scope: OperationScope
 
     @property
     def entity_id(self) -> EntityId:
@@ -300,7 +262,7 @@ class Entity(Generic[S]):
         ``int``, ``[]`` for ``list``, a model's or dataclass's defaults), else
         ``None``.
         """
-        return _zero_value(_state_type(type(self)))  # type: ignore[no-any-return]
+        return _zero_value(state_type_of(type(self)))  # type: ignore[no-any-return]
 
     def delete(self) -> None:
         """Delete the entity's state when this operation completes successfully."""
@@ -332,7 +294,7 @@ class EntityContext:
 
     __slots__ = ("_scope",)
 
-    def __init__(self, scope: _Scope) -> None:
+    def __init__(self, scope: OperationScope) -> None:
         self._scope = scope
 
     @property
@@ -388,161 +350,18 @@ class EntityContext:
         self._scope.signal(entity_id, operation, input)
 
 
-# -- definitions -------------------------------------------------------------------------------
+def new_entity(cls: type[Entity[Any]], scope: OperationScope) -> Entity[Any]:
+    """An instance of the entity class ``cls`` bound to ``scope``, for one operation.
 
-
-@dataclass(frozen=True, slots=True)
-class OperationDef:
-    """One operation (method) of a class-based entity.
-
-    Attributes:
-        name: the method's name.
-        takes_input: whether the method takes an input argument.
-        input_adapter: decodes the input (None: plain JSON).
-        output_adapter: encodes the result (None: by runtime type).
+    The scope is bound before ``__init__`` runs, so a constructor may read the state.
     """
-
-    name: str
-    takes_input: bool
-    input_adapter: TypeAdapter[Any] | None
-    output_adapter: TypeAdapter[Any] | None
-
-
-@dataclass(frozen=True, slots=True)
-class EntityDefinition:
-    """A registered entity.
-
-    Attributes:
-        name: the registered name (the ``name`` of its ids).
-        target: the :class:`Entity` subclass or the function.
-        is_class: whether ``target`` is a class.
-        state_adapter: encodes and decodes a class entity's state (None: plain JSON).
-        operations: a class entity's operations by name (empty for a function).
-        output_adapter: encodes a function entity's results (None: by runtime type).
-    """
-
-    name: str
-    target: Any
-    is_class: bool
-    state_adapter: TypeAdapter[Any] | None
-    operations: Mapping[str, OperationDef] = field(default_factory=dict)
-    output_adapter: TypeAdapter[Any] | None = None
-
-    def operation(self, name: str) -> OperationDef | None:
-        """The class entity's operation ``name``, if it has one."""
-        return self.operations.get(name)
+    entity = cls.__new__(cls)
+    entity._durafka_scope = scope
+    entity.__init__()  # type: ignore[misc]
+    return entity
 
 
-# Names on Entity itself are not operations, whatever a subclass does with them.
-_BASE_NAMES = frozenset(n for n in dir(Entity) if not n.startswith("__"))
-
-
-def define_entity(target: Any, name: str | None = None) -> EntityDefinition:
-    """Validate an entity class or function and describe it.
-
-    Raises:
-        ConfigurationError: a class that is not an :class:`Entity`, an ``async``
-            operation, an operation with more than one input, a function that
-            does not take exactly ``(ctx)``, or a name containing ``@``.
-    """
-    if inspect.isclass(target):
-        definition = _define_class(target, name or target.__name__)
-    elif callable(target):
-        definition = _define_function(target, name or target.__name__)
-    else:
-        raise ConfigurationError(f"{target!r} is neither an Entity subclass nor a function")
-    if not definition.name or "@" in definition.name or "\x00" in definition.name:
-        raise ConfigurationError(
-            f"invalid entity name {definition.name!r}: a non-empty name without '@' or NUL"
-        )
-    return definition
-
-
-def _define_class(cls: type[Any], name: str) -> EntityDefinition:
-    if not issubclass(cls, Entity):
-        raise ConfigurationError(
-            f"entity class {cls.__qualname__} must derive from durafka.Entity[StateType]"
-        )
-    tp = _state_type(cls)
-    operations: dict[str, OperationDef] = {}
-    for klass in reversed(cls.__mro__):
-        if klass is Entity or not issubclass(klass, Entity):
-            continue
-        for attr, fn in vars(klass).items():
-            if attr.startswith("_") or attr in _BASE_NAMES or not inspect.isfunction(fn):
-                continue
-            operations[attr] = _define_operation(cls, attr, fn)
-    if not operations:
-        raise ConfigurationError(
-            f"entity class {cls.__qualname__} has no operations: define public methods"
-        )
-    return EntityDefinition(name, cls, True, adapter_for(tp) if tp is not Any else None, operations)
-
-
-def _define_operation(cls: type[Any], attr: str, fn: Callable[..., Any]) -> OperationDef:
-    where = f"{cls.__qualname__}.{attr}"
-    if inspect.iscoroutinefunction(fn):
-        raise ConfigurationError(
-            f"entity operation {where} must be a plain 'def': operations run inside the "
-            "processor's transaction (do I/O in activities)"
-        )
-    sig = inspect.signature(fn)
-    params = [
-        p
-        for p in list(sig.parameters.values())[1:]
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
-    required_kw = [
-        p.name for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY and p.default is p.empty
-    ]
-    if len(params) > 1 or required_kw:
-        raise ConfigurationError(
-            f"entity operation {where} must take (self) or (self, input): durafka passes "
-            "at most one input value (use a pydantic model or dataclass for several)"
-        )
-    try:
-        hints = get_type_hints(fn)
-    except Exception:  # unresolvable forward references: fall back to untyped JSON
-        hints = {}
-    in_type = hints.get(params[0].name) if params else None
-    out_type = hints.get("return")
-    return OperationDef(
-        attr,
-        bool(params),
-        adapter_for(in_type) if in_type is not None else None,
-        adapter_for(out_type) if out_type is not None else None,
-    )
-
-
-def _define_function(fn: Callable[..., Any], name: str) -> EntityDefinition:
-    if inspect.iscoroutinefunction(fn):
-        raise ConfigurationError(
-            f"entity function {fn.__qualname__} must be a plain 'def': operations run inside "
-            "the processor's transaction (do I/O in activities)"
-        )
-    params = [
-        p
-        for p in inspect.signature(fn).parameters.values()
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
-    if len(params) != 1:
-        raise ConfigurationError(
-            f"entity function {fn.__qualname__} must take exactly (ctx: durafka.EntityContext)"
-        )
-    try:
-        out_type = get_type_hints(fn).get("return")
-    except Exception:
-        out_type = None
-    return EntityDefinition(
-        name,
-        fn,
-        False,
-        None,
-        output_adapter=adapter_for(out_type) if out_type is not None else None,
-    )
-
-
-def _state_type(cls: type[Any]) -> Any:
+def state_type_of(cls: type[Any]) -> Any:
     """The ``S`` of the ``Entity[S]`` a class derives from (``Any`` if not given)."""
     for klass in cls.__mro__:
         for base in getattr(klass, "__orig_bases__", ()):
@@ -563,109 +382,3 @@ def _zero_value(tp: Any) -> Any:
         return factory()
     except Exception:  # e.g. a union, or a model with required fields
         return None
-
-
-# -- running one operation -------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class OperationOutcome:
-    """What one operation did.
-
-    Attributes:
-        state: the state after the operation: the one before it if it failed.
-        result: the result as JSON bytes (None: no result, or it failed).
-        failure: why it failed, or None.
-        signals: ``(entity id, operation, input JSON)`` to send, empty if it failed.
-    """
-
-    state: bytes | None
-    result: bytes | None = None
-    failure: FailureDetails | None = None
-    signals: list[tuple[EntityId, str, bytes | None]] = field(default_factory=list)
-
-
-def run_operation(
-    definition: EntityDefinition,
-    entity_id: EntityId,
-    operation: str,
-    input: bytes | None,
-    state: bytes | None,
-    *,
-    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
-) -> OperationOutcome:
-    """Run one operation against ``state`` (JSON bytes); never raises for user errors.
-
-    Anything the operation raises, including a result or a state that cannot be
-    encoded, makes it a failure that keeps ``state`` as it was.
-    """
-    scope = _Scope(entity_id, operation, input, state, definition.state_adapter, max_payload_bytes)
-    try:
-        if operation == DELETE_OPERATION:
-            scope.deleted = True
-            result = None
-        elif definition.is_class:
-            result = _run_method(definition, scope)
-        else:
-            value = definition.target(EntityContext(scope))
-            result = _encode_result(value, definition.output_adapter, scope)
-        new_state = _final_state(scope, definition.is_class)
-    except Exception as exc:
-        return OperationOutcome(state, failure=FailureDetails.from_exception(exc))
-    return OperationOutcome(new_state, result, None, scope.signals)
-
-
-def _run_method(definition: EntityDefinition, scope: _Scope) -> bytes | None:
-    op = definition.operation(scope.operation)
-    if op is None:
-        raise UnknownFunctionError(
-            f"entity {definition.name!r} has no operation {scope.operation!r} "
-            f"(known: {sorted(definition.operations)})"
-        )
-    entity = definition.target.__new__(definition.target)
-    entity._durafka_scope = scope
-    entity.__init__()
-    method = getattr(entity, op.name)
-    if op.takes_input:
-        arg = decode_payload(
-            scope.input, op.input_adapter, what=f"input of {definition.name}.{op.name}"
-        )
-        value = method(arg)
-    else:
-        if scope.input is not None:
-            raise TypeError(
-                f"operation {definition.name}.{op.name} takes no input, but one was given"
-            )
-        value = method()
-    return _encode_result(value, op.output_adapter, scope)
-
-
-def _encode_result(value: Any, adapter: TypeAdapter[Any] | None, scope: _Scope) -> bytes | None:
-    if value is None:
-        return None
-    return encode_payload(
-        value,
-        adapter,
-        max_bytes=scope.max_bytes,
-        what=f"result of {scope.operation!r} on entity {scope.entity_id}",
-    )
-
-
-def _final_state(scope: _Scope, is_class: bool) -> bytes | None:
-    if not scope.loaded:
-        return scope.current_bytes()
-    encoded = scope.encode_state(scope.value) if is_class else _encode_untyped(scope)
-    if (
-        scope.current_bytes() is None
-        and not scope.assigned
-        and scope.initial_bytes is not None
-        and encoded == scope.initial_bytes
-    ):
-        return None  # only read the initial state: the entity still does not exist
-    return encoded
-
-
-def _encode_untyped(scope: _Scope) -> bytes:
-    return encode_payload(
-        scope.value, None, max_bytes=scope.max_bytes, what=f"state of entity {scope.entity_id}"
-    )

@@ -1,17 +1,30 @@
-"""Registration of orchestrations, activities and entities, validated at decoration time."""
+"""Registration of orchestrations, activities and entities, validated at decoration time.
+
+Each registered function or entity is described once, here: its name, and the
+pydantic adapters of its input, output (and an entity's state), taken from its
+signature and type hints.
+"""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
 from pydantic import TypeAdapter
 
 from durafka.codec.payload import adapter_for
-from durafka.entities import EntityDefinition, define_entity
+from durafka.entities import Entity, state_type_of
 from durafka.errors import ConfigurationError, UnknownFunctionError
+
+__all__ = [
+    "EntityDefinition",
+    "FunctionDef",
+    "OperationDef",
+    "Registry",
+    "define_entity",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,16 +49,28 @@ class FunctionDef:
 
 
 def _adapters(
-    fn: Callable[..., Any], skip: int
+    fn: Callable[..., Any], skip: int, *, what: str | None = None, shapes: str | None = None
 ) -> tuple[bool, TypeAdapter[Any] | None, TypeAdapter[Any] | None]:
+    """Whether ``fn`` takes an input after ``skip`` leading parameters, and its adapters.
+
+    Args:
+        fn: the function (or method: ``self`` is one of the ``skip``).
+        skip: parameters before the input (``ctx``, ``self``).
+        what: names ``fn`` in errors (default: its qualified name).
+        shapes: the accepted signatures, for errors.
+
+    Raises:
+        ConfigurationError: more than one input, or a required keyword-only parameter.
+    """
+    what = what or fn.__qualname__
+    shapes = shapes or ("(ctx, input) or (ctx)" if skip else "(input) or ()")
     sig = inspect.signature(fn)
     params = [
         p for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
     ]
     if len(params) < skip or len(params) > skip + 1:
-        shapes = "(ctx, input) or (ctx)" if skip else "(input) or ()"
         raise ConfigurationError(
-            f"{fn.__qualname__} must take {shapes}: durafka passes exactly one input value "
+            f"{what} must take {shapes}: durafka passes at most one input value "
             "(use a pydantic model or dataclass for several)"
         )
     # durafka never passes keywords, so a required one would fail at every call.
@@ -54,13 +79,10 @@ def _adapters(
     ]
     if required_kw:
         raise ConfigurationError(
-            f"{fn.__qualname__} has required keyword-only parameters {required_kw}: durafka passes "
+            f"{what} has required keyword-only parameters {required_kw}: durafka passes "
             "exactly one positional input; give them defaults or fold them into the input"
         )
-    try:
-        hints = get_type_hints(fn)
-    except Exception:  # unresolvable forward references: fall back to untyped JSON
-        hints = {}
+    hints = _hints(fn)
     takes_input = len(params) == skip + 1
     in_type = hints.get(params[skip].name) if takes_input else None
     out_type = hints.get("return")
@@ -68,6 +90,137 @@ def _adapters(
         takes_input,
         adapter_for(in_type) if in_type is not None else None,
         adapter_for(out_type) if out_type is not None else None,
+    )
+
+
+def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        return get_type_hints(fn)
+    except Exception:  # unresolvable forward references: fall back to untyped JSON
+        return {}
+
+
+@dataclass(frozen=True, slots=True)
+class OperationDef:
+    """One operation (method) of a class-based entity.
+
+    Attributes:
+        name: the method's name.
+        takes_input: whether the method takes an input argument.
+        input_adapter: decodes the input (None: plain JSON).
+        output_adapter: encodes the result (None: by runtime type).
+    """
+
+    name: str
+    takes_input: bool
+    input_adapter: TypeAdapter[Any] | None
+    output_adapter: TypeAdapter[Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class EntityDefinition:
+    """A registered entity.
+
+    Attributes:
+        name: the registered name (the ``name`` of its ids).
+        target: the :class:`Entity` subclass or the function.
+        is_class: whether ``target`` is a class.
+        state_adapter: encodes and decodes a class entity's state (None: plain JSON).
+        operations: a class entity's operations by name (empty for a function).
+        output_adapter: encodes a function entity's results (None: by runtime type).
+    """
+
+    name: str
+    target: Any
+    is_class: bool
+    state_adapter: TypeAdapter[Any] | None
+    operations: Mapping[str, OperationDef] = field(default_factory=dict)
+    output_adapter: TypeAdapter[Any] | None = None
+
+    def operation(self, name: str) -> OperationDef | None:
+        """The class entity's operation ``name``, if it has one."""
+        return self.operations.get(name)
+
+
+# Names on Entity itself are not operations, whatever a subclass does with them.
+_BASE_NAMES = frozenset(n for n in dir(Entity) if not n.startswith("__"))
+
+
+def define_entity(target: Any, name: str | None = None) -> EntityDefinition:
+    """Validate an entity class or function and describe it.
+
+    Raises:
+        ConfigurationError: a class that is not an :class:`Entity`, an ``async``
+            operation, an operation with more than one input, a function that
+            does not take exactly ``(ctx)``, or a name containing ``@``.
+    """
+    if inspect.isclass(target):
+        definition = _define_class(target, name or target.__name__)
+    elif callable(target):
+        definition = _define_function(target, name or target.__name__)
+    else:
+        raise ConfigurationError(f"{target!r} is neither an Entity subclass nor a function")
+    if not definition.name or "@" in definition.name or "\x00" in definition.name:
+        raise ConfigurationError(
+            f"invalid entity name {definition.name!r}: a non-empty name without '@' or NUL"
+        )
+    return definition
+
+
+def _define_class(cls: type[Any], name: str) -> EntityDefinition:
+    if not issubclass(cls, Entity):
+        raise ConfigurationError(
+            f"entity class {cls.__qualname__} must derive from durafka.Entity[StateType]"
+        )
+    tp = state_type_of(cls)
+    operations: dict[str, OperationDef] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is Entity or not issubclass(klass, Entity):
+            continue
+        for attr, fn in vars(klass).items():
+            if attr.startswith("_") or attr in _BASE_NAMES or not inspect.isfunction(fn):
+                continue
+            operations[attr] = _define_operation(cls, attr, fn)
+    if not operations:
+        raise ConfigurationError(
+            f"entity class {cls.__qualname__} has no operations: define public methods"
+        )
+    return EntityDefinition(name, cls, True, adapter_for(tp) if tp is not Any else None, operations)
+
+
+def _define_operation(cls: type[Any], attr: str, fn: Callable[..., Any]) -> OperationDef:
+    where = f"entity operation {cls.__qualname__}.{attr}"
+    if inspect.iscoroutinefunction(fn):
+        raise ConfigurationError(
+            f"{where} must be a plain 'def': operations run inside the "
+            "processor's transaction (do I/O in activities)"
+        )
+    takes_input, in_ad, out_ad = _adapters(fn, skip=1, what=where, shapes="(self, input) or (self)")
+    return OperationDef(attr, takes_input, in_ad, out_ad)
+
+
+def _define_function(fn: Callable[..., Any], name: str) -> EntityDefinition:
+    if inspect.iscoroutinefunction(fn):
+        raise ConfigurationError(
+            f"entity function {fn.__qualname__} must be a plain 'def': operations run inside "
+            "the processor's transaction (do I/O in activities)"
+        )
+    params = [
+        p
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    if len(params) != 1:
+        raise ConfigurationError(
+            f"entity function {fn.__qualname__} must take exactly (ctx: durafka.EntityContext)"
+        )
+    out_type = _hints(fn).get("return")
+    return EntityDefinition(
+        name,
+        fn,
+        False,
+        None,
+        output_adapter=adapter_for(out_type) if out_type is not None else None,
     )
 
 

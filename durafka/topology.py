@@ -1,39 +1,30 @@
-"""Topic layout of a task hub, applied idempotently, and Kafka-compatible partitioning.
+"""Topic layout of a task hub, and Kafka-compatible partitioning.
 
 A task hub ``H`` owns six topics (see docs/architecture.md): ``H.orchestrations``,
 ``H.activities``, ``H.state-changelog``, ``H.status``, ``H.dead-letters`` and
 ``H.entities``.
 Their partition counts, replication factor and topic configs come from a TOML
 spec in ``topology/`` (``topology/default.toml`` unless told otherwise);
-:func:`load_hub_spec` turns it into :class:`TopicSpec` values and
-:func:`apply_topics` makes the broker match them: it creates what is missing,
+:func:`load_hub_spec` turns it into :class:`TopicSpec` values. A transport's
+``ensure_topics`` makes its broker match them (on Kafka,
+:func:`durafka.transport.admin.apply_topics`): it creates what is missing,
 leaves what matches, and refuses (:class:`~durafka.errors.TopologyMismatchError`)
-to touch a topic that differs, because a changed partition count silently
-breaks co-partitioning and key placement.
+to touch a topic that differs (:func:`topic_differences`), because a changed
+partition count silently breaks co-partitioning and key placement.
+
+Pure: no Kafka client is imported here.
 """
 
 from __future__ import annotations
 
 import re
-import time
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
-
-# confluent_kafka.admin re-exports these without __all__, which strict mypy
-# (no implicit re-export) rejects; they are its documented public API.
-from confluent_kafka.admin import (  # type: ignore[attr-defined]
-    AdminClient,
-    ConfigResource,
-    NewTopic,
-    ResourceType,
-)
-
-from durafka.errors import BrokerUnavailableError, ConfigurationError, TopologyMismatchError
+from durafka.errors import ConfigurationError, TopologyMismatchError
 from durafka.partitioning import murmur2, partition_for
 from durafka.resources import resource_dir
 
@@ -41,13 +32,13 @@ __all__ = [
     "CO_PARTITIONED",
     "DEFAULT_SPEC_PATH",
     "HUB_TOPIC_KEYS",
-    "ApplyReport",
     "HubTopics",
     "TopicSpec",
-    "apply_topics",
     "load_hub_spec",
+    "mismatch_error",
     "murmur2",
     "partition_for",
+    "topic_differences",
 ]
 
 #: The spec used when none is given: ``topology/default.toml`` (of the checkout or the wheel).
@@ -150,19 +141,6 @@ class HubTopics:
         }
 
 
-@dataclass(frozen=True)
-class ApplyReport:
-    """What :func:`apply_topics` did.
-
-    Attributes:
-        created: topics created by this call.
-        unchanged: topics that already existed and match their spec.
-    """
-
-    created: tuple[str, ...]
-    unchanged: tuple[str, ...]
-
-
 def load_hub_spec(
     hub: str,
     path: Path | None = None,
@@ -237,185 +215,44 @@ def load_hub_spec(
     return specs
 
 
-def apply_topics(
-    admin: AdminClient, specs: Sequence[TopicSpec], timeout: float = 30.0
-) -> ApplyReport:
-    """Make the broker hold ``specs``: create what is missing, verify the rest.
+def topic_differences(spec: TopicSpec, actual: TopicSpec) -> list[str]:
+    """How an existing topic differs from its spec, one line per difference.
 
-    Nothing is created when any existing topic differs from its spec. A topic
-    created concurrently by someone else (``TOPIC_ALREADY_EXISTS``) is verified
-    like any existing one. Returns once every created topic has a leader for
-    each partition, so producers can use them right away.
+    Only the configs the spec sets are compared (a broker reports many more).
 
     Args:
-        admin: a confluent-kafka admin client connected to the cluster.
-        specs: the topics, e.g. from :func:`load_hub_spec`.
-        timeout: overall deadline in seconds.
+        spec: what the topology asks for.
+        actual: what the broker holds (``config``: the values of the spec's
+            config names that the broker reports).
 
     Returns:
-        Which topics were created and which already matched.
-
-    Raises:
-        TopologyMismatchError: an existing topic has another partition count,
-            replication factor or config value; the message names each one
-            with the expected and actual value.
-        ConfigurationError: the broker rejected a topic (e.g. a replication
-            factor above the number of brokers).
-        BrokerUnavailableError: the broker did not answer within ``timeout``.
+        ``"<topic>: <what> expected <x>, actual <y>"`` lines; empty when it matches.
     """
-    deadline = time.monotonic() + timeout
-    existing = _existing(admin, specs, deadline)
-    _verify(admin, [s for s in specs if s.name in existing], existing, deadline)
-
-    missing = [s for s in specs if s.name not in existing]
-    created: list[str] = []
-    raced: list[TopicSpec] = []
-    if missing:
-        wait = _remaining(deadline)
-        futures = admin.create_topics(
-            [
-                NewTopic(s.name, s.partitions, s.replication_factor, config=s.config)
-                for s in missing
-            ],
-            operation_timeout=wait,
-            request_timeout=wait,
-        )
-        for spec in missing:
-            try:
-                futures[spec.name].result()
-            except KafkaException as exc:
-                error: KafkaError = exc.args[0]
-                if error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
-                    raced.append(spec)
-                else:
-                    raise _admin_error(f"could not create topic {spec.name}", error) from exc
-            else:
-                created.append(spec.name)
-        if raced:
-            # The other creator's topic may not be in the metadata yet.
-            _await_leaders(admin, [(s.name, None) for s in raced], deadline)
-            _verify(admin, raced, _existing(admin, raced, deadline), deadline)
-        _await_leaders(
-            admin, [(s.name, s.partitions) for s in missing if s.name in created], deadline
-        )
-
-    unchanged = [s.name for s in specs if s.name in existing] + [s.name for s in raced]
-    return ApplyReport(created=tuple(created), unchanged=tuple(unchanged))
-
-
-@dataclass(frozen=True)
-class _Existing:
-    partitions: int
-    replication_factor: int
-
-
-def _existing(
-    admin: AdminClient, specs: Sequence[TopicSpec], deadline: float
-) -> dict[str, _Existing]:
-    """Partition count and replication factor of each spec'd topic that exists."""
-    found: dict[str, _Existing] = {}
-    for spec in specs:
-        metadata = _list_topic(admin, spec.name, deadline)
-        topic = metadata.topics.get(spec.name)
-        if topic is None or _is_unknown(topic.error):
-            continue
-        if topic.error is not None or not topic.partitions:
-            # Being created right now (by someone else): read it once it has settled.
-            _await_leaders(admin, [(spec.name, None)], deadline)
-            topic = _list_topic(admin, spec.name, deadline).topics[spec.name]
-        replicas = [len(p.replicas) for p in topic.partitions.values()]
-        found[spec.name] = _Existing(len(topic.partitions), min(replicas, default=0))
-    return found
-
-
-def _verify(
-    admin: AdminClient,
-    specs: Sequence[TopicSpec],
-    existing: Mapping[str, _Existing],
-    deadline: float,
-) -> None:
-    """Raise :class:`TopologyMismatchError` listing every difference from ``specs``."""
     problems: list[str] = []
-    for spec in specs:
-        actual = existing[spec.name]
-        if actual.partitions != spec.partitions:
-            problems.append(
-                f"{spec.name}: partition count expected {spec.partitions}, "
-                f"actual {actual.partitions}"
-            )
-        if actual.replication_factor != spec.replication_factor:
-            problems.append(
-                f"{spec.name}: replication factor expected {spec.replication_factor}, "
-                f"actual {actual.replication_factor}"
-            )
-    configured = [s for s in specs if s.config]
-    if configured:
-        resources = [ConfigResource(ResourceType.TOPIC, s.name) for s in configured]
-        futures = admin.describe_configs(resources, request_timeout=_remaining(deadline))
-        for spec, resource in zip(configured, resources, strict=True):
-            try:
-                entries = futures[resource].result()
-            except KafkaException as exc:
-                raise _admin_error(f"could not describe topic {spec.name}", exc.args[0]) from exc
-            for name, expected in spec.config.items():
-                entry = entries.get(name)
-                value = None if entry is None else entry.value
-                if value != expected:
-                    problems.append(
-                        f"{spec.name}: config {name} expected {expected!r}, actual {value!r}"
-                    )
-    if problems:
-        raise TopologyMismatchError(
-            "existing topics differ from the topology spec (nothing was changed):\n  "
-            + "\n  ".join(problems)
-            + "\nAlign the spec with the cluster, or migrate the topics deliberately "
-            "(a new partition count moves keys and breaks co-partitioning)."
+    if actual.partitions != spec.partitions:
+        problems.append(
+            f"{spec.name}: partition count expected {spec.partitions}, actual {actual.partitions}"
         )
+    if actual.replication_factor != spec.replication_factor:
+        problems.append(
+            f"{spec.name}: replication factor expected {spec.replication_factor}, "
+            f"actual {actual.replication_factor}"
+        )
+    for name, expected in spec.config.items():
+        value = actual.config.get(name)
+        if value != expected:
+            problems.append(f"{spec.name}: config {name} expected {expected!r}, actual {value!r}")
+    return problems
 
 
-def _await_leaders(
-    admin: AdminClient, topics: Sequence[tuple[str, int | None]], deadline: float
-) -> None:
-    """Wait until each ``(name, partition count or None)`` topic has a leader everywhere."""
-    for name, count in topics:
-        while True:
-            topic = _list_topic(admin, name, deadline).topics.get(name)
-            if (
-                topic is not None
-                and topic.error is None
-                and topic.partitions
-                and (count is None or len(topic.partitions) == count)
-                and all(p.leader >= 0 for p in topic.partitions.values())
-            ):
-                break
-            if time.monotonic() >= deadline:
-                raise BrokerUnavailableError(
-                    f"topic {name} exists but not every partition has a leader yet"
-                )
-            time.sleep(0.05)
-
-
-def _list_topic(admin: AdminClient, name: str, deadline: float) -> Any:
-    try:
-        return admin.list_topics(topic=name, timeout=_remaining(deadline))
-    except KafkaException as exc:
-        raise BrokerUnavailableError(f"no metadata for topic {name}: {exc.args[0]}") from exc
-
-
-def _is_unknown(error: KafkaError | None) -> bool:
-    return error is not None and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
-
-
-def _admin_error(what: str, error: KafkaError) -> Exception:
-    if error.retriable() or error.code() in (KafkaError._TRANSPORT, KafkaError._TIMED_OUT):
-        return BrokerUnavailableError(f"{what}: {error.str()}")
-    return ConfigurationError(f"{what}: {error.str()}")
-
-
-def _remaining(deadline: float) -> float:
-    # Never zero or negative: librdkafka reads -1 as "wait forever". An expired
-    # deadline still gets one short attempt, and the caller's loop then gives up.
-    return max(deadline - time.monotonic(), 0.1)
+def mismatch_error(problems: Sequence[str], cluster: str) -> TopologyMismatchError:
+    """The error for topics that differ from their spec (see :func:`topic_differences`)."""
+    return TopologyMismatchError(
+        f"existing topics on {cluster} differ from the topology spec (nothing was changed):\n  "
+        + "\n  ".join(problems)
+        + "\nAlign the spec with the cluster, or migrate the topics deliberately "
+        "(a new partition count moves keys and breaks co-partitioning)."
+    )
 
 
 def _hub_names(hub: str) -> dict[str, str]:

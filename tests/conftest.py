@@ -18,7 +18,8 @@ import pytest
 import durafka
 from durafka.errors import BrokerUnavailableError
 from durafka.registry import Registry
-from durafka.topology import TopicSpec, apply_topics, load_hub_spec
+from durafka.topology import TopicSpec, load_hub_spec
+from durafka.transport.admin import apply_topics
 from tests.support.apps import make_app
 from tests.support.broker import BrokerHandle, acquire_broker
 from tests.support.kafka import admin_client

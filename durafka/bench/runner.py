@@ -203,19 +203,11 @@ def _drop_hub(settings: Settings, *, keep_topics: bool) -> None:
         return
     if keep_topics:
         return
-    from confluent_kafka.admin import AdminClient
+    from durafka.transport.admin import admin_client, delete_topics_and_groups
 
     hub = settings.task_hub
-    admin = AdminClient(
-        {"bootstrap.servers": settings.bootstrap_servers, "log_level": 4, **settings.client_config}
-    )
+    admin = admin_client(settings.bootstrap_servers, {"log_level": 4, **settings.client_config})
     # Best effort: a leftover topic costs disk space, not the validity of the results.
-    futures = {
-        **admin.delete_topics(list(HubTopics(hub).by_key().values()), operation_timeout=30),
-        **admin.delete_consumer_groups([f"{hub}.processors", f"{hub}.workers"], request_timeout=30),
-    }
-    for what, future in futures.items():
-        try:
-            future.result(timeout=30)
-        except Exception as exc:
-            log.warning("could not delete %s of benchmark hub %s: %s", what, hub, exc)
+    delete_topics_and_groups(
+        admin, list(HubTopics(hub).by_key().values()), [f"{hub}.processors", f"{hub}.workers"]
+    )

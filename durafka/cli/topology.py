@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from confluent_kafka.admin import AdminClient
 
 from durafka.errors import DurafkaError
-from durafka.topology import apply_topics, load_hub_spec
+from durafka.topology import load_hub_spec
+from durafka.transport.admin import admin_client, apply_topics
 
 app = typer.Typer(help="Kafka topics of a task hub.", no_args_is_help=True)
 
@@ -37,7 +37,7 @@ def apply(
         specs = load_hub_spec(
             hub, spec, partitions=partitions, replication_factor=replication_factor
         )
-        report = apply_topics(AdminClient({"bootstrap.servers": bootstrap}), specs, timeout)
+        report = apply_topics(admin_client(bootstrap), specs, timeout, cluster=bootstrap)
     except DurafkaError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

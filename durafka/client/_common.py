@@ -12,7 +12,7 @@ import binascii
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
@@ -20,7 +20,6 @@ from typing import Any, Generic, TypeVar
 from durafka.codec.payload import decode_payload, encode_payload
 from durafka.codec.records import encode_message
 from durafka.errors import (
-    ConfigurationError,
     InstanceAlreadyExistsError,
     InstanceNotFinishedError,
     InstanceNotFoundError,
@@ -33,7 +32,7 @@ from durafka.runtime.history import EventKind, HistoryEvent
 from durafka.settings import Settings
 from durafka.status import OrchestrationStatus, RuntimeStatus
 from durafka.topology import HubTopics
-from durafka.transport.client_config import ClientKind, for_client
+from durafka.transport.base import OutgoingRecord
 
 #: Statuses in which an instance id is taken: a new start with that id is refused.
 ACTIVE_STATUSES = frozenset({RuntimeStatus.PENDING, RuntimeStatus.RUNNING, RuntimeStatus.SUSPENDED})
@@ -67,16 +66,6 @@ class Page(Generic[T]):
 
     items: list[T]
     continuation: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """One record a client call writes to ``H.orchestrations``."""
-
-    topic: str
-    partition: int
-    key: bytes
-    value: bytes
 
 
 def now_ms() -> int:
@@ -139,7 +128,7 @@ class ClientCore:
 
     def start_record(
         self, instance_id: str, name: str, payload: bytes | None, partitions: int
-    ) -> Outgoing:
+    ) -> OutgoingRecord:
         """The ``EXECUTION_STARTED`` record of a new instance."""
         event = HistoryEvent(EventKind.EXECUTION_STARTED, now_ms(), name=name, payload=payload)
         return self._record(instance_id, event, partitions)
@@ -152,7 +141,7 @@ class ClientCore:
         *,
         name: str | None = None,
         payload: bytes | None = None,
-    ) -> Outgoing:
+    ) -> OutgoingRecord:
         """A control event (terminate, raise, suspend, resume) for ``instance_id``."""
         return self._record(
             instance_id, HistoryEvent(kind, now_ms(), name=name, payload=payload), partitions
@@ -171,9 +160,9 @@ class ClientCore:
             return None
         return encode_payload(value, adapter, max_bytes=self.settings.max_payload_bytes, what=what)
 
-    def _record(self, instance_id: str, event: HistoryEvent, partitions: int) -> Outgoing:
+    def _record(self, instance_id: str, event: HistoryEvent, partitions: int) -> OutgoingRecord:
         key = check_instance_id(instance_id).encode()
-        return Outgoing(
+        return OutgoingRecord(
             self.topics.orchestrations,
             partition_for(key, partitions),
             key,
@@ -379,73 +368,3 @@ def purge_candidates(
         for s in statuses
         if s.runtime_status in wanted and (before_ms is None or s.created_at_ms < before_ms)
     )
-
-
-# -- aiokafka options ----------------------------------------------------------------
-
-# librdkafka names (Settings.client_config) -> aiokafka keyword arguments.
-_AIOKAFKA_NAMES = {
-    "client.id": "client_id",
-    "security.protocol": "security_protocol",
-    "sasl.mechanism": "sasl_mechanism",
-    "sasl.mechanisms": "sasl_mechanism",
-    "sasl.username": "sasl_plain_username",
-    "sasl.password": "sasl_plain_password",
-    "request.timeout.ms": "request_timeout_ms",
-    "metadata.max.age.ms": "metadata_max_age_ms",
-    "connections.max.idle.ms": "connections_max_idle_ms",
-    "retry.backoff.ms": "retry_backoff_ms",
-}
-#: Consumer-only names; the asyncio client's consumers take no group, so these are
-#: accepted (a worker's or processor's group settings may sit in the same config).
-_AIOKAFKA_CONSUMER_NAMES = {
-    "session.timeout.ms": "session_timeout_ms",
-    "heartbeat.interval.ms": "heartbeat_interval_ms",
-    "max.poll.interval.ms": "max_poll_interval_ms",
-}
-_AIOKAFKA_INTS = frozenset(
-    k for k in [*_AIOKAFKA_NAMES.values(), *_AIOKAFKA_CONSUMER_NAMES.values()] if k.endswith("_ms")
-)
-_SSL_FILES = {
-    "ssl.ca.location": "cafile",
-    "ssl.certificate.location": "certfile",
-    "ssl.key.location": "keyfile",
-    "ssl.key.password": "password",
-}
-
-
-def aiokafka_options(client_config: Mapping[str, str], kind: ClientKind) -> dict[str, Any]:
-    """Translate ``Settings.client_config`` (librdkafka names) into aiokafka arguments.
-
-    Args:
-        client_config: the settings, with ``producer.``/``consumer.`` prefixes
-            (see :func:`durafka.transport.client_config.for_client`).
-        kind: the aiokafka client being made.
-
-    Raises:
-        ConfigurationError: a setting has no aiokafka equivalent; the asyncio
-            client on Kafka would otherwise silently connect without it.
-    """
-    names = dict(_AIOKAFKA_NAMES)
-    if kind == "consumer":
-        names.update(_AIOKAFKA_CONSUMER_NAMES)
-    options: dict[str, Any] = {}
-    ssl: dict[str, str] = {}
-    for key, value in for_client(client_config, kind).items():
-        if key in _SSL_FILES:
-            ssl[_SSL_FILES[key]] = value
-            continue
-        arg = names.get(key)
-        if arg is None:
-            raise ConfigurationError(
-                f"client_config setting {key!r} has no aiokafka equivalent for a {kind}, so "
-                f"the asyncio client cannot apply it; supported: {sorted([*names, *_SSL_FILES])}"
-            )
-        options[arg] = int(value) if arg in _AIOKAFKA_INTS else value
-    if "security_protocol" in options:
-        options["security_protocol"] = str(options["security_protocol"]).upper()
-    if ssl:
-        from aiokafka.helpers import create_ssl_context
-
-        options["ssl_context"] = create_ssl_context(**ssl)
-    return options

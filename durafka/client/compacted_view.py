@@ -2,8 +2,8 @@
 
 A compacted topic keyed by id yields, read from the beginning, the latest value
 of every key; a ``None`` value (a tombstone) removes the key. A feeder
-(:class:`~durafka.client.status_view.ThreadStatusFeeder` or
-:class:`~durafka.client.status_view.AioKafkaStatusFeeder`) reads the topic in
+(:class:`~durafka.transport.feeder.ThreadFeeder` or
+:class:`~durafka.transport.aiokafka.AioKafkaFeeder`) reads the topic in
 the background, hands batches to :meth:`CompactedView.apply` and marks the view
 *ready* once it has caught up with the high watermarks captured at its start.
 :class:`~durafka.client.status_view.StatusView` (``H.status``) and

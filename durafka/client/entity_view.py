@@ -3,8 +3,8 @@
 ``H.entities`` is compacted and keyed by entity id (``@<name>@<key>``), so
 reading it from the beginning yields the latest record of every entity; a
 ``None`` value (a tombstone) means the entity was deleted. The same feeders as
-the status view fill it (:class:`~durafka.client.status_view.ThreadStatusFeeder`,
-:class:`~durafka.client.status_view.AioKafkaStatusFeeder`); clients start them
+the status view fill it (:class:`~durafka.transport.feeder.ThreadFeeder`,
+:class:`~durafka.transport.aiokafka.AioKafkaFeeder`); clients start them
 only when an entity is first read, so an app without entities never reads the
 topic.
 
@@ -20,7 +20,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from durafka.client._common import Outgoing, Page, now_ms
+from durafka.client._common import Page, now_ms
 from durafka.client.compacted_view import CompactedView
 from durafka.codec.payload import decode_payload, encode_payload
 from durafka.codec.records import EntityRecord, decode_entity, encode_message
@@ -30,6 +30,7 @@ from durafka.registry import Registry
 from durafka.runtime.history import EventKind, HistoryEvent
 from durafka.settings import Settings
 from durafka.topology import HubTopics
+from durafka.transport.base import OutgoingRecord
 
 __all__ = ["EntityView", "delete_record", "entity_metadata", "entity_page", "signal_record"]
 
@@ -69,7 +70,7 @@ def signal_record(
     operation: str,
     input: Any,
     partitions: int,
-) -> Outgoing:
+) -> OutgoingRecord:
     """The ENTITY_OPERATION record of a signal (no caller, no response).
 
     Raises:
@@ -95,7 +96,7 @@ def signal_record(
     target = str(entity_id)
     key = target.encode()
     event = HistoryEvent(EventKind.ENTITY_OPERATION, now_ms(), name=operation, payload=payload)
-    return Outgoing(
+    return OutgoingRecord(
         HubTopics(settings.task_hub).orchestrations,
         partition_for(key, partitions),
         key,
@@ -105,7 +106,7 @@ def signal_record(
 
 def delete_record(
     settings: Settings, registry: Registry, entity_id: EntityId, partitions: int
-) -> Outgoing:
+) -> OutgoingRecord:
     """The record of the built-in delete operation."""
     return signal_record(settings, registry, entity_id, DELETE_OPERATION, None, partitions)
 

@@ -64,7 +64,7 @@ def read_history(
     """
     # Imported here: the package ``durafka.processor`` loads the whole processor, which
     # a client process (e.g. a web service starting instances) has no use for.
-    from durafka.processor.keys import history_prefix
+    from durafka.state.keys import history_prefix
 
     changelog = TopicPartition(
         topics.changelog,

@@ -11,7 +11,6 @@ from typing import Any
 from durafka.client._common import (
     VIEW_READY_TIMEOUT,
     ClientCore,
-    Outgoing,
     Page,
     check_instance_id,
     is_terminal,
@@ -27,20 +26,19 @@ from durafka.client.entity_view import (
     signal_record,
 )
 from durafka.client.history import read_history
-from durafka.client.status_view import StatusView, ThreadStatusFeeder
+from durafka.client.status_view import StatusView
 from durafka.entities import EntityId, EntityMetadata
 from durafka.errors import TransportError
 from durafka.registry import Registry
 from durafka.runtime.history import EventKind, HistoryEvent
 from durafka.settings import Settings
 from durafka.status import OrchestrationStatus, RuntimeStatus
-from durafka.transport.base import Producer, Transport
+from durafka.transport.base import OutgoingRecord, Producer, Transport
+from durafka.transport.delivery import DELIVERY_TIMEOUT, send_and_flush
 from durafka.transport.factory import open_transport
+from durafka.transport.feeder import ThreadFeeder
 
 __all__ = ["Client"]
-
-#: Seconds to wait for the broker to acknowledge a record before giving up.
-DELIVERY_TIMEOUT = 30.0
 
 
 class Client:
@@ -78,7 +76,7 @@ class Client:
             else open_transport(settings.bootstrap_servers, settings.client_config)
         )
         self._view = StatusView()
-        self._feeder = ThreadStatusFeeder(self._view, self._transport, self._core.topics.status)
+        self._feeder = ThreadFeeder(self._view, self._transport, self._core.topics.status)
         self._lock = threading.Lock()
         # Created now: an idempotent producer's first send waits for its producer id,
         # which it fetches in the background meanwhile (~0.1-0.5 s otherwise).
@@ -88,7 +86,7 @@ class Client:
         self._feeder.start()
         # Started by the first entity read: most clients never read H.entities.
         self._entity_view: EntityView | None = None
-        self._entity_feeder: ThreadStatusFeeder | None = None
+        self._entity_feeder: ThreadFeeder | None = None
 
     @property
     def status_view(self) -> StatusView:
@@ -389,7 +387,7 @@ class Client:
             self._check_open()
             if self._entity_view is None:
                 view = EntityView()
-                feeder = ThreadStatusFeeder(view, self._transport, self._core.topics.entities)
+                feeder = ThreadFeeder(view, self._transport, self._core.topics.entities)
                 feeder.start()
                 self._entity_view, self._entity_feeder = view, feeder
             view = self._entity_view
@@ -418,40 +416,13 @@ class Client:
             assert self._producer is not None  # only None once closed
             return self._producer
 
-    def _send(self, out: Outgoing) -> None:
+    def _send(self, out: OutgoingRecord) -> None:
         self._send_all([out])
 
-    def _send_all(self, outs: list[Outgoing]) -> None:
+    def _send_all(self, outs: list[OutgoingRecord]) -> None:
         """Produce ``outs`` and wait until the broker acknowledged every one (one flush)."""
-        if not outs:
-            return
-        producer = self._get_producer()
-        acked: list[Outgoing] = []
-        failure: list[tuple[Outgoing, Any]] = []
-
-        def on_delivery_of(out: Outgoing) -> Callable[[Any, Any], None]:
-            def on_delivery(err: Any, _record: Any) -> None:
-                if err is not None:
-                    failure.append((out, err))
-                acked.append(out)
-
-            return on_delivery
-
-        for out in outs:
-            producer.produce(
-                out.topic, out.partition, out.key, out.value, on_delivery=on_delivery_of(out)
-            )
-        producer.flush(DELIVERY_TIMEOUT)
-        if failure:
-            out, err = failure[0]
-            raise TransportError(f"writing to {out.topic}[{out.partition}] failed: {err}")
-        if len(acked) < len(outs):
-            out = outs[-1]
-            raise TransportError(
-                f"the broker did not acknowledge {len(outs) - len(acked)} of {len(outs)} "
-                f"records to {out.topic} within {DELIVERY_TIMEOUT}s; they may or may not "
-                "have been written"
-            )
+        if outs:
+            send_and_flush(self._get_producer(), outs)
 
     def close(self) -> None:
         """Stop the status view and release the producer (and the transport if owned)."""

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from durafka.activities.local import LocalRun
 from durafka.codec.records import ActivityTask, encode_activity_task, encode_message
 from durafka.processor.instances import Instance
-from durafka.processor.local import LocalRun
 from durafka.runtime.history import HistoryEvent
 from durafka.state.base import PartitionStore
 from durafka.state.transaction import StoreTransaction

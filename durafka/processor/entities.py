@@ -42,12 +42,13 @@ from collections.abc import Callable
 from typing import Any
 
 from durafka.codec.records import EntityRecord, decode_entity, encode_entity
-from durafka.entities import DELETE_OPERATION, EntityId, OperationOutcome, run_operation
+from durafka.entities import DELETE_OPERATION, EntityId
 from durafka.errors import FailureDetails
 from durafka.processor.batch import PartitionBatch
-from durafka.processor.keys import entity_key
 from durafka.registry import Registry
+from durafka.runtime.entity_executor import OperationOutcome, run_operation
 from durafka.runtime.history import EventKind, HistoryEvent
+from durafka.state.keys import entity_key
 from durafka.state.transaction import StoreTransaction
 from durafka.topology import HubTopics
 from durafka.transport.base import OutgoingRecord

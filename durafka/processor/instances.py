@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from durafka.codec.records import InstanceState, decode_chunk, decode_state
-from durafka.processor.keys import history_prefix, instance_key
 from durafka.runtime.executor import OrchestrationExecutor
 from durafka.runtime.history import HistoryEvent
+from durafka.state.keys import history_prefix, instance_key
 from durafka.state.transaction import StoreTransaction
 
 

@@ -44,6 +44,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 
+from durafka.activities.local import LocalActivities
 from durafka.codec.records import decode_message, encode_dead_letter
 from durafka.entities import is_entity_id
 from durafka.errors import (
@@ -56,18 +57,17 @@ from durafka.processor.batch import Batch, Outbox, OwnedPartition, PartitionBatc
 from durafka.processor.checkpoint import Checkpoint, CheckpointOutcome
 from durafka.processor.entities import EntityProcessor
 from durafka.processor.instances import InstanceCache
-from durafka.processor.keys import (
-    TIMER_END,
-    TIMER_PREFIX,
-    parse_timer_key,
-    timer_upper_bound,
-)
-from durafka.processor.local import LocalActivities
 from durafka.processor.orchestrations import Orchestrations
 from durafka.registry import Registry
 from durafka.runtime.history import EventKind, HistoryEvent
 from durafka.settings import Settings
 from durafka.state.base import PartitionStore, StoreFactory
+from durafka.state.keys import (
+    TIMER_END,
+    TIMER_PREFIX,
+    parse_timer_key,
+    timer_upper_bound,
+)
 from durafka.state.restore import restore_partition
 from durafka.state.transaction import StoreTransaction
 from durafka.topology import HubTopics, partition_for

@@ -17,6 +17,7 @@ import logging
 from dataclasses import replace
 from typing import Any
 
+from durafka.activities.local import LocalActivities
 from durafka.codec.records import (
     ActivityTask,
     InstanceState,
@@ -28,12 +29,11 @@ from durafka.errors import FailureDetails
 from durafka.processor.batch import Batch, Outbox, PartitionBatch
 from durafka.processor.entities import EntityProcessor
 from durafka.processor.instances import Instance, InstanceCache, load_instance
-from durafka.processor.keys import history_key, history_prefix, instance_key, timer_key
-from durafka.processor.local import LocalActivities
 from durafka.registry import Registry
 from durafka.runtime.executor import OrchestrationExecutor
 from durafka.runtime.history import COMPLETION_KINDS, ENTITY_ACTION_KINDS, EventKind, HistoryEvent
 from durafka.settings import Settings
+from durafka.state.keys import history_key, history_prefix, instance_key, timer_key
 from durafka.state.transaction import StoreTransaction
 from durafka.status import OrchestrationStatus, RuntimeStatus
 from durafka.topology import HubTopics

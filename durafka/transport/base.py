@@ -14,14 +14,20 @@ Semantics every implementation guarantees:
 * delivery callbacks report the offset each record got (used as the changelog
   checkpoint); they run at the latest during ``flush()``;
 * the partition of every record is chosen by the caller (``partition_for``).
+
+:class:`AsyncTransport` is the asyncio client's narrower contract (produce and
+wait for the acknowledgement, feed a view from a compacted topic), met by
+aiokafka on Kafka and by any :class:`Transport` plus threads otherwise.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
+from durafka.errors import DurafkaError
 from durafka.topology import TopicSpec
 
 
@@ -208,3 +214,72 @@ class Transport(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+# -- reading compacted topics, and the asyncio client's contract ----------------------------
+
+
+class FeedTarget(Protocol):
+    """What a feeder fills from a compacted topic (the status view, the entity view)."""
+
+    def apply(self, records: Iterable[tuple[bytes | None, bytes | None]]) -> None:
+        """Take a batch of ``(key, value)`` records, oldest first (``None`` value: deleted)."""
+        ...
+
+    def mark_ready(self) -> None:
+        """The feeder reached the high watermarks it saw when it started."""
+        ...
+
+    def fail(self, error: DurafkaError) -> None:
+        """The feeder stopped for good with ``error``."""
+        ...
+
+    def __len__(self) -> int: ...
+
+
+class AsyncFeeder(Protocol):
+    """A running feeder of a :class:`FeedTarget`, stopped from asyncio code."""
+
+    async def stop(self) -> None:
+        """Stop reading and release the consumer."""
+        ...
+
+
+class AsyncTransport(Protocol):
+    """What the asyncio client needs of a cluster, without blocking its event loop.
+
+    Call :meth:`start` first; :meth:`close` releases everything :meth:`start`
+    made, after which :meth:`start` may be called again.
+    """
+
+    async def start(self) -> None:
+        """Connect the producer."""
+        ...
+
+    async def partition_count(self, topic: str) -> int:
+        """The number of partitions of ``topic``.
+
+        Raises:
+            TransportError: the topic does not exist.
+        """
+        ...
+
+    async def send_all(self, records: Sequence[OutgoingRecord]) -> None:
+        """Produce ``records`` and return once the broker acknowledged every one.
+
+        Raises:
+            TransportError: a record failed, or was not acknowledged in time.
+        """
+        ...
+
+    async def feed(self, target: FeedTarget, topic: str) -> AsyncFeeder:
+        """Start reading the compacted ``topic`` from the beginning into ``target``."""
+        ...
+
+    def sync_transport(self) -> AbstractContextManager[Transport]:
+        """A :class:`Transport` to the same cluster for blocking scans (run them in a thread)."""
+        ...
+
+    async def close(self) -> None:
+        """Release the producer (and a transport this one opened)."""
+        ...

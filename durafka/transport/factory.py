@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from durafka.transport.base import Transport
+from durafka.transport.base import AsyncTransport, Transport
 from durafka.transport.memory import SCHEME, MemoryBroker, MemoryTransport
+from durafka.transport.threaded import ThreadedAsyncTransport
 
-__all__ = ["open_transport"]
+__all__ = ["open_async_transport", "open_transport"]
 
 
 def open_transport(bootstrap: str, client_config: Mapping[str, str] | None = None) -> Transport:
@@ -30,3 +31,32 @@ def open_transport(bootstrap: str, client_config: Mapping[str, str] | None = Non
     from durafka.transport.kafka import KafkaTransport
 
     return KafkaTransport(bootstrap, client_config)
+
+
+def open_async_transport(
+    bootstrap: str,
+    client_config: Mapping[str, str] | None = None,
+    transport: Transport | None = None,
+) -> AsyncTransport:
+    """The asyncio client's transport.
+
+    Args:
+        bootstrap: as for :func:`open_transport`.
+        client_config: librdkafka settings for every Kafka client.
+        transport: an open transport to use (and leave open) instead.
+
+    Returns:
+        With ``transport``, or on ``memory://``: a
+        :class:`~durafka.transport.threaded.ThreadedAsyncTransport`; on Kafka: a
+        :class:`~durafka.transport.aiokafka.AioKafkaTransport`.
+
+    Raises:
+        ConfigurationError: a ``client_config`` setting has no aiokafka equivalent.
+    """
+    if transport is not None:
+        return ThreadedAsyncTransport(transport, owns=False)
+    if bootstrap.startswith(SCHEME):
+        return ThreadedAsyncTransport(open_transport(bootstrap, client_config), owns=True)
+    from durafka.transport.aiokafka import AioKafkaTransport
+
+    return AioKafkaTransport(bootstrap, client_config or {})

@@ -49,7 +49,8 @@ from durafka.errors import (
     TransactionError,
     TransportError,
 )
-from durafka.topology import TopicSpec, apply_topics
+from durafka.topology import TopicSpec
+from durafka.transport.admin import admin_client, apply_topics
 from durafka.transport.base import DeliveryCallback, PartitionsCallback, Record, TopicPartition
 from durafka.transport.client_config import ClientKind, for_client
 
@@ -754,12 +755,12 @@ class KafkaTransport:
     def _admin_client(self) -> AdminClient:
         if self._admin is None:
             admin_config = for_client(self._client_config, "admin")
-            self._admin = AdminClient({"bootstrap.servers": self.bootstrap, **admin_config})
+            self._admin = admin_client(self.bootstrap, admin_config)
         return self._admin
 
     def ensure_topics(self, specs: Sequence[TopicSpec]) -> None:
         """Create missing topics; raise ``TopologyMismatchError`` if an existing one differs."""
-        report = apply_topics(self._admin_client(), specs, timeout=30.0)
+        report = apply_topics(self._admin_client(), specs, timeout=30.0, cluster=self.bootstrap)
         if report.created:
             log.info("created topics %s", ", ".join(report.created))
 

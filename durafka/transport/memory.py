@@ -72,11 +72,10 @@ from typing import Any, ClassVar, Final
 
 from durafka.errors import (
     ConfigurationError,
-    TopologyMismatchError,
     TransactionError,
     TransportError,
 )
-from durafka.topology import TopicSpec
+from durafka.topology import TopicSpec, mismatch_error, topic_differences
 from durafka.transport.base import (
     DeliveryCallback,
     PartitionsCallback,
@@ -442,30 +441,10 @@ class MemoryBroker:
             if spec.partitions < 1:
                 raise ConfigurationError(f"{spec.name}: partitions must be >= 1")
             existing = self._topics.get(spec.name)
-            if existing is None:
-                continue
-            actual = existing.spec
-            if actual.partitions != spec.partitions:
-                problems.append(
-                    f"{spec.name}: partition count expected {spec.partitions}, "
-                    f"actual {actual.partitions}"
-                )
-            if actual.replication_factor != spec.replication_factor:
-                problems.append(
-                    f"{spec.name}: replication factor expected {spec.replication_factor}, "
-                    f"actual {actual.replication_factor}"
-                )
-            for name, expected in spec.config.items():
-                value = actual.config.get(name)
-                if value != expected:
-                    problems.append(
-                        f"{spec.name}: config {name} expected {expected!r}, actual {value!r}"
-                    )
+            if existing is not None:
+                problems += topic_differences(spec, existing.spec)
         if problems:
-            raise TopologyMismatchError(
-                f"existing topics on {self.url} differ from the topology spec "
-                "(nothing was changed):\n  " + "\n  ".join(problems)
-            )
+            raise mismatch_error(problems, self.url)
         created = {s.name for s in specs if s.name not in self._topics}
         for spec in specs:
             if spec.name in created:

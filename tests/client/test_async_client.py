@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from durafka.client import AsyncClient
-from durafka.client.aio import _AioKafkaBackend, _TransportBackend
 from durafka.codec.records import decode_message
 from durafka.errors import (
     InstanceAlreadyExistsError,
@@ -23,6 +22,8 @@ from durafka.partitioning import partition_for
 from durafka.registry import Registry
 from durafka.runtime.history import EventKind
 from durafka.status import RuntimeStatus
+from durafka.transport.aiokafka import AioKafkaTransport
+from durafka.transport.threaded import ThreadedAsyncTransport
 from tests.client.conftest import PARTITIONS, Hub, status
 
 
@@ -42,8 +43,8 @@ async def client(env: Hub) -> AsyncIterator[AsyncClient]:
 async def test_it_uses_aiokafka_on_kafka_and_the_transport_on_memory(
     env: Hub, client: AsyncClient
 ) -> None:
-    expected = _AioKafkaBackend if env.kind == "kafka" else _TransportBackend
-    assert isinstance(client._backend, expected)
+    expected = AioKafkaTransport if env.kind == "kafka" else ThreadedAsyncTransport
+    assert isinstance(client._transport, expected)
 
 
 async def test_start_new_writes_a_durable_start_record(env: Hub, client: AsyncClient) -> None:
@@ -140,7 +141,7 @@ async def test_a_given_kafka_transport_acknowledges_every_start(kafka_env: Hub) 
     registry = Registry()
     registry.add_orchestration(double)
     async with AsyncClient(kafka_env.settings, registry, kafka_env.transport) as client:
-        assert isinstance(client._backend, _TransportBackend)
+        assert isinstance(client._transport, ThreadedAsyncTransport)
         ids = await asyncio.gather(
             *(client.start_new(double, n, instance_id=f"k-{n}") for n in range(200))
         )

@@ -9,10 +9,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from durafka.client.status_view import AioKafkaStatusFeeder, StatusView, ThreadStatusFeeder
+from durafka.client.status_view import StatusView
 from durafka.codec.records import encode_status
 from durafka.errors import TransportError, WaitTimeoutError
 from durafka.status import OrchestrationStatus, RuntimeStatus
+from durafka.transport.aiokafka import AioKafkaFeeder
+from durafka.transport.feeder import ThreadFeeder
 from tests.client.conftest import PARTITIONS, Hub, status
 from tests.support.waiting import wait_until
 
@@ -25,7 +27,7 @@ def _terminal(s: OrchestrationStatus) -> bool:
 def view(env: Hub) -> Iterator[StatusView]:
     """A view fed by a thread feeder, ready before the test starts."""
     v = StatusView()
-    feeder = ThreadStatusFeeder(v, env.transport, env.topics.status)
+    feeder = ThreadFeeder(v, env.transport, env.topics.status)
     feeder.start()
     v.wait_ready(30)
     yield v
@@ -58,7 +60,7 @@ def test_view_loads_records_written_before_it_started(env: Hub) -> None:
     )
     env.publish(status("old-3", RuntimeStatus.FAILED), transactional=True)
     v = StatusView()
-    feeder = ThreadStatusFeeder(v, env.transport, env.topics.status)
+    feeder = ThreadFeeder(v, env.transport, env.topics.status)
     feeder.start()
     try:
         v.wait_ready(30)
@@ -135,7 +137,7 @@ def test_undecodable_records_are_skipped(env: Hub, view: StatusView) -> None:
 
 def test_missing_topic_fails_the_view_with_a_clear_error(env: Hub) -> None:
     v = StatusView()
-    feeder = ThreadStatusFeeder(v, env.transport, f"{env.settings.task_hub}.no-such-topic")
+    feeder = ThreadFeeder(v, env.transport, f"{env.settings.task_hub}.no-such-topic")
     feeder.start()
     try:
         with pytest.raises(TransportError, match="no-such-topic"):
@@ -150,7 +152,7 @@ async def test_aiokafka_feeder_materialises_and_wakes(kafka_env: Hub) -> None:
     env = kafka_env
     env.publish(status("pre", RuntimeStatus.COMPLETED), transactional=True)
     v = StatusView()
-    feeder = AioKafkaStatusFeeder(v, env.topics.status, PARTITIONS, env.settings.bootstrap_servers)
+    feeder = AioKafkaFeeder(v, env.topics.status, PARTITIONS, env.settings.bootstrap_servers)
     await feeder.start()
     try:
         await v.wait_ready_async(30)

@@ -10,8 +10,10 @@ from pydantic import BaseModel
 
 import durafka
 from durafka import EntityContext, EntityId
-from durafka.entities import DELETE_OPERATION, define_entity, run_operation
+from durafka.entities import DELETE_OPERATION
 from durafka.errors import ConfigurationError
+from durafka.registry import define_entity
+from durafka.runtime.entity_executor import run_operation
 
 E = EntityId("thing", "k")
 

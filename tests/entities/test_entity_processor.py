@@ -12,9 +12,9 @@ from durafka.codec.records import EntityRecord, decode_entity
 from durafka.entities import DELETE_OPERATION
 from durafka.processor.batch import OwnedPartition, PartitionBatch
 from durafka.processor.entities import EntityProcessor, open_lock
-from durafka.processor.keys import entity_key
 from durafka.registry import Registry
 from durafka.runtime.history import EventKind, HistoryEvent
+from durafka.state.keys import entity_key
 from durafka.state.memory import MemoryStore
 from durafka.state.transaction import StoreTransaction
 from durafka.topology import HubTopics

@@ -8,8 +8,8 @@ import durafka
 from durafka import RuntimeStatus
 from durafka.client import Client
 from durafka.errors import InstanceNotFoundError, InstanceNotRunningError
-from durafka.processor.keys import parse_timer_key
 from durafka.runtime.history import EventKind
+from durafka.state.keys import parse_timer_key
 from durafka.topology import HubTopics
 from tests.features import apps
 from tests.features.helpers import count, read_topic

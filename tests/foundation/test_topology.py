@@ -21,9 +21,10 @@ from durafka.topology import (
     HUB_TOPIC_KEYS,
     HubTopics,
     TopicSpec,
-    apply_topics,
     load_hub_spec,
+    topic_differences,
 )
+from durafka.transport.admin import apply_topics
 from tests.support.kafka import admin_client
 
 
@@ -269,3 +270,16 @@ def test_a_concurrently_created_topic_that_differs_is_still_a_mismatch(
     late = _LateMetadata(admin_client(kafka_bootstrap))
     with pytest.raises(TopologyMismatchError, match="partition count expected 6, actual 4"):
         apply_topics(late, load_hub_spec(hub, partitions=6))  # type: ignore[arg-type]
+
+
+def test_topic_differences_lists_each_difference_and_only_spec_configs() -> None:
+    spec = TopicSpec("t", 4, 3, {"cleanup.policy": "compact", "retention.ms": "100"})
+    same = TopicSpec("t", 4, 3, {"cleanup.policy": "compact", "retention.ms": "100", "x": "y"})
+    assert topic_differences(spec, same) == []
+    drifted = TopicSpec("t", 6, 1, {"cleanup.policy": "delete"})
+    assert topic_differences(spec, drifted) == [
+        "t: partition count expected 4, actual 6",
+        "t: replication factor expected 3, actual 1",
+        "t: config cleanup.policy expected 'compact', actual 'delete'",
+        "t: config retention.ms expected '100', actual None",
+    ]

@@ -1099,7 +1099,7 @@ def test_registry_rejects_activity_with_two_inputs_and_duplicate_names() -> None
     def two(a: int, b: int) -> None: ...
 
     reg = Registry()
-    with pytest.raises(ConfigurationError, match="exactly one input"):
+    with pytest.raises(ConfigurationError, match="at most one input"):
         reg.add_activity(two)
     reg.add_orchestration(hello)
     reg.add_orchestration(hello)  # the same function twice is fine

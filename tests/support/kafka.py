@@ -9,7 +9,8 @@ from collections.abc import Callable, Sequence
 from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from durafka.topology import TopicSpec, apply_topics
+from durafka.topology import TopicSpec
+from durafka.transport.admin import apply_topics
 
 
 def admin_client(bootstrap: str) -> AdminClient:

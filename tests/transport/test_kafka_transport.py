@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import pytest
 
-from durafka.client._common import aiokafka_options
 from durafka.errors import ConfigurationError
 from durafka.transport import open_transport
+from durafka.transport.aiokafka import aiokafka_options
 from durafka.transport.client_config import for_client
 from durafka.transport.kafka import KafkaTransport
 

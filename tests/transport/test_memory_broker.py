@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -411,3 +413,39 @@ def test_close_is_idempotent_and_closed_consumer_refuses_to_poll(
     consumer.close()
     with pytest.raises(TransportError, match="closed"):
         consumer.poll_batch(1, 0)
+
+
+#: Runs in a fresh interpreter: an orchestration end to end on memory://, then the
+#: names of the Kafka client libraries that got imported.
+_MEMORY_ONLY = """
+import asyncio, sys
+import durafka
+from durafka.testing import TestEnvironment
+
+app = durafka.App("no-kafka")
+
+@app.activity
+def twice(x: int) -> int:
+    return 2 * x
+
+@app.orchestration
+async def run(ctx: durafka.OrchestrationContext, x: int) -> int:
+    return await ctx.call_activity(twice, x)
+
+async def main() -> None:
+    async with TestEnvironment(app) as env:
+        assert await env.wait_for_completion(await env.client.start_new(run, 21)) == 42
+
+asyncio.run(main())
+loaded = {m.split(".")[0] for m in sys.modules}
+print(sorted(loaded & {"confluent_kafka", "aiokafka"}))
+"""
+
+
+def test_memory_mode_loads_no_kafka_client_library() -> None:
+    # Embedded mode is for users' unit tests: it must not need (or pay for) the Kafka clients.
+    out = subprocess.run(
+        [sys.executable, "-c", _MEMORY_ONLY], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

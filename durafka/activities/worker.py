@@ -25,13 +25,13 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
 
-from durafka.codec.payload import decode_payload, encode_payload
+from durafka.activities.execute import failed_event, run_activity, run_activity_async
+from durafka.activities.local import LocalActivities
+from durafka.activities.pool import CallbackThreadPool, EventLoopThread
 from durafka.codec.records import (
     ActivityTask,
     decode_activity_task,
@@ -41,19 +41,14 @@ from durafka.codec.records import (
 from durafka.errors import (
     DecodeError,
     DurafkaError,
-    FailureDetails,
     TransactionError,
     UnknownFunctionError,
 )
 from durafka.partitioning import partition_for
 from durafka.registry import FunctionDef, Registry
-from durafka.runtime.history import EventKind, HistoryEvent
+from durafka.runtime.history import HistoryEvent
 from durafka.settings import Settings
-from durafka.threadpool import CallbackThreadPool
 from durafka.topology import HubTopics
-
-if TYPE_CHECKING:
-    from durafka.processor.local import LocalActivities
 from durafka.transport.base import (
     Consumer,
     Record,
@@ -172,8 +167,7 @@ class ActivityWorker:
         self._consumer: Consumer | None = None
         self._producer: TransactionalProducer | None = None
         self._pool: CallbackThreadPool | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: threading.Thread | None = None
+        self._loop_thread = EventLoopThread(f"durafka-activity-loop-{self.worker_id[:8]}")
         self._started = False
         self._closed = False
 
@@ -249,9 +243,7 @@ class ActivityWorker:
         self._closed = True
         if self._pool is not None:
             self._pool.shutdown()
-        if self._loop is not None and self._loop_thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._loop_thread.join(timeout=2.0)
+        self._loop_thread.stop(join_timeout=2.0)
         # The consumer first: leaving the group promptly hands the partitions over.
         for client in (self._consumer, self._producer):
             if client is not None:
@@ -415,16 +407,15 @@ class ActivityWorker:
             self._thread_pool().submit(self._call_sync, job)
             return
         if future is None:
-            future = asyncio.run_coroutine_threadsafe(self._call_async(job), self._event_loop())
+            loop = self._loop_thread.loop()
+            future = asyncio.run_coroutine_threadsafe(self._call_async(job), loop)
         completions = self._completions
         future.add_done_callback(lambda f: completions.put((job, f)))
 
     def _call_sync(self, job: _Job) -> None:
-        try:
-            event = run_activity(job.task, job.fdef, self._settings.max_payload_bytes)
-        except BaseException as exc:  # e.g. SystemExit raised by user code
-            event = failed_event(job.task, exc)
-        self._completions.put((job, event))
+        self._completions.put(
+            (job, run_activity(job.task, job.fdef, self._settings.max_payload_bytes))
+        )
 
     async def _call_async(self, job: _Job) -> HistoryEvent:
         return await run_activity_async(job.task, job.fdef, self._settings.max_payload_bytes)
@@ -467,19 +458,6 @@ class ActivityWorker:
                 self._max_running, f"durafka-activity-{self.worker_id[:8]}"
             )
         return self._pool
-
-    def _event_loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            loop = asyncio.new_event_loop()
-            thread = threading.Thread(
-                target=_run_event_loop,
-                args=(loop,),
-                name=f"durafka-activity-loop-{self.worker_id[:8]}",
-                daemon=True,
-            )
-            thread.start()
-            self._loop, self._loop_thread = loop, thread
-        return self._loop
 
     # -- committing -----------------------------------------------------------------
 
@@ -550,70 +528,3 @@ class ActivityWorker:
             self._tracks.pop(tp, None)
         if self._backlog:
             self._backlog = deque(j for j in self._backlog if j.tp not in gone)
-
-
-def run_activity(task: ActivityTask, fdef: FunctionDef, max_payload_bytes: int) -> HistoryEvent:
-    """Run a sync activity; its result (or failure) as the event to send to the instance."""
-    try:
-        args = _arguments(task, fdef)
-        return _completed(task, fdef, fdef.fn(*args), max_payload_bytes)
-    except Exception as exc:
-        return failed_event(task, exc)
-
-
-async def run_activity_async(
-    task: ActivityTask, fdef: FunctionDef, max_payload_bytes: int
-) -> HistoryEvent:
-    """Run an async activity; its result (or failure) as the event to send to the instance."""
-    try:
-        args = _arguments(task, fdef)
-        return _completed(task, fdef, await fdef.fn(*args), max_payload_bytes)
-    except Exception as exc:
-        return failed_event(task, exc)
-
-
-def _arguments(task: ActivityTask, fdef: FunctionDef) -> Sequence[Any]:
-    if not fdef.takes_input:
-        return ()
-    return (
-        decode_payload(task.input, fdef.input_adapter, what=f"input of activity {task.name!r}"),
-    )
-
-
-def _completed(
-    task: ActivityTask, fdef: FunctionDef, output: Any, max_payload_bytes: int
-) -> HistoryEvent:
-    payload = encode_payload(
-        output,
-        fdef.output_adapter,
-        max_bytes=max_payload_bytes,
-        what=f"result of activity {task.name!r}",
-    )
-    return HistoryEvent(
-        EventKind.TASK_COMPLETED, _now_ms(), seq=task.seq, attempt=task.attempt, payload=payload
-    )
-
-
-def failed_event(task: ActivityTask, exc: BaseException) -> HistoryEvent:
-    """The ``TASK_FAILED`` event reporting ``exc`` as the outcome of ``task``."""
-    return HistoryEvent(
-        EventKind.TASK_FAILED,
-        _now_ms(),
-        seq=task.seq,
-        attempt=task.attempt,
-        failure=FailureDetails.from_exception(exc),
-    )
-
-
-def _run_event_loop(loop: asyncio.AbstractEventLoop) -> None:
-    """Body of the async activities' thread: run until stopped, then cancel leftovers."""
-    asyncio.set_event_loop(loop)
-    try:
-        loop.run_forever()
-    finally:
-        tasks = asyncio.all_tasks(loop)
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            loop.run_until_complete(asyncio.wait(tasks, timeout=1.0))
-        loop.close()

@@ -8,6 +8,7 @@ the running execution instead of running it again) and the outputs are right.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import Counter
@@ -17,8 +18,8 @@ import pytest
 
 import durafka
 from durafka import OrchestrationContext
+from durafka.activities.local import LocalActivities
 from durafka.codec.records import ActivityTask
-from durafka.processor.local import LocalActivities
 from durafka.registry import Registry
 from durafka.runtime.history import EventKind
 from durafka.status import RuntimeStatus
@@ -58,6 +59,19 @@ async def quick_async(x: int) -> int:
     return -x
 
 
+_cancelled = threading.Event()
+
+
+async def endless(x: int) -> int:
+    """Runs until cancelled, and says so."""
+    try:
+        await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        _cancelled.set()
+        raise
+    return x
+
+
 async def mixed(ctx: OrchestrationContext, x: int) -> list[int]:
     """A quick, a slow and an async activity at once."""
     return await ctx.when_all(
@@ -78,7 +92,7 @@ async def chain(ctx: OrchestrationContext, name: str) -> int:
 
 def _registry() -> Registry:
     app = durafka.App()
-    for fn in (quick, slow, step, quick_async):
+    for fn in (quick, slow, step, quick_async, endless):
         app.activity(fn)
     app.orchestration(mixed)
     app.orchestration(chain)
@@ -163,6 +177,21 @@ def test_async_activities_run_on_the_pool_loop(local: LocalActivities) -> None:
     assert run is not None
     finished, _ = local.collect([run], 5.0)
     assert finished == [run] and run.result is not None and run.result.payload == b"-5"
+
+
+def test_close_cancels_the_async_activities_still_running() -> None:
+    local = LocalActivities(
+        _registry(), max_concurrent=1, max_payload_bytes=1 << 20, wait_seconds=0.02
+    )
+    _cancelled.clear()
+    run = local.start(_task("endless", 1))
+    assert run is not None
+    assert local.collect([run], 0.05) == ([], [run])  # running, handed off
+    local.close()
+    # The loop's thread cancels what is left on it before it closes the loop.
+    assert _cancelled.wait(5)
+    future = local.adopt(run.task)
+    assert future is not None and not future.done()  # a cancelled run reports nothing
 
 
 # -- in an app, on both transports ----------------------------------------------------------------

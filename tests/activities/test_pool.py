@@ -1,14 +1,16 @@
-"""The activity thread pool: calls run, threads grow to the limit, errors do not kill it."""
+"""Activity threads: calls run, threads grow to the limit, errors do not kill the pool;
+the event-loop thread cancels what is left on it and closes its loop when stopped."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from queue import SimpleQueue
 
 import pytest
 
-from durafka.threadpool import CallbackThreadPool
+from durafka.activities.pool import CallbackThreadPool, EventLoopThread
 
 
 def test_every_call_runs_with_its_arguments() -> None:
@@ -75,3 +77,33 @@ def test_shutdown_drops_what_has_not_started_and_refuses_more() -> None:
 def test_at_least_one_thread() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         CallbackThreadPool(0, "t")
+
+
+def test_the_loop_thread_starts_on_first_use_and_runs_coroutines() -> None:
+    loop_thread = EventLoopThread("t-loop")
+    loop_thread.stop(join_timeout=1.0)  # never started: nothing to stop
+
+    async def double(x: int) -> int:
+        return 2 * x
+
+    loop = loop_thread.loop()
+    assert loop_thread.loop() is loop
+    assert asyncio.run_coroutine_threadsafe(double(21), loop).result(timeout=5) == 42
+    loop_thread.stop(join_timeout=5.0)
+    assert loop.is_closed()
+
+
+def test_stopping_the_loop_thread_cancels_leftover_tasks_and_closes_the_loop() -> None:
+    loop_thread = EventLoopThread("t-loop")
+    started = threading.Event()
+
+    async def forever() -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    future = asyncio.run_coroutine_threadsafe(forever(), loop_thread.loop())
+    assert started.wait(5)
+    loop_thread.stop(join_timeout=5.0)
+    assert future.cancelled()
+    assert loop_thread.loop().is_closed()
+    loop_thread.stop()  # again: harmless

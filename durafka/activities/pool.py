@@ -1,4 +1,6 @@
-"""A thread pool without a ``Future`` per call, for the activity hot paths.
+"""Where activities run: a thread pool for ``def`` ones, an event-loop thread for ``async def``.
+
+Both the worker and the processor's local activities use these two.
 
 ``ThreadPoolExecutor.submit`` makes a ``Future`` (with its ``Condition`` and
 ``RLock``) per call; for activities that take microseconds that bookkeeping
@@ -9,6 +11,8 @@ outcome (to the processor's or the worker's completion queue).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -16,6 +20,8 @@ from queue import Empty, SimpleQueue
 from typing import Any
 
 log = logging.getLogger("durafka.threadpool")
+
+__all__ = ["CallbackThreadPool", "EventLoopThread"]
 
 
 class CallbackThreadPool:
@@ -84,3 +90,69 @@ class CallbackThreadPool:
                 break
         for _ in self._threads:
             self._calls.put(None)
+
+
+class EventLoopThread:
+    """An asyncio event loop running on a daemon thread of its own, started on first use.
+
+    When stopped, the thread cancels the tasks still on the loop (waiting up to
+    a second for them to end) and closes the loop, so no coroutine is left
+    pending and no loop leaks.
+
+    Example:
+        >>> loop_thread = EventLoopThread("durafka-activity-loop")
+        >>> asyncio.run_coroutine_threadsafe(coro, loop_thread.loop())
+        >>> loop_thread.stop(join_timeout=2.0)
+
+    Args:
+        name: the thread's name.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop (the thread starts on the first call)."""
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(
+                    target=_run_event_loop, args=(loop,), name=self._name, daemon=True
+                )
+                thread.start()
+                self._loop, self._thread = loop, thread
+            return self._loop
+
+    def stop(self, join_timeout: float | None = None) -> None:
+        """Stop the loop (a no-op if it never started).
+
+        Args:
+            join_timeout: wait up to this many seconds for the thread to end;
+                None returns at once (the thread cleans up in the background).
+        """
+        with self._lock:
+            loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        # Closed already if an earlier stop got there first.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(loop.stop)
+        if join_timeout is not None:
+            thread.join(timeout=join_timeout)
+
+
+def _run_event_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Body of the loop's thread: run until stopped, then cancel leftovers and close."""
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_forever()
+    finally:
+        tasks = asyncio.all_tasks(loop)
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            loop.run_until_complete(asyncio.wait(tasks, timeout=1.0))
+        loop.close()

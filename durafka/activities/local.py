@@ -23,12 +23,12 @@ import time
 from concurrent.futures import Future
 from queue import Empty, SimpleQueue
 
+from durafka.activities.execute import run_activity, run_activity_async
+from durafka.activities.pool import CallbackThreadPool, EventLoopThread
 from durafka.codec.records import ActivityTask
 from durafka.errors import UnknownFunctionError
 from durafka.registry import FunctionDef, Registry
 from durafka.runtime.history import HistoryEvent
-from durafka.threadpool import CallbackThreadPool
-from durafka.worker import failed_event, run_activity, run_activity_async
 
 #: A handed-off activity not adopted within this many seconds is forgotten.
 _HAND_OFF_TTL = 600.0
@@ -53,7 +53,7 @@ class LocalRun:
 class LocalActivities:
     """Threads (and an event loop) for activities run inside the processor's batch.
 
-    No ``Future`` per activity (see :mod:`durafka.threadpool`): a finished run
+    No ``Future`` per activity (see :mod:`durafka.activities.pool`): a finished run
     comes back on a queue the processor waits on. A ``Future`` is made only
     for a run handed off to the worker.
 
@@ -78,7 +78,7 @@ class LocalActivities:
         self._threads = CallbackThreadPool(max_concurrent, "durafka-local-activity")
         self._done: SimpleQueue[LocalRun] = SimpleQueue()
         self._handed_off: dict[tuple[str, int], tuple[float, Future[HistoryEvent]]] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = EventLoopThread("durafka-local-activity-loop")
         self._lock = threading.Lock()
         self._closed = False
 
@@ -90,7 +90,7 @@ class LocalActivities:
             return None
         run = LocalRun(task, fdef)
         if fdef.is_async:
-            self._event_loop().call_soon_threadsafe(self._start_async, run)
+            self._loop_thread.loop().call_soon_threadsafe(self._start_async, run)
             return run
         self._threads.submit(self._run_sync, run)
         return run
@@ -166,11 +166,7 @@ class LocalActivities:
         return None if entry is None else entry[1]
 
     def _run_sync(self, run: LocalRun) -> None:
-        try:
-            event = run_activity(run.task, run.fdef, self.max_payload_bytes)
-        except BaseException as exc:  # e.g. SystemExit raised by user code
-            event = failed_event(run.task, exc)
-        self._finish(run, event)
+        self._finish(run, run_activity(run.task, run.fdef, self.max_payload_bytes))
 
     def _start_async(self, run: LocalRun) -> None:
         coro = run_activity_async(run.task, run.fdef, self.max_payload_bytes)
@@ -191,21 +187,10 @@ class LocalActivities:
         if adopter is not None:
             adopter.set_result(event)
 
-    def _event_loop(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                threading.Thread(
-                    target=loop.run_forever, name="durafka-local-activity-loop", daemon=True
-                ).start()
-                self._loop = loop
-            return self._loop
-
     def close(self) -> None:
         """Stop the threads; running activities finish in the background, results unused."""
         if self._closed:
             return
         self._closed = True
         self._threads.shutdown()
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._loop_thread.stop()

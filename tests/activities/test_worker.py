@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from durafka.activities.worker import ActivityWorker
 from durafka.codec.payload import encode_payload
 from durafka.codec.records import (
     ActivityTask,
@@ -32,7 +33,6 @@ from durafka.runtime.history import EventKind, HistoryEvent
 from durafka.settings import Settings
 from durafka.topology import HubTopics, TopicSpec
 from durafka.transport import TopicPartition, TransactionalProducer, Transport, open_transport
-from durafka.worker import ActivityWorker
 from tests.support.waiting import wait_until
 
 ORCHESTRATION_PARTITIONS = 3
