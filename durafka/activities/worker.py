@@ -174,6 +174,9 @@ class ActivityWorker:
         self._orchestration_partitions = 0
         self._dead_letter_partitions = 0
         self._tracks: dict[TopicPartition, _Track] = {}
+        # A token per owned partition, new at each assignment (see _poll).
+        self._owned: dict[TopicPartition, object] = {}
+        self._rebalances = 0
         # Jobs taken while every slot was busy (e.g. from a partition assigned while
         # the others were paused): the concurrency bound holds no matter what polls return.
         self._backlog: deque[_Job] = deque()
@@ -288,14 +291,14 @@ class ActivityWorker:
         if free > 0 and self._running == 0:
             # Wait for one record only: confluent-kafka's batch consume waits out its
             # whole timeout unless the batch fills, which would delay an idle worker.
-            records = consumer.poll_batch(1, _IDLE_POLL_S)
+            records = self._poll(1, _IDLE_POLL_S)
             if records and free > 1:
-                records += consumer.poll_batch(free - 1, 0.0)
+                records += self._poll(free - 1, 0.0)
         elif free > 0:
-            records = consumer.poll_batch(free, 0.0)
+            records = self._poll(free, 0.0)
         else:
             # Paused: the poll only serves rebalance callbacks and group liveness.
-            records = consumer.poll_batch(1, 0.0)
+            records = self._poll(1, 0.0)
         for record in records:
             self._take(record)
         self._start_backlog()
@@ -342,6 +345,32 @@ class ActivityWorker:
         self._repause = False
 
     # -- taking records ---------------------------------------------------------------
+
+    def _poll(self, max_records: int, timeout: float) -> list[Record]:
+        """Poll, keeping only records of partitions owned from before to after the poll.
+
+        librdkafka runs rebalance callbacks inside the poll: a record of a partition
+        revoked (or revoked and assigned again) during it belongs to whoever owns the
+        partition now, who reads it again from the committed offset. Tracking it here
+        would commit an offset for a partition this worker does not own.
+        """
+        consumer = self._consumer
+        assert consumer is not None
+        rebalances = self._rebalances
+        owned = dict(self._owned)
+        records = consumer.poll_batch(max_records, timeout)
+        if self._rebalances == rebalances or not records:
+            return records
+        current = self._owned
+        kept: list[Record] = []
+        for record in records:
+            topic, partition = record.topic(), record.partition()
+            assert topic is not None and partition is not None
+            tp = TopicPartition(topic, partition)
+            token = current.get(tp)
+            if token is not None and owned.get(tp) is token:
+                kept.append(record)
+        return kept
 
     def _take(self, record: Record) -> None:
         topic, partition, offset = record.topic(), record.partition(), record.offset()
@@ -473,12 +502,22 @@ class ActivityWorker:
         producer, consumer = self._producer, self._consumer
         assert producer is not None and consumer is not None
         outbox, self._outbox = self._outbox, []
+        # Every transaction sends offsets with the group metadata (unmoved ones where
+        # nothing completed): that is what fences a worker that lost its partitions.
+        for tp, track in self._tracks.items():
+            offsets.setdefault(tp, track.committed)
+        if not offsets:
+            # Only results of partitions this worker no longer owns: their new owner
+            # runs those tasks again (at-least-once), so nothing is lost by dropping them.
+            log.debug(
+                "worker %s drops %d results of revoked partitions", self.worker_id, len(outbox)
+            )
+            return
         try:
             producer.begin_transaction()
             for topic, partition, key, value in outbox:
                 producer.produce(topic, partition, key, value)
-            if offsets:
-                producer.send_offsets(offsets, consumer.group_metadata())
+            producer.send_offsets(offsets, consumer.group_metadata())
             producer.commit_transaction()
         except TransactionError as exc:
             if exc.fatal:
@@ -503,9 +542,11 @@ class ActivityWorker:
         for tp, track in self._tracks.items():
             if tp in assigned:  # always, as revocations drop tracks; never crash-loop on it
                 consumer.seek(tp, track.committed)
-        # Fresh tracks start at the next record; running jobs keep the old ones and
-        # therefore produce their result without moving any offset.
-        self._tracks.clear()
+        # Fresh tracks start again at the committed offsets; running jobs keep the old
+        # ones and therefore produce their result without moving any offset.
+        self._tracks = {
+            tp: _Track(track.committed) for tp, track in self._tracks.items() if tp in assigned
+        }
         self._backlog.clear()
 
     # -- rebalancing ------------------------------------------------------------------
@@ -514,6 +555,8 @@ class ActivityWorker:
         log.info("worker %s assigned %s", self.worker_id, ", ".join(map(str, partitions)))
         # Reading restarts at the committed offset: forget anything older.
         self._forget(partitions)
+        for tp in partitions:
+            self._owned[tp] = object()
         # New partitions are not paused: pause them too on the next step if full.
         self._repause = self._paused
 
@@ -524,7 +567,9 @@ class ActivityWorker:
     def _forget(self, partitions: list[TopicPartition]) -> None:
         """Stop tracking offsets of ``partitions``; their running jobs still report."""
         gone = set(partitions)
+        self._rebalances += 1
         for tp in gone:
             self._tracks.pop(tp, None)
+            self._owned.pop(tp, None)
         if self._backlog:
             self._backlog = deque(j for j in self._backlog if j.tp not in gone)

@@ -400,6 +400,23 @@ class MemoryBroker:
                     )
             return total
 
+    def expire_member(self, group_id: str, member_id: str) -> None:
+        """Drop a member from its group, as the coordinator does when its session times out.
+
+        Its partitions go to the other members at once; its consumer learns of it in
+        its next poll (``on_revoke`` for everything it owned, then it joins again as a
+        new member), and until then it is a zombie: offsets it sends are refused.
+        """
+        with self._lock:
+            group = self._groups.get(group_id)
+            member = group.members.pop(member_id, None) if group is not None else None
+            if group is None or member is None:
+                raise ConfigurationError(f"group {group_id!r} has no member {member_id!r}")
+            for tp, owner in list(group.owner.items()):
+                if owner is member:
+                    del group.owner[tp]
+            self._rebalance(group)
+
     def compact(self, topic: str) -> None:
         """Compact every partition of ``topic`` now (it must be a compacted topic)."""
         with self._lock:
@@ -651,6 +668,17 @@ class MemoryConsumer:
                 self._fetch_order = [self._assigned[tp] for tp in sorted(self._assigned)]
             member.synced = version
             member.generation = group.generation
+            expired = member.member_id not in group.members
+            if expired:
+                # Its session timed out (expire_member): join again as a new member.
+                member.owned.clear()
+                self._assigned = {}
+                self._fetch_order = []
+                joined = f"{self._group_id}-member-{next(broker._member_ids)}"
+                self._member = _Member(joined)
+                self._member.topics = member.topics
+                group.members[joined] = self._member
+                broker._rebalance(group)
         if added and self._on_assign is not None:
             self._on_assign(added)
 
@@ -660,9 +688,10 @@ class MemoryConsumer:
         """Up to ``max_records`` committed records, waiting up to ``timeout`` s for the first."""
         self._check_open()
         broker = self._broker
-        group, member = self._group, self._member
+        group = self._group
         deadline = time.monotonic() + timeout
         while True:
+            member = self._member  # a new one after its session expired
             with broker._changed:
                 now = time.monotonic()
                 broker._expire_transactions(now)
@@ -747,6 +776,11 @@ class MemoryConsumer:
         with broker._lock:
             broker._expire_transactions(time.monotonic())
             return 0, broker._log(partition.topic, partition.partition).stable_end()
+
+    @property
+    def member_id(self) -> str | None:
+        """This consumer's member id in its group (None before ``subscribe``)."""
+        return self._member.member_id if self._member is not None else None
 
     def group_metadata(self) -> MemoryGroupMetadata:
         """Group metadata for ``send_offsets`` (member and generation, for fencing)."""
