@@ -1,6 +1,7 @@
-# Developer entry points. `make test` is what CI runs (.ci/run): it installs
-# everything into .venv, and the test session starts and stops its own Kafka
-# broker (DURAFKA_BOOTSTRAP, else Docker, else Java + Maven; see tests/conftest.py).
+# Developer entry points. `make check` is exactly what CI runs (.ci/run): `make lint`
+# (ruff check, ruff format --check, mypy strict; any finding fails), then `make test`,
+# which installs everything into .venv; the test session starts and stops its own
+# Kafka broker (DURAFKA_BOOTSTRAP, else Docker, else Java + Maven; see tests/conftest.py).
 
 PYTHON ?= python3
 VENV := .venv
@@ -8,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.durafka-installed
 PYTEST_ARGS ?=
 
-.PHONY: install test demo lint broker-start broker-stop broker-status
+.PHONY: install check test demo lint broker-start broker-stop broker-status
 
 install: $(STAMP)
 
@@ -17,6 +18,8 @@ $(STAMP): pyproject.toml
 	@echo "installing durafka with its dev tools into $(VENV) ..."
 	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@touch $@
+
+check: lint test
 
 test: install
 	@# Fetch the broker up front (once, cached) so the first test is not timed on a download.

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from durafka.hosting import Runner
 from durafka.registry import Registry
-from durafka.runner import Runner
 from durafka.settings import Settings
 from durafka.state.base import StoreFactory
 

@@ -356,7 +356,7 @@ def new_entity(cls: type[Entity[Any]], scope: OperationScope) -> Entity[Any]:
     The scope is bound before ``__init__`` runs, so a constructor may read the state.
     """
     entity = cls.__new__(cls)
-    entity._durafka_scope = scope
+    entity._durafka_scope = scope  # noqa: SLF001 - Entity's own module binds its scope
     entity.__init__()  # type: ignore[misc]
     return entity
 

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    # A cycle for the type checker only: OrchestrationFailed carries the final
+    # status, and the status module needs errors (FailureDetails, and payload
+    # decoding raises durafka errors). Nothing is imported at run time.
     from durafka.status import OrchestrationStatus
 
 
@@ -130,12 +133,11 @@ class BenchmarkError(DurafkaError):
     """A ``durafka bench`` run is invalid: a wrong result, a dead role process, or a timeout."""
 
 
-class TimeoutError_(DurafkaError, TimeoutError):
-    """An operation did not finish within its deadline."""
+class WaitTimeoutError(DurafkaError, TimeoutError):
+    """An operation did not finish within its deadline (a client's wait, a partition's restore).
 
-
-# A friendlier public alias: ``durafka.errors.WaitTimeoutError``.
-WaitTimeoutError = TimeoutError_
+    Also a builtin :class:`TimeoutError`, so ``except TimeoutError`` catches it.
+    """
 
 
 @dataclass(frozen=True)

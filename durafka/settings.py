@@ -27,9 +27,6 @@ class Settings(BaseSettings):
     state_dir: Path = Field(Path(".durafka/state"), description="Where the RocksDB stores live.")
     partitions: int = Field(8, ge=1, description="Partitions of the co-partitioned topics.")
     replication_factor: int = Field(1, ge=1)
-    processor_partitions: str | None = Field(
-        None, description="Static partition range for this processor, e.g. '0-3' (else: group)."
-    )
     max_concurrent_activities: int = Field(256, ge=1)
     max_concurrent_orchestrations: int = Field(
         1000, ge=1, description="Instances processed per batch at most."

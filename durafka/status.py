@@ -10,6 +10,8 @@ from typing import Any
 from durafka.codec.payload import decode_payload
 from durafka.errors import FailureDetails
 
+__all__ = ["ACTIVE_STATUSES", "TERMINAL_STATUSES", "OrchestrationStatus", "RuntimeStatus"]
+
 
 class RuntimeStatus(StrEnum):
     """The lifecycle state of an orchestration instance."""
@@ -25,10 +27,16 @@ class RuntimeStatus(StrEnum):
     @property
     def is_terminal(self) -> bool:
         """Whether the instance has finished (Completed, Failed or Terminated)."""
-        return self in _TERMINAL
+        return self in TERMINAL_STATUSES
 
 
-_TERMINAL = frozenset({RuntimeStatus.COMPLETED, RuntimeStatus.FAILED, RuntimeStatus.TERMINATED})
+#: Statuses of finished instances: they take no more events, and only they may be purged.
+TERMINAL_STATUSES = frozenset(
+    {RuntimeStatus.COMPLETED, RuntimeStatus.FAILED, RuntimeStatus.TERMINATED}
+)
+
+#: Statuses in which an instance id is taken: a new start with that id is refused.
+ACTIVE_STATUSES = frozenset({RuntimeStatus.PENDING, RuntimeStatus.RUNNING, RuntimeStatus.SUSPENDED})
 
 
 def _dt(ms: int) -> datetime:

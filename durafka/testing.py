@@ -25,8 +25,8 @@ from typing import Any
 from durafka.app import App
 from durafka.client import AsyncClient
 from durafka.errors import WaitTimeoutError
+from durafka.hosting import Runner
 from durafka.processor import Processor
-from durafka.runner import Runner
 from durafka.status import OrchestrationStatus
 from durafka.topology import HubTopics
 from durafka.transport.memory import MemoryBroker

@@ -139,7 +139,7 @@ def pytest_runtest_makereport(
 # -- apps on both transports (each test package provides ``app_registry``) ----------
 
 
-@pytest.fixture(params=["memory", "kafka"])
+@pytest.fixture(params=["memory", pytest.param("kafka", marks=pytest.mark.kafka)])
 def bootstrap(request: pytest.FixtureRequest) -> str:
     """``memory://<unique>`` or the real broker's address: run the test on both."""
     if request.param == "memory":

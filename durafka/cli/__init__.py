@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from durafka.cli import bench, devbroker, runtime, topology
+from durafka.cli import apps, bench, devbroker, topology
 
 app = typer.Typer(
     name="durafka",
@@ -18,7 +18,7 @@ app = typer.Typer(
 )
 app.add_typer(devbroker.app, name="dev-broker")
 app.add_typer(topology.app, name="topology")
-runtime.register(app)
+apps.register(app)
 bench.register(app)
 
 

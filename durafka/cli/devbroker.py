@@ -12,7 +12,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from durafka.devbroker import DEFAULT_KAFKA_VERSION, LocalBroker, ensure_distribution
+from durafka.dev.broker import DEFAULT_KAFKA_VERSION, LocalBroker, ensure_distribution
 from durafka.errors import DurafkaError
 
 app = typer.Typer(

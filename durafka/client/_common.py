@@ -30,17 +30,9 @@ from durafka.partitioning import partition_for
 from durafka.registry import Registry
 from durafka.runtime.history import EventKind, HistoryEvent
 from durafka.settings import Settings
-from durafka.status import OrchestrationStatus, RuntimeStatus
+from durafka.status import ACTIVE_STATUSES, TERMINAL_STATUSES, OrchestrationStatus, RuntimeStatus
 from durafka.topology import HubTopics
 from durafka.transport.base import OutgoingRecord
-
-#: Statuses in which an instance id is taken: a new start with that id is refused.
-ACTIVE_STATUSES = frozenset({RuntimeStatus.PENDING, RuntimeStatus.RUNNING, RuntimeStatus.SUSPENDED})
-
-#: Statuses of finished instances: the only ones that may be purged.
-TERMINAL_STATUSES = frozenset(
-    {RuntimeStatus.COMPLETED, RuntimeStatus.FAILED, RuntimeStatus.TERMINATED}
-)
 
 #: How long a client call waits for the status view to catch up before giving up.
 VIEW_READY_TIMEOUT = 60.0

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from durafka.entities import EntityId
+
+    # A cycle for the type checker only: the executor drives this context, and the
+    # context records the orchestrator's calls into that executor (one unit, two files).
     from durafka.runtime.executor import OrchestrationExecutor
 
 T = TypeVar("T")

@@ -10,9 +10,15 @@ it with ``send()`` / ``throw()``. No asyncio event loop is involved.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 T = TypeVar("T")
+
+
+class TaskListener(Protocol):
+    """Told when a task it listens to completes (composite tasks, the executor's callbacks)."""
+
+    def on_child_completed(self, child: Task[Any]) -> None: ...
 
 
 class Task(Generic[T]):
@@ -30,6 +36,8 @@ class Task(Generic[T]):
         self._is_complete = False
         self._result: Any = None
         self._exception: BaseException | None = None
+        # Typed as composites while the executor's callbacks still append to it directly
+        # (with a type: ignore); add_listener is the way for any TaskListener.
         self._parents: list[CompositeTask[Any]] = []
 
     @property
@@ -53,6 +61,10 @@ class Task(Generic[T]):
     def exception(self) -> BaseException | None:
         """The error the task failed with, if any."""
         return self._exception
+
+    def add_listener(self, listener: TaskListener) -> None:
+        """Call ``listener.on_child_completed(self)`` when this task completes."""
+        self._parents.append(cast("CompositeTask[Any]", listener))
 
     def complete(self, result: T) -> None:
         """Mark the task successful (called by the executor)."""
@@ -115,7 +127,7 @@ class CompositeTask(Task[T]):
         super().__init__()
         self.children = list(children)
         for child in self.children:
-            child._parents.append(self)
+            child.add_listener(self)
 
     def on_child_completed(self, child: Task[Any]) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -147,7 +159,7 @@ class WhenAllTask(CompositeTask[list[T]]):
             if child.is_failed:
                 self.fail(child.exception())  # type: ignore[arg-type]
                 return
-        self.complete([c._result for c in self.children])
+        self.complete([c.result() for c in self.children])
 
 
 class WhenAnyTask(CompositeTask[Task[Any]]):

@@ -5,12 +5,15 @@ every write the processor makes goes first to the changelog (inside the Kafka
 transaction) and only after the commit into the store, atomically together with
 the changelog offset reached, which is the checkpoint restore resumes from.
 
-Key layout (bytes, ``/``-separated prefixes; see docs/architecture.md):
+Key layout (bytes; made by :mod:`durafka.state.keys`, described in
+docs/architecture.md, "Store keys"). A NUL byte closes every id, so that no
+id's keys are a prefix of another's (ids may not contain NUL):
 
-* ``i/<instance>``            instance header
-* ``h/<instance>/<chunk>``    history chunk (``chunk`` zero-padded, 8 digits)
-* ``t/<due_ms>/<instance>/<seq>``  durable timer (``due_ms`` zero-padded, 15 digits)
-* ``e/<entity>``              entity state
+* ``i/<instance>\\0``                 instance header (``InstanceState``)
+* ``h/<instance>\\0<chunk>``          history chunk (``chunk`` zero-padded, 8 digits)
+* ``t/<due_ms>/<instance>\\0<seq>``   durable timer (``due_ms`` zero-padded, 15 digits,
+  so timers sort by due time)
+* ``e/<entity id>\\0``                entity record (``EntityState``)
 """
 
 from __future__ import annotations

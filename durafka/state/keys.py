@@ -1,4 +1,4 @@
-"""Store keys of the processor (see :mod:`durafka.state.base` for the layout).
+"""Store keys: the one place that builds and parses them (layout: :mod:`durafka.state.base`).
 
 Instance ids may contain ``/``, so the id is always closed by a NUL byte,
 which :func:`validate_instance_id` forbids inside ids: no id's keys can be a

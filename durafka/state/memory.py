@@ -178,7 +178,8 @@ class MemoryStoreFactory:
             with self._lock:
                 tables = self._tables.setdefault((hub, partition), _Tables())
                 if tables.owner is None:
-                    return MemoryStore._attach(tables, name)
+                    # The factory and the store are one unit (this module).
+                    return MemoryStore._attach(tables, name)  # noqa: SLF001
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise StoreError(

@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from durafka.errors import StoreError, TimeoutError_
+from durafka.errors import StoreError, WaitTimeoutError
 from durafka.state.base import PartitionStore
 from durafka.transport.base import Consumer, TopicPartition
 
@@ -65,7 +65,7 @@ def restore_partition(
         StoreError: the stored checkpoint lies beyond the changelog's high watermark
             (the state belongs to another changelog, e.g. a deleted and recreated
             topic), or the store write failed.
-        TimeoutError_: ``deadline`` passed before the high watermark was reached.
+        WaitTimeoutError: ``deadline`` passed before the high watermark was reached.
     """
     low, high = consumer.watermarks(changelog)
     stored = store.changelog_offset()
@@ -133,7 +133,7 @@ def restore_partition(
                 )
             if position < high and deadline is not None and now >= deadline:
                 resume = start if checkpoint is None else checkpoint
-                raise TimeoutError_(
+                raise WaitTimeoutError(
                     f"restoring {changelog} did not finish in time: at offset {position} "
                     f"of {high} after {now - began:.1f}s ({applied} records applied); the "
                     f"next attempt resumes from offset {resume}"

@@ -29,7 +29,13 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 from durafka.errors import BrokerUnavailableError, ConfigurationError
 from durafka.topology import TopicSpec, mismatch_error, topic_differences
 
-__all__ = ["ApplyReport", "admin_client", "apply_topics", "delete_topics_and_groups"]
+__all__ = [
+    "ApplyReport",
+    "admin_client",
+    "apply_topics",
+    "broker_count",
+    "delete_topics_and_groups",
+]
 
 
 log = logging.getLogger(__name__)
@@ -43,6 +49,14 @@ def admin_client(bootstrap: str, config: Mapping[str, Any] | None = None) -> Adm
         config: more librdkafka settings (security, ``log_level``), unprefixed.
     """
     return AdminClient({"bootstrap.servers": bootstrap, **(config or {})})
+
+
+def broker_count(admin: AdminClient, timeout: float) -> int:
+    """How many brokers the cluster's metadata lists; 0 if it did not answer in ``timeout`` s."""
+    try:
+        return len(admin.list_topics(timeout=timeout).brokers)
+    except KafkaException:
+        return 0
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -40,15 +39,7 @@ ACTIVITY_PARTITIONS = 2
 DEAD_LETTER_PARTITIONS = 2
 
 
-# -- fixtures and helpers ---------------------------------------------------------------
-
-
-@pytest.fixture(params=["memory", "kafka"])
-def bootstrap(request: pytest.FixtureRequest) -> str:
-    """``memory://<unique>`` or the real broker's address."""
-    if request.param == "memory":
-        return f"memory://{uuid.uuid4().hex[:8]}"
-    return str(request.getfixturevalue("kafka_bootstrap"))
+# -- fixtures and helpers (``bootstrap``: tests/conftest.py, memory:// and Kafka) ---------
 
 
 @pytest.fixture

@@ -35,13 +35,13 @@ import durafka
 from durafka.client import Client
 from durafka.codec.records import decode_status
 from durafka.errors import TransactionError
+from durafka.hosting import Runner
 from durafka.partitioning import partition_for
 from durafka.processor.instances import load_instance
-from durafka.runner import Runner
 from durafka.runtime.executor import OrchestrationExecutor
 from durafka.runtime.history import HistoryEvent
 from durafka.state.transaction import StoreTransaction
-from durafka.status import OrchestrationStatus, RuntimeStatus
+from durafka.status import TERMINAL_STATUSES, OrchestrationStatus, RuntimeStatus
 from durafka.topology import HubTopics
 from durafka.transport import TopicPartition
 from tests.e2e import apps
@@ -58,7 +58,6 @@ PARTITIONS = 4
 FAST_GROUP = json.dumps(
     {"consumer.session.timeout.ms": "6000", "consumer.heartbeat.interval.ms": "1000"}
 )
-_TERMINAL = frozenset({RuntimeStatus.COMPLETED, RuntimeStatus.FAILED, RuntimeStatus.TERMINATED})
 
 
 # -- fixtures and helpers ------------------------------------------------------------
@@ -184,7 +183,7 @@ def assert_completed_exactly_once(app: durafka.App, expected: dict[str, int]) ->
     problems: list[str] = []
     for iid, output in sorted(expected.items()):
         records = by_instance[iid]
-        terminal = [st for st in records if st.runtime_status in _TERMINAL]
+        terminal = [st for st in records if st.runtime_status in TERMINAL_STATUSES]
         seen = [st.runtime_status.value for st in records]
         if len(terminal) != 1:
             problems.append(f"{iid}: {len(terminal)} terminal records ({seen})")

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-import durafka.devbroker as devbroker
-from durafka.devbroker import DEFAULT_KAFKA_VERSION, LocalBroker, ensure_distribution
+import durafka.dev.broker as devbroker
+from durafka.dev.broker import DEFAULT_KAFKA_VERSION, LocalBroker, ensure_distribution
 from durafka.errors import BrokerUnavailableError
 from tests.support.kafka import consume_until, create_topic, values
 

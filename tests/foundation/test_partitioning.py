@@ -23,7 +23,7 @@ from confluent_kafka import Producer
 from hypothesis import given
 from hypothesis import strategies as st
 
-from durafka.devbroker import ensure_distribution
+from durafka.dev.broker import ensure_distribution
 from durafka.partitioning import murmur2, partition_for
 from tests.support.kafka import create_topic
 

@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import pytest
 
-from durafka.errors import StoreError, TimeoutError_
+from durafka.errors import StoreError, WaitTimeoutError
 from durafka.state.base import PartitionStore
 from durafka.state.memory import MemoryStore
 from durafka.state.restore import restore_partition
@@ -220,7 +220,7 @@ def test_checkpoint_below_low_watermark_starts_at_low() -> None:
 def test_deadline_stops_restore_and_leaves_a_resumable_checkpoint() -> None:
     spy, consumer = scripted(LOG)
     store = SpyStore()
-    with pytest.raises(TimeoutError_, match=r"at offset 2 of 12"):
+    with pytest.raises(WaitTimeoutError, match=r"at offset 2 of 12"):
         restore_partition(store, consumer, TP, max_records=2, deadline=time.monotonic() - 1)
     assert store.changelog_offset() == 2
     assert spy.assigned == {}

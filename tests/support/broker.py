@@ -3,7 +3,7 @@
 In order: ``DURAFKA_BOOTSTRAP`` (a broker someone else runs; its log file may
 be named by ``DURAFKA_BROKER_LOG``); a Docker engine, through testcontainers,
 running the official ``apache/kafka`` image; else durafka's own
-:class:`~durafka.devbroker.LocalBroker` (Java and Maven) in a temp dir.
+:class:`~durafka.dev.broker.LocalBroker` (Java and Maven) in a temp dir.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from durafka.devbroker import DEFAULT_KAFKA_VERSION, LocalBroker, free_port, wait_for_broker
+from durafka.dev.broker import DEFAULT_KAFKA_VERSION, LocalBroker, free_port, wait_for_broker
 from durafka.errors import BrokerUnavailableError
 
 DOCKER_IMAGE = f"apache/kafka:{DEFAULT_KAFKA_VERSION}"

@@ -34,11 +34,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Self
 
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
-
 from durafka.errors import BrokerUnavailableError
 from durafka.resources import ResourceNotFoundError, resource_dir
+from durafka.transport.admin import admin_client, broker_count
 
 __all__ = [
     "DEFAULT_KAFKA_VERSION",
@@ -187,7 +185,7 @@ def wait_for_broker(bootstrap: str, timeout: float, alive: Liveness | None = Non
     """
     deadline = time.monotonic() + timeout
     host, _, port = bootstrap.rpartition(":")
-    admin: AdminClient | None = None
+    admin = None
     while True:
         if alive is not None and (death := alive()) is not None:
             raise BrokerUnavailableError(death)
@@ -201,12 +199,8 @@ def wait_for_broker(bootstrap: str, timeout: float, alive: Liveness | None = Non
             time.sleep(0.2)
             continue
         if admin is None:
-            admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
-        try:
-            metadata = admin.list_topics(timeout=min(remaining, 2.0))
-        except KafkaException:
-            continue
-        if metadata.brokers:
+            admin = admin_client(bootstrap, {"log_level": 0})
+        if broker_count(admin, min(remaining, 2.0)):
             return
 
 
@@ -580,8 +574,8 @@ def _last_lines(text: str, n: int) -> str:
 
 
 _SERVER_PROPERTIES = """\
-# Written by durafka.devbroker: a one-node KRaft dev/test broker on loopback.
-# Rewritten on every start; edit durafka/devbroker.py instead.
+# Written by durafka.dev.broker: a one-node KRaft dev/test broker on loopback.
+# Rewritten on every start; edit durafka/dev/broker.py instead.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{controller_port}
@@ -620,7 +614,7 @@ log.cleaner.threads=1
 """
 
 _LOG4J2_PROPERTIES = """\
-# Written by durafka.devbroker. The broker's stdout is <data_dir>/broker.log.
+# Written by durafka.dev.broker. The broker's stdout is <data_dir>/broker.log.
 status = warn
 # Kafka logs its own shutdown; log4j must not stop first.
 shutdownHook = disable

@@ -1,4 +1,4 @@
-"""Runners: host a processor and/or an activity worker on background threads.
+"""Hosting: run a processor and/or an activity worker on background threads (:class:`Runner`).
 
 The embedded runner (both, in the app's process) is what ``app.run()`` starts;
 ``durafka processor`` and ``durafka worker`` run one role each, as deployed in
@@ -84,6 +84,10 @@ class Runner:
     def failed(self) -> BaseException | None:
         """The first error a role stopped with, if any."""
         return next((r.error for r in self._roles if r.error is not None), None)
+
+    def request_stop(self) -> None:
+        """Signal every role to stop, without waiting (safe in a signal handler)."""
+        self._stop.set()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Signal every role to stop and wait for them; re-raise a role's error."""

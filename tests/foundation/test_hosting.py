@@ -1,4 +1,4 @@
-"""The runner hosts roles on threads and tunes the process's garbage collector."""
+"""Hosting: the runner runs roles on threads and tunes the process's garbage collector."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from durafka.errors import DurafkaError
-from durafka.runner import Runner, tune_garbage_collector
+from durafka.hosting import Runner, tune_garbage_collector
 
 
 @pytest.fixture(autouse=True)

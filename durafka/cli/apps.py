@@ -1,4 +1,7 @@
-"""``durafka run | processor | worker | start | status``: run an app's roles, drive instances.
+"""``durafka run | processor | worker | start | status``: commands on an app.
+
+Run its roles (hosted by :class:`~durafka.hosting.Runner`), start and inspect
+its instances.
 
 ``APP`` is ``module:attribute`` naming a :class:`durafka.App`, e.g. ``examples.hello:app``.
 Settings come from ``DURAFKA_*`` variables (e.g. ``DURAFKA_BOOTSTRAP_SERVERS``).
@@ -62,7 +65,7 @@ def _serve(app: App, *, processor: bool, worker: bool, partitions: str | None) -
     except DurafkaError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    signal.signal(signal.SIGTERM, lambda *_: runner._stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: runner.request_stop())
     runner.start()
     typer.echo(
         f"durafka: serving task hub {app.settings.task_hub!r} on {app.settings.bootstrap_servers} "
@@ -132,7 +135,6 @@ def start(
 def status(app: AppArg, instance_id: Annotated[str, typer.Argument(help="Instance id.")]) -> None:
     """Print the status of one instance of APP as JSON."""
     with load_app(app).sync_client() as client:
-        client.wait_ready() if hasattr(client, "wait_ready") else None
         st = client.get_status(instance_id)
         if st is None:
             typer.echo(f"no instance {instance_id!r}", err=True)
