@@ -57,8 +57,6 @@ __all__ = ["EntityProcessor", "open_lock"]
 
 log = logging.getLogger("durafka.processor.entities")
 
-K = EventKind
-
 
 #: ``send(share, target instance or entity id, event)``: a message on ``H.orchestrations``.
 Send = Callable[[Any, str, HistoryEvent], None]
@@ -81,11 +79,11 @@ def open_lock(history: list[HistoryEvent]) -> tuple[list[str], bool] | None:
     granted: set[int] = set()
     for e in history:
         kind = e.kind
-        if kind is K.LOCK_REQUESTED:
+        if kind is EventKind.LOCK_REQUESTED:
             current = (e.seq, _ids(e.payload))
-        elif kind is K.LOCK_GRANTED:
+        elif kind is EventKind.LOCK_GRANTED:
             granted.add(e.seq)
-        elif kind is K.LOCK_RELEASED:
+        elif kind is EventKind.LOCK_RELEASED:
             current = None
     if current is None or not current[1]:
         return None
@@ -154,19 +152,19 @@ class EntityProcessor:
     def _handle(self, run: _Run, ev: HistoryEvent) -> None:
         kind = ev.kind
         rec = run.record
-        if kind is K.ENTITY_OPERATION:
+        if kind is EventKind.ENTITY_OPERATION:
             if rec.locked_by is not None and ev.instance_id != rec.locked_by:
                 rec.queue.append(ev)
                 run.dirty = True
             else:
                 self._execute(run, ev)
-        elif kind is K.LOCK_REQUESTED:
+        elif kind is EventKind.LOCK_REQUESTED:
             if rec.locked_by is not None and ev.instance_id != rec.locked_by:
                 rec.queue.append(ev)
                 run.dirty = True
             else:
                 self._lock(run, ev)
-        elif kind is K.LOCK_RELEASED:
+        elif kind is EventKind.LOCK_RELEASED:
             self._release(run, ev)
         else:
             log.warning(
@@ -210,7 +208,9 @@ class EntityProcessor:
                 self._send(
                     batch,
                     str(target),
-                    HistoryEvent(K.ENTITY_OPERATION, batch.now_ms, name=op, payload=payload),
+                    HistoryEvent(
+                        EventKind.ENTITY_OPERATION, batch.now_ms, name=op, payload=payload
+                    ),
                 )
         else:
             rec.error_count += 1
@@ -229,7 +229,7 @@ class EntityProcessor:
                 batch,
                 ev.instance_id,
                 HistoryEvent(
-                    K.ENTITY_RESPONSE,
+                    EventKind.ENTITY_RESPONSE,
                     batch.now_ms,
                     seq=ev.seq,
                     payload=outcome.result,
@@ -250,11 +250,13 @@ class EntityProcessor:
         position = ids.index(run.entity_id)
         if position + 1 < len(ids):
             forward = HistoryEvent(
-                K.LOCK_REQUESTED, now, seq=ev.seq, payload=ev.payload, instance_id=owner
+                EventKind.LOCK_REQUESTED, now, seq=ev.seq, payload=ev.payload, instance_id=owner
             )
             self._send(run.batch, ids[position + 1], forward)
         else:
-            granted = HistoryEvent(K.LOCK_GRANTED, now, seq=ev.seq, instance_id=run.entity_id)
+            granted = HistoryEvent(
+                EventKind.LOCK_GRANTED, now, seq=ev.seq, instance_id=run.entity_id
+            )
             self._send(run.batch, owner, granted)
 
     def _release(self, run: _Run, ev: HistoryEvent) -> None:
@@ -274,7 +276,11 @@ class EntityProcessor:
             self._drain(run)
             return
         # The request still waits here, so it never reached the entities after this one.
-        kept = [q for q in rec.queue if not (q.kind is K.LOCK_REQUESTED and q.instance_id == owner)]
+        kept = [
+            q
+            for q in rec.queue
+            if not (q.kind is EventKind.LOCK_REQUESTED and q.instance_id == owner)
+        ]
         if len(kept) != len(rec.queue):
             rec.queue = kept
             run.dirty = True
@@ -310,33 +316,33 @@ class EntityProcessor:
         """Turn an entity action of an orchestration into messages to entities."""
         kind = a.kind
         now = batch.now_ms
-        if kind is K.ENTITY_CALLED or kind is K.ENTITY_SIGNALED:
+        if kind is EventKind.ENTITY_CALLED or kind is EventKind.ENTITY_SIGNALED:
             if a.instance_id is None:
                 return
             operation = HistoryEvent(
-                K.ENTITY_OPERATION,
+                EventKind.ENTITY_OPERATION,
                 now,
-                seq=a.seq if kind is K.ENTITY_CALLED else -1,
+                seq=a.seq if kind is EventKind.ENTITY_CALLED else -1,
                 name=a.name,
                 payload=a.payload,
                 instance_id=orchestration_id,
             )
             self._send(batch, a.instance_id, operation)
-        elif kind is K.LOCK_REQUESTED:
+        elif kind is EventKind.LOCK_REQUESTED:
             ids = _ids(a.payload)
             if ids:
                 request = HistoryEvent(
-                    K.LOCK_REQUESTED,
+                    EventKind.LOCK_REQUESTED,
                     now,
                     seq=a.seq,
                     payload=a.payload,
                     instance_id=orchestration_id,
                 )
                 self._send(batch, ids[0], request)
-        elif kind is K.LOCK_RELEASED:
+        elif kind is EventKind.LOCK_RELEASED:
             for target in _ids(a.payload):
                 release = HistoryEvent(
-                    K.LOCK_RELEASED, now, seq=a.seq, instance_id=orchestration_id
+                    EventKind.LOCK_RELEASED, now, seq=a.seq, instance_id=orchestration_id
                 )
                 self._send(batch, target, release)
 
@@ -351,11 +357,14 @@ class EntityProcessor:
         now = batch.now_ms
         if granted:
             for target in ids:
-                release = HistoryEvent(K.LOCK_RELEASED, now, instance_id=orchestration_id)
+                release = HistoryEvent(EventKind.LOCK_RELEASED, now, instance_id=orchestration_id)
                 self._send(batch, target, release)
         else:
             chained = HistoryEvent(
-                K.LOCK_RELEASED, now, payload=json.dumps(ids).encode(), instance_id=orchestration_id
+                EventKind.LOCK_RELEASED,
+                now,
+                payload=json.dumps(ids).encode(),
+                instance_id=orchestration_id,
             )
             self._send(batch, ids[0], chained)
         log.info(

@@ -10,7 +10,7 @@ Each iteration:
 3. hand each instance's events to :class:`~durafka.processor.orchestrations.Orchestrations`
    (load from cache, else store + replay; apply; one step; route the actions)
    or, for entities, to :class:`~durafka.processor.entities.EntityProcessor`;
-   run the activities started next to the processor (:mod:`durafka.processor.local`);
+   run the activities started next to the processor (:mod:`durafka.activities.local`);
 4. commit each producer's partitions with a :class:`~durafka.processor.checkpoint.Checkpoint`
    (records, changelog, offsets in one transaction; then the stores).
 

@@ -35,14 +35,12 @@ from durafka.runtime.history import COMPLETION_KINDS, ENTITY_ACTION_KINDS, Event
 from durafka.settings import Settings
 from durafka.state.keys import history_key, history_prefix, instance_key, timer_key
 from durafka.state.transaction import StoreTransaction
-from durafka.status import OrchestrationStatus, RuntimeStatus
+from durafka.status import TERMINAL_STATUSES, OrchestrationStatus, RuntimeStatus
 from durafka.topology import HubTopics
 from durafka.transport.base import OutgoingRecord
 
 log = logging.getLogger("durafka.processor")
 
-K = EventKind
-TERMINAL = frozenset({RuntimeStatus.COMPLETED, RuntimeStatus.FAILED, RuntimeStatus.TERMINATED})
 #: Continue-as-new generations run back to back within one batch at most.
 MAX_GENERATIONS_PER_BATCH = 100
 #: Sequence id of the timer that wakes an instance whose next generation was deferred.
@@ -109,8 +107,8 @@ class Orchestrations:
             self._touch(batch, inst)
         for ev in events:
             kind = ev.kind
-            if kind is K.EXECUTION_STARTED:
-                if inst is not None and inst.state.status.runtime_status not in TERMINAL:
+            if kind is EventKind.EXECUTION_STARTED:
+                if inst is not None and inst.state.status.runtime_status not in TERMINAL_STATUSES:
                     log.warning(
                         "dropped a start of instance %r: it is already %s",
                         iid,
@@ -127,29 +125,29 @@ class Orchestrations:
                 log.warning("dropped %s for unknown instance %r", kind.value, iid)
                 continue
             status = inst.state.status.runtime_status
-            if kind is K.EXECUTION_PURGED:
-                if status in TERMINAL:
+            if kind is EventKind.EXECUTION_PURGED:
+                if status in TERMINAL_STATUSES:
                     self._purge(batch, share, inst)
                     inst = None
                 else:
                     log.warning("dropped a purge of instance %r: it is %s", iid, status.value)
                 continue
-            if status in TERMINAL:
+            if status in TERMINAL_STATUSES:
                 log.debug("dropped %s for finished instance %r", kind.value, iid)
                 continue
-            if kind is K.EXECUTION_TERMINATED:
+            if kind is EventKind.EXECUTION_TERMINATED:
                 if incoming:
                     self._step(batch, share, inst, incoming)
                     incoming = []
-                if inst.state.status.runtime_status not in TERMINAL:
+                if inst.state.status.runtime_status not in TERMINAL_STATUSES:
                     self._terminate(batch, share, inst, ev)
-            elif kind is K.EXECUTION_SUSPENDED:
+            elif kind is EventKind.EXECUTION_SUSPENDED:
                 if status is RuntimeStatus.RUNNING:
                     if incoming:
                         self._step(batch, share, inst, incoming)
                         incoming = []
                     self._set_status(batch, inst, RuntimeStatus.SUSPENDED)
-            elif kind is K.EXECUTION_RESUMED:
+            elif kind is EventKind.EXECUTION_RESUMED:
                 if status is RuntimeStatus.SUSPENDED:
                     self._set_status(batch, inst, RuntimeStatus.RUNNING)
                     incoming.extend(inst.state.pending_events)
@@ -219,7 +217,7 @@ class Orchestrations:
             ex = self._executor(inst)
             # Duplicate or late completions (a re-run activity, a fired timer of a
             # finished wait) are dropped before the engine sees them.
-            new = [HistoryEvent(K.ORCHESTRATOR_STARTED, batch.now_ms)]
+            new = [HistoryEvent(EventKind.ORCHESTRATOR_STARTED, batch.now_ms)]
             new.extend(
                 e for e in incoming if e.kind not in COMPLETION_KINDS or ex.is_waiting_for(e.seq)
             )
@@ -238,7 +236,7 @@ class Orchestrations:
             completion = result.completion
             if completion is None:
                 return
-            if completion.kind is K.CONTINUED_AS_NEW:
+            if completion.kind is EventKind.CONTINUED_AS_NEW:
                 incoming = self._continue_as_new(
                     batch, share, inst, completion, result.carried_events
                 )
@@ -269,21 +267,21 @@ class Orchestrations:
     ) -> None:
         iid = inst.instance_id
         kind = a.kind
-        if kind is K.TASK_SCHEDULED:
+        if kind is EventKind.TASK_SCHEDULED:
             task = ActivityTask(iid, a.seq, 1, a.name or "", a.payload, batch.now_ms)
             local = self._local.start(task) if self._local is not None else None
             if local is not None:
                 batch.local.append((inst.partition, local))
             else:
                 self._outbox.activity_task(share, task)
-        elif kind is K.TIMER_CREATED:
+        elif kind is EventKind.TIMER_CREATED:
             due = a.fire_at or batch.now_ms
             share.tx.put(timer_key(due, iid, a.seq), b"")
             share.timer_stored(due)
-        elif kind is K.SUB_ORCHESTRATION_CREATED:
+        elif kind is EventKind.SUB_ORCHESTRATION_CREATED:
             child = a.instance_id or f"{iid}:{a.seq}"
             start = HistoryEvent(
-                K.EXECUTION_STARTED,
+                EventKind.EXECUTION_STARTED,
                 batch.now_ms,
                 seq=a.seq,
                 name=a.name,
@@ -291,11 +289,11 @@ class Orchestrations:
                 instance_id=iid,
             )
             self._outbox.send(share, child, start)
-        elif kind is K.EVENT_SENT and a.instance_id:
+        elif kind is EventKind.EVENT_SENT and a.instance_id:
             self._outbox.send(
                 share,
                 a.instance_id,
-                HistoryEvent(K.EVENT_RAISED, batch.now_ms, name=a.name, payload=a.payload),
+                HistoryEvent(EventKind.EVENT_RAISED, batch.now_ms, name=a.name, payload=a.payload),
             )
         elif kind in ENTITY_ACTION_KINDS:
             self._entities.route_action(share, iid, a)
@@ -314,7 +312,7 @@ class Orchestrations:
         status = inst.state.status
         self._update_status(batch, inst, serialized_input=completion.payload)
         start = HistoryEvent(
-            K.EXECUTION_STARTED,
+            EventKind.EXECUTION_STARTED,
             batch.now_ms,
             seq=inst.state.parent_seq,
             name=status.name,
@@ -333,9 +331,9 @@ class Orchestrations:
         pending: dict[int, int] = {}
         for e in inst.history:
             kind = e.kind
-            if kind is K.TIMER_CREATED and e.fire_at is not None:
+            if kind is EventKind.TIMER_CREATED and e.fire_at is not None:
                 pending[e.seq] = e.fire_at
-            elif kind is K.TIMER_FIRED:
+            elif kind is EventKind.TIMER_FIRED:
                 pending.pop(e.seq, None)
         for seq, due in pending.items():
             key = timer_key(due, inst.instance_id, seq)
@@ -355,7 +353,7 @@ class Orchestrations:
         self, batch: Batch, share: PartitionBatch, inst: Instance, completion: HistoryEvent
     ) -> None:
         st = inst.state.status
-        if completion.kind is K.EXECUTION_COMPLETED:
+        if completion.kind is EventKind.EXECUTION_COMPLETED:
             self._update_status(
                 batch,
                 inst,
@@ -385,9 +383,9 @@ class Orchestrations:
     ) -> None:
         parent = inst.state.status.parent_instance_id
         assert parent is not None
-        if completion.kind is K.EXECUTION_COMPLETED:
+        if completion.kind is EventKind.EXECUTION_COMPLETED:
             ev = HistoryEvent(
-                K.SUB_ORCHESTRATION_COMPLETED,
+                EventKind.SUB_ORCHESTRATION_COMPLETED,
                 share.now_ms,
                 seq=inst.state.parent_seq,
                 payload=completion.payload,
@@ -395,7 +393,7 @@ class Orchestrations:
             )
         else:
             ev = HistoryEvent(
-                K.SUB_ORCHESTRATION_FAILED,
+                EventKind.SUB_ORCHESTRATION_FAILED,
                 share.now_ms,
                 seq=inst.state.parent_seq,
                 failure=completion.failure,
@@ -415,23 +413,28 @@ class Orchestrations:
     def _running_children(self, inst: Instance) -> list[str]:
         created: dict[int, str] = {}
         for e in inst.history:
-            if e.kind is K.SUB_ORCHESTRATION_CREATED:
+            if e.kind is EventKind.SUB_ORCHESTRATION_CREATED:
                 created[e.seq] = e.instance_id or f"{inst.instance_id}:{e.seq}"
-            elif e.kind is K.SUB_ORCHESTRATION_COMPLETED or e.kind is K.SUB_ORCHESTRATION_FAILED:
+            elif (
+                e.kind is EventKind.SUB_ORCHESTRATION_COMPLETED
+                or e.kind is EventKind.SUB_ORCHESTRATION_FAILED
+            ):
                 created.pop(e.seq, None)
         return list(created.values())
 
     def _terminate(
         self, batch: Batch, share: PartitionBatch, inst: Instance, ev: HistoryEvent
     ) -> None:
-        event = HistoryEvent(K.EXECUTION_TERMINATED, batch.now_ms, payload=ev.payload)
+        event = HistoryEvent(EventKind.EXECUTION_TERMINATED, batch.now_ms, payload=ev.payload)
         # Running sub-orchestrations are terminated too (recursively, by the same path).
         for child in self._running_children(inst):
             self._outbox.send(
-                share, child, HistoryEvent(K.EXECUTION_TERMINATED, batch.now_ms, payload=ev.payload)
+                share,
+                child,
+                HistoryEvent(EventKind.EXECUTION_TERMINATED, batch.now_ms, payload=ev.payload),
             )
         self._append_history(
-            batch, inst, [HistoryEvent(K.ORCHESTRATOR_STARTED, batch.now_ms), event]
+            batch, inst, [HistoryEvent(EventKind.ORCHESTRATOR_STARTED, batch.now_ms), event]
         )
         self._end_execution(share, inst)
         self._update_status(
@@ -442,7 +445,7 @@ class Orchestrations:
                 "durafka.Terminated", f"terminated: {ev.payload.decode() if ev.payload else ''}"
             )
             self._notify_parent(
-                share, inst, HistoryEvent(K.EXECUTION_FAILED, batch.now_ms, failure=failure)
+                share, inst, HistoryEvent(EventKind.EXECUTION_FAILED, batch.now_ms, failure=failure)
             )
         self._touch(batch, inst)
 
@@ -455,7 +458,7 @@ class Orchestrations:
             or self.cache.get(iid)
             or load_instance(share.tx, iid, share.number)
         )
-        if inst is None or inst.state.status.runtime_status in TERMINAL:
+        if inst is None or inst.state.status.runtime_status in TERMINAL_STATUSES:
             return
         batch.pending_chunks.pop(iid, None)
         failure = FailureDetails.from_exception(exc)
@@ -463,7 +466,7 @@ class Orchestrations:
             failure.error_type, f"durafka internal error: {failure.message}", failure.stack_trace
         )
         self._append_history(
-            batch, inst, [HistoryEvent(K.EXECUTION_FAILED, batch.now_ms, failure=failure)]
+            batch, inst, [HistoryEvent(EventKind.EXECUTION_FAILED, batch.now_ms, failure=failure)]
         )
         self._end_execution(share, inst)
         self._update_status(
@@ -511,6 +514,6 @@ class Orchestrations:
                 share.out.append(
                     OutgoingRecord(status_topic, inst.partition, key, encode_status(state.status))
                 )
-            if state.status.runtime_status in TERMINAL:
+            if state.status.runtime_status in TERMINAL_STATUSES:
                 self.cache.demote(inst.instance_id)
         chunks.clear()

@@ -761,7 +761,7 @@ class OrchestrationExecutor:
     def _on_attempt_done(self, outer: _RetryingTask, inner: Task[Any]) -> None:
         exc = inner.exception()
         if exc is None:
-            outer.complete(inner._result)
+            outer.complete(inner.result())
             return
         details = getattr(exc, "details", None)
         policy = outer.policy
@@ -793,7 +793,7 @@ class _Callback:
         if task.is_complete:
             fn(task)
         else:
-            task._parents.append(self)  # type: ignore[arg-type]
+            task.add_listener(self)
 
     def on_child_completed(self, child: Task[Any]) -> None:
         self.fn(child)

@@ -10,7 +10,7 @@ it with ``send()`` / ``throw()``. No asyncio event loop is involved.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Sequence
-from typing import Any, Generic, Protocol, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -36,9 +36,7 @@ class Task(Generic[T]):
         self._is_complete = False
         self._result: Any = None
         self._exception: BaseException | None = None
-        # Typed as composites while the executor's callbacks still append to it directly
-        # (with a type: ignore); add_listener is the way for any TaskListener.
-        self._parents: list[CompositeTask[Any]] = []
+        self._parents: list[TaskListener] = []
 
     @property
     def is_complete(self) -> bool:
@@ -64,7 +62,7 @@ class Task(Generic[T]):
 
     def add_listener(self, listener: TaskListener) -> None:
         """Call ``listener.on_child_completed(self)`` when this task completes."""
-        self._parents.append(cast("CompositeTask[Any]", listener))
+        self._parents.append(listener)
 
     def complete(self, result: T) -> None:
         """Mark the task successful (called by the executor)."""
