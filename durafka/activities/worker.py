@@ -174,9 +174,9 @@ class ActivityWorker:
         self._orchestration_partitions = 0
         self._dead_letter_partitions = 0
         self._tracks: dict[TopicPartition, _Track] = {}
-        # A token per owned partition, new at each assignment (see _poll).
-        self._owned: dict[TopicPartition, object] = {}
-        self._rebalances = 0
+        self._owned: set[TopicPartition] = set()
+        # Partitions revoked during the current poll (see _poll).
+        self._revoked_in_poll: set[TopicPartition] = set()
         # Jobs taken while every slot was busy (e.g. from a partition assigned while
         # the others were paused): the concurrency bound holds no matter what polls return.
         self._backlog: deque[_Job] = deque()
@@ -347,29 +347,35 @@ class ActivityWorker:
     # -- taking records ---------------------------------------------------------------
 
     def _poll(self, max_records: int, timeout: float) -> list[Record]:
-        """Poll, keeping only records of partitions owned from before to after the poll.
+        """Poll, dropping records of partitions revoked during the poll.
 
-        librdkafka runs rebalance callbacks inside the poll: a record of a partition
-        revoked (or revoked and assigned again) during it belongs to whoever owns the
-        partition now, who reads it again from the committed offset. Tracking it here
-        would commit an offset for a partition this worker does not own.
+        librdkafka runs rebalance callbacks inside the poll, so a batch can hold
+        records of a partition the poll just revoked: they belong to whoever owns
+        the partition now, who reads them again from the committed offset, and
+        tracking them here would commit an offset of a partition this worker does
+        not own. A partition revoked and assigned again during the poll is read
+        again from its committed offset. Records of partitions only assigned during
+        the poll are kept: reading them started at the committed offset.
         """
         consumer = self._consumer
         assert consumer is not None
-        rebalances = self._rebalances
-        owned = dict(self._owned)
+        self._revoked_in_poll = set()
         records = consumer.poll_batch(max_records, timeout)
-        if self._rebalances == rebalances or not records:
+        revoked = self._revoked_in_poll
+        if not revoked or not records:
             return records
-        current = self._owned
         kept: list[Record] = []
         for record in records:
             topic, partition = record.topic(), record.partition()
             assert topic is not None and partition is not None
-            tp = TopicPartition(topic, partition)
-            token = current.get(tp)
-            if token is not None and owned.get(tp) is token:
+            if TopicPartition(topic, partition) not in revoked:
                 kept.append(record)
+        back = sorted(tp for tp in revoked if tp in self._owned)
+        if back:
+            committed = consumer.committed(back)
+            for tp in back:
+                offset = committed.get(tp)
+                consumer.seek(tp, offset if offset is not None else consumer.watermarks(tp)[0])
         return kept
 
     def _take(self, record: Record) -> None:
@@ -555,21 +561,20 @@ class ActivityWorker:
         log.info("worker %s assigned %s", self.worker_id, ", ".join(map(str, partitions)))
         # Reading restarts at the committed offset: forget anything older.
         self._forget(partitions)
-        for tp in partitions:
-            self._owned[tp] = object()
+        self._owned.update(partitions)
         # New partitions are not paused: pause them too on the next step if full.
         self._repause = self._paused
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         log.info("worker %s revoked %s", self.worker_id, ", ".join(map(str, partitions)))
         self._forget(partitions)
+        self._owned.difference_update(partitions)
+        self._revoked_in_poll.update(partitions)
 
     def _forget(self, partitions: list[TopicPartition]) -> None:
         """Stop tracking offsets of ``partitions``; their running jobs still report."""
         gone = set(partitions)
-        self._rebalances += 1
         for tp in gone:
             self._tracks.pop(tp, None)
-            self._owned.pop(tp, None)
         if self._backlog:
             self._backlog = deque(j for j in self._backlog if j.tp not in gone)

@@ -20,7 +20,8 @@ from typing import Annotated, Any
 import typer
 
 from durafka.app import App
-from durafka.errors import DurafkaError
+from durafka.deploy import parse_partition_list
+from durafka.errors import ConfigurationError, DurafkaError
 
 AppArg = Annotated[
     str, typer.Argument(help="The app as module:attribute, e.g. examples.hello:app.")
@@ -41,17 +42,13 @@ def load_app(spec: str) -> App:
 
 
 def parse_partitions(text: str | None) -> list[int] | None:
-    """``"0-3,6"`` -> ``[0, 1, 2, 3, 6]``."""
+    """``"0-3,6"`` -> ``[0, 1, 2, 3, 6]``; None when not given."""
     if not text:
         return None
-    out: list[int] = []
-    for part in text.split(","):
-        lo, _, hi = part.strip().partition("-")
-        try:
-            out.extend(range(int(lo), int(hi or lo) + 1))
-        except ValueError:
-            raise typer.BadParameter(f"{text!r} is not a partition list like 0-3,6") from None
-    return out
+    try:
+        return parse_partition_list(text)
+    except ConfigurationError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def _serve(app: App, *, processor: bool, worker: bool, partitions: str | None) -> None:
@@ -74,7 +71,12 @@ def _serve(app: App, *, processor: bool, worker: bool, partitions: str | None) -
     )
     with contextlib.suppress(KeyboardInterrupt):
         runner.wait()
-    runner.stop()
+    try:
+        runner.stop()
+    except DurafkaError as exc:
+        # The role logged its traceback; the exit code and one line are for the supervisor.
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def run(

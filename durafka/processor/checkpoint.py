@@ -162,8 +162,7 @@ class Checkpoint:
                 if exc.fatal:
                     self.producer_unusable = True
                     return self._end(CheckpointOutcome.FENCED)
-                self._abort()
-                return self._end(CheckpointOutcome.ABORTED)
+                return self._end(self._abort())
             return self._end(CheckpointOutcome.COMMITTED)
 
     def _failed_before_commit(self, exc: Exception) -> CheckpointOutcome:
@@ -172,19 +171,28 @@ class Checkpoint:
         if isinstance(exc, TransactionError) and exc.fatal:
             self.producer_unusable = True
             return self._end(CheckpointOutcome.FENCED)
-        self._abort()
-        return self._end(CheckpointOutcome.ABORTED)
+        return self._end(self._abort())
 
-    def _abort(self) -> None:
+    def _abort(self) -> CheckpointOutcome:
+        """Abort; ABORTED, or FENCED when the abort shows the producer was fenced."""
         for share in self.shares:
             share.tx.fail()
         try:
             self.producer.abort_transaction()
+        except TransactionError as exc:
+            self.producer_unusable = True
+            if exc.fatal:
+                # An error before the commit (e.g. a failed flush) hid that another
+                # producer took over this transactional.id.
+                self.error = exc
+                return CheckpointOutcome.FENCED
+            log.warning("aborting the transaction failed (the producer is recreated): %s", exc)
         except Exception as exc:
             # Not committed either way, but the producer's state is unclear: a new
             # one (init_transactions) aborts whatever is left at the coordinator.
             log.warning("aborting the transaction failed (the producer is recreated): %s", exc)
             self.producer_unusable = True
+        return CheckpointOutcome.ABORTED
 
     def _end(self, outcome: CheckpointOutcome) -> CheckpointOutcome:
         if outcome is not CheckpointOutcome.COMMITTED:

@@ -585,6 +585,22 @@ class KafkaTransactionalProducer(KafkaProducer):
     def _produce_error(self, topic: str, partition: int, exc: KafkaException) -> Exception:
         return self._transaction_error(f"produce to {topic}[{partition}]", exc)
 
+    def flush(self, timeout: float = 30.0) -> int:
+        """Deliver the queued records of the transaction; how many are still pending.
+
+        Raises:
+            TransactionError: the producer failed (e.g. fenced while flushing).
+        """
+        self._raise_if_fatal("flush")
+        try:
+            return super().flush(timeout)
+        except KafkaException as exc:
+            raise self._transaction_error("flush", exc) from exc
+        except SystemError as exc:
+            # confluent-kafka surfaces an error raised while it ran delivery callbacks
+            # this way; the transaction cannot be committed, aborting tells more.
+            raise TransactionError(f"flush failed for {self._transactional_id!r}: {exc}") from exc
+
     def send_offsets(self, offsets: Mapping[TopicPartition, int], group_metadata: Any) -> None:
         """Commit these consumer offsets (next offset to read) with the transaction."""
         positions = [_kafka_tp(tp, offset) for tp, offset in offsets.items()]
