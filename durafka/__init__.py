@@ -32,6 +32,7 @@ from durafka.errors import (
     WaitTimeoutError,
 )
 from durafka.runtime.context import OrchestrationContext
+from durafka.runtime.history import IdReusePolicy
 from durafka.runtime.retry import RetryPolicy
 from durafka.runtime.tasks import Task, when_all, when_any
 from durafka.settings import Settings
@@ -51,6 +52,7 @@ __all__ = [
     "EntityOperationFailed",
     "EventTimeoutError",
     "FailureDetails",
+    "IdReusePolicy",
     "InstanceAlreadyExistsError",
     "InstanceNotFinishedError",
     "InstanceNotFoundError",

@@ -61,6 +61,9 @@ class OrchestrationStatus:
         created_at_ms: creation time, ms since the epoch.
         last_updated_at_ms: last status change, ms since the epoch.
         parent_instance_id: the parent's id, for a sub-orchestration.
+        execution_id: the execution this status belongs to (each start of the id has
+            its own; ``continue_as_new`` keeps it); None for instances started before
+            durafka had execution ids.
     """
 
     instance_id: str
@@ -73,6 +76,7 @@ class OrchestrationStatus:
     created_at_ms: int
     last_updated_at_ms: int
     parent_instance_id: str | None = None
+    execution_id: str | None = None
 
     @property
     def input(self) -> Any:

@@ -71,7 +71,12 @@ def _completed(
         what=f"result of activity {task.name!r}",
     )
     return HistoryEvent(
-        EventKind.TASK_COMPLETED, _now_ms(), seq=task.seq, attempt=task.attempt, payload=payload
+        EventKind.TASK_COMPLETED,
+        _now_ms(),
+        seq=task.seq,
+        attempt=task.attempt,
+        payload=payload,
+        execution_id=task.execution_id,
     )
 
 
@@ -83,4 +88,5 @@ def failed_event(task: ActivityTask, exc: BaseException) -> HistoryEvent:
         seq=task.seq,
         attempt=task.attempt,
         failure=FailureDetails.from_exception(exc),
+        execution_id=task.execution_id,
     )

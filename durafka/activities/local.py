@@ -77,7 +77,9 @@ class LocalActivities:
         self.wait_seconds = wait_seconds
         self._threads = CallbackThreadPool(max_concurrent, "durafka-local-activity")
         self._done: SimpleQueue[LocalRun] = SimpleQueue()
-        self._handed_off: dict[tuple[str, int], tuple[float, Future[HistoryEvent]]] = {}
+        # By (instance, execution, sequence id): sequence ids restart with each
+        # execution, so the same pair of another execution is another task.
+        self._handed_off: dict[_TaskKey, tuple[float, Future[HistoryEvent]]] = {}
         self._loop_thread = EventLoopThread("durafka-local-activity-loop")
         self._lock = threading.Lock()
         self._closed = False
@@ -154,7 +156,7 @@ class LocalActivities:
             if run.result is not None:
                 adopter.set_result(run.result)
             run.adopter = adopter
-            handed_off[(run.task.instance_id, run.task.seq)] = (now, adopter)
+            handed_off[_key(run.task)] = (now, adopter)
         # Tasks consumed by a worker in another process are never adopted here.
         for key in [k for k, (at, _) in handed_off.items() if now - at > _HAND_OFF_TTL]:
             del handed_off[key]
@@ -162,7 +164,7 @@ class LocalActivities:
     def adopt(self, task: ActivityTask) -> Future[HistoryEvent] | None:
         """The running local execution of ``task``, if the processor handed it off."""
         with self._lock:
-            entry = self._handed_off.pop((task.instance_id, task.seq), None)
+            entry = self._handed_off.pop(_key(task), None)
         return None if entry is None else entry[1]
 
     def _run_sync(self, run: LocalRun) -> None:
@@ -194,3 +196,10 @@ class LocalActivities:
         self._closed = True
         self._threads.shutdown()
         self._loop_thread.stop()
+
+
+_TaskKey = tuple[str, str | None, int]
+
+
+def _key(task: ActivityTask) -> _TaskKey:
+    return (task.instance_id, task.execution_id, task.seq)

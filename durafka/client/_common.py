@@ -28,7 +28,7 @@ from durafka.errors import (
 )
 from durafka.partitioning import partition_for
 from durafka.registry import Registry
-from durafka.runtime.history import EventKind, HistoryEvent
+from durafka.runtime.history import EventKind, HistoryEvent, IdReusePolicy, reuse_allowed
 from durafka.settings import Settings
 from durafka.status import ACTIVE_STATUSES, TERMINAL_STATUSES, OrchestrationStatus, RuntimeStatus
 from durafka.topology import HubTopics
@@ -76,8 +76,24 @@ def seconds(timeout: float | timedelta | None) -> float | None:
 
 
 def is_terminal(status: OrchestrationStatus) -> bool:
-    """The predicate of ``wait_for_status``."""
+    """Whether ``status`` is Completed, Failed or Terminated (of whatever execution)."""
     return status.runtime_status.is_terminal
+
+
+def terminal_of(execution_id: str | None) -> Callable[[OrchestrationStatus], bool]:
+    """The predicate of ``wait_for_status``: a terminal status of ``execution_id``.
+
+    A client waiting on an id it just started again must not take the previous
+    execution's output for the new one's. ``None`` (an id this client did not
+    start, or a status written before execution ids) accepts any terminal status.
+    """
+    if execution_id is None:
+        return is_terminal
+
+    def of_execution(status: OrchestrationStatus) -> bool:
+        return status.runtime_status.is_terminal and status.execution_id in (execution_id, None)
+
+    return of_execution
 
 
 class ClientCore:
@@ -92,7 +108,7 @@ class ClientCore:
         self.settings = settings
         self.registry = registry if registry is not None else Registry()
         self.topics = HubTopics(settings.task_hub)
-        self._started: OrderedDict[str, None] = OrderedDict()
+        self._started: OrderedDict[str, str | None] = OrderedDict()
 
     # -- records -----------------------------------------------------------------
 
@@ -118,11 +134,42 @@ class ClientCore:
         payload = self._encode(input, adapter, f"input of {name!r}")
         return iid, name, payload
 
+    def plan_start(
+        self,
+        instance_id: str,
+        current: OrchestrationStatus | None,
+        policy: IdReusePolicy,
+    ) -> str | None:
+        """The execution id of a new start, or None when the existing one is kept.
+
+        Raises:
+            InstanceAlreadyExistsError: the id is Pending, Running or Suspended.
+        """
+        self.check_can_start(instance_id, current)
+        if current is not None and not reuse_allowed(policy, current.runtime_status):
+            # As the processor would: the finished execution stays; waits get its result.
+            self.remember_start(instance_id, current.execution_id)
+            return None
+        return uuid.uuid4().hex
+
     def start_record(
-        self, instance_id: str, name: str, payload: bytes | None, partitions: int
+        self,
+        instance_id: str,
+        name: str,
+        payload: bytes | None,
+        partitions: int,
+        execution_id: str,
+        policy: IdReusePolicy = IdReusePolicy.REJECT_DUPLICATE,
     ) -> OutgoingRecord:
-        """The ``EXECUTION_STARTED`` record of a new instance."""
-        event = HistoryEvent(EventKind.EXECUTION_STARTED, now_ms(), name=name, payload=payload)
+        """The ``EXECUTION_STARTED`` record of a new execution."""
+        event = HistoryEvent(
+            EventKind.EXECUTION_STARTED,
+            now_ms(),
+            name=name,
+            payload=payload,
+            execution_id=execution_id,
+            id_reuse_policy=policy,
+        )
         return self._record(instance_id, event, partitions)
 
     def control_record(
@@ -163,12 +210,19 @@ class ClientCore:
 
     # -- checks ------------------------------------------------------------------
 
-    def remember_start(self, instance_id: str) -> None:
-        """Note an id this client started (see :meth:`check_can_raise`)."""
-        self._started[instance_id] = None
+    def remember_start(self, instance_id: str, execution_id: str | None) -> None:
+        """Note an id this client started, and its execution (see :meth:`wait_predicate`)."""
+        self._started[instance_id] = execution_id
         self._started.move_to_end(instance_id)
         while len(self._started) > _RECENT_STARTS:
             self._started.popitem(last=False)
+
+    def wait_predicate(
+        self, instance_id: str, execution_id: str | None
+    ) -> Callable[[OrchestrationStatus], bool]:
+        """What ``wait_for_status`` waits for: a terminal status of the execution given,
+        else of the one this client started last under the id, else of any."""
+        return terminal_of(execution_id or self._started.get(instance_id))
 
     def check_can_start(self, instance_id: str, current: OrchestrationStatus | None) -> None:
         """Refuse a start whose id is held by a pending, running or suspended instance."""

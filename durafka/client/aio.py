@@ -19,7 +19,6 @@ from durafka.client._common import (
     ClientCore,
     Page,
     check_instance_id,
-    is_terminal,
     list_page,
     purge_candidates,
     seconds,
@@ -36,7 +35,7 @@ from durafka.client.status_view import StatusView
 from durafka.entities import EntityId, EntityMetadata
 from durafka.errors import TransportError
 from durafka.registry import Registry
-from durafka.runtime.history import EventKind, HistoryEvent
+from durafka.runtime.history import EventKind, HistoryEvent, IdReusePolicy
 from durafka.settings import Settings
 from durafka.status import OrchestrationStatus, RuntimeStatus
 from durafka.transport.base import AsyncFeeder, AsyncTransport, OutgoingRecord, Transport
@@ -116,13 +115,18 @@ class AsyncClient:
         input: Any = None,
         *,
         instance_id: str | None = None,
+        id_reuse_policy: IdReusePolicy = IdReusePolicy.REJECT_DUPLICATE,
     ) -> str:
         """Start an orchestration instance (see :meth:`Client.start_new`)."""
         iid, name, payload = self._core.prepare_start(orchestration, input, instance_id)
         await self._ready()
-        self._core.check_can_start(iid, self._view.get(iid))
-        await self._send(self._core.start_record(iid, name, payload, self._partitions))
-        self._core.remember_start(iid)
+        execution = self._core.plan_start(iid, self._view.get(iid), id_reuse_policy)
+        if execution is not None:
+            record = self._core.start_record(
+                iid, name, payload, self._partitions, execution, id_reuse_policy
+            )
+            await self._send(record)
+            self._core.remember_start(iid, execution)
         return iid
 
     async def terminate(self, instance_id: str, reason: str | None = None) -> None:
@@ -197,7 +201,11 @@ class AsyncClient:
         return self._view.get(instance_id)
 
     async def wait_for_status(
-        self, instance_id: str, timeout: float | timedelta | None = 60
+        self,
+        instance_id: str,
+        timeout: float | timedelta | None = 60,
+        *,
+        execution_id: str | None = None,
     ) -> OrchestrationStatus:
         """Wait until the instance is Completed, Failed or Terminated.
 
@@ -206,7 +214,10 @@ class AsyncClient:
         limit = seconds(timeout)
         await self.start()
         return await self._view.wait_for_async(
-            instance_id, is_terminal, limit, what="a terminal status"
+            instance_id,
+            self._core.wait_predicate(instance_id, execution_id),
+            limit,
+            what="a terminal status",
         )
 
     async def wait_for_completion(

@@ -13,7 +13,6 @@ from durafka.client._common import (
     ClientCore,
     Page,
     check_instance_id,
-    is_terminal,
     list_page,
     purge_candidates,
     seconds,
@@ -30,7 +29,7 @@ from durafka.client.status_view import StatusView
 from durafka.entities import EntityId, EntityMetadata
 from durafka.errors import TransportError
 from durafka.registry import Registry
-from durafka.runtime.history import EventKind, HistoryEvent
+from durafka.runtime.history import EventKind, HistoryEvent, IdReusePolicy
 from durafka.settings import Settings
 from durafka.status import OrchestrationStatus, RuntimeStatus
 from durafka.transport.base import OutgoingRecord, Producer, Transport
@@ -101,14 +100,21 @@ class Client:
         input: Any = None,
         *,
         instance_id: str | None = None,
+        id_reuse_policy: IdReusePolicy = IdReusePolicy.REJECT_DUPLICATE,
     ) -> str:
         """Start an orchestration instance.
+
+        A start is idempotent by default: if ``instance_id`` already ran and
+        finished, nothing is written and the finished execution is kept (waiting on
+        the id returns its result); ``id_reuse_policy`` allows a new execution
+        after a failure or after any end instead.
 
         Args:
             orchestration: the orchestration function or its registered name.
             input: its input, encoded with the orchestration's input type if
                 registered, else as plain JSON.
             instance_id: the id to use; default: a random uuid4 hex.
+            id_reuse_policy: what to do if the id's last execution has finished.
 
         Returns:
             The instance id, once the start record is durably written.
@@ -123,9 +129,13 @@ class Client:
         """
         iid, name, payload = self._core.prepare_start(orchestration, input, instance_id)
         self._ready()
-        self._core.check_can_start(iid, self._view.get(iid))
-        self._send(self._core.start_record(iid, name, payload, self._partition_count()))
-        self._core.remember_start(iid)
+        execution = self._core.plan_start(iid, self._view.get(iid), id_reuse_policy)
+        if execution is not None:
+            record = self._core.start_record(
+                iid, name, payload, self._partition_count(), execution, id_reuse_policy
+            )
+            self._send(record)
+            self._core.remember_start(iid, execution)
         return iid
 
     def terminate(self, instance_id: str, reason: str | None = None) -> None:
@@ -221,13 +231,21 @@ class Client:
         return self._view.get(instance_id)
 
     def wait_for_status(
-        self, instance_id: str, timeout: float | timedelta | None = 60
+        self,
+        instance_id: str,
+        timeout: float | timedelta | None = 60,
+        *,
+        execution_id: str | None = None,
     ) -> OrchestrationStatus:
         """Wait until the instance is Completed, Failed or Terminated.
+
+        An id this client started waits for the execution it started (a restarted
+        id never returns the previous execution's status).
 
         Args:
             instance_id: the instance.
             timeout: how long to wait at most (seconds or timedelta; None: forever).
+            execution_id: wait for this execution (``OrchestrationStatus.execution_id``).
 
         Returns:
             The terminal status.
@@ -237,7 +255,10 @@ class Client:
         """
         self._check_open()
         return self._view.wait_for(
-            instance_id, is_terminal, seconds(timeout), what="a terminal status"
+            instance_id,
+            self._core.wait_predicate(instance_id, execution_id),
+            seconds(timeout),
+            what="a terminal status",
         )
 
     def wait_for_completion(

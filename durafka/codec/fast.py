@@ -23,7 +23,7 @@ from typing import TypeVar
 
 from durafka.codec.avro import MARKER, codec, schema_dir
 from durafka.errors import DecodeError, FailureDetails
-from durafka.runtime.history import EventKind, HistoryEvent
+from durafka.runtime.history import EventKind, HistoryEvent, IdReusePolicy
 from durafka.status import OrchestrationStatus, RuntimeStatus
 
 
@@ -55,6 +55,8 @@ _STATUSES = [
     RuntimeStatus(s) if s in RuntimeStatus.__members__ else None
     for s in _symbols("InstanceStatus.avsc", "runtime_status")
 ]
+_POLICIES = [IdReusePolicy(s) for s in _symbols("HistoryEvent.avsc", "id_reuse_policy")]
+_POLICY_INDEX = {p: i for i, p in enumerate(_POLICIES)}
 
 
 if len(_KIND_INDEX) >= 64 or len(_STATUS_INDEX) >= 64:  # written as one varint byte below
@@ -148,6 +150,9 @@ def write_event(e: HistoryEvent, out: bytearray) -> None:
         out.append(2)
         write_long(e.fire_at, out)
     write_long(e.attempt, out)
+    _opt_str(e.execution_id, out)
+    _opt_str(e.parent_execution_id, out)
+    out.append(_POLICY_INDEX[e.id_reuse_policy] << 1)
 
 
 def _write_events(events: Iterable[HistoryEvent], count: int, out: bytearray) -> None:
@@ -185,6 +190,7 @@ def write_status(s: OrchestrationStatus, out: bytearray) -> None:
     _write_time(s.created_at_ms, out)
     _write_time(s.last_updated_at_ms, out)
     _opt_str(s.parent_instance_id, out)
+    _opt_str(s.execution_id, out)
 
 
 def encode_status(s: OrchestrationStatus) -> bytes:
@@ -201,6 +207,7 @@ def encode_state(
     history_length: int,
     generation: int,
     pending_events: list[HistoryEvent],
+    parent_execution_id: str | None,
 ) -> bytes:
     """An ``InstanceState`` value (single-object encoded)."""
     out = bytearray(STATE_HEADER)
@@ -210,11 +217,18 @@ def encode_state(
     write_long(history_length, out)
     write_long(generation, out)
     _write_events(pending_events, len(pending_events), out)
+    _opt_str(parent_execution_id, out)
     return bytes(out)
 
 
 def encode_activity_task(
-    instance_id: str, seq: int, attempt: int, name: str, input: bytes | None, scheduled_at: int
+    instance_id: str,
+    seq: int,
+    attempt: int,
+    name: str,
+    input: bytes | None,
+    scheduled_at: int,
+    execution_id: str | None,
 ) -> bytes:
     """An ``ActivityTask`` value (single-object encoded)."""
     out = bytearray(TASK_HEADER)
@@ -224,6 +238,7 @@ def encode_activity_task(
     write_bytes(name.encode(), out)
     _opt_bytes(input, out)
     write_long(scheduled_at, out)
+    _opt_str(execution_id, out)
     return bytes(out)
 
 
@@ -304,8 +319,24 @@ def _read_event(b: bytes, pos: int) -> tuple[HistoryEvent, int]:
     else:
         fire_at, pos = read_long(b, pos + 1)
     attempt, pos = read_long(b, pos)
+    execution_id, pos = _read_opt_str(b, pos)
+    parent_execution_id, pos = _read_opt_str(b, pos)
+    policy, pos = read_long(b, pos)
+    if not 0 <= policy < len(_POLICIES):
+        raise ValueError(f"id reuse policy number {policy} is out of range")
     return HistoryEvent(
-        kind, timestamp, seq, name, payload, failure, instance_id, fire_at, attempt
+        kind,
+        timestamp,
+        seq,
+        name,
+        payload,
+        failure,
+        instance_id,
+        fire_at,
+        attempt,
+        execution_id,
+        parent_execution_id,
+        _POLICIES[policy],
     ), pos
 
 
@@ -323,8 +354,19 @@ def _read_status(b: bytes, pos: int) -> tuple[OrchestrationStatus, int]:
     created, pos = read_long(b, pos)
     updated, pos = read_long(b, pos)
     parent, pos = _read_opt_str(b, pos)
+    execution_id, pos = _read_opt_str(b, pos)
     status = OrchestrationStatus(
-        instance_id, name, runtime_status, input_, output, failure, custom, created, updated, parent
+        instance_id,
+        name,
+        runtime_status,
+        input_,
+        output,
+        failure,
+        custom,
+        created,
+        updated,
+        parent,
+        execution_id,
     )
     return status, pos
 
@@ -335,14 +377,18 @@ def _read_message(b: bytes, pos: int) -> tuple[tuple[str, HistoryEvent], int]:
     return (instance_id, event), pos
 
 
-def _read_task(b: bytes, pos: int) -> tuple[tuple[str, int, int, str, bytes | None, int], int]:
+_Task = tuple[str, int, int, str, bytes | None, int, str | None]
+
+
+def _read_task(b: bytes, pos: int) -> tuple[_Task, int]:
     instance_id, pos = _read_str(b, pos)
     seq, pos = read_long(b, pos)
     attempt, pos = read_long(b, pos)
     name, pos = _read_str(b, pos)
     input_, pos = _read_opt_bytes(b, pos)
     scheduled_at, pos = read_long(b, pos)
-    return (instance_id, seq, attempt, name, input_, scheduled_at), pos
+    execution_id, pos = _read_opt_str(b, pos)
+    return (instance_id, seq, attempt, name, input_, scheduled_at, execution_id), pos
 
 
 def _read_events(b: bytes, pos: int) -> tuple[list[HistoryEvent], int]:
@@ -359,7 +405,7 @@ def _read_events(b: bytes, pos: int) -> tuple[list[HistoryEvent], int]:
             events.append(event)
 
 
-_State = tuple[OrchestrationStatus, int, int, int, int, list[HistoryEvent]]
+_State = tuple[OrchestrationStatus, int, int, int, int, list[HistoryEvent], str | None]
 
 
 def _read_state(b: bytes, pos: int) -> tuple[_State, int]:
@@ -369,7 +415,8 @@ def _read_state(b: bytes, pos: int) -> tuple[_State, int]:
     length, pos = read_long(b, pos)
     generation, pos = read_long(b, pos)
     pending, pos = _read_events(b, pos)
-    return (status, parent_seq, chunks, length, generation, pending), pos
+    parent_execution_id, pos = _read_opt_str(b, pos)
+    return (status, parent_seq, chunks, length, generation, pending, parent_execution_id), pos
 
 
 def _decode(what: str, data: bytes, read: Callable[[bytes, int], tuple[T, int]]) -> T:
@@ -398,7 +445,7 @@ def decode_status(data: bytes) -> OrchestrationStatus:
     return _decode("InstanceStatus", data, _read_status)
 
 
-def decode_activity_task(data: bytes) -> tuple[str, int, int, str, bytes | None, int]:
+def decode_activity_task(data: bytes) -> _Task:
     """The fields of an ``ActivityTask`` in the current schema, in schema order."""
     return _decode("ActivityTask", data, _read_task)
 

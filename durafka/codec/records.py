@@ -12,7 +12,7 @@ from typing import Any
 from durafka.codec import fast
 from durafka.codec.avro import bound
 from durafka.errors import FailureDetails
-from durafka.runtime.history import EventKind, HistoryEvent
+from durafka.runtime.history import EventKind, HistoryEvent, IdReusePolicy
 from durafka.status import OrchestrationStatus, RuntimeStatus
 
 _enc_message, _dec_message = bound("OrchestrationMessage")
@@ -24,6 +24,7 @@ _enc_dead, _dec_dead = bound("DeadLetter")
 _enc_entity, _dec_entity = bound("EntityState")
 
 _KINDS = {k.value: k for k in EventKind}
+_POLICIES = {p.value: p for p in IdReusePolicy}
 _STATUSES = {s.value: s for s in RuntimeStatus}
 
 
@@ -51,6 +52,9 @@ def event_to_dict(e: HistoryEvent) -> dict[str, Any]:
         "instance_id": e.instance_id,
         "fire_at": e.fire_at,
         "attempt": e.attempt,
+        "execution_id": e.execution_id,
+        "parent_execution_id": e.parent_execution_id,
+        "id_reuse_policy": e.id_reuse_policy.value,
     }
 
 
@@ -67,6 +71,9 @@ def event_from_dict(d: dict[str, Any]) -> HistoryEvent:
         d["instance_id"],
         d["fire_at"],
         d["attempt"],
+        d.get("execution_id"),
+        d.get("parent_execution_id"),
+        _POLICIES.get(d.get("id_reuse_policy", ""), IdReusePolicy.REJECT_DUPLICATE),
     )
 
 
@@ -99,12 +106,13 @@ class ActivityTask:
     name: str
     input: bytes | None
     scheduled_at: int
+    execution_id: str | None = None
 
 
 def encode_activity_task(t: ActivityTask) -> bytes:
     """A record value for ``H.activities``."""
     return fast.encode_activity_task(
-        t.instance_id, t.seq, t.attempt, t.name, t.input, t.scheduled_at
+        t.instance_id, t.seq, t.attempt, t.name, t.input, t.scheduled_at, t.execution_id
     )
 
 
@@ -114,7 +122,13 @@ def decode_activity_task(data: bytes) -> ActivityTask:
         return ActivityTask(*fast.decode_activity_task(data))
     d = _dec_task(data)
     return ActivityTask(
-        d["instance_id"], d["seq"], d["attempt"], d["name"], d["input"], d["scheduled_at"]
+        d["instance_id"],
+        d["seq"],
+        d["attempt"],
+        d["name"],
+        d["input"],
+        d["scheduled_at"],
+        d.get("execution_id"),
     )
 
 
@@ -134,6 +148,7 @@ def status_to_dict(s: OrchestrationStatus) -> dict[str, Any]:
         "created_at": s.created_at_ms,
         "last_updated_at": s.last_updated_at_ms,
         "parent_instance_id": s.parent_instance_id,
+        "execution_id": s.execution_id,
     }
 
 
@@ -150,6 +165,7 @@ def status_from_dict(d: dict[str, Any]) -> OrchestrationStatus:
         d["created_at"],
         d["last_updated_at"],
         d["parent_instance_id"],
+        d.get("execution_id"),
     )
 
 
@@ -179,6 +195,8 @@ class InstanceState:
         history_length: number of history events in all chunks.
         generation: incremented by ``continue_as_new``.
         pending_events: events held back while the instance is suspended.
+        parent_execution_id: a sub-orchestration's parent execution (echoed with
+            its result, so a parent restarted under the same id ignores it).
     """
 
     status: OrchestrationStatus
@@ -187,12 +205,31 @@ class InstanceState:
     history_length: int = 0
     generation: int = 0
     pending_events: list[HistoryEvent] = field(default_factory=list)
+    parent_execution_id: str | None = None
+
+    @property
+    def execution_token(self) -> str | None:
+        """What completions for the current execution and generation carry.
+
+        ``<execution id>:<generation>``: sequence ids restart with each start of the
+        id and each ``continue_as_new`` generation, so a late result of an earlier
+        one carries another token and is dropped. None for instances started before
+        execution ids existed (their completions are not checked).
+        """
+        execution_id = self.status.execution_id
+        return None if execution_id is None else f"{execution_id}:{self.generation}"
 
 
 def encode_state(s: InstanceState) -> bytes:
     """A store value for ``i/<id>``."""
     return fast.encode_state(
-        s.status, s.parent_seq, s.history_chunks, s.history_length, s.generation, s.pending_events
+        s.status,
+        s.parent_seq,
+        s.history_chunks,
+        s.history_length,
+        s.generation,
+        s.pending_events,
+        s.parent_execution_id,
     )
 
 
@@ -208,6 +245,7 @@ def decode_state(data: bytes) -> InstanceState:
         d["history_length"],
         d["generation"],
         [event_from_dict(e) for e in d["pending_events"]],
+        d.get("parent_execution_id"),
     )
 
 

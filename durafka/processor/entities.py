@@ -235,6 +235,7 @@ class EntityProcessor:
                     payload=outcome.result,
                     failure=outcome.failure,
                     instance_id=run.entity_id,
+                    execution_id=ev.execution_id,
                 ),
             )
 
@@ -250,12 +251,21 @@ class EntityProcessor:
         position = ids.index(run.entity_id)
         if position + 1 < len(ids):
             forward = HistoryEvent(
-                EventKind.LOCK_REQUESTED, now, seq=ev.seq, payload=ev.payload, instance_id=owner
+                EventKind.LOCK_REQUESTED,
+                now,
+                seq=ev.seq,
+                payload=ev.payload,
+                instance_id=owner,
+                execution_id=ev.execution_id,
             )
             self._send(run.batch, ids[position + 1], forward)
         else:
             granted = HistoryEvent(
-                EventKind.LOCK_GRANTED, now, seq=ev.seq, instance_id=run.entity_id
+                EventKind.LOCK_GRANTED,
+                now,
+                seq=ev.seq,
+                instance_id=run.entity_id,
+                execution_id=ev.execution_id,
             )
             self._send(run.batch, owner, granted)
 
@@ -312,8 +322,19 @@ class EntityProcessor:
 
     # -- actions of orchestrations ------------------------------------------------------------
 
-    def route_action(self, batch: PartitionBatch, orchestration_id: str, a: HistoryEvent) -> None:
-        """Turn an entity action of an orchestration into messages to entities."""
+    def route_action(
+        self,
+        batch: PartitionBatch,
+        orchestration_id: str,
+        execution_id: str | None,
+        a: HistoryEvent,
+    ) -> None:
+        """Turn an entity action of an orchestration into messages to entities.
+
+        Calls and lock requests carry the caller's ``execution_id``, echoed in the
+        response or grant, so a restarted orchestration ignores answers meant for
+        its earlier execution.
+        """
         kind = a.kind
         now = batch.now_ms
         if kind is EventKind.ENTITY_CALLED or kind is EventKind.ENTITY_SIGNALED:
@@ -326,6 +347,7 @@ class EntityProcessor:
                 name=a.name,
                 payload=a.payload,
                 instance_id=orchestration_id,
+                execution_id=execution_id,
             )
             self._send(batch, a.instance_id, operation)
         elif kind is EventKind.LOCK_REQUESTED:
@@ -337,6 +359,7 @@ class EntityProcessor:
                     seq=a.seq,
                     payload=a.payload,
                     instance_id=orchestration_id,
+                    execution_id=execution_id,
                 )
                 self._send(batch, ids[0], request)
         elif kind is EventKind.LOCK_RELEASED:

@@ -539,13 +539,18 @@ class Processor:
             tx = share.tx
             part.next_timer_ms = None
             due_timers = tx.iter_range(TIMER_PREFIX, timer_upper_bound(now))
-            for fired, (key, _) in enumerate(due_timers):
+            for fired, (key, value) in enumerate(due_timers):
                 if fired >= MAX_TIMERS_PER_ITERATION:
                     part.next_timer_ms = now  # more are due: next iteration
                     break
                 due, iid, seq = parse_timer_key(key)
                 tx.delete(key)
-                share.add(iid, HistoryEvent(EventKind.TIMER_FIRED, now, seq=seq, fire_at=due))
+                # The value names the execution that set the timer (empty: older timers).
+                execution = value.decode() if value else None
+                fired_event = HistoryEvent(
+                    EventKind.TIMER_FIRED, now, seq=seq, fire_at=due, execution_id=execution
+                )
+                share.add(iid, fired_event)
             else:
                 part.next_timer_ms = self._first_due_after(tx, now)
 

@@ -14,6 +14,8 @@ completion and the parent's notification.
 from __future__ import annotations
 
 import logging
+import uuid
+from collections import Counter
 from dataclasses import replace
 from typing import Any
 
@@ -31,7 +33,14 @@ from durafka.processor.entities import EntityProcessor
 from durafka.processor.instances import Instance, InstanceCache, load_instance
 from durafka.registry import Registry
 from durafka.runtime.executor import OrchestrationExecutor
-from durafka.runtime.history import COMPLETION_KINDS, ENTITY_ACTION_KINDS, EventKind, HistoryEvent
+from durafka.runtime.history import (
+    COMPLETION_KINDS,
+    ENTITY_ACTION_KINDS,
+    EventKind,
+    HistoryEvent,
+    IdReusePolicy,
+    reuse_allowed,
+)
 from durafka.settings import Settings
 from durafka.state.keys import history_key, history_prefix, instance_key, timer_key
 from durafka.state.transaction import StoreTransaction
@@ -77,6 +86,10 @@ class Orchestrations:
         self._outbox = outbox
         self._entities = entities
         self._local = local
+        #: Completions dropped before the engine saw them, by reason.
+        self.dropped_completions: Counter[str] = Counter()
+        #: Starts ignored: the id was running, or its finished execution was kept.
+        self.ignored_starts = 0
 
     def _load(self, batch: Batch, share: PartitionBatch, iid: str) -> Instance | None:
         inst = batch.touched.get(iid) or self.cache.get(iid)
@@ -108,16 +121,13 @@ class Orchestrations:
         for ev in events:
             kind = ev.kind
             if kind is EventKind.EXECUTION_STARTED:
-                if inst is not None and inst.state.status.runtime_status not in TERMINAL_STATUSES:
-                    log.warning(
-                        "dropped a start of instance %r: it is already %s",
-                        iid,
-                        inst.state.status.runtime_status.value,
-                    )
+                if inst is not None and not self._may_start_again(share, inst, ev):
                     continue
                 if incoming and inst is not None:
                     self._step(batch, share, inst, incoming)
                     incoming = []
+                if ev.execution_id is None:  # from a producer that does not choose one
+                    ev = replace(ev, execution_id=uuid.uuid4().hex)
                 inst = self._create(batch, share, iid, ev, previous=inst)
                 incoming.append(ev)
                 continue
@@ -164,6 +174,47 @@ class Orchestrations:
         ):
             self._step(batch, share, inst, incoming)
 
+    def _may_start_again(self, share: PartitionBatch, inst: Instance, start: HistoryEvent) -> bool:
+        """Whether ``start`` begins a new execution of an id that already has one.
+
+        The same start delivered again (same execution id) is dropped silently; a
+        start of a running id is refused; a finished one is started again as its
+        id reuse policy says. A refused sub-orchestration start fails the parent's
+        call, which would otherwise wait forever.
+        """
+        status = inst.state.status
+        iid = inst.instance_id
+        if start.execution_id is not None and start.execution_id == status.execution_id:
+            log.debug("dropped a repeated start of instance %r (same execution)", iid)
+            return False
+        runtime = status.runtime_status
+        if runtime not in TERMINAL_STATUSES:
+            reason = f"instance {iid!r} is already {runtime.value}"
+        elif reuse_allowed(start.id_reuse_policy, runtime):
+            return True
+        else:
+            reason = (
+                f"instance {iid!r} already ran and is {runtime.value}; its id reuse policy "
+                f"{start.id_reuse_policy.value} keeps that execution"
+            )
+        self.ignored_starts += 1
+        log.info("ignored a start: %s", reason)
+        if start.instance_id is not None:  # a parent's call: tell it
+            failure = FailureDetails("durafka.errors.InstanceAlreadyExistsError", reason)
+            self._outbox.send(
+                share,
+                start.instance_id,
+                HistoryEvent(
+                    EventKind.SUB_ORCHESTRATION_FAILED,
+                    share.now_ms,
+                    seq=start.seq,
+                    failure=failure,
+                    instance_id=iid,
+                    execution_id=start.parent_execution_id,
+                ),
+            )
+        return False
+
     def _create(
         self,
         batch: Batch,
@@ -186,8 +237,12 @@ class Orchestrations:
             start.timestamp or now,
             now,
             start.instance_id,
+            start.execution_id,
         )
-        inst = Instance(iid, share.number, InstanceState(status, parent_seq=start.seq))
+        state = InstanceState(
+            status, parent_seq=start.seq, parent_execution_id=start.parent_execution_id
+        )
+        inst = Instance(iid, share.number, state)
         inst.status_dirty = True
         self.cache.put(inst)
         self._touch(batch, inst)
@@ -215,12 +270,11 @@ class Orchestrations:
     ) -> None:
         for _ in range(MAX_GENERATIONS_PER_BATCH):
             ex = self._executor(inst)
-            # Duplicate or late completions (a re-run activity, a fired timer of a
-            # finished wait) are dropped before the engine sees them.
             new = [HistoryEvent(EventKind.ORCHESTRATOR_STARTED, batch.now_ms)]
-            new.extend(
-                e for e in incoming if e.kind not in COMPLETION_KINDS or ex.is_waiting_for(e.seq)
-            )
+            token = inst.state.execution_token
+            for e in incoming:
+                if e.kind not in COMPLETION_KINDS or self._expected(inst, ex, token, e):
+                    new.append(e)
             if len(new) == 1 and ex.has_started:
                 return
             result = ex.step(new)
@@ -255,6 +309,29 @@ class Orchestrations:
         share.tx.put(timer_key(batch.now_ms, inst.instance_id, WAKE_UP_SEQ), b"")
         share.timer_stored(batch.now_ms)
 
+    def _expected(
+        self, inst: Instance, ex: OrchestrationExecutor, token: str | None, e: HistoryEvent
+    ) -> bool:
+        """Whether completion ``e`` is for this execution and a call it waits for.
+
+        Late results of an earlier execution (sequence ids restart with each start
+        and ``continue_as_new`` generation), duplicates (a re-run activity) and
+        completions of the wrong kind are dropped and counted, before the engine
+        sees them. A completion without an execution id (written by an older
+        durafka) is matched on its sequence id and kind only.
+        """
+        if e.execution_id is not None and token is not None and e.execution_id != token:
+            reason = "another execution"
+        elif ex.is_waiting_for(e):
+            return True
+        else:
+            reason = "not awaited"
+        self.dropped_completions[reason] += 1
+        log.debug(
+            "dropped %s #%d for instance %r: %s", e.kind.value, e.seq, inst.instance_id, reason
+        )
+        return False
+
     def _append_history(self, batch: Batch, inst: Instance, events: list[HistoryEvent]) -> None:
         inst.history.extend(events)
         state = inst.state
@@ -267,8 +344,9 @@ class Orchestrations:
     ) -> None:
         iid = inst.instance_id
         kind = a.kind
+        token = inst.state.execution_token
         if kind is EventKind.TASK_SCHEDULED:
-            task = ActivityTask(iid, a.seq, 1, a.name or "", a.payload, batch.now_ms)
+            task = ActivityTask(iid, a.seq, 1, a.name or "", a.payload, batch.now_ms, token)
             local = self._local.start(task) if self._local is not None else None
             if local is not None:
                 batch.local.append((inst.partition, local))
@@ -276,10 +354,13 @@ class Orchestrations:
                 self._outbox.activity_task(share, task)
         elif kind is EventKind.TIMER_CREATED:
             due = a.fire_at or batch.now_ms
-            share.tx.put(timer_key(due, iid, a.seq), b"")
+            # The timer's value is the execution that waits for it (see TIMER_FIRED).
+            share.tx.put(timer_key(due, iid, a.seq), token.encode() if token else b"")
             share.timer_stored(due)
         elif kind is EventKind.SUB_ORCHESTRATION_CREATED:
             child = a.instance_id or f"{iid}:{a.seq}"
+            # Children are started as Temporal's child workflows are: a finished child
+            # id is reused (default ids differ per execution anyway, see the executor).
             start = HistoryEvent(
                 EventKind.EXECUTION_STARTED,
                 batch.now_ms,
@@ -287,6 +368,9 @@ class Orchestrations:
                 name=a.name,
                 payload=a.payload,
                 instance_id=iid,
+                execution_id=uuid.uuid4().hex,
+                parent_execution_id=token,
+                id_reuse_policy=IdReusePolicy.ALLOW_DUPLICATE,
             )
             self._outbox.send(share, child, start)
         elif kind is EventKind.EVENT_SENT and a.instance_id:
@@ -296,7 +380,7 @@ class Orchestrations:
                 HistoryEvent(EventKind.EVENT_RAISED, batch.now_ms, name=a.name, payload=a.payload),
             )
         elif kind in ENTITY_ACTION_KINDS:
-            self._entities.route_action(share, iid, a)
+            self._entities.route_action(share, iid, token, a)
 
     def _continue_as_new(
         self,
@@ -318,6 +402,8 @@ class Orchestrations:
             name=status.name,
             payload=completion.payload,
             instance_id=status.parent_instance_id,
+            execution_id=status.execution_id,
+            parent_execution_id=inst.state.parent_execution_id,
         )
         return [start, *carried]
 
@@ -390,6 +476,7 @@ class Orchestrations:
                 seq=inst.state.parent_seq,
                 payload=completion.payload,
                 instance_id=inst.instance_id,
+                execution_id=inst.state.parent_execution_id,
             )
         else:
             ev = HistoryEvent(
@@ -398,6 +485,7 @@ class Orchestrations:
                 seq=inst.state.parent_seq,
                 failure=completion.failure,
                 instance_id=inst.instance_id,
+                execution_id=inst.state.parent_execution_id,
             )
         self._outbox.send(share, parent, ev)
 

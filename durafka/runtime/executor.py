@@ -62,6 +62,18 @@ _DESCRIBE = {
 }
 
 
+#: The call each completion kind answers.
+_ANSWERS = {
+    EventKind.TASK_COMPLETED: EventKind.TASK_SCHEDULED,
+    EventKind.TASK_FAILED: EventKind.TASK_SCHEDULED,
+    EventKind.TIMER_FIRED: EventKind.TIMER_CREATED,
+    EventKind.SUB_ORCHESTRATION_COMPLETED: EventKind.SUB_ORCHESTRATION_CREATED,
+    EventKind.SUB_ORCHESTRATION_FAILED: EventKind.SUB_ORCHESTRATION_CREATED,
+    EventKind.ENTITY_RESPONSE: EventKind.ENTITY_CALLED,
+    EventKind.LOCK_GRANTED: EventKind.LOCK_REQUESTED,
+}
+
+
 def _describe(e: HistoryEvent) -> str:
     what = _DESCRIBE.get(e.kind, e.kind.value)
     if e.kind is EventKind.EVENT_SENT:
@@ -162,8 +174,10 @@ class OrchestrationExecutor:
     ) -> None:
         self.registry = registry
         self.instance_id = instance_id
-        # Sequence ids restart with each continue_as_new generation; default child
-        # ids include the generation so they never collide with an earlier one's.
+        # Sequence ids restart with each continue_as_new generation and each start of
+        # the id; default child ids include both (see _start), so they never collide
+        # with an earlier one's.
+        self._generation = generation
         self._child_prefix = instance_id if generation == 0 else f"{instance_id}:g{generation}"
         self.name = name
         self.max_payload_bytes = max_payload_bytes
@@ -230,9 +244,16 @@ class OrchestrationExecutor:
         """Whether EXECUTION_STARTED has been applied (the coroutine exists or failed)."""
         return self._coro is not None or self.is_complete
 
-    def is_waiting_for(self, seq: int) -> bool:
-        """Whether a completion with sequence id ``seq`` would be used (else it is a duplicate)."""
-        return seq in self._pending
+    def is_waiting_for(self, completion: HistoryEvent) -> bool:
+        """Whether ``completion`` answers a call the orchestrator still waits for.
+
+        Its sequence id must be pending *and* belong to a call of the kind it
+        completes (a task result never completes a timer with the same sequence
+        id). Anything else is a duplicate (a re-run activity, a fired timer of a
+        finished wait) or stray, and is dropped before the engine sees it.
+        """
+        pending = self._pending.get(completion.seq)
+        return pending is not None and _ANSWERS.get(completion.kind) is pending.kind
 
     # -- events ----------------------------------------------------------------
 
@@ -290,6 +311,12 @@ class OrchestrationExecutor:
     def _start(self, e: HistoryEvent) -> None:
         if self._coro is not None:
             return  # a duplicate start is dropped by the processor; be safe anyway
+        if e.execution_id is not None:
+            # Histories started before execution ids keep their (replayed) child ids.
+            execution = f"{self.instance_id}:{e.execution_id[:8]}"
+            self._child_prefix = (
+                execution if self._generation == 0 else f"{execution}:g{self._generation}"
+            )
         if e.timestamp and not self.current_time_ms:
             self.current_time_ms = e.timestamp
         try:

@@ -10,16 +10,17 @@ Fields by kind (``seq`` is the sequence id the orchestrator's call took):
 =========================== ==========================================================
 kind                        fields
 =========================== ==========================================================
-EXECUTION_STARTED           name, payload=input, instance_id=parent id, seq=parent seq
+EXECUTION_STARTED           name, payload=input, execution_id, id_reuse_policy,
+                            instance_id=parent id, seq=parent seq, parent_execution_id
 ORCHESTRATOR_STARTED        timestamp (the time ``ctx.now()`` returns for this step)
 TASK_SCHEDULED              seq, name, payload=input
-TASK_COMPLETED              seq, attempt, payload=result
-TASK_FAILED                 seq, attempt, failure
+TASK_COMPLETED              seq, attempt, payload=result, execution_id
+TASK_FAILED                 seq, attempt, failure, execution_id
 TIMER_CREATED               seq, fire_at
-TIMER_FIRED                 seq, fire_at
+TIMER_FIRED                 seq, fire_at, execution_id
 SUB_ORCHESTRATION_CREATED   seq, name, instance_id=child id, payload=input
-SUB_ORCHESTRATION_COMPLETED seq, payload=result
-SUB_ORCHESTRATION_FAILED    seq, failure
+SUB_ORCHESTRATION_COMPLETED seq, payload=result, execution_id
+SUB_ORCHESTRATION_FAILED    seq, failure, execution_id
 EVENT_RAISED                name, payload=data
 EVENT_SENT                  seq, name, instance_id=target, payload=data
 EXECUTION_COMPLETED         payload=output
@@ -53,6 +54,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from durafka.errors import FailureDetails
+from durafka.status import RuntimeStatus
 
 
 class EventKind(StrEnum):
@@ -124,6 +126,33 @@ ENTITY_ACTION_KINDS = frozenset(
 )
 
 
+class IdReusePolicy(StrEnum):
+    """What a start does when the instance id's last execution has finished.
+
+    Start records arrive through at-least-once producers (a service retrying an
+    ambiguous produce, a client retrying a timeout), so durafka is idempotent by
+    default: a start for a finished id is ignored and the client gets the existing
+    execution. The same start delivered twice (same ``execution_id``) is always
+    ignored. A start for a running or suspended id is always refused.
+    """
+
+    REJECT_DUPLICATE = "REJECT_DUPLICATE"
+    """Ignore the start (the default)."""
+    ALLOW_DUPLICATE_FAILED_ONLY = "ALLOW_DUPLICATE_FAILED_ONLY"
+    """Start a new execution if the last one failed or was terminated."""
+    ALLOW_DUPLICATE = "ALLOW_DUPLICATE"
+    """Start a new execution whatever the last one ended with."""
+
+
+def reuse_allowed(policy: IdReusePolicy, last: RuntimeStatus) -> bool:
+    """Whether a start with ``policy`` begins a new execution of an id whose last ended ``last``."""
+    if policy is IdReusePolicy.ALLOW_DUPLICATE:
+        return True
+    if policy is IdReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY:
+        return last in (RuntimeStatus.FAILED, RuntimeStatus.TERMINATED)
+    return False
+
+
 @dataclass(slots=True)
 class HistoryEvent:
     """One event of an instance's history (see the module docstring for the fields per kind).
@@ -138,6 +167,10 @@ class HistoryEvent:
         instance_id: the other instance involved (child, target or parent).
         fire_at: a timer's due time, ms since the epoch.
         attempt: the attempt number of an activity result (1-based, 0 if n/a).
+        execution_id: EXECUTION_STARTED: the execution it starts; completions and the
+            requests they answer: the execution (and generation) waiting for them.
+        parent_execution_id: a sub-orchestration's start: the parent execution.
+        id_reuse_policy: a start: what to do if the id's last execution finished.
     """
 
     kind: EventKind
@@ -149,3 +182,6 @@ class HistoryEvent:
     instance_id: str | None = None
     fire_at: int | None = None
     attempt: int = 0
+    execution_id: str | None = None
+    parent_execution_id: str | None = None
+    id_reuse_policy: IdReusePolicy = IdReusePolicy.REJECT_DUPLICATE

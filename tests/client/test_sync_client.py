@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+import durafka
 from durafka.client import Client
 from durafka.codec.records import decode_message
 from durafka.errors import (
@@ -120,8 +121,17 @@ def test_duplicate_start_is_rejected_while_the_view_shows_it_active(
     assert env.orchestrations_written() == 0
     env.publish(status("dup", RuntimeStatus.COMPLETED, output=b'{"total_cents":1}'))
     client.wait_for_status("dup", timeout=10)
+    # Finished: by default the start keeps that execution (nothing is written)...
     assert client.start_new(place_order, Order(item="a", quantity=1), instance_id="dup") == "dup"
-    assert len(_events(env, 1)) == 1
+    assert env.orchestrations_written() == 0
+    # ...unless the id reuse policy allows a new one.
+    policy = durafka.IdReusePolicy.ALLOW_DUPLICATE
+    again = client.start_new(
+        place_order, Order(item="a", quantity=1), instance_id="dup", id_reuse_policy=policy
+    )
+    assert again == "dup"
+    [(_, _, event)] = _events(env, 1)
+    assert event.id_reuse_policy is policy and event.execution_id is not None
 
 
 def test_get_status_sees_what_was_published_before_the_client_started(env: Hub) -> None:

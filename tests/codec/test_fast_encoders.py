@@ -19,7 +19,7 @@ from durafka.codec.records import (
     status_to_dict,
 )
 from durafka.errors import DecodeError, FailureDetails
-from durafka.runtime.history import EventKind, HistoryEvent
+from durafka.runtime.history import EventKind, HistoryEvent, IdReusePolicy
 from durafka.status import OrchestrationStatus, RuntimeStatus
 
 
@@ -48,6 +48,9 @@ _events = st.builds(
     _opt_text,
     st.none() | _longs,
     _ints,
+    _opt_text,
+    _opt_text,
+    st.sampled_from(list(IdReusePolicy)),
 )
 _statuses = st.builds(
     OrchestrationStatus,
@@ -60,6 +63,7 @@ _statuses = st.builds(
     _opt_bytes,
     _longs,
     _longs,
+    _opt_text,
     _opt_text,
 )
 _STATUS = OrchestrationStatus(
@@ -86,9 +90,9 @@ def test_status_bytes_equal_fastavro(status: OrchestrationStatus) -> None:
     assert fast.encode_status(status) == _fastavro("InstanceStatus", status_to_dict(status))
 
 
-@given(_statuses, _ints, _ints, _ints, _ints, st.lists(_events, max_size=3))
+@given(_statuses, _ints, _ints, _ints, _ints, st.lists(_events, max_size=3), _opt_text)
 def test_state_bytes_equal_fastavro(  # type: ignore[no-untyped-def]
-    status, parent_seq, chunks, length, generation, pending
+    status, parent_seq, chunks, length, generation, pending, parent_execution
 ) -> None:
     record = {
         "status": status_to_dict(status),
@@ -97,8 +101,11 @@ def test_state_bytes_equal_fastavro(  # type: ignore[no-untyped-def]
         "history_length": length,
         "generation": generation,
         "pending_events": [event_to_dict(e) for e in pending],
+        "parent_execution_id": parent_execution,
     }
-    encoded = fast.encode_state(status, parent_seq, chunks, length, generation, pending)
+    encoded = fast.encode_state(
+        status, parent_seq, chunks, length, generation, pending, parent_execution
+    )
     assert encoded == _fastavro("InstanceState", record)
 
 
@@ -111,6 +118,7 @@ def test_activity_task_bytes_equal_fastavro() -> None:
             record["name"],
             record["input"],
             record["scheduled_at"],
+            record["execution_id"],
         )
         assert encoded == _fastavro("ActivityTask", record)
 
@@ -155,12 +163,13 @@ def test_status_decodes_like_fastavro(status: OrchestrationStatus) -> None:
     assert fast.decode_status(data) == status
 
 
-@given(_statuses, _ints, _ints, _ints, _ints, st.lists(_events, max_size=3))
+@given(_statuses, _ints, _ints, _ints, _ints, st.lists(_events, max_size=3), _opt_text)
 def test_state_decodes_to_what_was_encoded(  # type: ignore[no-untyped-def]
-    status, parent_seq, chunks, length, generation, pending
+    status, parent_seq, chunks, length, generation, pending, parent_execution
 ) -> None:
-    data = fast.encode_state(status, parent_seq, chunks, length, generation, pending)
-    assert fast.decode_state(data) == (status, parent_seq, chunks, length, generation, pending)
+    fields = (status, parent_seq, chunks, length, generation, pending, parent_execution)
+    data = fast.encode_state(*fields)
+    assert fast.decode_state(data) == fields
     record = codec("InstanceState").decode(data)
     assert fast.decode_state(data)[0] == status_from_dict(record["status"])
 
@@ -168,7 +177,7 @@ def test_state_decodes_to_what_was_encoded(  # type: ignore[no-untyped-def]
 def test_activity_task_decodes_like_fastavro() -> None:
     for record in generate_many(codec("ActivityTask").schema, 50):
         data = _fastavro("ActivityTask", record)
-        fields = ("instance_id", "seq", "attempt", "name", "input", "scheduled_at")
+        fields = ("instance_id", "seq", "attempt", "name", "input", "scheduled_at", "execution_id")
         assert fast.decode_activity_task(data) == tuple(record[f] for f in fields)
 
 

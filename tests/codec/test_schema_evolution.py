@@ -6,15 +6,19 @@ import io
 import json
 
 import pytest
-from fastavro import schemaless_writer
+from fastavro import parse_schema, schemaless_writer
 from fastavro.utils import generate_many
 
 from durafka.codec.avro import (
+    LEGACY_FINGERPRINT_VERSIONS,
     MARKER,
     SCHEMA_FILES,
     fingerprint,
+    legacy_fingerprints,
     load_schemas,
     parse_schema_set,
+    parsing_canonical_form,
+    resolved_schema,
     schema_dir,
 )
 from durafka.errors import DecodeError
@@ -36,14 +40,41 @@ def test_current_schemas_are_a_released_version() -> None:
 @pytest.mark.parametrize("version", VERSIONS, ids=lambda p: p.name)
 @pytest.mark.parametrize("short", SCHEMA_FILES)
 def test_every_released_version_is_readable(version, short: str) -> None:  # type: ignore[no-untyped-def]
-    old = parse_schema_set(version)[short]
+    resolved = parse_schema_set(version)[short]
+    old = parse_schema(resolved, named_schemas={})
+    fingerprints = [fingerprint(resolved)]
+    if version.name in LEGACY_FINGERPRINT_VERSIONS:
+        fingerprints.append(legacy_fingerprints(version)[short])
     codec = load_schemas()[short]
-    for record in generate_many(old, 25):
-        buf = io.BytesIO()
-        buf.write(MARKER + fingerprint(old).to_bytes(8, "little"))
-        schemaless_writer(buf, old, record)
-        decoded = codec.decode(buf.getvalue())
-        assert set(decoded) >= {f["name"] for f in old["fields"]}
+    for fp in fingerprints:
+        for record in generate_many(old, 25):
+            buf = io.BytesIO()
+            buf.write(MARKER + fp.to_bytes(8, "little"))
+            schemaless_writer(buf, old, record)
+            decoded = codec.decode(buf.getvalue())
+            assert set(decoded) >= {f["name"] for f in old["fields"]}
+
+
+def test_fingerprints_are_the_avro_specification_s() -> None:
+    """CRC-64-AVRO of the Parsing Canonical Form of the fully resolved schema.
+
+    The expected values are what Java's ``SchemaNormalization.parsingFingerprint64``
+    gives for the v1 schemas (Avro 1.12), and the canonical form's own fingerprint
+    check: the empty string's is the algorithm's initial value.
+    """
+    v1 = schema_dir() / "versions" / "v1"
+    assert fingerprint(resolved_schema("OrchestrationMessage", v1)) == 0x37749C21C3989D54
+    assert fingerprint(resolved_schema("InstanceStatus", v1)) == 0x2804F9170A4EE8FF
+    # durafka 0.1's own fingerprints of the same schemas, still accepted for v1 data:
+    assert legacy_fingerprints(v1)["OrchestrationMessage"] == 0x2B6D0A7F60D212D4
+    assert legacy_fingerprints(v1)["InstanceStatus"] == 0x2B21A9264B48AC22
+
+
+def test_a_named_type_is_defined_once_in_a_resolved_schema() -> None:
+    """FailureDetails is used twice by InstanceState: defined at its first use only."""
+    canonical = parsing_canonical_form(resolved_schema("InstanceState"))
+    assert canonical.count('{"name":"io.durafka.FailureDetails"') == 1
+    assert canonical.count('"io.durafka.FailureDetails"') == 2
 
 
 def test_unknown_fingerprint_is_a_clear_decode_error() -> None:
@@ -71,9 +102,23 @@ def test_an_added_field_with_default_reads_old_data() -> None:
     raw = json.loads((schema_dir() / "ActivityTask.avsc").read_text())
     raw["fields"] = [f for f in raw["fields"] if f["name"] != "attempt"]
     older = parse_schema(raw)
-    codec.add_writer_schema(older)
+    codec.add_writer_schema(raw)
     buf = io.BytesIO()
-    buf.write(MARKER + fingerprint(older).to_bytes(8, "little"))
+    buf.write(MARKER + fingerprint(raw).to_bytes(8, "little"))
     record = {"instance_id": "i", "seq": 1, "name": "a", "input": None, "scheduled_at": 5}
     schemaless_writer(buf, older, record)
     assert codec.decode(buf.getvalue())["attempt"] == 1  # the default of the new field
+
+
+def test_standalone_schemas_are_the_resolved_current_ones() -> None:
+    """schemas/standalone/: one self-contained file per record, for other languages.
+
+    Regenerate with ``python -m durafka.codec.avro`` after a schema change.
+    """
+    for short in SCHEMA_FILES:
+        committed = json.loads((schema_dir() / "standalone" / f"{short}.avsc").read_text())
+        assert committed == resolved_schema(short), (
+            f"schemas/standalone/{short}.avsc is stale: run python -m durafka.codec.avro"
+        )
+        # Self-contained: parses with no other schema known.
+        parse_schema(committed, named_schemas={})

@@ -472,7 +472,9 @@ def test_deleted_state_dir_is_restored_from_the_changelog(
 
     restored = {
         int(p): int(r)
-        for p, r in _findall(r"partition (\d) ready: restored (\d+) changelog records", second)
+        for p, r in _findall(
+            r"partition (\d) ready at offset \d+: restored (\d+) changelog records", second
+        )
     }
     assert sorted(restored) == list(range(PARTITIONS)), second.log_tail()
     assert all(r > 0 for r in restored.values()), f"nothing restored: {restored}"
@@ -571,7 +573,7 @@ def test_failed_commit_reprocesses_the_batch_exactly_once(
             runner.stop()
 
     assert len(failed) == 1 and failed[0], "no commit with completions was failed"
-    assert "batch failed, reprocessing it" in caplog.text
+    assert "aborted, processing the batch again" in caplog.text
     assert failed[0] <= set(expected)
     assert_completed_exactly_once(fault_app, expected)
 

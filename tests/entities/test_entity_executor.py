@@ -95,8 +95,8 @@ def test_call_entity_records_a_call_and_returns_the_response() -> None:
     )
     assert (get.kind, get.seq, get.name, get.payload) == (K.ENTITY_CALLED, 2, "balance", None)
     # The signal waits for nothing: a response for its seq is not awaited.
-    assert not run.executor.is_waiting_for(1)
-    assert run.executor.is_waiting_for(2)
+    assert not run.executor.is_waiting_for(response(1))
+    assert run.executor.is_waiting_for(response(2))
     run.step(response(2, 41))
     assert output(run) == 41
 
@@ -105,7 +105,7 @@ def test_a_duplicate_response_is_not_awaited_twice() -> None:
     run = run_of(deposits_and_reads)
     run.start()
     run.step(response(0))
-    assert not run.executor.is_waiting_for(0)
+    assert not run.executor.is_waiting_for(response(0))
 
 
 def test_the_result_is_decoded_with_the_operation_return_type() -> None:
@@ -190,7 +190,8 @@ def test_lock_acquires_in_sorted_order_and_releases_on_exit() -> None:
     [request] = run.last.actions
     assert request.kind is K.LOCK_REQUESTED and request.seq == 0
     assert json.loads(request.payload or b"") == ["@Account@a", "@Account@b"]
-    assert run.executor.is_waiting_for(0)
+    assert run.executor.is_waiting_for(granted(0))
+    assert not run.executor.is_waiting_for(response(0)), "a response is not a grant"
     run.step(granted(0))
     [call] = run.last.actions
     assert call.kind is K.ENTITY_CALLED and call.seq == 1

@@ -172,6 +172,6 @@ def test_bank_transfers_across_a_processor_kill_9(
         check_bank(client, ids, accounts, timeout=180)
         second.assert_alive()
     restored = re.findall(
-        r"partition \d ready: restored (\d+) changelog records", second.log_text()
+        r"partition \d ready at offset \d+: restored (\d+) changelog records", second.log_text()
     )
     assert len(restored) == 4 and sum(int(n) for n in restored) > 0, second.log_tail()

@@ -241,7 +241,7 @@ def test_entity_actions_become_messages() -> None:
         HistoryEvent(K.LOCK_REQUESTED, 0, seq=3, payload=ids),
         HistoryEvent(K.LOCK_RELEASED, 0, seq=4, payload=ids),
     ]:
-        h.processor.route_action(h.batch, "o1", action)
+        h.processor.route_action(h.batch, "o1", "x:0", action)
     assert [(t, e.kind, e.seq, e.instance_id) for t, e in h.sent] == [
         (A, K.ENTITY_OPERATION, 1, "o1"),
         (B, K.ENTITY_OPERATION, -1, "o1"),  # a signal: no response wanted

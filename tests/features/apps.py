@@ -364,3 +364,67 @@ async def deterministic(ctx: OrchestrationContext, steps: int) -> list[dict[str,
         seen.append(value)
         await ctx.wait_for_external_event("next")
     return seen
+
+
+# -- executions (issue 10, holes 2 and 8) ---------------------------------------------
+
+
+@dataclass
+class Echo:
+    """Input of :func:`slow_echo`: return ``value`` after ``seconds``."""
+
+    value: str
+    seconds: float
+
+
+@app.activity
+def slow_echo(req: Echo) -> str:
+    """Returns its value after a delay (late results of earlier executions)."""
+    time.sleep(req.seconds)
+    return req.value
+
+
+@app.orchestration
+async def generations_of_one_call(ctx: OrchestrationContext, generation: int) -> str:
+    """Generation 0 gives up on a slow call and continues as new; generation 1 makes
+    the same call (same sequence id) and must get its own result, not the late one."""
+    if generation == 0:
+        try:
+            await ctx.call_activity(
+                slow_echo, Echo("generation 0", 0.6), timeout=timedelta(milliseconds=200)
+            )
+        except ActivityTimeoutError:
+            ctx.continue_as_new(1)
+    return str(await ctx.call_activity(slow_echo, Echo(f"generation {generation}", 1.2)))
+
+
+@app.orchestration
+async def echo_once(ctx: OrchestrationContext, req: Echo) -> str:
+    """One slow call; its result is the output."""
+    return str(await ctx.call_activity(slow_echo, req))
+
+
+@app.orchestration
+async def slow_child(ctx: OrchestrationContext, req: Echo) -> str:
+    """A sub-orchestration that takes ``req.seconds``."""
+    return str(await ctx.call_activity(slow_echo, req))
+
+
+@app.orchestration
+async def parent_of_one_child(ctx: OrchestrationContext, req: Echo) -> str:
+    """Calls :func:`slow_child` with the default child id."""
+    return str(await ctx.call_sub_orchestrator(slow_child, req))
+
+
+@app.orchestration
+async def fails_or_not(ctx: OrchestrationContext, fail: bool) -> str:
+    """Fails when asked to."""
+    if fail:
+        raise PermanentError("asked to fail")
+    return "done"
+
+
+@app.orchestration
+async def calls_named_child(ctx: OrchestrationContext, child_id: str) -> str:
+    """Calls :func:`slow_child` under a given instance id."""
+    return str(await ctx.call_sub_orchestrator(slow_child, Echo("mine", 0.0), instance_id=child_id))

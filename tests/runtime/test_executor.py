@@ -1202,3 +1202,35 @@ def test_a_finished_executor_is_freed_without_the_garbage_collector() -> None:
         assert freed() is None, "the finished executor is still alive: a reference cycle"
     finally:
         gc.enable()
+
+
+async def sleeps_then_calls(ctx: Ctx) -> Any:
+    await ctx.sleep(timedelta(minutes=1))
+    return await ctx.call_activity("add_one", 1)
+
+
+def test_a_completion_of_another_kind_is_not_awaited() -> None:
+    """A task result carrying a pending timer's sequence id does not complete the timer."""
+    run = Run(registry_with(sleeps_then_calls, activities=[add_one]), "sleeps_then_calls")
+    run.start()
+    [timer] = run.last.actions
+    assert timer.kind is EventKind.TIMER_CREATED
+    assert not run.executor.is_waiting_for(completed(timer.seq, 99))
+    assert run.executor.is_waiting_for(timer_fired(timer.seq, timer.fire_at or 0))
+
+
+def test_default_child_ids_differ_between_executions_of_one_id() -> None:
+    """Sequence ids restart with a new execution: its children get other default ids."""
+
+    async def parent(ctx: Ctx) -> Any:
+        return await ctx.call_sub_orchestrator("child")
+
+    def child_id(execution: str | None) -> str | None:
+        ex = OrchestrationExecutor(registry_with(parent), "p", "parent")
+        start = HistoryEvent(EventKind.EXECUTION_STARTED, T0, name="parent", execution_id=execution)
+        [action] = ex.step([HistoryEvent(EventKind.ORCHESTRATOR_STARTED, T0), start]).actions
+        return action.instance_id
+
+    assert child_id(None) == "p:0"  # histories started before execution ids replay as before
+    assert child_id("aaaaaaaa1111") == "p:aaaaaaaa:0"
+    assert child_id("bbbbbbbb2222") == "p:bbbbbbbb:0"
