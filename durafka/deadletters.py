@@ -53,7 +53,7 @@ class DeadLetters:
         partitions: partitions of ``H.dead-letters``.
         max_size: the record size limit of the producer (see
             :func:`durafka.transport.limits.max_record_size`).
-        written_by: who writes them (e.g. the producer's ``transactional.id``).
+        written_by: who writes them: ``processor <id>`` or ``worker <id>``.
 
     Attributes:
         count: dead letters built so far (a batch that is rolled back and

@@ -270,7 +270,7 @@ class ActivityWorker:
         self.dead_letters = DeadLetters.for_settings(
             self._settings,
             self._transport.partition_count(self._topics.dead_letters),
-            self.transactional_id,
+            f"worker {self.worker_id}",
         )
         producer = self._transport.transactional_producer(
             self.transactional_id,

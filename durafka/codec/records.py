@@ -248,7 +248,7 @@ class DeadLetter:
         value_sha256: SHA-256 of the original value.
         truncated: what was cut to fit: ``reason``, ``value``, ``headers``, ``key``.
         durafka_version: the version that wrote the dead letter.
-        written_by: the processor or worker that wrote it.
+        written_by: who wrote it: ``processor <id>`` or ``worker <id>``.
     """
 
     reason: str
