@@ -1,7 +1,7 @@
 """Malformed store keys: found by restore or by a timer scan, dead-lettered and deleted.
 
 Only a bug or another program writing into ``H.state-changelog`` makes a key
-that breaks the layout of :mod:`durafka.processor.keys`, e.g. ``t/garbage``. Such
+that breaks the layout of :mod:`durafka.state.keys`, e.g. ``t/garbage``. Such
 a key used to kill every restore of its partition (``invalid literal for int()``,
 without a word of which key). Now:
 

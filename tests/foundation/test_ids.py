@@ -12,7 +12,7 @@ from durafka.ids import (
     check_orchestration_id,
     split_entity_id,
 )
-from durafka.processor.keys import (
+from durafka.state.keys import (
     check_store_key,
     entity_key,
     history_key,
