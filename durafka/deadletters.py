@@ -23,7 +23,6 @@ import logging
 from collections.abc import Mapping
 from typing import Final
 
-import durafka
 from durafka.codec.records import DeadLetter, encode_dead_letter
 from durafka.errors import ConfigurationError
 from durafka.partitioning import partition_for
@@ -32,6 +31,7 @@ from durafka.topology import HubTopics, load_hub_spec
 from durafka.transport.base import OutgoingRecord, Record, RecordHeaders
 from durafka.transport.client_config import for_client
 from durafka.transport.limits import max_record_size, record_size
+from durafka.version import __version__
 
 __all__ = ["MAX_REASON_CHARS", "MIN_RECORD_SIZE", "DeadLetters", "fit"]
 
@@ -136,7 +136,7 @@ class DeadLetters:
             value_size=None if value is None else len(value),
             value_sha256=None if value is None else hashlib.sha256(value).digest(),
             truncated=truncated,
-            durafka_version=durafka.__version__,
+            durafka_version=__version__,
             written_by=self.written_by,
         )
         encoded = fit(letter, self.max_size)
