@@ -23,6 +23,7 @@ from durafka.runtime.history import EventKind, HistoryEvent
 from durafka.topology import HubTopics, partition_for
 from tests.e2e import apps
 from tests.support.dead_letters import read_dead_letters
+from tests.support.foreign import produce_raw
 from tests.support.waiting import wait_until
 
 #: Ids no path may accept, with a word the error (or the dead letter's reason) says.
@@ -57,19 +58,10 @@ def wait_running(client: durafka.Client, iid: str) -> None:
 
 def produce_start(app: durafka.App, key: bytes, instance_id: str) -> None:
     """A start record as another service might produce it: any key, any id."""
-    topics = HubTopics(app.settings.task_hub)
     event = HistoryEvent(EventKind.EXECUTION_STARTED, 0, name="greets_after_event", payload=b'"x"')
-    producer = app.transport.producer()
-    try:
-        producer.produce(
-            topics.orchestrations,
-            partition_for(key, app.settings.partitions),
-            key,
-            encode_message(instance_id, event),
-        )
-        assert producer.flush(30) == 0
-    finally:
-        producer.close()
+    topic = HubTopics(app.settings.task_hub).orchestrations
+    partition = partition_for(key, app.settings.partitions)
+    produce_raw(app, topic, partition, key, encode_message(instance_id, event))
 
 
 def test_the_client_refuses_an_id_with_nul_so_it_cannot_corrupt_a_neighbour(

@@ -19,8 +19,8 @@ import durafka
 from durafka.topology import HubTopics
 from durafka.transport import TopicPartition
 from tests.e2e import apps
-from tests.e2e.test_dead_letters import ids_on
 from tests.support.dead_letters import read_dead_letters
+from tests.support.foreign import ids_on
 from tests.support.waiting import wait_until
 
 PARTITION = 1
