@@ -37,8 +37,7 @@ from durafka.runtime.retry import RetryPolicy
 from durafka.runtime.tasks import Task, when_all, when_any
 from durafka.settings import Settings
 from durafka.status import OrchestrationStatus, RuntimeStatus
-
-__version__ = "0.1.0"
+from durafka.version import __version__
 
 __all__ = [
     "ActivityFailed",

@@ -43,6 +43,7 @@ from pydantic import TypeAdapter
 
 from durafka.codec.payload import adapter_for, decode_payload
 from durafka.errors import FailureDetails
+from durafka.ids import ENTITY_ID_PREFIX, check_entity_parts, split_entity_id
 
 __all__ = [
     "DELETE_OPERATION",
@@ -61,10 +62,6 @@ S = TypeVar("S")
 #: The built-in operation that deletes an entity's state (``client.delete_entity``).
 #: ``$`` cannot start a method name, so no user operation can shadow it.
 DELETE_OPERATION = "$delete"
-
-#: Entity ids share the instance id space of ``H.orchestrations``; this prefix marks them.
-ENTITY_ID_PREFIX = "@"
-_MAX_ID_LENGTH = 256
 
 
 def is_entity_id(instance_id: str) -> bool:
@@ -86,25 +83,16 @@ class EntityId:
         '@counter@clicks'
 
     Raises:
-        ValueError: the name is empty or contains ``@``, the key is empty, either
-            contains a NUL byte, or the id is longer than 256 characters.
+        InvalidInstanceIdError: (a ``ValueError``) the name is empty or contains ``@``,
+            the key is empty, either contains a control character, or the id is
+            longer than 256 characters (the rules of :mod:`durafka.ids`).
     """
 
     name: str
     key: str
 
     def __post_init__(self) -> None:
-        name, key = self.name, self.key
-        if not isinstance(name, str) or not name or "@" in name or "\x00" in name:
-            raise ValueError(
-                f"invalid entity name {name!r}: a non-empty string without '@' or NUL bytes"
-            )
-        if not isinstance(key, str) or not key or "\x00" in key:
-            raise ValueError(f"invalid entity key {key!r}: a non-empty string without NUL bytes")
-        if len(name) + len(key) + 2 > _MAX_ID_LENGTH:
-            raise ValueError(
-                f"entity id @{name}@{key[:20]}... is longer than {_MAX_ID_LENGTH} characters"
-            )
+        check_entity_parts(self.name, self.key)
 
     def __str__(self) -> str:
         return f"@{self.name}@{self.key}"
@@ -114,14 +102,10 @@ class EntityId:
         """The id of a string ``@<name>@<key>``.
 
         Raises:
-            ValueError: ``entity_id`` is not of that form.
+            InvalidInstanceIdError: (a ``ValueError``) ``entity_id`` is not of that form
+                or breaks a rule of :mod:`durafka.ids`.
         """
-        if not entity_id.startswith(ENTITY_ID_PREFIX):
-            raise ValueError(f"{entity_id!r} is not an entity id ('@<name>@<key>')")
-        name, sep, key = entity_id[1:].partition("@")
-        if not sep:
-            raise ValueError(f"{entity_id!r} is not an entity id ('@<name>@<key>')")
-        return cls(name, key)
+        return cls(*split_entity_id(entity_id))
 
 
 @dataclass(frozen=True, slots=True)

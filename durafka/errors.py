@@ -45,6 +45,10 @@ class DecodeError(DurafkaError):
     """A Kafka record could not be decoded (bad Avro, unknown schema fingerprint)."""
 
 
+class InvalidInstanceIdError(DurafkaError, ValueError):
+    """An instance or entity id breaks the id rules (:mod:`durafka.ids`); nothing was written."""
+
+
 class UnknownFunctionError(DurafkaError, LookupError):
     """An orchestration, activity or entity name is not registered."""
 
@@ -127,6 +131,10 @@ class TransportError(DurafkaError):
 
 class StoreError(DurafkaError):
     """The partition state store could not be opened, restored or written."""
+
+
+class MalformedKeyError(StoreError):
+    """A store or changelog key does not follow the store's key layout (e.g. ``t/garbage``)."""
 
 
 class BenchmarkError(DurafkaError):

@@ -35,15 +35,17 @@ from durafka.activities.pool import CallbackThreadPool, EventLoopThread
 from durafka.codec.records import (
     ActivityTask,
     decode_activity_task,
-    encode_dead_letter,
     encode_message,
 )
+from durafka.deadletters import DeadLetters
 from durafka.errors import (
     DecodeError,
     DurafkaError,
+    InvalidInstanceIdError,
     TransactionError,
     UnknownFunctionError,
 )
+from durafka.ids import check_instance_id
 from durafka.partitioning import partition_for
 from durafka.registry import FunctionDef, Registry
 from durafka.runtime.history import HistoryEvent
@@ -51,6 +53,7 @@ from durafka.settings import Settings
 from durafka.topology import HubTopics
 from durafka.transport.base import (
     Consumer,
+    OutgoingRecord,
     Record,
     TopicPartition,
     TransactionalProducer,
@@ -172,7 +175,8 @@ class ActivityWorker:
         self._closed = False
 
         self._orchestration_partitions = 0
-        self._dead_letter_partitions = 0
+        #: Builds (and counts) this worker's dead letters (set when ``run`` starts).
+        self.dead_letters: DeadLetters | None = None
         self._tracks: dict[TopicPartition, _Track] = {}
         self._owned: set[TopicPartition] = set()
         # Partitions revoked during the current poll (see _poll).
@@ -185,8 +189,8 @@ class ActivityWorker:
         self._completions: queue.SimpleQueue[tuple[_Job, HistoryEvent | Future[HistoryEvent]]] = (
             queue.SimpleQueue()
         )
-        # (topic, partition, key, value) to produce in the next transaction.
-        self._outbox: list[tuple[str, int, bytes | None, bytes]] = []
+        # What to produce in the next transaction.
+        self._outbox: list[OutgoingRecord] = []
         self._paused = False
         self._repause = False
         self._unknown_names: set[str] = set()
@@ -263,7 +267,11 @@ class ActivityWorker:
         self._orchestration_partitions = self._transport.partition_count(
             self._topics.orchestrations
         )
-        self._dead_letter_partitions = self._transport.partition_count(self._topics.dead_letters)
+        self.dead_letters = DeadLetters.for_settings(
+            self._settings,
+            self._transport.partition_count(self._topics.dead_letters),
+            f"worker {self.worker_id}",
+        )
         producer = self._transport.transactional_producer(
             self.transactional_id,
             **{
@@ -391,8 +399,12 @@ class ActivityWorker:
             if value is None:
                 raise DecodeError("the record has no value (a tombstone on H.activities)")
             task = decode_activity_task(value)
-        except DecodeError as exc:
-            self._dead_letter(record, tp, offset, str(exc))
+            # Its result could reach no instance (and an id with NUL, a wrong one).
+            check_instance_id(task.instance_id)
+        except (DecodeError, InvalidInstanceIdError) as exc:
+            dead_letters = self.dead_letters
+            assert dead_letters is not None
+            self._outbox.append(dead_letters.of_record(record, str(exc), _now_ms()))
             track.done.add(offset)
             return
         try:
@@ -407,23 +419,16 @@ class ActivityWorker:
             return
         self._backlog.append(_Job(tp, offset, track, task, fdef))
 
-    def _dead_letter(self, record: Record, tp: TopicPartition, offset: int, reason: str) -> None:
-        key = record.key()
-        n = self._dead_letter_partitions
-        partition = partition_for(key, n) if key is not None else tp.partition % n
-        value = encode_dead_letter(
-            reason, tp.topic, tp.partition, offset, key, record.value(), _now_ms()
-        )
-        self._outbox.append((self._topics.dead_letters, partition, key, value))
-        log.warning(
-            "undecodable record %s@%d sent to %s: %s", tp, offset, self._topics.dead_letters, reason
-        )
-
     def _outbox_event(self, task: ActivityTask, event: HistoryEvent) -> None:
         key = task.instance_id.encode()
         partition = partition_for(key, self._orchestration_partitions)
         self._outbox.append(
-            (self._topics.orchestrations, partition, key, encode_message(task.instance_id, event))
+            OutgoingRecord(
+                self._topics.orchestrations,
+                partition,
+                key,
+                encode_message(task.instance_id, event),
+            )
         )
 
     # -- running activities -----------------------------------------------------------

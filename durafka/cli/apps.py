@@ -21,7 +21,8 @@ import typer
 
 from durafka.app import App
 from durafka.deploy import parse_partition_list
-from durafka.errors import ConfigurationError, DurafkaError
+from durafka.errors import ConfigurationError, DurafkaError, InvalidInstanceIdError
+from durafka.ids import check_orchestration_id
 
 AppArg = Annotated[
     str, typer.Argument(help="The app as module:attribute, e.g. examples.hello:app.")
@@ -49,6 +50,14 @@ def parse_partitions(text: str | None) -> list[int] | None:
         return parse_partition_list(text)
     except ConfigurationError as exc:
         raise typer.BadParameter(str(exc)) from None
+
+
+def checked_id(instance_id: str, param: str) -> str:
+    """``instance_id`` if it obeys the id rules (:mod:`durafka.ids`), else a usage error."""
+    try:
+        return check_orchestration_id(instance_id)
+    except InvalidInstanceIdError as exc:
+        raise typer.BadParameter(str(exc), param_hint=param) from None
 
 
 def _serve(app: App, *, processor: bool, worker: bool, partitions: str | None) -> None:
@@ -111,6 +120,8 @@ def start(
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 60.0,
 ) -> None:
     """Start an orchestration instance of APP; print its id (and output with --wait)."""
+    if instance_id is not None:
+        checked_id(instance_id, "--id")
     the_app = load_app(app)
     try:
         value: Any = json.loads(input)
@@ -136,6 +147,7 @@ def start(
 
 def status(app: AppArg, instance_id: Annotated[str, typer.Argument(help="Instance id.")]) -> None:
     """Print the status of one instance of APP as JSON."""
+    checked_id(instance_id, "INSTANCE_ID")
     with load_app(app).sync_client() as client:
         st = client.get_status(instance_id)
         if st is None:

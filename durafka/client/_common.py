@@ -26,6 +26,7 @@ from durafka.errors import (
     InstanceNotRunningError,
     OrchestrationFailed,
 )
+from durafka.ids import check_orchestration_id
 from durafka.partitioning import partition_for
 from durafka.registry import Registry
 from durafka.runtime.history import EventKind, HistoryEvent, IdReusePolicy, reuse_allowed
@@ -235,6 +236,7 @@ class ClientCore:
 
     def check_can_raise(self, instance_id: str, current: OrchestrationStatus | None) -> None:
         """Refuse an event to an unknown or finished instance (the view must be ready)."""
+        check_instance_id(instance_id)
         if current is None:
             if instance_id in self._started:
                 return  # started here; its first status is not published yet
@@ -250,6 +252,7 @@ class ClientCore:
 
     def check_can_purge(self, instance_id: str, current: OrchestrationStatus | None) -> None:
         """Refuse to purge an unknown instance or one that has not finished (view ready)."""
+        check_instance_id(instance_id)
         if current is None:
             raise InstanceNotFoundError(
                 f"no instance {instance_id!r} is known to the status view (never started, "
@@ -292,15 +295,13 @@ def failure_message(status: OrchestrationStatus) -> str:
 
 
 def check_instance_id(instance_id: str) -> str:
-    """Reject ids that cannot be a record key (empty, not a string) or that name an entity."""
-    if not isinstance(instance_id, str) or not instance_id:
-        raise ValueError(f"instance_id must be a non-empty string, got {instance_id!r}")
-    if instance_id.startswith("@"):
-        raise ValueError(
-            f"instance_id {instance_id!r} starts with '@', which marks entity ids "
-            "('@<name>@<key>'); use an EntityId with the entity calls instead"
-        )
-    return instance_id
+    """Return ``instance_id`` if it is a valid orchestration id (the rules of :mod:`durafka.ids`).
+
+    Raises:
+        InvalidInstanceIdError: (a ``ValueError``) it is empty, too long, contains a
+            control character (NUL included) or starts with ``@`` (entity ids).
+    """
+    return check_orchestration_id(instance_id)
 
 
 # -- listing -------------------------------------------------------------------------

@@ -123,6 +123,8 @@ class Client:
             PayloadTooLargeError: the encoded input exceeds ``max_payload_bytes``
                 (nothing was written).
             SerializationError: the input cannot be encoded as JSON.
+            InvalidInstanceIdError: ``instance_id`` breaks the id rules
+                (:mod:`durafka.ids`; nothing was written).
             InstanceAlreadyExistsError: an instance with this id is Pending,
                 Running or Suspended.
             TransportError: the broker did not acknowledge the record.

@@ -264,31 +264,73 @@ def decode_chunk(data: bytes) -> list[HistoryEvent]:
 # -- H.dead-letters --------------------------------------------------------------------
 
 
-def encode_dead_letter(
-    reason: str,
-    topic: str,
-    partition: int,
-    offset: int,
-    key: bytes | None,
-    value: bytes | None,
-    at_ms: int,
-) -> bytes:
+@dataclass(slots=True)
+class DeadLetter:
+    """A record on ``H.dead-letters`` (schema ``DeadLetter``): what failed, where, and why.
+
+    Built by :mod:`durafka.deadletters`, which cuts ``value`` (then headers, then
+    the key) so the record fits the producer's limit.
+
+    Attributes:
+        reason: why the record could not be used.
+        source_topic: where the record came from.
+        source_partition: its partition.
+        source_offset: its offset (-1: found in a store, not read from a topic).
+        key: its key (cut if listed in ``truncated``).
+        value: its value (cut if listed in ``truncated``).
+        failed_at: when it was dead-lettered, ms since the epoch.
+        headers: its Kafka headers, in order.
+        source_timestamp: its timestamp, ms since the epoch, if known.
+        key_size: bytes of the original key (None: no key).
+        value_size: bytes of the original value (None: no value).
+        value_sha256: SHA-256 of the original value.
+        truncated: what was cut to fit: ``reason``, ``value``, ``headers``, ``key``.
+        durafka_version: the version that wrote the dead letter.
+        written_by: who wrote it: ``processor <id>`` or ``worker <id>``.
+    """
+
+    reason: str
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    key: bytes | None
+    value: bytes | None
+    failed_at: int
+    headers: list[tuple[str, bytes | None]] = field(default_factory=list)
+    source_timestamp: int | None = None
+    key_size: int | None = None
+    value_size: int | None = None
+    value_sha256: bytes | None = None
+    truncated: list[str] = field(default_factory=list)
+    durafka_version: str = ""
+    written_by: str = ""
+
+
+def encode_dead_letter(letter: DeadLetter) -> bytes:
     """A record value for ``H.dead-letters``."""
     return _enc_dead(
         {
-            "reason": reason,
-            "source_topic": topic,
-            "source_partition": partition,
-            "source_offset": offset,
-            "key": key,
-            "value": value,
-            "failed_at": at_ms,
+            "reason": letter.reason,
+            "source_topic": letter.source_topic,
+            "source_partition": letter.source_partition,
+            "source_offset": letter.source_offset,
+            "key": letter.key,
+            "value": letter.value,
+            "failed_at": letter.failed_at,
+            "headers": [{"key": k, "value": v} for k, v in letter.headers],
+            "source_timestamp": letter.source_timestamp,
+            "key_size": letter.key_size,
+            "value_size": letter.value_size,
+            "value_sha256": letter.value_sha256,
+            "truncated": letter.truncated,
+            "durafka_version": letter.durafka_version,
+            "written_by": letter.written_by,
         }
     )
 
 
 def decode_dead_letter(data: bytes) -> dict[str, Any]:
-    """A dead letter as a dict (reason, source_topic, source_partition, source_offset, ...)."""
+    """A dead letter as a dict of the ``DeadLetter`` schema's fields (``headers``: dicts)."""
     return _dec_dead(data)
 
 

@@ -45,18 +45,23 @@ import uuid
 from collections.abc import Callable, Iterable
 
 from durafka.activities.local import LocalActivities
-from durafka.codec.records import decode_message, encode_dead_letter
+from durafka.codec.records import decode_message
+from durafka.deadletters import DeadLetters
 from durafka.entities import is_entity_id
 from durafka.errors import (
     DecodeError,
     DurafkaError,
+    InvalidInstanceIdError,
+    MalformedKeyError,
     PartitionOwnershipError,
     TransactionError,
 )
+from durafka.ids import check_instance_id
 from durafka.processor.batch import Batch, Outbox, OwnedPartition, PartitionBatch
 from durafka.processor.checkpoint import Checkpoint, CheckpointOutcome
 from durafka.processor.entities import EntityProcessor
 from durafka.processor.instances import InstanceCache
+from durafka.processor.malformed import MalformedKeys, first_due
 from durafka.processor.orchestrations import Orchestrations
 from durafka.registry import Registry
 from durafka.runtime.history import EventKind, HistoryEvent
@@ -69,11 +74,9 @@ from durafka.state.keys import (
     timer_upper_bound,
 )
 from durafka.state.restore import restore_partition
-from durafka.state.transaction import StoreTransaction
-from durafka.topology import HubTopics, partition_for
+from durafka.topology import HubTopics
 from durafka.transport.base import (
     Consumer,
-    OutgoingRecord,
     Record,
     TopicPartition,
     TransactionalProducer,
@@ -128,7 +131,6 @@ class Processor:
         self._stop: threading.Event | None = None
         n_orchestrations = transport.partition_count(self.topics.orchestrations)
         self._n_partitions = n_orchestrations
-        self._n_dead = transport.partition_count(self.topics.dead_letters)
         self._outbox = Outbox(
             self.topics, n_orchestrations, transport.partition_count(self.topics.activities)
         )
@@ -152,6 +154,13 @@ class Processor:
                     f"{n_orchestrations} partitions"
                 )
         self._processor_id = processor_id or uuid.uuid4().hex[:12]
+        #: Builds (and counts) this processor's dead letters.
+        self.dead_letters = DeadLetters.for_settings(
+            settings,
+            transport.partition_count(self.topics.dead_letters),
+            f"processor {self._processor_id}",
+        )
+        self._malformed = MalformedKeys(self.topics, self.dead_letters)
         self._consumer: Consumer = transport.consumer(
             group_id=self.topics.processor_group,
             **for_client(settings.client_config, "consumer"),
@@ -278,6 +287,7 @@ class Processor:
             if part is not None:
                 self._release(part)
         self.cache.drop_partitions(gone)
+        self._malformed.forget(gone)
         log.info("revoked partitions %s of %s", sorted(gone), self.topics.orchestrations)
 
     def _release(self, part: OwnedPartition) -> None:
@@ -303,7 +313,10 @@ class Processor:
                 )
             started = time.monotonic()
             n = restore_partition(
-                store, self._restore_consumer, TopicPartition(self.topics.changelog, p)
+                store,
+                self._restore_consumer,
+                TopicPartition(self.topics.changelog, p),
+                reject=self._malformed.screen(p),
             )
             start = committed.get(tp)
             if start is None:
@@ -312,7 +325,7 @@ class Processor:
             # drops records librdkafka prefetched for the paused partition).
             self._consumer.seek(tp, start)
             part = OwnedPartition(p, store, start, producer=self._static_producers.get(p))
-            part.next_timer_ms = self._first_timer(store)
+            part.next_timer_ms = self._malformed.first_due(p, store.iter_prefix(TIMER_PREFIX))
             self._owned[p] = part
             log.info(
                 "partition %d ready at offset %d: restored %d changelog records in %.2fs",
@@ -393,9 +406,8 @@ class Processor:
 
     @staticmethod
     def _first_timer(store: PartitionStore) -> int | None:
-        for key, _ in store.iter_prefix(TIMER_PREFIX):
-            return parse_timer_key(key)[0]
-        return None
+        # Malformed keys are skipped: the scans that find them report them.
+        return first_due(store.iter_prefix(TIMER_PREFIX), lambda *_: None)
 
     def next_timer_ms(self) -> int | None:
         """The due time of the earliest timer of the owned partitions (None: no timer)."""
@@ -463,6 +475,7 @@ class Processor:
         batch = Batch(now_ms=int(self.clock() * 1000))
         for r in records:
             self._accept(batch, r, owned_before)
+        self._malformed.drain(batch, self._owned)
         self._collect_due_timers(batch)
         if batch.is_empty():
             return
@@ -505,30 +518,19 @@ class Processor:
             if value is None:
                 raise DecodeError("empty record value")
             iid, event = decode_message(value)
-        except DecodeError as exc:
-            self._dead_letter(share, r, str(exc))
+            # Before anything touches the store: an id with NUL would run into
+            # another id's store keys; a key that is not the id puts the record on
+            # a partition where the instance's other records never arrive.
+            check_instance_id(iid)
+            if r.key() != iid.encode():
+                raise InvalidInstanceIdError(
+                    f"the record's key {r.key()!r} is not the instance id {iid!r} of its "
+                    "value; the key must be the instance id"
+                )
+        except (DecodeError, InvalidInstanceIdError) as exc:
+            share.out.append(self.dead_letters.of_record(r, str(exc), share.now_ms))
             return
         share.add(iid, event)
-
-    def _dead_letter(self, share: PartitionBatch, r: Record, reason: str) -> None:
-        key = r.key()
-        log.warning("dead-lettering %s[%s]@%s: %s", r.topic(), r.partition(), r.offset(), reason)
-        share.out.append(
-            OutgoingRecord(
-                self.topics.dead_letters,
-                partition_for(key or b"", self._n_dead),
-                key,
-                encode_dead_letter(
-                    reason,
-                    r.topic() or "",
-                    r.partition() or 0,
-                    r.offset() or 0,
-                    key,
-                    r.value(),
-                    share.now_ms,
-                ),
-            )
-        )
 
     def _collect_due_timers(self, batch: Batch) -> None:
         now = batch.now_ms
@@ -543,7 +545,11 @@ class Processor:
                 if fired >= MAX_TIMERS_PER_ITERATION:
                     part.next_timer_ms = now  # more are due: next iteration
                     break
-                due, iid, seq = parse_timer_key(key)
+                try:
+                    due, iid, seq = parse_timer_key(key)
+                except MalformedKeyError as exc:
+                    self._malformed.found(part.number, key, value, str(exc))
+                    continue
                 tx.delete(key)
                 # The value names the execution that set the timer (empty: older timers).
                 execution = value.decode() if value else None
@@ -552,13 +558,9 @@ class Processor:
                 )
                 share.add(iid, fired_event)
             else:
-                part.next_timer_ms = self._first_due_after(tx, now)
-
-    @staticmethod
-    def _first_due_after(tx: StoreTransaction, now: int) -> int | None:
-        for key, _ in tx.iter_range(timer_upper_bound(now), TIMER_END):
-            return parse_timer_key(key)[0]
-        return None
+                part.next_timer_ms = self._malformed.first_due(
+                    part.number, tx.iter_range(timer_upper_bound(now), TIMER_END)
+                )
 
     # -- activities next to the processor ----------------------------------------------------
 

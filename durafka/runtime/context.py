@@ -238,6 +238,9 @@ class OrchestrationContext:
             OrchestrationUsageError: called inside a ``ctx.lock`` block, where the
                 child could deadlock on its parent's lock (the orchestration fails
                 and its lock is released).
+            InvalidInstanceIdError: ``instance_id`` (or the default
+                ``<parent id>:<sequence id>`` of a parent id near the 256-character
+                limit) breaks the id rules of :mod:`durafka.ids`.
 
         Raises (when awaited):
             SubOrchestrationFailed: the child failed or was terminated.
@@ -286,7 +289,12 @@ class OrchestrationContext:
         return self._ex.wait_for_event(name, type, timeout)
 
     def send_event(self, instance_id: str, name: str, data: Any = None) -> None:
-        """Raise event ``name`` on another instance (one-way, durable)."""
+        """Raise event ``name`` on another instance (one-way, durable).
+
+        Raises:
+            InvalidInstanceIdError: ``instance_id`` is not a valid orchestration id
+                (:mod:`durafka.ids`).
+        """
         self._ex.send_event(instance_id, name, data)
 
     # -- entities --------------------------------------------------------------

@@ -44,6 +44,7 @@ from durafka.errors import (
     TaskFailedError,
     UnknownFunctionError,
 )
+from durafka.ids import check_orchestration_id
 from durafka.registry import Registry
 from durafka.runtime.context import ContinueAsNew, OrchestrationContext
 from durafka.runtime.history import ACTION_KINDS, EventKind, HistoryEvent
@@ -596,11 +597,14 @@ class OrchestrationExecutor:
             what=f"input of sub-orchestration {name!r}",
         )
         out_adapter = d.output_adapter if d else None
+        if instance_id is not None:
+            check_orchestration_id(instance_id)
 
         def attempt() -> Task[Any]:
             task: CompletableTask[Any] = CompletableTask()
             seq = self._take_seq()
-            child = instance_id or f"{self._child_prefix}:{seq}"
+            # A default id is checked too: a parent id near the length limit makes it too long.
+            child = instance_id or check_orchestration_id(f"{self._child_prefix}:{seq}")
             e = HistoryEvent(
                 EventKind.SUB_ORCHESTRATION_CREATED,
                 self.current_time_ms,
@@ -656,6 +660,7 @@ class OrchestrationExecutor:
         return task
 
     def send_event(self, instance_id: str, name: str, data: Any) -> None:
+        check_orchestration_id(instance_id)
         payload = encode_payload(
             data, None, max_bytes=self.max_payload_bytes, what=f"data of event {name!r}"
         )

@@ -7,7 +7,8 @@ the changelog offset reached, which is the checkpoint restore resumes from.
 
 Key layout (bytes; made by :mod:`durafka.state.keys`, described in
 docs/architecture.md, "Store keys"). A NUL byte closes every id, so that no
-id's keys are a prefix of another's (ids may not contain NUL):
+id's keys are a prefix of another's (ids may not contain NUL, :mod:`durafka.ids`;
+the key functions refuse it too):
 
 * ``i/<instance>\\0``                 instance header (``InstanceState``)
 * ``h/<instance>\\0<chunk>``          history chunk (``chunk`` zero-padded, 8 digits)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from durafka.errors import StoreError, WaitTimeoutError
 from durafka.state.base import PartitionStore
-from durafka.transport.base import Consumer, TopicPartition
+from durafka.transport.base import Consumer, Record, TopicPartition
 
 __all__ = ["restore_partition"]
 
@@ -40,6 +40,7 @@ def restore_partition(
     poll_timeout: float = 0.5,
     deadline: float | None = None,
     max_records: int = 10_000,
+    reject: Callable[[Record], bool] | None = None,
 ) -> int:
     """Bring ``store`` up to date with the ``changelog`` partition.
 
@@ -57,9 +58,13 @@ def restore_partition(
         deadline: a :func:`time.monotonic` time after which restore gives up
             (None: no limit).
         max_records: records per poll batch, i.e. per store write.
+        reject: called with each record that has a value; when it returns True the
+            record is left out (its key deleted from the store instead), e.g. a
+            key the processor could not parse. It is the caller's to report it.
 
     Returns:
-        The number of changelog records applied (tombstones included).
+        The number of changelog records applied (tombstones included, rejected
+        records not).
 
     Raises:
         StoreError: the stored checkpoint lies beyond the changelog's high watermark
@@ -112,7 +117,12 @@ def restore_partition(
                             record.offset(),
                         )
                         continue
-                    changes[key] = record.value()
+                    value = record.value()
+                    if value is not None and reject is not None and reject(record):
+                        # Also gone from a store that an older restore wrote it into.
+                        changes[key] = None
+                        continue
+                    changes[key] = value
                     applied += 1
                 # One atomic write per poll: data and the position reached together.
                 store.write(changes, position)

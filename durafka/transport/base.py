@@ -29,6 +29,7 @@ from typing import Any, NamedTuple, Protocol
 
 from durafka.errors import DurafkaError
 from durafka.topology import TopicSpec
+from durafka.transport.limits import Headers
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -59,9 +60,20 @@ class Record(Protocol):
     def offset(self) -> int | None: ...
     def key(self) -> bytes | None: ...
     def value(self) -> bytes | None: ...
+    def headers(self) -> RecordHeaders:
+        """The record's headers in order (None: it has none); a value may be None.
+
+        Both transports return ``(name, bytes | None)`` pairs; the type also admits
+        what confluent-kafka's type hints allow (``str`` values, a dict).
+        """
+        ...
+
     def timestamp(self) -> tuple[int, int]: ...
     def error(self) -> Any: ...
 
+
+RecordHeaders = Sequence[tuple[str, str | bytes | None]] | Mapping[str, str | bytes | None] | None
+"""What :meth:`Record.headers` returns."""
 
 DeliveryCallback = Callable[[Any, Record], None]
 """``on_delivery(err, record)``; ``err`` is ``None`` on success, ``record.offset()`` is set."""
@@ -145,7 +157,17 @@ class Producer(Protocol):
         key: bytes | None,
         value: bytes | None,
         on_delivery: DeliveryCallback | None = None,
-    ) -> None: ...
+        headers: Headers | None = None,
+    ) -> None:
+        """Queue a record for ``partition`` (``headers``: Kafka record headers, in order).
+
+        Raises:
+            TransportError: (:class:`~durafka.errors.TransactionError` on a
+                transactional producer) e.g. the record is larger than the producer's
+                ``message.max.bytes`` or the topic's ``max.message.bytes``
+                (:mod:`durafka.transport.limits`).
+        """
+        ...
 
     def poll(self, timeout: float = 0.0) -> None:
         """Serve delivery callbacks."""

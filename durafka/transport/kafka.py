@@ -53,6 +53,7 @@ from durafka.topology import TopicSpec
 from durafka.transport.admin import admin_client, apply_topics
 from durafka.transport.base import DeliveryCallback, PartitionsCallback, Record, TopicPartition
 from durafka.transport.client_config import ClientKind, for_client
+from durafka.transport.limits import Headers
 
 __all__ = [
     "KafkaConsumer",
@@ -496,13 +497,19 @@ class KafkaProducer:
         key: bytes | None,
         value: bytes | None,
         on_delivery: DeliveryCallback | None = None,
+        headers: Headers | None = None,
     ) -> None:
         """Queue a record for ``partition``; ``on_delivery`` reports its offset."""
         deadline: float | None = None
         while True:
             try:
                 self._producer.produce(
-                    topic, value, key, partition, on_delivery=cast(Any, on_delivery)
+                    topic,
+                    value,
+                    key,
+                    partition,
+                    on_delivery=cast(Any, on_delivery),
+                    headers=cast(Any, headers),
                 )
                 return
             except BufferError:
@@ -577,10 +584,11 @@ class KafkaTransactionalProducer(KafkaProducer):
         key: bytes | None,
         value: bytes | None,
         on_delivery: DeliveryCallback | None = None,
+        headers: Headers | None = None,
     ) -> None:
         """Queue a record in the open transaction; ``on_delivery`` reports its offset."""
         self._raise_if_fatal("produce")
-        super().produce(topic, partition, key, value, on_delivery)
+        super().produce(topic, partition, key, value, on_delivery, headers)
 
     def _produce_error(self, topic: str, partition: int, exc: KafkaException) -> Exception:
         return self._transaction_error(f"produce to {topic}[{partition}]", exc)

@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 import threading
 import time
 from bisect import bisect_left
@@ -72,6 +73,7 @@ from typing import Any, ClassVar, Final
 
 from durafka.errors import (
     ConfigurationError,
+    DurafkaError,
     TransactionError,
     TransportError,
 )
@@ -81,6 +83,12 @@ from durafka.transport.base import (
     PartitionsCallback,
     Record,
     TopicPartition,
+)
+from durafka.transport.limits import (
+    DEFAULT_MESSAGE_MAX_BYTES,
+    Headers,
+    max_record_size,
+    record_size,
 )
 
 __all__ = [
@@ -102,7 +110,16 @@ _DEFAULT_TRANSACTION_TIMEOUT_MS: Final = 10_000
 class MemoryRecord:
     """A record of the memory broker, with the methods of confluent-kafka's ``Message``."""
 
-    __slots__ = ("_key", "_offset", "_partition", "_timestamp", "_topic", "_value", "_visible")
+    __slots__ = (
+        "_headers",
+        "_key",
+        "_offset",
+        "_partition",
+        "_timestamp",
+        "_topic",
+        "_value",
+        "_visible",
+    )
 
     def __init__(
         self,
@@ -113,12 +130,14 @@ class MemoryRecord:
         value: bytes | None,
         timestamp_ms: int,
         visible: bool,
+        headers: list[tuple[str, bytes | None]] | None = None,
     ) -> None:
         self._topic = topic
         self._partition = partition
         self._offset = offset
         self._key = key
         self._value = value
+        self._headers = headers
         self._timestamp = timestamp_ms
         # False for control markers, aborted records and records of open transactions.
         self._visible = visible
@@ -143,6 +162,10 @@ class MemoryRecord:
         """The value bytes (None: a tombstone)."""
         return self._value
 
+    def headers(self) -> list[tuple[str, bytes | None]] | None:
+        """The headers in produce order (None: the record has none), as a new list."""
+        return None if self._headers is None else list(self._headers)
+
     def timestamp(self) -> tuple[int, int]:
         """``(TIMESTAMP_CREATE_TIME, milliseconds since the epoch)``."""
         return (_TIMESTAMP_CREATE_TIME, self._timestamp)
@@ -165,6 +188,10 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _message_max_bytes(config: Mapping[str, Any]) -> int:
+    return int(config.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES))
+
+
 class _PartitionLog:
     """One partition: records (visible or not) in offset order, and the open transactions."""
 
@@ -172,6 +199,7 @@ class _PartitionLog:
         "compact",
         "compact_at",
         "dense",
+        "max_record_size",
         "next_offset",
         "open_txns",
         "partition",
@@ -180,10 +208,12 @@ class _PartitionLog:
         "topic",
     )
 
-    def __init__(self, topic: str, partition: int, compact: bool) -> None:
+    def __init__(self, topic: str, partition: int, compact: bool, max_record_size: int) -> None:
         self.topic = topic
         self.partition = partition
         self.compact = compact
+        #: The largest record the topic takes (``max.message.bytes``).
+        self.max_record_size = max_record_size
         self.records: list[MemoryRecord] = []
         self.next_offset = 0
         # True while records[i] has offset records[0].offset + i (no compaction holes).
@@ -209,9 +239,15 @@ class _PartitionLog:
             return 0 if index < 0 else min(index, len(records))
         return bisect_left(records, offset, key=_record_offset)
 
-    def append(self, key: bytes | None, value: bytes | None, visible: bool) -> MemoryRecord:
+    def append(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        visible: bool,
+        headers: list[tuple[str, bytes | None]] | None = None,
+    ) -> MemoryRecord:
         record = MemoryRecord(
-            self.topic, self.partition, self.next_offset, key, value, _now_ms(), visible
+            self.topic, self.partition, self.next_offset, key, value, _now_ms(), visible, headers
         )
         self.records.append(record)
         self.next_offset += 1
@@ -268,7 +304,9 @@ class _Topic:
         self.spec = spec
         policy = spec.config.get("cleanup.policy", "delete")
         compact = "compact" in (p.strip() for p in policy.split(","))
-        self.logs = [_PartitionLog(spec.name, p, compact) for p in range(spec.partitions)]
+        # The broker's check (of a one-record batch), expressed in producer terms.
+        limit = max_record_size({"message.max.bytes": sys.maxsize}, spec.config)
+        self.logs = [_PartitionLog(spec.name, p, compact, limit) for p in range(spec.partitions)]
 
 
 class _Txn:
@@ -825,11 +863,18 @@ class MemoryConsumer:
 
 
 class MemoryProducer:
-    """An idempotent producer of a :class:`MemoryBroker`; records are visible at once."""
+    """An idempotent producer of a :class:`MemoryBroker`; records are visible at once.
 
-    def __init__(self, broker: MemoryBroker) -> None:
+    As librdkafka, it refuses a record larger than its ``message.max.bytes`` (or
+    the topic's ``max.message.bytes``), see :mod:`durafka.transport.limits`.
+    """
+
+    def __init__(
+        self, broker: MemoryBroker, message_max_bytes: int = DEFAULT_MESSAGE_MAX_BYTES
+    ) -> None:
         """Create a producer."""
         self._broker = broker
+        self._max_size = message_max_bytes
         # A deque: produce() may run on several threads while another one polls.
         self._deliveries: deque[tuple[DeliveryCallback, MemoryRecord]] = deque()
 
@@ -840,22 +885,40 @@ class MemoryProducer:
         key: bytes | None,
         value: bytes | None,
         on_delivery: DeliveryCallback | None = None,
+        headers: Headers | None = None,
     ) -> None:
         """Append a record; ``on_delivery`` runs in the next :meth:`poll` or :meth:`flush`."""
         broker = self._broker
         with broker._lock:
-            log = self._target(topic, partition, key)
-            record = log.append(key, value, visible=True)
+            log = self._target(topic, partition, key, value, headers)
+            record = log.append(key, value, True, None if headers is None else list(headers))
             log.maybe_compact()
             broker._changed.notify_all()
         if on_delivery is not None:
             self._deliveries.append((on_delivery, record))
 
-    def _target(self, topic: str, partition: int, key: bytes | None) -> _PartitionLog:
+    def _target(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers | None,
+    ) -> _PartitionLog:
         log = self._broker._log(topic, partition)
         if key is None and log.compact:
             raise TransportError(f"compacted topic {topic!r} only accepts records with a key")
+        size = record_size(key, value, headers)
+        if size > self._max_size or size > log.max_record_size:
+            raise self._too_large(topic, partition, size)
         return log
+
+    def _too_large(self, topic: str, partition: int, size: int) -> DurafkaError:
+        return TransportError(
+            f"produce to {topic}[{partition}] failed: the record's {size} bytes exceed the "
+            f"producer's message.max.bytes ({self._max_size}) or the topic's "
+            "max.message.bytes [MSG_SIZE_TOO_LARGE]"
+        )
 
     def poll(self, timeout: float = 0.0) -> None:
         """Run the pending delivery callbacks."""
@@ -888,9 +951,10 @@ class MemoryTransactionalProducer(MemoryProducer):
         broker: MemoryBroker,
         transactional_id: str,
         transaction_timeout_ms: int = _DEFAULT_TRANSACTION_TIMEOUT_MS,
+        message_max_bytes: int = DEFAULT_MESSAGE_MAX_BYTES,
     ) -> None:
         """Create a producer; call :meth:`init_transactions` before anything else."""
-        super().__init__(broker)
+        super().__init__(broker, message_max_bytes)
         self._tid = transactional_id
         self._timeout_s = transaction_timeout_ms / 1000
         self._epoch: int | None = None
@@ -926,13 +990,14 @@ class MemoryTransactionalProducer(MemoryProducer):
         key: bytes | None,
         value: bytes | None,
         on_delivery: DeliveryCallback | None = None,
+        headers: Headers | None = None,
     ) -> None:
         """Append a record inside the open transaction (invisible until commit)."""
         broker = self._broker
         with broker._lock:
             txn = self._live_txn("produce")
-            log = self._target(topic, partition, key)
-            record = log.append(key, value, visible=False)
+            log = self._target(topic, partition, key, value, headers)
+            record = log.append(key, value, False, None if headers is None else list(headers))
             if txn not in log.open_txns:
                 log.open_txns[txn] = record._offset
                 txn.logs.append(log)
@@ -976,6 +1041,13 @@ class MemoryTransactionalProducer(MemoryProducer):
                 broker._end_transaction(txn, commit=False)
         self._deliver()
 
+    def _too_large(self, topic: str, partition: int, size: int) -> DurafkaError:
+        # As on Kafka: abortable, the transaction goes on only after an abort.
+        return TransactionError(
+            f"{super()._too_large(topic, partition, size)}; abort the transaction and process "
+            "the batch again"
+        )
+
     def _is_current(self) -> bool:
         return self._epoch is not None and self._broker._epochs.get(self._tid) == self._epoch
 
@@ -1013,15 +1085,17 @@ class MemoryTransport:
         return MemoryConsumer(self.broker, group_id)
 
     def producer(self, **config: Any) -> MemoryProducer:
-        """A producer; Kafka client settings in ``config`` are ignored."""
-        return MemoryProducer(self.broker)
+        """A producer; of the Kafka client settings only ``message.max.bytes`` counts."""
+        return MemoryProducer(self.broker, _message_max_bytes(config))
 
     def transactional_producer(
         self, transactional_id: str, **config: Any
     ) -> MemoryTransactionalProducer:
-        """A transactional producer; honours ``transaction.timeout.ms`` from ``config``."""
+        """A transactional producer (``transaction.timeout.ms``, ``message.max.bytes`` count)."""
         timeout_ms = int(config.get("transaction.timeout.ms", _DEFAULT_TRANSACTION_TIMEOUT_MS))
-        return MemoryTransactionalProducer(self.broker, transactional_id, timeout_ms)
+        return MemoryTransactionalProducer(
+            self.broker, transactional_id, timeout_ms, _message_max_bytes(config)
+        )
 
     def ensure_topics(self, specs: Sequence[TopicSpec]) -> None:
         """Create missing topics; raise ``TopologyMismatchError`` if an existing one differs."""

@@ -350,6 +350,32 @@ def test_undecodable_record_goes_to_dead_letters(
     assert_all_committed(transport, hub)
 
 
+def test_a_task_whose_instance_id_is_invalid_goes_to_dead_letters(
+    transport: Transport, hub: str, start_worker: Callable[..., Running]
+) -> None:
+    ran: list[int] = []
+    registry = Registry()
+
+    def echo(x: int) -> int:
+        ran.append(x)
+        return x
+
+    registry.add_activity(echo)
+    # Its result would go to an instance that cannot exist (and NUL runs into "k"'s keys).
+    produce_tasks(transport, hub, [task("k\x00evil", "echo", 1), task("k", "echo", 2)])
+    start_worker(registry)
+
+    results = read_results(transport, hub, 1)
+    assert [r.instance_id for r in results.values()] == ["k"]
+    [record] = read_topic(
+        transport, HubTopics(hub).dead_letters, DEAD_LETTER_PARTITIONS, lambda rs: len(rs) >= 1
+    )
+    letter = decode_dead_letter(record.value())
+    assert letter["key"] == b"k\x00evil" and "NUL" in letter["reason"]
+    assert ran == [2]
+    assert_all_committed(transport, hub)
+
+
 # -- concurrency ----------------------------------------------------------------------------
 
 

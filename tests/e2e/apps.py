@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import threading
+from collections import Counter
 from dataclasses import dataclass
+from datetime import timedelta
 
 import durafka
 from durafka import OrchestrationContext
@@ -117,3 +120,34 @@ async def changes_between_steps(ctx: OrchestrationContext) -> str:
         first = await ctx.call_activity(say_hello, "v1")
     await ctx.wait_for_external_event("go")
     return str(first)
+
+
+#: Executions of ``counted`` per input, in this process (run-once checks).
+EXECUTIONS: Counter[str] = Counter()
+_EXECUTIONS_LOCK = threading.Lock()
+
+
+@app.activity
+def counted(name: str) -> str:
+    with _EXECUTIONS_LOCK:
+        EXECUTIONS[name] += 1
+    return name
+
+
+@app.orchestration
+async def runs_counted(ctx: OrchestrationContext, name: str) -> str:
+    return await ctx.call_activity(counted, name)
+
+
+@app.orchestration
+async def greets_after_event(ctx: OrchestrationContext, name: str) -> str:
+    first = await ctx.call_activity(say_hello, name)
+    ctx.set_custom_status("waiting")
+    suffix = await ctx.wait_for_external_event("go")
+    return f"{first} {suffix}"
+
+
+@app.orchestration
+async def naps(ctx: OrchestrationContext, ms: int) -> str:
+    await ctx.create_timer(timedelta(milliseconds=ms))
+    return "rested"

@@ -1234,3 +1234,42 @@ def test_default_child_ids_differ_between_executions_of_one_id() -> None:
     assert child_id(None) == "p:0"  # histories started before execution ids replay as before
     assert child_id("aaaaaaaa1111") == "p:aaaaaaaa:0"
     assert child_id("bbbbbbbb2222") == "p:bbbbbbbb:0"
+
+
+# -- ids an orchestration hands out ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("call", "word"),
+    [
+        (lambda ctx: ctx.call_sub_orchestrator("child", instance_id="v\x00retry"), "NUL"),
+        (lambda ctx: ctx.call_sub_orchestrator("child", instance_id="@c@k"), "entity ids"),
+        (lambda ctx: ctx.send_event("", "go"), "empty"),
+    ],
+)
+def test_an_invalid_target_id_fails_the_orchestration_at_the_call(
+    call: Callable[[OrchestrationContext], Any], word: str
+) -> None:
+    async def hands_out(ctx: OrchestrationContext) -> None:
+        task = call(ctx)
+        if task is not None:
+            await task
+
+    run = Run(registry_with(hands_out), "hands_out")
+    result = run.start()
+    assert result.actions == []
+    completion = result.completion
+    assert completion is not None and completion.kind is EventKind.EXECUTION_FAILED
+    assert completion.failure is not None
+    assert completion.failure.error_type.endswith("InvalidInstanceIdError")
+    assert word in completion.failure.message
+
+
+def test_a_default_child_id_over_the_limit_fails_instead_of_being_dead_lettered() -> None:
+    async def parent_of_long_id(ctx: OrchestrationContext) -> None:
+        await ctx.call_sub_orchestrator("child")
+
+    run = Run(registry_with(parent_of_long_id), "parent_of_long_id", instance_id="p" * 255)
+    completion = run.start().completion
+    assert completion is not None and completion.failure is not None
+    assert "longer than 256" in completion.failure.message

@@ -15,6 +15,7 @@ from durafka.errors import ConfigurationError, TransactionError, TransportError
 from durafka.topology import TopicSpec
 from durafka.transport import open_transport
 from durafka.transport.base import Record, TopicPartition
+from durafka.transport.limits import record_size
 from durafka.transport.memory import (
     MemoryBroker,
     MemoryConsumer,
@@ -60,6 +61,18 @@ def test_brokers_are_named_and_reset() -> None:
     MemoryBroker.reset(name)
     assert MemoryBroker.get(name) is not broker
     MemoryBroker.reset(name)
+
+
+def test_a_topic_refuses_records_over_its_max_message_bytes(transport: MemoryTransport) -> None:
+    # The broker's check, which Kafka reports in the delivery report (RECORD_TOO_LARGE).
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    transport.ensure_topics([TopicSpec(name, 1, 1, {"max.message.bytes": "5000"})])
+    producer = transport.producer(**{"message.max.bytes": "1000000"})
+    fits = b"x" * (5000 - 61 - record_size(b"k", b""))
+    producer.produce(name, 0, b"k", fits)
+    with pytest.raises(TransportError, match=r"max\.message\.bytes"):
+        producer.produce(name, 0, b"k", fits + b"x")
+    assert [r.value() for r in read_all(transport, name)] == [fits]
 
 
 def test_open_transaction_holds_back_later_records(transport: MemoryTransport) -> None:

@@ -27,6 +27,7 @@ from durafka.transport.base import (
     TransactionalProducer,
     Transport,
 )
+from durafka.transport.limits import record_size
 from durafka.transport.memory import MemoryBroker
 
 # Short group timeouts so that Kafka rebalances finish quickly in tests.
@@ -126,6 +127,47 @@ def test_committed_transaction_becomes_visible_at_once(env: Env) -> None:
     assert values(records) == [b"v0", b"v1", b"v2"]
     assert [r.key() for r in records] == [b"k"] * 3
     assert all(r.error() is None and r.topic() == topic for r in records)
+
+
+def test_headers_reach_consumers_in_order(env: Env) -> None:
+    topic = env.topic()
+    reader = from_start(env, topic)
+    producer = env.producer()
+    headers = [("trace", b"t-1"), ("empty", None), ("trace", b"t-2")]
+    producer.produce(topic, 0, b"k", b"with", headers=headers)
+    producer.produce(topic, 0, b"k", b"without")
+    assert producer.flush(10.0) == 0
+    records = poll_until(reader, 2, env.deadline)
+    assert values(records) == [b"with", b"without"]
+    assert records[0].headers() == headers
+    assert not records[1].headers()
+
+
+def test_a_record_over_message_max_bytes_is_refused_at_produce(env: Env) -> None:
+    topic = env.topic()
+    plain = env.transport.producer(**{"message.max.bytes": "10000"})
+    env.closers.append(plain)
+    headers = [("origin", b"test")]
+    # The largest record that fits: key + value + headers + RECORD_OVERHEAD == 10,000.
+    fits = b"x" * (10_000 - record_size(b"k", b"", headers))
+    plain.produce(topic, 0, b"k", fits, headers=headers)
+    with pytest.raises(TransportError, match="MSG_SIZE_TOO_LARGE"):
+        plain.produce(topic, 0, b"k", fits + b"x", headers=headers)
+    assert plain.flush(10.0) == 0
+
+    producer = env.transport.transactional_producer(
+        f"tx-{uuid.uuid4().hex[:10]}",
+        **{"transaction.timeout.ms": 10000, "message.max.bytes": "10000"},
+    )
+    env.closers.append(producer)
+    producer.init_transactions(30.0)
+    producer.begin_transaction()
+    with pytest.raises(TransactionError, match="MSG_SIZE_TOO_LARGE") as info:
+        producer.produce(topic, 0, b"k", fits + b"x", headers=headers)
+    assert not info.value.fatal
+    producer.abort_transaction()
+    reader = from_start(env, topic)
+    assert values(poll_until(reader, 1, env.deadline) + poll_for(reader, env.quiet)) == [fits]
 
 
 def test_aborted_transaction_is_never_visible(env: Env) -> None:
