@@ -29,7 +29,13 @@ class Settings(BaseSettings):
     replication_factor: int = Field(1, ge=1)
     max_concurrent_activities: int = Field(256, ge=1)
     max_concurrent_orchestrations: int = Field(
-        1000, ge=1, description="Instances processed per batch at most."
+        1000,
+        ge=1,
+        description=(
+            "Instances (and entities) a processor steps in one batch at most; records of "
+            "further instances wait for the next batch, in partition order (Durable "
+            "Functions' MaxConcurrentOrchestrations)."
+        ),
     )
     cache_size: int = Field(
         10_000, ge=0, description="Live orchestrations kept in memory (0: replay always)."

@@ -104,6 +104,10 @@ class Batch:
         touched: instances changed in this batch (written at its end).
         pending_chunks: history appended per instance, written as one chunk each.
         local: activities started next to the processor, with their partition.
+        instances: the instances (and entities) this batch steps.
+        deferred: per partition, the offset of the first record left for a later
+            batch (``max_concurrent_orchestrations`` was reached); read again from
+            there once this batch committed.
     """
 
     now_ms: int
@@ -111,6 +115,8 @@ class Batch:
     touched: dict[str, Instance] = field(default_factory=dict)
     pending_chunks: dict[str, list[list[HistoryEvent]]] = field(default_factory=dict)
     local: list[tuple[int, LocalRun]] = field(default_factory=list)
+    instances: set[str] = field(default_factory=set)
+    deferred: dict[int, int] = field(default_factory=dict)
 
     def of(self, part: OwnedPartition) -> PartitionBatch:
         """The share of ``part`` (opened with a fresh store transaction on first use)."""

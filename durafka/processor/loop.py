@@ -511,8 +511,9 @@ class Processor:
             # Assigned, revoked or reassigned during the poll: whoever owns the partition
             # now reads this record again from the committed offset.
             return
+        if p in batch.deferred:
+            return  # an earlier record of the partition waits: keep the order
         share = batch.of(part)
-        share.next_offset = offset + 1
         value = r.value()
         try:
             if value is None:
@@ -528,8 +529,18 @@ class Processor:
                     "value; the key must be the instance id"
                 )
         except (DecodeError, InvalidInstanceIdError) as exc:
+            share.next_offset = offset + 1
             share.out.append(self.dead_letters.of_record(r, str(exc), share.now_ms))
             return
+        instances = batch.instances
+        if iid not in instances:
+            if len(instances) >= self.settings.max_concurrent_orchestrations:
+                # Enough instances for one batch: this one and everything after it in
+                # the partition wait their turn (read again after the commit).
+                batch.deferred[p] = offset
+                return
+            instances.add(iid)
+        share.next_offset = offset + 1
         share.add(iid, event)
 
     def _collect_due_timers(self, batch: Batch) -> None:
@@ -541,6 +552,8 @@ class Processor:
             tx = share.tx
             part.next_timer_ms = None
             due_timers = tx.iter_range(TIMER_PREFIX, timer_upper_bound(now))
+            instances = batch.instances
+            limit = self.settings.max_concurrent_orchestrations
             for fired, (key, value) in enumerate(due_timers):
                 if fired >= MAX_TIMERS_PER_ITERATION:
                     part.next_timer_ms = now  # more are due: next iteration
@@ -550,6 +563,11 @@ class Processor:
                 except MalformedKeyError as exc:
                     self._malformed.found(part.number, key, value, str(exc))
                     continue
+                if iid not in instances:
+                    if len(instances) >= limit:
+                        part.next_timer_ms = now  # its turn comes in the next iteration
+                        break
+                    instances.add(iid)
                 tx.delete(key)
                 # The value names the execution that set the timer (empty: older timers).
                 execution = value.decode() if value else None
@@ -626,10 +644,25 @@ class Processor:
             if outcome is CheckpointOutcome.COMMITTED:
                 if checkpoint.dirty:
                     self._reset([s.number for s in checkpoint.dirty], "store write failed")
+                self._read_deferred_again(batch, checkpoint.shares)
                 continue
             self._after_failed_commit(checkpoint)
         self.cache.trim()
         self.batches_committed += 1
+
+    def _read_deferred_again(self, batch: Batch, committed: list[PartitionBatch]) -> None:
+        """Seek back to records left for a later batch (``max_concurrent_orchestrations``).
+
+        Only after the commit: an aborted batch is read again from the committed
+        offsets anyway.
+        """
+        if not batch.deferred:
+            return
+        topic = self.topics.orchestrations
+        for share in committed:
+            offset = batch.deferred.pop(share.number, None)
+            if offset is not None and self._owned.get(share.number) is share.part:
+                self._consumer.seek(TopicPartition(topic, share.number), offset)
 
     def _checkpoint(
         self, producer: TransactionalProducer, shares: list[PartitionBatch]
