@@ -69,15 +69,28 @@ class App:
     @overload
     def orchestration(self, fn: F) -> F: ...
     @overload
-    def orchestration(self, *, name: str | None = None) -> Callable[[F], F]: ...
+    def orchestration(
+        self, *, name: str | None = None, version: str | None = None
+    ) -> Callable[[F], F]: ...
 
     def orchestration(
-        self, fn: F | None = None, *, name: str | None = None
+        self, fn: F | None = None, *, name: str | None = None, version: str | None = None
     ) -> F | Callable[[F], F]:
-        """Register an ``async def orchestrator(ctx, input)``; usable bare or with ``name=``."""
+        """Register an ``async def orchestrator(ctx, input)``; bare or with ``name=``/``version=``.
+
+        Versions let a changed orchestrator run beside the old one: new executions
+        start on the latest version, running ones keep theirs (keep the old code
+        registered until they have finished; ``durafka replay-check`` shows them).
+
+        Example:
+            >>> @app.orchestration(name="order", version="1")
+            ... async def order_v1(ctx, order): ...
+            >>> @app.orchestration(name="order", version="2")
+            ... async def order_v2(ctx, order): ...
+        """
 
         def register(f: F) -> F:
-            d = self.registry.add_orchestration(f, name)
+            d = self.registry.add_orchestration(f, name, version)
             f.__durafka_name__ = d.name  # type: ignore[attr-defined]
             return f
 

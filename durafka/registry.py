@@ -38,6 +38,8 @@ class FunctionDef:
         takes_input: whether ``fn`` accepts an input argument.
         input_adapter: decodes the input (``None``: untyped JSON).
         output_adapter: encodes/decodes the result.
+        version: an orchestration's code version (``@app.orchestration(version="2")``),
+            None when unversioned.
     """
 
     name: str
@@ -46,6 +48,7 @@ class FunctionDef:
     takes_input: bool
     input_adapter: TypeAdapter[Any] | None
     output_adapter: TypeAdapter[Any] | None
+    version: str | None = None
 
 
 def _adapters(
@@ -228,21 +231,70 @@ class Registry:
     """Orchestrations, activities and entities known to an app, by name."""
 
     def __init__(self) -> None:
+        #: The latest version of each orchestration (what new executions run).
         self.orchestrations: dict[str, FunctionDef] = {}
+        #: Every registered version of each orchestration (None: unversioned).
+        self.orchestration_versions: dict[str, dict[str | None, FunctionDef]] = {}
         self.activities: dict[str, FunctionDef] = {}
         self.entities: dict[str, EntityDefinition] = {}
 
-    def add_orchestration(self, fn: Callable[..., Any], name: str | None = None) -> FunctionDef:
-        """Register an ``async def orchestrator(ctx[, input])``."""
+    def add_orchestration(
+        self, fn: Callable[..., Any], name: str | None = None, version: str | None = None
+    ) -> FunctionDef:
+        """Register an ``async def orchestrator(ctx[, input])``, optionally as a version.
+
+        Several versions of one name may be registered (``version="1"``, ``"2"``, or
+        dotted numbers ``"2.1"``): new executions run the latest, running ones keep
+        the version they started with (it is recorded in their history), so the old
+        versions' code must stay registered while instances of them run.
+        """
         if not inspect.iscoroutinefunction(fn):
             raise ConfigurationError(
                 f"orchestration {fn.__qualname__} must be an 'async def' function "
                 "(it is driven by durafka's replay engine, not by asyncio)"
             )
+        if version is not None:
+            _version_key(version)  # refuse what cannot be ordered
         takes_input, in_ad, out_ad = _adapters(fn, skip=1)
-        d = FunctionDef(name or fn.__name__, fn, True, takes_input, in_ad, out_ad)
-        self._put(self.orchestrations, "orchestration", d)
+        d = FunctionDef(name or fn.__name__, fn, True, takes_input, in_ad, out_ad, version)
+        versions = self.orchestration_versions.setdefault(d.name, {})
+        existing = versions.get(version)
+        if existing is not None and existing.fn is not fn:
+            which = f"version {version!r} of " if version is not None else ""
+            raise ConfigurationError(
+                f"{which}orchestration name {d.name!r} is already registered for "
+                f"{existing.fn.__qualname__}; pass name=... or another version=... to register "
+                f"{fn.__qualname__}"
+            )
+        versions[version] = d
+        self.orchestrations[d.name] = versions[max(versions, key=_version_key)]
         return d
+
+    def orchestration_version(self, name: str, version: str | None) -> FunctionDef:
+        """The code an execution of ``name`` that recorded ``version`` runs.
+
+        ``version`` None (histories recorded before versions were used): the
+        unversioned registration, else the lowest version.
+
+        Raises:
+            UnknownFunctionError: no such orchestration, or that version is not registered
+                (its instances need its code: keep it registered until they finished).
+        """
+        versions = self.orchestration_versions.get(name)
+        if not versions:
+            self.orchestration(name)  # raises the usual error
+            raise AssertionError("unreachable")
+        if version is None:
+            return versions[min(versions, key=_version_key)]
+        found = versions.get(version)
+        if found is None:
+            known = sorted((v for v in versions if v is not None), key=_version_key)
+            raise UnknownFunctionError(
+                f"version {version!r} of orchestration {name!r} is not registered (registered: "
+                f"{known or 'none'}); its running instances need that code: keep it registered "
+                "(@app.orchestration(version=...)) until they have finished"
+            )
+        return found
 
     def add_activity(self, fn: Callable[..., Any], name: str | None = None) -> FunctionDef:
         """Register an activity: ``def`` or ``async def`` taking at most one input."""
@@ -313,3 +365,19 @@ class Registry:
             if d.fn is fn_or_name:
                 return d.name
         return getattr(fn_or_name, "__durafka_name__", None) or fn_or_name.__name__
+
+
+def _version_key(version: str | None) -> tuple[int, ...]:
+    """Orders versions: unversioned first, then dotted numbers numerically (2 < 10)."""
+    if version is None:
+        return (-1,)
+    try:
+        parts = tuple(int(p) for p in version.split("."))
+    except ValueError:
+        raise ConfigurationError(
+            f"orchestration version {version!r} is not a number or dotted numbers "
+            "(e.g. '2' or '2.1'): durafka orders versions to start new executions on the latest"
+        ) from None
+    if any(p < 0 for p in parts):
+        raise ConfigurationError(f"orchestration version {version!r} has a negative part")
+    return parts

@@ -24,9 +24,13 @@ from typing import Any
 
 from durafka.app import App
 from durafka.client import AsyncClient
+from durafka.codec.history_json import loads_history
 from durafka.errors import WaitTimeoutError
 from durafka.hosting import Runner
 from durafka.processor import Processor
+from durafka.registry import Registry
+from durafka.runtime.executor import OrchestrationExecutor
+from durafka.runtime.history import EventKind, HistoryEvent
 from durafka.status import OrchestrationStatus
 from durafka.topology import HubTopics
 from durafka.transport.memory import MemoryBroker
@@ -155,3 +159,45 @@ class TestEnvironment:
         """The instance's output once it completes (time-skipping); raises if it failed."""
         await self.wait_for_status(instance_id, timeout)
         return await self.client.wait_for_completion(instance_id, timeout=timeout)
+
+
+def replay(
+    app: App | Registry,
+    history: list[HistoryEvent] | str,
+    *,
+    instance_id: str = "replayed",
+) -> OrchestrationExecutor:
+    """Replay ``history`` against the app's current code; raise if the code diverged.
+
+    The test of a code change against the executions already running: keep a few
+    histories of real instances (``client.get_history(id)``, or the JSON that
+    ``durafka history ID --json`` writes) next to your tests, and replay them in CI.
+    Pure: nothing runs but the orchestrator (no activity, no I/O).
+
+    Args:
+        app: the app (or its registry) with the code to check.
+        history: the events, or their JSON text.
+        instance_id: the id the orchestrator sees (``ctx.instance_id``).
+
+    Returns:
+        The executor after the replay (``is_complete``, its completion, ...).
+
+    Raises:
+        NonDeterminismError: the code does not take the recorded calls (the message
+            names the sequence id and both calls).
+        ValueError: the history does not start with an orchestration's start.
+
+    Example:
+        >>> from durafka.testing import replay
+        >>> replay(app, Path("tests/golden/order-42.json").read_text())
+    """
+    events = loads_history(history) if isinstance(history, str) else list(history)
+    registry = app.registry if isinstance(app, App) else app
+    start = next((e for e in events if e.kind is EventKind.EXECUTION_STARTED), None)
+    if start is None or start.name is None:
+        raise ValueError("the history has no EXECUTION_STARTED naming its orchestration")
+    executor = OrchestrationExecutor(registry, instance_id, start.name)
+    executor.replay(events)
+    if executor.divergence is not None:
+        raise executor.divergence
+    return executor

@@ -153,6 +153,7 @@ def write_event(e: HistoryEvent, out: bytearray) -> None:
     _opt_str(e.execution_id, out)
     _opt_str(e.parent_execution_id, out)
     out.append(_POLICY_INDEX[e.id_reuse_policy] << 1)
+    _opt_str(e.version, out)
 
 
 def _write_events(events: Iterable[HistoryEvent], count: int, out: bytearray) -> None:
@@ -324,6 +325,7 @@ def _read_event(b: bytes, pos: int) -> tuple[HistoryEvent, int]:
     policy, pos = read_long(b, pos)
     if not 0 <= policy < len(_POLICIES):
         raise ValueError(f"id reuse policy number {policy} is out of range")
+    version, pos = _read_opt_str(b, pos)
     return HistoryEvent(
         kind,
         timestamp,
@@ -337,6 +339,7 @@ def _read_event(b: bytes, pos: int) -> tuple[HistoryEvent, int]:
         execution_id,
         parent_execution_id,
         _POLICIES[policy],
+        version,
     ), pos
 
 

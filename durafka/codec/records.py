@@ -55,6 +55,7 @@ def event_to_dict(e: HistoryEvent) -> dict[str, Any]:
         "execution_id": e.execution_id,
         "parent_execution_id": e.parent_execution_id,
         "id_reuse_policy": e.id_reuse_policy.value,
+        "version": e.version,
     }
 
 
@@ -74,6 +75,7 @@ def event_from_dict(d: dict[str, Any]) -> HistoryEvent:
         d.get("execution_id"),
         d.get("parent_execution_id"),
         _POLICIES.get(d.get("id_reuse_policy", ""), IdReusePolicy.REJECT_DUPLICATE),
+        d.get("version"),
     )
 
 

@@ -128,6 +128,8 @@ class Orchestrations:
                     incoming = []
                 if ev.execution_id is None:  # from a producer that does not choose one
                     ev = replace(ev, execution_id=uuid.uuid4().hex)
+                if ev.version is None:  # new executions run the latest registered version
+                    ev = replace(ev, version=self._latest_version(ev.name))
                 inst = self._create(batch, share, iid, ev, previous=inst)
                 incoming.append(ev)
                 continue
@@ -247,6 +249,10 @@ class Orchestrations:
         self.cache.put(inst)
         self._touch(batch, inst)
         return inst
+
+    def _latest_version(self, name: str | None) -> str | None:
+        definition = self.registry.orchestrations.get(name or "")
+        return definition.version if definition is not None else None
 
     def _touch(self, batch: Batch, inst: Instance) -> None:
         batch.touched[inst.instance_id] = inst
@@ -404,6 +410,8 @@ class Orchestrations:
             instance_id=status.parent_instance_id,
             execution_id=status.execution_id,
             parent_execution_id=inst.state.parent_execution_id,
+            # A new generation starts on the latest version, as a new execution does.
+            version=self._latest_version(status.name),
         )
         return [start, *carried]
 

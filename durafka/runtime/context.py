@@ -155,6 +155,37 @@ class OrchestrationContext:
         """Publish a JSON-serialisable value in the instance's status (e.g. progress)."""
         self._ex.set_custom_status(value)
 
+    # -- changing running code -------------------------------------------------
+
+    def patched(self, change_id: str) -> bool:
+        """Whether this execution runs the code of change ``change_id`` (Temporal's patching).
+
+        Put the new code under ``if ctx.patched("id"):`` and keep the old code in the
+        ``else``: new executions (and instances past the point when the change is
+        deployed) take the new branch, recording a marker; replays of histories
+        written before the change take the old one. Once every execution that
+        could replay the old branch has finished, replace the call with
+        :meth:`deprecate_patch` and drop the old branch; later still, drop the call.
+
+        Example:
+            >>> if ctx.patched("fraud-check"):
+            ...     await ctx.call_activity(check_fraud, order)
+            >>> await ctx.call_activity(charge, order)
+
+        For a change of an orchestrator's whole shape, register a new version instead
+        (``@app.orchestration(version="2")``): running instances keep their version.
+        """
+        return self._ex.patched(change_id)
+
+    def deprecate_patch(self, change_id: str) -> None:
+        """Mark change ``change_id``'s old branch as gone (after :meth:`patched`).
+
+        Histories written with and without the change's marker both replay; new
+        executions record nothing, so the call itself can be removed once the
+        instances started before it have finished.
+        """
+        self._ex.deprecate_patch(change_id)
+
     # -- work ------------------------------------------------------------------
 
     @overload

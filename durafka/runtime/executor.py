@@ -60,6 +60,7 @@ _DESCRIBE = {
     EventKind.ENTITY_SIGNALED: "signal_entity",
     EventKind.LOCK_REQUESTED: "lock",
     EventKind.LOCK_RELEASED: "the end of the lock block of",
+    EventKind.MARKER_RECORDED: "patched",
 }
 
 
@@ -198,10 +199,15 @@ class OrchestrationExecutor:
         self._event_buffer: dict[str, deque[tuple[int, HistoryEvent]]] = {}
         self._arrivals = 0
         self._diverged = False
+        #: The first way the code diverged from the replayed history, if it did.
+        self.divergence: NonDeterminismError | None = None
         self._completion: HistoryEvent | None = None
         self._carried: list[HistoryEvent] = []
         self._custom_status: bytes | None = None
         self._output_adapter: TypeAdapter[Any] | None = None
+        # ctx.patched: markers in the replayed history (id -> seq); each id's answer.
+        self._recorded_patches: dict[str, int] = {}
+        self._patches: dict[str, bool] = {}
         # Entity ids of the lock being acquired or held (ctx.lock), sorted; None if none.
         self._lock: list[str] | None = None
         self._lock_granted = False
@@ -210,6 +216,12 @@ class OrchestrationExecutor:
 
     def replay(self, history: list[HistoryEvent]) -> None:
         """Re-run recorded history; actions must match what was recorded."""
+        # ctx.patched needs to know, before the marker's place, whether history has one.
+        self._recorded_patches = {
+            e.name: e.seq
+            for e in history
+            if e.kind is EventKind.MARKER_RECORDED and e.name is not None
+        }
         self.is_replaying = True
         try:
             for event in history:
@@ -306,6 +318,8 @@ class OrchestrationExecutor:
             self._fail(exc)
             # Nothing the diverged code did may leave the executor.
             self._diverged = True
+            if self.divergence is None:
+                self.divergence = exc
             self._unmatched.clear()
             self._new_actions.clear()
 
@@ -321,7 +335,7 @@ class OrchestrationExecutor:
         if e.timestamp and not self.current_time_ms:
             self.current_time_ms = e.timestamp
         try:
-            d = self.registry.orchestration(self.name)
+            d = self.registry.orchestration_version(self.name, e.version)
         except UnknownFunctionError as exc:
             self._fail(exc)
             return
@@ -773,6 +787,45 @@ class OrchestrationExecutor:
             max_bytes=self.max_payload_bytes,
             what=f"input of {operation!r} for entity {eid}",
         )
+
+    def patched(self, change_id: str) -> bool:
+        """Temporal's ``patched``: whether this execution takes the changed code path.
+
+        True for new code (a live step records a ``MARKER_RECORDED`` the first time),
+        and for a replay whose history recorded the marker; False for a replay of a
+        history without it — and then for the rest of the execution, live steps
+        included, so code after it stays consistent with the branch it took.
+        """
+        answer = self._patches.get(change_id)
+        if answer is not None:
+            return answer
+        answer = not self.is_replaying or change_id in self._recorded_patches
+        if answer:
+            # During replay a marker recorded elsewhere mismatches: the patch moved.
+            self._record_marker(change_id)
+        self._patches[change_id] = answer
+        return answer
+
+    def deprecate_patch(self, change_id: str) -> None:
+        """Temporal's ``deprecate_patch``: the patched branch is the only one left.
+
+        Records nothing; consumes the marker a replayed history has at this point,
+        so histories written with or without ``patched(change_id)`` both replay.
+        """
+        if change_id in self._patches:
+            return
+        self._patches[change_id] = True
+        if self.is_replaying and self._recorded_patches.get(change_id) == self._next_seq:
+            self._record_marker(change_id)
+
+    def _record_marker(self, change_id: str) -> None:
+        e = HistoryEvent(
+            EventKind.MARKER_RECORDED,
+            self.current_time_ms,
+            seq=self._take_seq(),
+            name=change_id,
+        )
+        self._unmatched[e.seq] = e
 
     def set_custom_status(self, value: Any) -> None:
         self._custom_status = encode_payload(

@@ -10,7 +10,7 @@ Fields by kind (``seq`` is the sequence id the orchestrator's call took):
 =========================== ==========================================================
 kind                        fields
 =========================== ==========================================================
-EXECUTION_STARTED           name, payload=input, execution_id, id_reuse_policy,
+EXECUTION_STARTED           name, version, payload=input, execution_id, id_reuse_policy,
                             instance_id=parent id, seq=parent seq, parent_execution_id
 ORCHESTRATOR_STARTED        timestamp (the time ``ctx.now()`` returns for this step)
 TASK_SCHEDULED              seq, name, payload=input
@@ -39,6 +39,8 @@ ENTITY_RESPONSE             seq, payload=result or failure, instance_id=entity i
 LOCK_REQUESTED              seq, payload=JSON list of the sorted entity ids; the same kind
                             travels entity to entity with instance_id=orchestration
 LOCK_GRANTED                seq, instance_id=the last entity locked
+MARKER_RECORDED             seq, name=patch id (ctx.patched: the execution took the patched
+                            branch; replayed histories without it take the old one)
 LOCK_RELEASED               seq, payload=JSON list of the entity ids; to an entity:
                             instance_id=orchestration, payload=the ids when the release
                             must follow the request's path (lock not known to be granted)
@@ -86,6 +88,7 @@ class EventKind(StrEnum):
     LOCK_REQUESTED = "LOCK_REQUESTED"
     LOCK_GRANTED = "LOCK_GRANTED"
     LOCK_RELEASED = "LOCK_RELEASED"
+    MARKER_RECORDED = "MARKER_RECORDED"
 
 
 #: Kinds that answer a call the orchestrator made (they carry its ``seq``).
@@ -112,6 +115,7 @@ ACTION_KINDS = frozenset(
         EventKind.ENTITY_SIGNALED,
         EventKind.LOCK_REQUESTED,
         EventKind.LOCK_RELEASED,
+        EventKind.MARKER_RECORDED,
     }
 )
 
@@ -171,6 +175,7 @@ class HistoryEvent:
             requests they answer: the execution (and generation) waiting for them.
         parent_execution_id: a sub-orchestration's start: the parent execution.
         id_reuse_policy: a start: what to do if the id's last execution finished.
+        version: a start: the version of the orchestration's code it runs.
     """
 
     kind: EventKind
@@ -185,3 +190,4 @@ class HistoryEvent:
     execution_id: str | None = None
     parent_execution_id: str | None = None
     id_reuse_policy: IdReusePolicy = IdReusePolicy.REJECT_DUPLICATE
+    version: str | None = None

@@ -51,6 +51,7 @@ _events = st.builds(
     _opt_text,
     _opt_text,
     st.sampled_from(list(IdReusePolicy)),
+    _opt_text,
 )
 _statuses = st.builds(
     OrchestrationStatus,
