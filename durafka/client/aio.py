@@ -19,8 +19,6 @@ from durafka.client._common import (
     ClientCore,
     Page,
     check_instance_id,
-    list_page,
-    purge_candidates,
     seconds,
 )
 from durafka.client.entity_view import (
@@ -31,6 +29,7 @@ from durafka.client.entity_view import (
     signal_record,
 )
 from durafka.client.history import read_history
+from durafka.client.listing import InstanceQuery, purge_candidates
 from durafka.client.status_view import StatusView
 from durafka.entities import EntityId, EntityMetadata
 from durafka.errors import TransportError
@@ -241,6 +240,8 @@ class AsyncClient:
         name: str | None = None,
         created_from: datetime | None = None,
         created_to: datetime | None = None,
+        id_prefix: str | None = None,
+        descending: bool = False,
         page_size: int = 100,
         continuation: str | None = None,
     ) -> Page[OrchestrationStatus]:
@@ -248,16 +249,18 @@ class AsyncClient:
 
         See :meth:`Client.list_instances`.
         """
-        await self._ready()
-        return list_page(
-            self._view.all(),
+        query = InstanceQuery.of(
             status=status,
             name=name,
             created_from=created_from,
             created_to=created_to,
+            id_prefix=id_prefix,
+            descending=descending,
             page_size=page_size,
             continuation=continuation,
         )
+        await self._ready()
+        return self._view.page(query)
 
     async def get_history(self, instance_id: str) -> list[HistoryEvent]:
         """The typed history events of the instance's current generation, oldest first.

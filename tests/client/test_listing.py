@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from durafka.client import Client
-from durafka.client._common import list_page
+from durafka.client.listing import list_page
 from durafka.status import OrchestrationStatus, RuntimeStatus
 from tests.client.conftest import Hub, status
 from tests.support.waiting import wait_until
