@@ -151,6 +151,28 @@ class ClientCore:
             return None
         return uuid.uuid4().hex
 
+    def plan_restart(
+        self, instance_id: str, current: OrchestrationStatus | None
+    ) -> tuple[str, bytes | None, str]:
+        """The name, input and new execution id of a restart of a finished instance.
+
+        Raises:
+            InstanceNotFoundError: no such instance is known to the status view.
+            InstanceNotFinishedError: it is Pending, Running or Suspended.
+        """
+        check_instance_id(instance_id)
+        if current is None:
+            raise InstanceNotFoundError(
+                f"no instance {instance_id!r} is known to the status view (never started, "
+                "purged, or another task hub); nothing to restart"
+            )
+        if not current.runtime_status.is_terminal:
+            raise InstanceNotFinishedError(
+                f"instance {instance_id!r} is {current.runtime_status.value}; only Completed, "
+                "Failed or Terminated instances can be restarted: terminate it first"
+            )
+        return current.name, current.serialized_input, uuid.uuid4().hex
+
     def start_record(
         self,
         instance_id: str,

@@ -128,6 +128,28 @@ class AsyncClient:
             self._core.remember_start(iid, execution)
         return iid
 
+    async def restart(self, instance_id: str) -> str:
+        """Run a finished instance again: a new execution with the same id, name and input.
+
+        The input is the one its status shows (after ``continue_as_new``, the last
+        generation's). The start carries ``IdReusePolicy.ALLOW_DUPLICATE``.
+
+        Returns:
+            The new execution's id (``OrchestrationStatus.execution_id`` once it runs).
+
+        Raises:
+            InstanceNotFoundError: no such instance is known to the status view.
+            InstanceNotFinishedError: the instance is Pending, Running or Suspended.
+        """
+        await self._ready()
+        name, payload, execution = self._core.plan_restart(instance_id, self._view.get(instance_id))
+        record = self._core.start_record(
+            instance_id, name, payload, self._partitions, execution, IdReusePolicy.ALLOW_DUPLICATE
+        )
+        await self._send(record)
+        self._core.remember_start(instance_id, execution)
+        return execution
+
     async def terminate(self, instance_id: str, reason: str | None = None) -> None:
         """Ask the instance to stop; it ends Terminated with ``reason`` as its output."""
         payload = self._core.encode_reason(reason, f"termination reason for {instance_id!r}")
