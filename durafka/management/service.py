@@ -20,6 +20,7 @@ control records, history) and adds what an operator needs beyond the client:
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -108,8 +109,18 @@ class Management:
             if transport is not None
             else open_transport(settings.bootstrap_servers, settings.client_config)
         )
-        self.client = Client(settings, self.registry, self.transport)
         self.cluster = ClusterMonitor(self.transport, self.topics)
+        self._client: Client | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> Client:
+        """The client it acts through (created on first use: topology and partitions
+        commands need no status view)."""
+        with self._lock:
+            if self._client is None:
+                self._client = Client(self.settings, self.registry, self.transport)
+            return self._client
 
     @classmethod
     def for_app(cls, app: App) -> Management:
@@ -420,7 +431,8 @@ class Management:
         """Release the client, the monitor's consumers and an owned transport."""
         try:
             self.cluster.close()
-            self.client.close()
+            if self._client is not None:
+                self._client.close()
         finally:
             if self._owns_transport:
                 self.transport.close()
