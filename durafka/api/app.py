@@ -186,24 +186,7 @@ def create_api(
             log.exception("request failed", exc_info=exc)
         return JSONResponse({"detail": str(exc), "error": type(exc).__name__}, status)
 
-    def role(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> Role:
-        found = tokens.role_of(credentials.credentials if credentials is not None else None)
-        if found is None:
-            raise HTTPException(
-                401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"}
-            )
-        return found
-
-    def reader(r: Annotated[Role, Depends(role)]) -> Role:
-        return r
-
-    def operator(r: Annotated[Role, Depends(role)]) -> Role:
-        if r != "admin":
-            raise HTTPException(403, "this token is read-only")
-        return r
-
+    api.state.tokens = tokens
     read = [Depends(reader)]
     write = [Depends(operator)]
     m = management
@@ -211,10 +194,10 @@ def create_api(
     # -- who, instances ---------------------------------------------------------------
 
     @api.get("/api/whoami", tags=["server"])
-    def whoami(r: Annotated[Role, Depends(reader)]) -> WhoAmI:
+    def whoami(role: Annotated[Role, Depends(reader)]) -> WhoAmI:
         """The caller's role, the task hub and its orchestrations (with instance counts)."""
         return WhoAmI(
-            role=r,
+            role=role,
             task_hub=m.settings.task_hub,
             bootstrap=m.settings.bootstrap_servers,
             version=__version__,
@@ -456,6 +439,31 @@ def create_api(
     api.mount("/static", StaticFiles(directory=_STATIC), name="static")
     api.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)
     return api
+
+
+def _role(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Role:
+    tokens: ApiTokens = request.app.state.tokens
+    found = tokens.role_of(credentials.credentials if credentials is not None else None)
+    if found is None:
+        raise HTTPException(
+            401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"}
+        )
+    return found
+
+
+def reader(role: Annotated[Role, Depends(_role)]) -> Role:
+    """Any valid token (routes that change nothing)."""
+    return role
+
+
+def operator(role: Annotated[Role, Depends(_role)]) -> Role:
+    """The operator token (routes that write to the task hub)."""
+    if role != "admin":
+        raise HTTPException(403, "this token is read-only")
+    return role
 
 
 def _sample(management: Management, stop: threading.Event, seconds: float) -> None:
