@@ -89,9 +89,7 @@ def test_instances_over_http(base_url: str) -> None:
 def test_entities_dead_letters_cluster_and_schema(base_url: str) -> None:
     with client(base_url) as http:
         assert http.post("/api/entities/Counter/k%2F1/signals/add", json=4).status_code == 202
-        wait_until(
-            lambda: http.get("/api/entities/Counter/k/1").status_code == 200, timeout=60
-        )
+        wait_until(lambda: http.get("/api/entities/Counter/k/1").status_code == 200, timeout=60)
         assert http.get("/api/entities/Counter/k/1").json()["state"] == 4
         assert [e["key"] for e in http.get("/api/entities").json()["items"]] == ["k/1"]
         assert http.delete("/api/entities/Counter/k/1").status_code == 202

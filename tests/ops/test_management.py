@@ -39,8 +39,7 @@ def _status(management: Management, iid: str, *statuses: RuntimeStatus) -> Runti
     return wait_until(
         lambda: (
             s.runtime_status
-            if (s := management.client.get_status(iid)) is not None
-            and s.runtime_status in statuses
+            if (s := management.client.get_status(iid)) is not None and s.runtime_status in statuses
             else None
         ),
         timeout=60,
@@ -85,9 +84,11 @@ def test_lifecycle_of_an_instance(management: Management) -> None:
     execution = management.restart(iid)
     assert execution != first
     wait_until(
-        lambda: (s := management.client.get_status(iid)) is not None
-        and s.execution_id == execution
-        and s.runtime_status is RuntimeStatus.RUNNING,
+        lambda: (
+            (s := management.client.get_status(iid)) is not None
+            and s.execution_id == execution
+            and s.runtime_status is RuntimeStatus.RUNNING
+        ),
         timeout=60,
         what="the restarted execution to run",
     )
@@ -179,8 +180,10 @@ def test_entities(management: Management) -> None:
     management.signal_entity("Counter", "b", "add", 1)
     management.signal_entity("Counter", "a", "add", 2)
     wait_until(
-        lambda: len(management.list_entities().items) == 2
-        and management.get_entity("Counter", "a").state == 7,
+        lambda: (
+            len(management.list_entities().items) == 2
+            and management.get_entity("Counter", "a").state == 7
+        ),
         timeout=60,
         what="both entities",
     )
