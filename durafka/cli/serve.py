@@ -44,6 +44,7 @@ def serve(
     import uvicorn
 
     from durafka.api import ApiTokens, check_exposure, create_api
+    from durafka.app import App
     from durafka.management import Management
 
     logging.basicConfig(
@@ -53,6 +54,12 @@ def serve(
         tokens = ApiTokens.from_env(insecure_local=insecure_local)
         check_exposure(tokens, host)
         settings, registry = resolve_settings(app, hub, bootstrap)
+        # As `durafka run` does: a newcomer may start the dashboard first.
+        hub_app = App(settings=settings)
+        try:
+            hub_app.ensure_topics()
+        finally:
+            hub_app.close()
         management = Management(settings, registry)
     except (DurafkaError, ValueError) as exc:
         fail(exc)
