@@ -96,9 +96,7 @@ def test_index_kept_current_pages_like_a_full_scan(seed: int) -> None:
             by_name = view.counts(name)
             assert sum(by_name.values()) == sum(1 for s in current.values() if s.name == name)
         assert view.names() == {
-            n: c
-            for n in sorted(NAMES)
-            if (c := sum(1 for s in current.values() if s.name == n))
+            n: c for n in sorted(NAMES) if (c := sum(1 for s in current.values() if s.name == n))
         }
 
 
