@@ -54,8 +54,8 @@ from durafka.management.models import (
     HistoryEntry,
     InstanceDetail,
     InstancePage,
+    InstancePageView,
     StatusCounts,
-    TimelineSpan,
     TopologyReport,
 )
 from durafka.status import RuntimeStatus
@@ -110,15 +110,6 @@ class WhoAmI(BaseModel):
     bootstrap: str
     version: str
     orchestrations: dict[str, int]
-
-
-class InstancePageView(BaseModel):
-    """An instance, the ids of its children and its timeline (the dashboard's instance page)."""
-
-    instance: InstanceDetail
-    children: list[str]
-    timeline: list[TimelineSpan]
-    history: list[HistoryEntry]
 
 
 def _error_status(exc: Exception) -> int:
@@ -246,20 +237,7 @@ def create_api(
     @api.get("/api/instances/{instance_id:path}/page", dependencies=read, tags=["instances"])
     def instance_page(instance_id: str) -> InstancePageView:
         """Status, children, timeline and history: the dashboard's instance page, in one read."""
-        detail = m.get_instance(instance_id)
-        events = m.client.get_history(instance_id)
-        from durafka.management.timeline import timeline
-
-        return InstancePageView(
-            instance=detail,
-            children=[
-                e.instance_id
-                for e in events
-                if e.kind.value == "SUB_ORCHESTRATION_CREATED" and e.instance_id is not None
-            ],
-            timeline=timeline(events),
-            history=[HistoryEntry.of(e) for e in events],
-        )
+        return m.instance_page(instance_id)
 
     @api.post(
         "/api/instances/{instance_id:path}/events/{event_name}",

@@ -39,7 +39,6 @@ from durafka.status import TERMINAL_STATUSES, OrchestrationStatus, RuntimeStatus
 __all__ = [
     "InstanceQuery",
     "StatusIndex",
-    "list_page",
     "parse_statuses",
     "purge_candidates",
 ]
@@ -256,36 +255,6 @@ class StatusIndex:
                 keys.append(key)
         keys.sort(reverse=descending)
         return iter(keys)
-
-
-def list_page(
-    statuses: Iterable[OrchestrationStatus],
-    *,
-    status: StatusFilter,
-    name: str | None,
-    created_from: datetime | None,
-    created_to: datetime | None,
-    page_size: int,
-    continuation: str | None,
-    id_prefix: str | None = None,
-    descending: bool = False,
-) -> Page[OrchestrationStatus]:
-    """Filter, order by (created_at, instance_id) and cut one page of a snapshot.
-
-    A status view pages through its own :class:`StatusIndex` instead; this indexes
-    the snapshot once.
-    """
-    query = InstanceQuery.of(
-        status=status,
-        name=name,
-        created_from=created_from,
-        created_to=created_to,
-        id_prefix=id_prefix,
-        descending=descending,
-        page_size=page_size,
-        continuation=continuation,
-    )
-    return StatusIndex.of(statuses).page(query)
 
 
 def parse_statuses(status: StatusFilter) -> frozenset[RuntimeStatus] | None:

@@ -29,6 +29,7 @@ __all__ = [
     "HistoryEntry",
     "InstanceDetail",
     "InstancePage",
+    "InstancePageView",
     "InstanceSummary",
     "PartitionInfo",
     "StatusCounts",
@@ -193,6 +194,15 @@ class TimelineSpan(BaseModel):
     end_ms: int | None = None
     duration_ms: int | None = None
     outcome: Literal["completed", "failed", "pending"]
+
+
+class InstancePageView(BaseModel):
+    """An instance with its children, timeline and history (the dashboard's instance page)."""
+
+    instance: InstanceDetail
+    children: list[str]
+    timeline: list[TimelineSpan]
+    history: list[HistoryEntry]
 
 
 class EntityInfo(BaseModel):

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import TypeAdapter, ValidationError
 
 from durafka.client._common import VIEW_READY_TIMEOUT
-from durafka.client.listing import InstanceQuery, StatusFilter
+from durafka.client.listing import StatusFilter
 from durafka.client.status_view import StatusView
 from durafka.client.sync import Client
 from durafka.entities import DELETE_OPERATION, EntityId, EntityMetadata
@@ -56,9 +56,9 @@ from durafka.management.models import (
     HistoryEntry,
     InstanceDetail,
     InstancePage,
+    InstancePageView,
     InstanceSummary,
     StatusCounts,
-    TimelineSpan,
     TopologyReport,
     iso,
     json_payload,
@@ -146,7 +146,7 @@ class Management:
         Raises:
             ValueError: an unknown status, a naive datetime, a bad page size or token.
         """
-        query = InstanceQuery.of(
+        page = self.client.list_instances(
             status=status,
             name=name,
             created_from=created_from,
@@ -156,7 +156,6 @@ class Management:
             page_size=page_size,
             continuation=continuation,
         )
-        page = self._view().page(query)
         return InstancePage(
             items=[InstanceSummary.of(s) for s in page.items], continuation=page.continuation
         )
@@ -188,17 +187,25 @@ class Management:
         """
         return [HistoryEntry.of(e) for e in self.client.get_history(instance_id)]
 
-    def timeline(self, instance_id: str) -> list[TimelineSpan]:
-        """What the instance waited for and how long (see :mod:`durafka.management.timeline`)."""
-        return timeline(self.client.get_history(instance_id))
+    def instance_page(self, instance_id: str) -> InstancePageView:
+        """Status, children, timeline and history of one instance (one changelog scan).
 
-    def children(self, instance_id: str) -> list[str]:
-        """The ids of the sub-orchestrations the instance's current generation started."""
-        return [
-            e.instance_id
-            for e in self.client.get_history(instance_id)
-            if e.kind is EventKind.SUB_ORCHESTRATION_CREATED and e.instance_id is not None
-        ]
+        Raises:
+            InvalidInstanceIdError: the id breaks the id rules.
+            InstanceNotFoundError: no such instance.
+        """
+        detail = self.get_instance(instance_id)
+        events = self.client.get_history(instance_id)
+        return InstancePageView(
+            instance=detail,
+            children=[
+                e.instance_id
+                for e in events
+                if e.kind is EventKind.SUB_ORCHESTRATION_CREATED and e.instance_id is not None
+            ],
+            timeline=timeline(events),
+            history=[HistoryEntry.of(e) for e in events],
+        )
 
     def start(self, name: str, input: Any = None, *, instance_id: str | None = None) -> str:
         """Start an instance of orchestration ``name`` with a JSON ``input``.

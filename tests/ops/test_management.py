@@ -72,7 +72,7 @@ def test_lifecycle_of_an_instance(management: Management) -> None:
     kinds = [e.kind for e in management.history(iid)]
     assert kinds[:2] == [EventKind.ORCHESTRATOR_STARTED, EventKind.EXECUTION_STARTED]
     assert EventKind.EVENT_RAISED in kinds and EventKind.EXECUTION_COMPLETED in kinds
-    spans = management.timeline(iid)
+    spans = management.instance_page(iid).timeline
     assert [(s.kind, s.name, s.outcome) for s in spans] == [
         ("event", "approve", "completed"),
         ("activity", "greet", "completed"),
@@ -110,7 +110,7 @@ def test_failure_children_and_listing(management: Management) -> None:
     failure = management.get_instance(failed).failure
     assert failure is not None and failure.message.endswith("ValueError: kaput")
     assert failure.stack_trace is not None and "ValueError: kaput" in failure.stack_trace
-    assert management.children(parent) == ["p-1-child"]
+    assert management.instance_page(parent).children == ["p-1-child"]
     assert management.get_instance("p-1-child").parent_instance_id == "p-1"
 
     counts = management.counts()
