@@ -394,7 +394,10 @@ def create_api(
             await run_in_threadpool(m.get_instance, instance_id)
 
             def render() -> tuple[str, Any]:
-                return "instance", m.get_instance(instance_id).model_dump(mode="json")
+                try:
+                    return "instance", m.get_instance(instance_id).model_dump(mode="json")
+                except InstanceNotFoundError:  # purged while watched
+                    return "purged", {"instance_id": instance_id}
         else:
             await run_in_threadpool(m.counts)
 

@@ -280,3 +280,15 @@ def test_topology_describe_and_diff(management: Management, running_app: durafka
     finally:
         other.close()
     assert not missing.in_sync and not any(t.exists for t in missing.topics)
+
+
+async def test_async_client_restarts_a_finished_instance(running_app: durafka.App) -> None:
+    async with running_app.client() as client:
+        iid = await client.start_new("hello", "Ana", instance_id="again")
+        first = await client.wait_for_status(iid)
+        with pytest.raises(InstanceNotFoundError):
+            await client.restart("never-started")
+        execution = await client.restart(iid)
+        second = await client.wait_for_status(iid)  # waits for the new execution
+    assert first.execution_id != execution == second.execution_id
+    assert second.runtime_status is RuntimeStatus.COMPLETED and second.output == "Hello, Ana!"

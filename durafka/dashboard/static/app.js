@@ -276,10 +276,12 @@ async function startDialog() {
 
 async function instancePage(id) {
   main.innerHTML = `<p class="muted">Loading ${esc(id)}&hellip;</p>`;
+  let shown = null; // the status on the page
   const render = async () => {
     let view;
     try { view = await api(`/api/instances/${enc(id)}/page`); } catch (err) { return showError(main, err); }
     const i = view.instance;
+    shown = i.status;
     const active = ["PENDING", "RUNNING", "SUSPENDED"].includes(i.status);
     main.innerHTML = `
       <p><a href="#/">&larr; Instances</a></p>
@@ -313,7 +315,7 @@ async function instancePage(id) {
       ${i.failure ? `<div class="panel"><h3>Failure: ${esc(i.failure.error_type)}</h3>
         <p class="error">${esc(i.failure.message)}</p>
         <pre data-testid="traceback">${esc(i.failure.stack_trace ?? "")}</pre></div>` : ""}
-      <div class="panel"><h3>Timeline</h3>${timeline(view.timeline)}</div>
+      <div class="panel"><h3>Timeline</h3>${timeline(view.timeline, i)}</div>
       <div class="panel"><h3>History (${view.history.length} events)</h3>
         <table><thead><tr><th>Time</th><th>Event</th><th>Seq</th><th>Name</th><th>Detail</th></tr></thead>
         <tbody>${view.history.map((e) => `<tr><td>${time(e.timestamp)}</td><td>${esc(e.kind)}</td>
@@ -332,7 +334,19 @@ async function instancePage(id) {
       () => { location.hash = "#/"; }));
   };
   await render();
-  stream(`/api/stream?instance_id=${enc(id)}`, () => render());
+  // A page view scans the instance's changelog partition for its history: re-read it when
+  // the status changes, else at most every 3 s while the instance keeps changing.
+  let last = Date.now(), trailing = null, first = true;
+  stream(`/api/stream?instance_id=${enc(id)}`, (name, data) => {
+    const status = data.status ?? name;
+    if (first) { first = false; if (status === shown) return; } // the state on connecting
+    clearTimeout(trailing);
+    if (status !== shown || Date.now() - last > 3000) {
+      last = Date.now(); render();
+    } else {
+      trailing = setTimeout(() => { last = Date.now(); render(); }, 3000);
+    }
+  });
 }
 
 function bind(id, fn) { const el = document.getElementById(id); if (el) el.onclick = fn; }
@@ -365,20 +379,26 @@ async function raiseDialog(id) {
   } catch (err) { alert(err.message); }
 }
 
-function timeline(spans) {
-  if (!spans.length) return `<p class="muted">Nothing awaited yet.</p>`;
+function timeline(spans, instance) {
+  // On the scale of the whole execution: from its creation to its end (or now).
+  const finished = ["COMPLETED", "FAILED", "TERMINATED"].includes(instance.status);
   const now = Date.now();
-  const start = Math.min(...spans.map((s) => s.start_ms));
-  const end = Math.max(...spans.map((s) => s.end_ms ?? now), start + 1);
+  const execution = { kind: "execution", name: instance.name, start_ms: instance.created_at_ms,
+    end_ms: finished ? instance.last_updated_at_ms : null,
+    outcome: !finished ? "pending" : instance.status === "COMPLETED" ? "completed" : "failed" };
+  execution.duration_ms = execution.end_ms == null ? null : execution.end_ms - execution.start_ms;
+  const all = [execution, ...spans];
+  const start = Math.min(...all.map((s) => s.start_ms));
+  const end = Math.max(...all.map((s) => s.end_ms ?? now), start + 1);
   const pct = (t) => ((t - start) / (end - start)) * 100;
-  return `<div class="timeline" data-testid="timeline">${spans.map((s) => `
+  return `<div class="timeline" data-testid="timeline">${all.map((s) => `
     <div class="row"><span>${esc(s.kind.replace("_", " "))}: <b>${esc(s.name ?? s.target ?? "")}</b>
       ${s.target && s.kind === "sub_orchestration"
         ? `<a class="mono" href="#/instance/${enc(s.target)}">${esc(s.target)}</a>` : ""}</span>
       <div class="track"><div class="bar ${esc(s.outcome)}" style="left:${pct(s.start_ms)}%;
         width:${Math.max(pct(s.end_ms ?? now) - pct(s.start_ms), 0.4)}%"></div></div>
       <span class="muted">${s.outcome === "pending" ? "pending" : ms(s.duration_ms)}</span></div>`).join("")}
-    </div>`;
+    </div>${spans.length ? "" : `<p class="muted">Nothing awaited yet.</p>`}`;
 }
 
 // -- entities ------------------------------------------------------------------------------
