@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from durafka.cli import apps, bench, deploy, devbroker, topology
+from durafka.cli import apps, bench, deploy, devbroker, manage, serve, topology
 
 app = typer.Typer(
     name="durafka",
@@ -20,6 +20,9 @@ app.add_typer(devbroker.app, name="dev-broker")
 app.add_typer(topology.app, name="topology")
 app.add_typer(deploy.app, name="deploy")
 apps.register(app)
+manage.register(app)
+serve.register(app)
+manage.topology_commands(topology.app)
 bench.register(app)
 
 

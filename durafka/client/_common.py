@@ -7,14 +7,12 @@ record and how they wait, never in what they write or what they accept.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Generic, TypeVar
 
 from durafka.codec.payload import decode_payload, encode_payload
@@ -31,7 +29,7 @@ from durafka.partitioning import partition_for
 from durafka.registry import Registry
 from durafka.runtime.history import EventKind, HistoryEvent, IdReusePolicy, reuse_allowed
 from durafka.settings import Settings
-from durafka.status import ACTIVE_STATUSES, TERMINAL_STATUSES, OrchestrationStatus, RuntimeStatus
+from durafka.status import ACTIVE_STATUSES, OrchestrationStatus, RuntimeStatus
 from durafka.topology import HubTopics
 from durafka.transport.base import OutgoingRecord
 
@@ -152,6 +150,28 @@ class ClientCore:
             self.remember_start(instance_id, current.execution_id)
             return None
         return uuid.uuid4().hex
+
+    def plan_restart(
+        self, instance_id: str, current: OrchestrationStatus | None
+    ) -> tuple[str, bytes | None, str]:
+        """The name, input and new execution id of a restart of a finished instance.
+
+        Raises:
+            InstanceNotFoundError: no such instance is known to the status view.
+            InstanceNotFinishedError: it is Pending, Running or Suspended.
+        """
+        check_instance_id(instance_id)
+        if current is None:
+            raise InstanceNotFoundError(
+                f"no instance {instance_id!r} is known to the status view (never started, "
+                "purged, or another task hub); nothing to restart"
+            )
+        if not current.runtime_status.is_terminal:
+            raise InstanceNotFinishedError(
+                f"instance {instance_id!r} is {current.runtime_status.value}; only Completed, "
+                "Failed or Terminated instances can be restarted: terminate it first"
+            )
+        return current.name, current.serialized_input, uuid.uuid4().hex
 
     def start_record(
         self,
@@ -302,116 +322,3 @@ def check_instance_id(instance_id: str) -> str:
             control character (NUL included) or starts with ``@`` (entity ids).
     """
     return check_orchestration_id(instance_id)
-
-
-# -- listing -------------------------------------------------------------------------
-
-
-def list_page(
-    statuses: Iterable[OrchestrationStatus],
-    *,
-    status: RuntimeStatus | str | Iterable[RuntimeStatus | str] | None,
-    name: str | None,
-    created_from: datetime | None,
-    created_to: datetime | None,
-    page_size: int,
-    continuation: str | None,
-) -> Page[OrchestrationStatus]:
-    """Filter, order by (created_at, instance_id) and cut one page.
-
-    The continuation token is the sort key of the page's last item, so paging is
-    stable while instances are added: the next page starts right after it.
-    """
-    if page_size < 1:
-        raise ValueError(f"page_size must be at least 1, got {page_size}")
-    wanted = _statuses(status)
-    from_ms = _ms(created_from, "created_from")
-    to_ms = _ms(created_to, "created_to")
-    after = _decode_continuation(continuation) if continuation is not None else None
-    selected = sorted(
-        (
-            s
-            for s in statuses
-            if (wanted is None or s.runtime_status in wanted)
-            and (name is None or s.name == name)
-            and (from_ms is None or s.created_at_ms >= from_ms)
-            and (to_ms is None or s.created_at_ms < to_ms)
-            and (after is None or (s.created_at_ms, s.instance_id) > after)
-        ),
-        key=lambda s: (s.created_at_ms, s.instance_id),
-    )
-    items = selected[:page_size]
-    more = len(selected) > page_size
-    token = _encode_continuation(items[-1]) if more else None
-    return Page(items, token)
-
-
-def _statuses(
-    status: RuntimeStatus | str | Iterable[RuntimeStatus | str] | None,
-) -> frozenset[RuntimeStatus] | None:
-    if status is None:
-        return None
-    values = [status] if isinstance(status, str) else list(status)
-    try:
-        return frozenset(RuntimeStatus(v) for v in values)
-    except ValueError:
-        raise ValueError(
-            f"unknown runtime status in {values!r}; use {[s.value for s in RuntimeStatus]}"
-        ) from None
-
-
-def _ms(when: datetime | None, what: str) -> int | None:
-    if when is None:
-        return None
-    if when.tzinfo is None:
-        raise ValueError(f"{what} must be timezone-aware (e.g. datetime.now(UTC)), got {when!r}")
-    return int(when.timestamp() * 1000)
-
-
-def _encode_continuation(last: OrchestrationStatus) -> str:
-    raw = f"{last.created_at_ms}:{last.instance_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode("ascii")
-
-
-def _decode_continuation(token: str) -> tuple[int, str]:
-    try:
-        ms, _, iid = base64.urlsafe_b64decode(token.encode("ascii")).decode().partition(":")
-        return int(ms), iid
-    except (ValueError, UnicodeError, binascii.Error):
-        raise ValueError(
-            f"invalid continuation token {token!r}: pass the value of a previous Page.continuation"
-        ) from None
-
-
-def purge_candidates(
-    statuses: Iterable[OrchestrationStatus],
-    *,
-    status: RuntimeStatus | str | Iterable[RuntimeStatus | str] | None,
-    created_before: datetime | None,
-) -> list[str]:
-    """The ids of the finished instances matching the filter of ``purge_instances``.
-
-    Args:
-        statuses: the status view's content.
-        status: only these terminal statuses (default: all three).
-        created_before: only instances created before this time (timezone-aware).
-
-    Raises:
-        ValueError: ``status`` names a status that is not terminal, or
-            ``created_before`` is naive.
-    """
-    wanted = _statuses(status)
-    if wanted is None:
-        wanted = TERMINAL_STATUSES
-    elif not wanted <= TERMINAL_STATUSES:
-        active = sorted(s.value for s in wanted - TERMINAL_STATUSES)
-        raise ValueError(
-            f"only finished instances can be purged; status {active} is not terminal "
-            f"(use {sorted(s.value for s in TERMINAL_STATUSES)})"
-        )
-    before_ms = _ms(created_before, "created_before")
-    return sorted(
-        s.instance_id
-        for s in statuses
-        if s.runtime_status in wanted and (before_ms is None or s.created_at_ms < before_ms)
-    )

@@ -109,6 +109,7 @@ class CompactedView(ABC, Generic[V]):
         self._waiters: dict[str, list[_AsyncWaiter[V]]] = {}
         self._ready = False
         self._error: DurafkaError | None = None
+        self._listeners: list[Callable[[list[str]], None]] = []
 
     @abstractmethod
     def _decode(self, value: bytes) -> V:
@@ -137,14 +138,46 @@ class CompactedView(ABC, Generic[V]):
         with self._cond:
             for key_str, decoded in updates:
                 if decoded is None:
-                    self._values.pop(key_str, None)
-                    continue
-                self._values[key_str] = decoded
-                if key_str in self._waiters:
+                    old = self._values.pop(key_str, None)
+                else:
+                    old = self._values.get(key_str)
+                    self._values[key_str] = decoded
+                self._changed(old, decoded)
+                if decoded is not None and key_str in self._waiters:
                     self._wake(key_str, decoded, wakeups)
             self._cond.notify_all()
+            listeners = list(self._listeners)
         if wakeups:
             _dispatch(wakeups)
+        if listeners:
+            keys = [key for key, _ in updates]
+            for listener in listeners:
+                try:
+                    listener(keys)
+                except Exception:  # a listener's bug must not stop the view
+                    self._log.exception("a %s view listener failed", self._record_noun)
+
+    def _changed(self, old: V | None, new: V | None) -> None:
+        """A key's value went from ``old`` to ``new`` (None: absent); called under the lock."""
+
+    def add_listener(self, listener: Callable[[list[str]], None]) -> Callable[[], None]:
+        """Call ``listener(keys)`` after every applied batch, with the keys it changed.
+
+        It runs on the feeder's thread (or task), after the batch is visible: it
+        must return quickly (hand the keys over to a queue or an event loop).
+
+        Returns:
+            A function that removes the listener.
+        """
+        with self._cond:
+            self._listeners.append(listener)
+
+        def remove() -> None:
+            with self._cond:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return remove
 
     def _wake(
         self, key: str, value: V, wakeups: dict[asyncio.AbstractEventLoop, list[_Wakeup]]

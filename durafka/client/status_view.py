@@ -26,10 +26,12 @@ import logging
 import time
 from collections.abc import Callable
 
+from durafka.client._common import Page
 from durafka.client.compacted_view import CompactedView
+from durafka.client.listing import InstanceQuery, StatusIndex
 from durafka.codec.records import decode_status
 from durafka.errors import WaitTimeoutError
-from durafka.status import OrchestrationStatus
+from durafka.status import OrchestrationStatus, RuntimeStatus
 
 __all__ = ["Predicate", "StatusView"]
 
@@ -53,9 +55,39 @@ class StatusView(CompactedView[OrchestrationStatus]):
     def _decode(self, value: bytes) -> OrchestrationStatus:
         return decode_status(value)
 
+    def __init__(self) -> None:
+        super().__init__()
+        # Built by the first listing (most clients never list), then kept current.
+        self._index: StatusIndex | None = None
+
+    def _changed(self, old: OrchestrationStatus | None, new: OrchestrationStatus | None) -> None:
+        if self._index is not None:
+            self._index.update(old, new)
+
+    def _indexed(self) -> StatusIndex:
+        # Called with the lock held.
+        if self._index is None:
+            self._index = StatusIndex(self._values)
+        return self._index
+
     def get(self, instance_id: str) -> OrchestrationStatus | None:
         """The latest status of ``instance_id``, or ``None`` if unknown or purged."""
         return self._get(instance_id)
+
+    def page(self, query: InstanceQuery) -> Page[OrchestrationStatus]:
+        """One page of the instances ``query`` selects (see :mod:`durafka.client.listing`)."""
+        with self._cond:
+            return self._indexed().page(query)
+
+    def counts(self, name: str | None = None) -> dict[RuntimeStatus, int]:
+        """How many instances (of orchestration ``name``) are in each runtime status."""
+        with self._cond:
+            return self._indexed().counts(name)
+
+    def names(self) -> dict[str, int]:
+        """Every orchestration name in the view, with its number of instances."""
+        with self._cond:
+            return self._indexed().names()
 
     def all(self) -> list[OrchestrationStatus]:
         """A snapshot of every known status (unordered)."""

@@ -13,8 +13,6 @@ from durafka.client._common import (
     ClientCore,
     Page,
     check_instance_id,
-    list_page,
-    purge_candidates,
     seconds,
 )
 from durafka.client.entity_view import (
@@ -25,6 +23,7 @@ from durafka.client.entity_view import (
     signal_record,
 )
 from durafka.client.history import read_history
+from durafka.client.listing import InstanceQuery, purge_candidates
 from durafka.client.status_view import StatusView
 from durafka.entities import EntityId, EntityMetadata
 from durafka.errors import TransportError
@@ -139,6 +138,33 @@ class Client:
             self._send(record)
             self._core.remember_start(iid, execution)
         return iid
+
+    def restart(self, instance_id: str) -> str:
+        """Run a finished instance again: a new execution with the same id, name and input.
+
+        The input is the one its status shows (after ``continue_as_new``, the last
+        generation's). The start carries ``IdReusePolicy.ALLOW_DUPLICATE``.
+
+        Returns:
+            The new execution's id (``OrchestrationStatus.execution_id`` once it runs).
+
+        Raises:
+            InstanceNotFoundError: no such instance is known to the status view.
+            InstanceNotFinishedError: the instance is Pending, Running or Suspended.
+        """
+        self._ready()
+        name, payload, execution = self._core.plan_restart(instance_id, self._view.get(instance_id))
+        record = self._core.start_record(
+            instance_id,
+            name,
+            payload,
+            self._partition_count(),
+            execution,
+            IdReusePolicy.ALLOW_DUPLICATE,
+        )
+        self._send(record)
+        self._core.remember_start(instance_id, execution)
+        return execution
 
     def terminate(self, instance_id: str, reason: str | None = None) -> None:
         """Ask the instance to stop; it ends Terminated with ``reason`` as its output."""
@@ -292,6 +318,8 @@ class Client:
         name: str | None = None,
         created_from: datetime | None = None,
         created_to: datetime | None = None,
+        id_prefix: str | None = None,
+        descending: bool = False,
         page_size: int = 100,
         continuation: str | None = None,
     ) -> Page[OrchestrationStatus]:
@@ -302,19 +330,30 @@ class Client:
             name: only instances of this orchestration.
             created_from: created at or after (timezone-aware).
             created_to: created before (timezone-aware).
+            id_prefix: only instance ids that start with this.
+            descending: newest first (the same order, reversed).
             page_size: items per page at most.
-            continuation: the ``continuation`` of the previous page.
+            continuation: the ``continuation`` of the previous page (same filters).
+
+        A range read of the status view's index (:mod:`durafka.client.listing`),
+        not a scan: fast on a view of 100,000 instances.
+
+        Raises:
+            ValueError: an unknown status, a naive datetime, ``page_size`` below 1
+                or a continuation token no page returned.
         """
-        self._ready()
-        return list_page(
-            self._view.all(),
+        query = InstanceQuery.of(
             status=status,
             name=name,
             created_from=created_from,
             created_to=created_to,
+            id_prefix=id_prefix,
+            descending=descending,
             page_size=page_size,
             continuation=continuation,
         )
+        self._ready()
+        return self._view.page(query)
 
     def get_history(self, instance_id: str) -> list[HistoryEvent]:
         """The typed history events of the instance's current generation, oldest first.

@@ -35,6 +35,7 @@ __all__ = [
     "apply_topics",
     "broker_count",
     "delete_topics_and_groups",
+    "describe_topics",
 ]
 
 
@@ -168,14 +169,37 @@ def _existing(
     return found
 
 
-def _verify(
+def describe_topics(
+    admin: AdminClient, specs: Sequence[TopicSpec], timeout: float = 30.0
+) -> dict[str, TopicSpec]:
+    """What the cluster holds of the topics of ``specs``, to compare with them.
+
+    Args:
+        admin: a confluent-kafka admin client connected to the cluster.
+        specs: the topics asked about.
+        timeout: overall deadline in seconds.
+
+    Returns:
+        For each topic that exists: its partition count, replication factor and the
+        values of the configs its spec sets (a broker reports many more). Missing
+        topics are absent.
+
+    Raises:
+        BrokerUnavailableError: the broker did not answer within ``timeout``.
+        ConfigurationError: the broker refused to describe a topic's configs.
+    """
+    deadline = time.monotonic() + timeout
+    existing = _existing(admin, specs, deadline)
+    return _actual(admin, [s for s in specs if s.name in existing], existing, deadline)
+
+
+def _actual(
     admin: AdminClient,
     specs: Sequence[TopicSpec],
     existing: Mapping[str, _Existing],
     deadline: float,
-    cluster: str,
-) -> None:
-    """Raise :class:`TopologyMismatchError` listing every difference from ``specs``."""
+) -> dict[str, TopicSpec]:
+    """The existing topics of ``specs`` as the broker holds them (the spec's config names)."""
     configs: dict[str, dict[str, str]] = {s.name: {} for s in specs}
     configured = [s for s in specs if s.config]
     if configured:
@@ -190,19 +214,27 @@ def _verify(
                 entry = entries.get(name)
                 if entry is not None and entry.value is not None:
                     configs[spec.name][name] = entry.value
-    problems = [
-        problem
-        for spec in specs
-        for problem in topic_differences(
-            spec,
-            TopicSpec(
-                spec.name,
-                existing[spec.name].partitions,
-                existing[spec.name].replication_factor,
-                configs[spec.name],
-            ),
+    return {
+        spec.name: TopicSpec(
+            spec.name,
+            existing[spec.name].partitions,
+            existing[spec.name].replication_factor,
+            configs[spec.name],
         )
-    ]
+        for spec in specs
+    }
+
+
+def _verify(
+    admin: AdminClient,
+    specs: Sequence[TopicSpec],
+    existing: Mapping[str, _Existing],
+    deadline: float,
+    cluster: str,
+) -> None:
+    """Raise :class:`TopologyMismatchError` listing every difference from ``specs``."""
+    actual = _actual(admin, specs, existing, deadline)
+    problems = [problem for spec in specs for problem in topic_differences(spec, actual[spec.name])]
     if problems:
         raise mismatch_error(problems, cluster)
 

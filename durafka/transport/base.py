@@ -229,6 +229,16 @@ class Transport(Protocol):
         """Create missing topics; raise ``TopologyMismatchError`` on a mismatch."""
         ...
 
+    def describe_topics(self, specs: Sequence[TopicSpec]) -> dict[str, TopicSpec]:
+        """The existing topics of ``specs`` as the broker holds them, to compare with them.
+
+        Returns:
+            By topic name, for each topic that exists: its partition count,
+            replication factor, and the values of the configs its spec sets (a
+            config the broker does not report is left out). Missing topics are absent.
+        """
+        ...
+
     def partition_count(self, topic: str) -> int: ...
 
     def group_assignments(self, group_id: str) -> dict[str, list[TopicPartition]]:

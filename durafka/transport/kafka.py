@@ -50,7 +50,7 @@ from durafka.errors import (
     TransportError,
 )
 from durafka.topology import TopicSpec
-from durafka.transport.admin import admin_client, apply_topics
+from durafka.transport.admin import admin_client, apply_topics, describe_topics
 from durafka.transport.base import DeliveryCallback, PartitionsCallback, Record, TopicPartition
 from durafka.transport.client_config import ClientKind, for_client
 from durafka.transport.limits import Headers
@@ -787,6 +787,10 @@ class KafkaTransport:
         report = apply_topics(self._admin_client(), specs, timeout=30.0, cluster=self.bootstrap)
         if report.created:
             log.info("created topics %s", ", ".join(report.created))
+
+    def describe_topics(self, specs: Sequence[TopicSpec]) -> dict[str, TopicSpec]:
+        """The existing topics of ``specs`` as the cluster holds them (see the contract)."""
+        return describe_topics(self._admin_client(), specs, timeout=_REQUEST_TIMEOUT_S)
 
     def group_assignments(self, group_id: str) -> dict[str, list[TopicPartition]]:
         """The live members of consumer group ``group_id`` and their assigned partitions."""

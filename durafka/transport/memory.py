@@ -1103,6 +1103,21 @@ class MemoryTransport:
         with broker._lock:
             broker._ensure_topics(specs)
 
+    def describe_topics(self, specs: Sequence[TopicSpec]) -> dict[str, TopicSpec]:
+        """The existing topics of ``specs`` as this broker holds them (see the contract)."""
+        with self.broker._lock:
+            found = {s.name: self.broker._topics.get(s.name) for s in specs}
+        return {
+            spec.name: TopicSpec(
+                spec.name,
+                topic.spec.partitions,
+                topic.spec.replication_factor,
+                {k: v for k, v in topic.spec.config.items() if k in spec.config},
+            )
+            for spec in specs
+            if (topic := found[spec.name]) is not None
+        }
+
     def partition_count(self, topic: str) -> int:
         """The number of partitions of ``topic``."""
         with self.broker._lock:

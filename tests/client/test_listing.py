@@ -4,16 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 from durafka.client import Client
-from durafka.client._common import list_page
+from durafka.client._common import Page
+from durafka.client.listing import InstanceQuery, StatusIndex
 from durafka.status import OrchestrationStatus, RuntimeStatus
 from tests.client.conftest import Hub, status
 from tests.support.waiting import wait_until
 
 T0 = 1_700_000_000_000
+
+
+def list_page(statuses: list[OrchestrationStatus], **kwargs: Any) -> Page[OrchestrationStatus]:
+    """A page of a snapshot of statuses, as a status view pages its own."""
+    return StatusIndex.of(statuses).page(InstanceQuery.of(**kwargs))
+
 
 STATUSES = [
     status("e", RuntimeStatus.RUNNING, name="ship", created_at_ms=T0 + 2000),
