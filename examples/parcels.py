@@ -60,9 +60,7 @@ async def deliver(ctx: OrchestrationContext, parcel: Parcel) -> Delivery:
     """Wait until a courier picks the parcel up, then write its receipt."""
     ctx.set_custom_status({"state": "waiting for a courier"})
     pickup = await ctx.wait_for_external_event("picked_up", type=PickUp)
-    receipt = await ctx.call_activity(
-        write_receipt, Delivery(parcel.parcel_id, pickup.courier, "")
-    )
+    receipt = await ctx.call_activity(write_receipt, Delivery(parcel.parcel_id, pickup.courier, ""))
     return Delivery(parcel.parcel_id, pickup.courier, receipt)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from durafka.cli import apps, bench, deploy, devbroker, topology
+from durafka.cli import apps, bench, deploy, devbroker, export, topology
 
 app = typer.Typer(
     name="durafka",
@@ -19,6 +19,7 @@ app = typer.Typer(
 app.add_typer(devbroker.app, name="dev-broker")
 app.add_typer(topology.app, name="topology")
 app.add_typer(deploy.app, name="deploy")
+app.add_typer(export.app, name="export")
 apps.register(app)
 bench.register(app)
 

@@ -20,8 +20,8 @@ from typing import Annotated, Any
 import typer
 
 from durafka.app import App
-from durafka.deploy import parse_partition_list
 from durafka.client._common import ClientCore
+from durafka.deploy import parse_partition_list
 from durafka.errors import (
     ConfigurationError,
     DurafkaError,

@@ -66,9 +66,11 @@ def test_an_unknown_name_is_refused_before_anything_is_written(
 def test_an_input_its_type_refuses_is_refused_before_anything_is_written(
     env: Hub, registry: Registry, bad: Any
 ) -> None:
-    with Client(env.settings, registry, env.transport) as client:
-        with pytest.raises(SerializationError, match=r"input of 'place_order'.*Order"):
-            client.start_new(place_order, bad)
+    with (
+        Client(env.settings, registry, env.transport) as client,
+        pytest.raises(SerializationError, match=r"input of 'place_order'.*Order"),
+    ):
+        client.start_new(place_order, bad)
     assert env.orchestrations_written() == 0
 
 
@@ -91,7 +93,11 @@ def test_a_client_without_a_registry_sends_any_name_and_json(env: Hub) -> None:
         client.start_new("some.other.service", {"quantity": "three"}, instance_id="foreign")
     [record] = env.read_orchestrations(1)
     iid, event = decode_message(record.value() or b"")
-    assert (iid, event.name, event.payload) == ("foreign", "some.other.service", b'{"quantity":"three"}')
+    assert (iid, event.name, event.payload) == (
+        "foreign",
+        "some.other.service",
+        b'{"quantity":"three"}',
+    )
 
 
 async def test_the_async_client_checks_the_same(env: Hub, registry: Registry) -> None:

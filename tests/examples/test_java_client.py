@@ -43,7 +43,9 @@ def java_client_jar() -> Path:
         timeout=BUILD_TIMEOUT,
         check=False,
     )
-    assert done.returncode == 0, f"mvn package failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    assert done.returncode == 0, (
+        f"mvn package failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    )
     jar = JAVA_PROJECT / "target" / "parcels-client.jar"
     assert jar.is_file(), f"mvn package made no {jar}"
     return jar
