@@ -30,14 +30,20 @@ BUILD_TIMEOUT = 600.0
 
 
 @pytest.fixture(scope="module")
-def java_client_jar() -> Path:
-    """``examples/java`` built with Maven: the runnable jar."""
+def java_client_jar(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``examples/java`` built with Maven: the runnable jar.
+
+    Built in a copy of the project, so that a developer's build in
+    ``examples/java/target`` and this one never write the same files.
+    """
     missing = [tool for tool in ("mvn", "java") if shutil.which(tool) is None]
     if missing:
         pytest.fail(f"the Java example needs Java 17 and Maven; not found: {missing}")
+    project = tmp_path_factory.mktemp("java") / "project"
+    shutil.copytree(JAVA_PROJECT, project, ignore=shutil.ignore_patterns("target"))
     done = subprocess.run(
-        ["mvn", "-B", "-q", "package"],
-        cwd=JAVA_PROJECT,
+        ["mvn", "-B", "-q", "package", f"-Ddurafka.schemas={REPO_ROOT / 'schemas' / 'standalone'}"],
+        cwd=project,
         capture_output=True,
         text=True,
         timeout=BUILD_TIMEOUT,
@@ -46,7 +52,7 @@ def java_client_jar() -> Path:
     assert done.returncode == 0, (
         f"mvn package failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     )
-    jar = JAVA_PROJECT / "target" / "parcels-client.jar"
+    jar = project / "target" / "parcels-client.jar"
     assert jar.is_file(), f"mvn package made no {jar}"
     return jar
 

@@ -5,10 +5,12 @@ import java.io.InputStream;
 import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
+import java.util.Arrays;
 import java.util.List;
 import java.util.Properties;
 import java.util.Set;
 import java.util.UUID;
+import java.util.function.Predicate;
 import org.apache.avro.Schema;
 import org.apache.avro.generic.GenericData;
 import org.apache.avro.generic.GenericRecord;
@@ -25,6 +27,7 @@ import org.apache.kafka.clients.producer.RecordMetadata;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.serialization.ByteArrayDeserializer;
 import org.apache.kafka.common.serialization.ByteArraySerializer;
+import org.apache.kafka.common.utils.Utils;
 
 /**
  * A Java service using a durafka task hub through its topics only (docs/topics.md).
@@ -111,15 +114,22 @@ public final class ParcelsClient {
         instanceId, executionId, started.partition());
 
     // An event raised before the orchestration waits for it is kept until it does.
-    send(instanceId, event("EVENT_RAISED").set("name", "picked_up").set("payload", json("{\"courier\": \"Bo\"}")).build());
+    GenericRecord pickedUp =
+        event("EVENT_RAISED")
+            .set("name", "picked_up")
+            .set("payload", json("{\"courier\": \"Bo\"}"))
+            .build();
+    send(instanceId, pickedUp);
     System.out.println("raised picked_up");
 
     GenericRecord done = awaitStatus(instanceId, executionId);
     String runtimeStatus = done.get("runtime_status").toString();
     Object output = done.get("output");
-    System.out.printf("%s %s%n", runtimeStatus, output == null ? "null" : text((ByteBuffer) output));
+    String outputText = output == null ? "null" : text((ByteBuffer) output);
+    System.out.printf("%s %s%n", runtimeStatus, outputText);
     if (!"COMPLETED".equals(runtimeStatus)) {
-      throw new IllegalStateException("delivery " + instanceId + " ended " + runtimeStatus + ": " + done.get("failure"));
+      throw new IllegalStateException(
+          "delivery " + instanceId + " ended " + runtimeStatus + ": " + done.get("failure"));
     }
   }
 
@@ -128,17 +138,24 @@ public final class ParcelsClient {
     String entityId = "@Shelf@" + key;
     try (KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(consumerConfig)) {
       // Where H.entities ends before the signal: the entity's next record answers it.
-      TopicPartition partition = new TopicPartition(entities, partitionOf(entityId, entities, consumer));
+      TopicPartition partition =
+          new TopicPartition(entities, partitionOf(entityId, entities, consumer));
       consumer.assign(List.of(partition));
       long from = consumer.endOffsets(List.of(partition)).get(partition);
       consumer.seek(partition, from);
 
-      send(entityId, event("ENTITY_OPERATION").set("name", "put").set("payload", json(Integer.toString(count))).build());
+      GenericRecord put =
+          event("ENTITY_OPERATION")
+              .set("name", "put")
+              .set("payload", json(Integer.toString(count)))
+              .build();
+      send(entityId, put);
       System.out.printf("signalled %s put %d%n", entityId, count);
 
       GenericRecord state = awaitRecord(consumer, entityId, entityStates, r -> true);
       Object bytes = state.get("state");
-      System.out.printf("%s state %s%n", entityId, bytes == null ? "null" : text((ByteBuffer) bytes));
+      String stateText = bytes == null ? "null" : text((ByteBuffer) bytes);
+      System.out.printf("%s state %s%n", entityId, stateText);
     }
   }
 
@@ -168,7 +185,8 @@ public final class ParcelsClient {
   private GenericRecord awaitStatus(String instanceId, String executionId) throws Exception {
     try (KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(consumerConfig)) {
       // The status of an instance is on the partition number its id hashes to.
-      TopicPartition partition = new TopicPartition(status, partitionOf(instanceId, status, consumer));
+      TopicPartition partition =
+          new TopicPartition(status, partitionOf(instanceId, status, consumer));
       consumer.assign(List.of(partition));
       consumer.seekToBeginning(List.of(partition));
       return awaitRecord(
@@ -185,13 +203,13 @@ public final class ParcelsClient {
       KafkaConsumer<byte[], byte[]> consumer,
       String key,
       BinaryMessageDecoder<GenericRecord> decoder,
-      java.util.function.Predicate<GenericRecord> wanted)
+      Predicate<GenericRecord> wanted)
       throws IOException {
     byte[] keyBytes = key.getBytes(StandardCharsets.UTF_8);
     long deadline = System.nanoTime() + TIMEOUT.toNanos();
     while (System.nanoTime() < deadline) {
       for (ConsumerRecord<byte[], byte[]> record : consumer.poll(Duration.ofMillis(200))) {
-        if (record.value() == null || !java.util.Arrays.equals(record.key(), keyBytes)) {
+        if (record.value() == null || !Arrays.equals(record.key(), keyBytes)) {
           continue;
         }
         GenericRecord value = decoder.decode(record.value());
@@ -207,9 +225,7 @@ public final class ParcelsClient {
   private static int partitionOf(String key, String topic, KafkaConsumer<byte[], byte[]> consumer) {
     int partitions = consumer.partitionsFor(topic).size();
     byte[] bytes = key.getBytes(StandardCharsets.UTF_8);
-    return org.apache.kafka.common.utils.Utils.toPositive(
-            org.apache.kafka.common.utils.Utils.murmur2(bytes))
-        % partitions;
+    return Utils.toPositive(Utils.murmur2(bytes)) % partitions;
   }
 
   private static Schema schema(String record) {
