@@ -48,7 +48,7 @@ class StatusDecoder:
         """The status record, or None if it was written with another schema version."""
         if value[:10] != self.header:
             return None
-        return schemaless_reader(io.BytesIO(value[10:]), self.schema)  # type: ignore[no-any-return]
+        return schemaless_reader(io.BytesIO(value[10:]), self.schema)
 
 
 class StatusStats:
