@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from durafka.cli import apps, bench, deploy, devbroker, manage, serve, topology
+from durafka.cli import apps, bench, deploy, devbroker, export, manage, serve, topology
 
 app = typer.Typer(
     name="durafka",
@@ -19,6 +19,7 @@ app = typer.Typer(
 app.add_typer(devbroker.app, name="dev-broker")
 app.add_typer(topology.app, name="topology")
 app.add_typer(deploy.app, name="deploy")
+app.add_typer(export.app, name="export")
 apps.register(app)
 manage.register(app)
 serve.register(app)

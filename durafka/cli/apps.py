@@ -20,8 +20,16 @@ from typing import Annotated, Any
 import typer
 
 from durafka.app import App
+from durafka.client._common import ClientCore
 from durafka.deploy import parse_partition_list
-from durafka.errors import ConfigurationError, DurafkaError, InvalidInstanceIdError
+from durafka.errors import (
+    ConfigurationError,
+    DurafkaError,
+    InvalidInstanceIdError,
+    PayloadTooLargeError,
+    SerializationError,
+    UnknownFunctionError,
+)
 from durafka.ids import check_orchestration_id
 
 AppArg = Annotated[
@@ -127,6 +135,12 @@ def start(
         value: Any = json.loads(input)
     except json.JSONDecodeError as exc:
         raise typer.BadParameter(f"input is not JSON: {exc}") from exc
+    try:
+        # The checks start_new makes, before connecting: a typo or an input of the wrong
+        # shape is a usage error, not an instance that fails in the processor.
+        ClientCore(the_app.settings, the_app.registry).prepare_start(name, value, instance_id)
+    except (UnknownFunctionError, SerializationError, PayloadTooLargeError) as exc:
+        raise typer.BadParameter(str(exc)) from None
     with the_app.sync_client() as client:
         iid = client.start_new(name, value, instance_id=instance_id)
         typer.echo(iid)

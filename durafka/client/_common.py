@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Generic, TypeVar
 
-from durafka.codec.payload import decode_payload, encode_payload
+from durafka.codec.payload import decode_payload, encode_checked, encode_payload
 from durafka.codec.records import encode_message
 from durafka.errors import (
     InstanceAlreadyExistsError,
@@ -23,6 +23,7 @@ from durafka.errors import (
     InstanceNotFoundError,
     InstanceNotRunningError,
     OrchestrationFailed,
+    UnknownFunctionError,
 )
 from durafka.ids import check_orchestration_id
 from durafka.partitioning import partition_for
@@ -122,15 +123,36 @@ class ClientCore:
         Returns:
             ``(instance_id, name, input JSON or None)``.
 
+        A client whose registry knows orchestrations checks the start as the
+        processor will: the name must be registered, and the input must decode
+        with the orchestration's input type. A client without a registry (or
+        whose registry knows no orchestration) sends any name and plain JSON.
+
         Raises:
+            UnknownFunctionError: the registry knows orchestrations, not this one.
             PayloadTooLargeError: the input is over ``max_payload_bytes``.
-            SerializationError: the input cannot be encoded for its declared type.
+            SerializationError: the input cannot be encoded, or its JSON does not
+                validate against the orchestration's input type.
+            InvalidInstanceIdError: ``instance_id`` breaks the id rules.
         """
         name = self.registry.name_of(orchestration, self.registry.orchestrations)
         iid = uuid.uuid4().hex if instance_id is None else check_instance_id(instance_id)
         definition = self.registry.orchestrations.get(name)
-        adapter = definition.input_adapter if definition is not None else None
-        payload = self._encode(input, adapter, f"input of {name!r}")
+        if definition is None and self.registry.orchestrations:
+            raise UnknownFunctionError(
+                f"no orchestration named {name!r} is registered with this client "
+                f"(known: {sorted(self.registry.orchestrations)}); nothing was written. Check "
+                "the name, or start orchestrations of another app with a client without a "
+                "registry (durafka.Client(settings))"
+            )
+        if input is None or definition is None or not definition.takes_input:
+            return iid, name, self._encode(input, None, f"input of {name!r}")
+        payload = encode_checked(
+            input,
+            definition.input_adapter,
+            max_bytes=self.settings.max_payload_bytes,
+            what=f"input of {name!r}",
+        )
         return iid, name, payload
 
     def plan_start(

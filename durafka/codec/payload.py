@@ -32,6 +32,7 @@ def encode_payload(
     *,
     max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     what: str = "payload",
+    warnings: bool = True,
 ) -> bytes:
     """Encode ``value`` to JSON bytes, checking the size limit.
 
@@ -40,9 +41,14 @@ def encode_payload(
         adapter: the adapter of its declared type; None encodes by runtime type.
         max_bytes: the limit; a larger payload raises ``PayloadTooLargeError``.
         what: names the payload in error messages, e.g. ``"input of 'hello_world'"``.
+        warnings: let pydantic warn about a value that is not of the adapter's type.
     """
     try:
-        data = adapter.dump_json(value) if adapter is not None else pydantic_core.to_json(value)
+        data = (
+            adapter.dump_json(value, warnings=warnings)
+            if adapter is not None
+            else pydantic_core.to_json(value)
+        )
     except (pydantic_core.PydanticSerializationError, ValidationError, TypeError) as exc:
         raise SerializationError(f"cannot encode the {what} as JSON: {exc}") from exc
     if len(data) > max_bytes:
@@ -50,6 +56,37 @@ def encode_payload(
             f"the {what} is {len(data)} bytes, over the limit of {max_bytes} bytes "
             "(max_payload_bytes); pass a reference (e.g. a blob URL) instead of the data"
         )
+    return data
+
+
+def encode_checked(
+    value: Any,
+    adapter: TypeAdapter[Any] | None,
+    *,
+    max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    what: str = "payload",
+) -> bytes:
+    """Encode ``value`` like :func:`encode_payload`, then check that the receiver can decode it.
+
+    The receiver (the processor, for a start) decodes the JSON with ``adapter``; a
+    value of another shape (a dict missing a field, a string for a model, a
+    dataclass holding a wrong type) would fail there, after it was written. Here
+    it fails before: the JSON is validated with ``adapter`` as the receiver will.
+
+    Raises:
+        PayloadTooLargeError: the JSON is over ``max_bytes``.
+        SerializationError: the value cannot be encoded, or its JSON does not
+            validate against ``adapter``'s type.
+    """
+    # Serializer warnings are moot: whatever the value's type, the JSON is checked below.
+    data = encode_payload(value, adapter, max_bytes=max_bytes, what=what, warnings=False)
+    if adapter is not None:
+        try:
+            adapter.validate_json(data)
+        except ValidationError as exc:
+            raise SerializationError(
+                f"the {what} does not match its declared type; nothing was written: {exc}"
+            ) from None
     return data
 
 

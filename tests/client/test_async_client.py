@@ -70,7 +70,7 @@ async def test_duplicate_start_and_unknown_event_target_are_rejected(
     await asyncio.to_thread(env.publish, status("taken", RuntimeStatus.PENDING))
     await client.status_view.wait_for_async("taken", lambda s: True, 10)
     with pytest.raises(InstanceAlreadyExistsError, match=r"'taken'.*PENDING"):
-        await client.start_new("any", instance_id="taken")
+        await client.start_new(double, 1, instance_id="taken")
     with pytest.raises(InstanceNotFoundError, match="'nope'"):
         await client.raise_event("nope", "e")
     assert await asyncio.to_thread(env.orchestrations_written) == 0

@@ -86,9 +86,11 @@ def test_start_new_writes_a_decodable_start_record_at_the_key_partition(
     assert before <= event.timestamp <= time.time_ns() // 1_000_000
 
 
-def test_start_new_defaults_a_uuid_id_and_the_function_name(env: Hub, client: Client) -> None:
-    first = client.start_new(unregistered)
-    second = client.start_new("by-name", {"a": [1, 2]})
+def test_start_new_defaults_a_uuid_id_and_the_function_name(env: Hub) -> None:
+    # A client without a registry (another service's): any function or name, plain JSON.
+    with Client(env.settings, None, env.transport) as client:
+        first = client.start_new(unregistered)
+        second = client.start_new("by-name", {"a": [1, 2]})
     assert len(first) == 32 and int(first, 16) >= 0 and first != second
     events = {iid: (p, e) for p, iid, e in _events(env, 2)}
     assert events[first][1].name == "unregistered" and events[first][1].payload is None
@@ -209,7 +211,7 @@ def test_raise_event_checks_the_instance_and_writes_the_event(env: Hub, client: 
 
 def test_raise_event_right_after_start_new_is_accepted(env: Hub, client: Client) -> None:
     # The processor has not published a status yet; this client knows it started it.
-    iid = client.start_new("waiter")
+    iid = client.start_new("orders.place")
     client.raise_event(iid, "go")
     # Same key, same partition: the start comes first.
     assert [e.kind for _, _, e in _events(env, 2)] == [
@@ -248,7 +250,7 @@ def test_close_wakes_waiters_and_refuses_calls(env: Hub, registry: Registry) -> 
     waiter.join(5)
     assert not waiter.is_alive() and len(errors) == 1 and "closed" in str(errors[0])
     with pytest.raises(TransportError, match="closed"):
-        client.start_new("x")
+        client.start_new(place_order, Order(item="x", quantity=1))
     client.close()  # idempotent
 
 

@@ -8,6 +8,7 @@ import pytest
 
 import durafka
 from durafka import RuntimeStatus
+from durafka.client import Client
 from tests.e2e import apps
 from tests.support.waiting import wait_until
 
@@ -69,7 +70,10 @@ def test_uncaught_activity_exception_fails_instance(running_app: durafka.App) ->
 
 
 def test_unknown_orchestration_fails_with_clear_message(running_app: durafka.App) -> None:
-    with running_app.sync_client() as client:
+    # The app's own client refuses the name (tests/client/test_start_validation.py); a
+    # client without a registry, as another service's, sends it to the processor.
+    running_app.ensure_topics()
+    with Client(running_app.settings, None, running_app.transport) as client:
         iid = client.start_new("no_such_orchestration", 1)
         status = client.wait_for_status(iid, timeout=60)
         assert status.runtime_status is RuntimeStatus.FAILED
