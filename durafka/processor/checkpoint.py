@@ -141,10 +141,13 @@ class Checkpoint:
 
     def _commit(self) -> CheckpointOutcome:
         deadline = time.monotonic() + self._commit_timeout
+        # A few calls fit in the timeout: each failed call is logged, so an operator
+        # sees a commit that hangs long before the timeout gives it up.
+        per_call = max(0.5, min(_COMMIT_CALL_TIMEOUT_S, self._commit_timeout / 4))
         while True:
             remaining = deadline - time.monotonic()
             try:
-                self.producer.commit_transaction(max(0.001, min(_COMMIT_CALL_TIMEOUT_S, remaining)))
+                self.producer.commit_transaction(max(0.001, min(per_call, remaining)))
             except CommitOutcomeUnknownError as exc:
                 self.error = exc
                 stopping = self._stop is not None and self._stop.is_set()

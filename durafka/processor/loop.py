@@ -709,9 +709,9 @@ class Processor:
         """A new producer with the same ``transactional.id``; its ``init_transactions``
         completes or aborts whatever the old one left at the coordinator."""
         try:
-            old.close()
+            old.abandon()
         except Exception:
-            log.debug("closing the old producer failed", exc_info=True)
+            log.debug("releasing the old producer failed", exc_info=True)
         if self._producer is old:
             tid = self.topics.processor_transactional_id(self._processor_id)
             self._producer = self._retrying_new_producer(tid)

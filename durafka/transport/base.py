@@ -209,6 +209,14 @@ class TransactionalProducer(Producer, Protocol):
         """Discard the open transaction's records and offsets; a no-op when none is open."""
         ...
 
+    def abandon(self) -> None:
+        """Release the producer without ending its transaction.
+
+        For a producer in an unknown state (a commit whose outcome is unknown): the
+        next ``init_transactions`` of its ``transactional.id`` resolves the transaction.
+        """
+        ...
+
 
 class Transport(Protocol):
     """A factory of clients bound to one cluster (or one in-process broker)."""

@@ -662,6 +662,22 @@ class KafkaTransactionalProducer(KafkaProducer):
         self._retrying("abort_transaction", self._producer.abort_transaction, timeout)
         self._in_transaction = False
 
+    def abandon(self) -> None:
+        """Release the client without ending its transaction (idempotent).
+
+        For a producer whose commit outcome is unknown: aborting could fail or even
+        race the commit; the next ``init_transactions`` of its ``transactional.id``
+        completes or aborts whatever it left at the coordinator.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._producer.purge()
+        with warnings.catch_warnings():
+            # confluent-kafka's close() tries to abort and warns when it cannot.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            self._producer.close()
+
     def close(self) -> None:
         """Abort an open transaction (readers would wait for its timeout), then close."""
         if self._closed:

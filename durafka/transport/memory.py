@@ -1032,6 +1032,11 @@ class MemoryTransactionalProducer(MemoryProducer):
                 broker._end_transaction(txn, commit=False)
         self._deliver()
 
+    def abandon(self) -> None:
+        """Drop this producer without ending its transaction (the next init aborts it)."""
+        self._txn = None
+        self._epoch = None
+
     def close(self) -> None:
         """Abort an open transaction (so readers are not held back) and deliver."""
         broker = self._broker
