@@ -51,7 +51,8 @@ class Settings(BaseSettings):
         >>> # or: DURAFKA_BOOTSTRAP_SERVERS=kafka:9092 DURAFKA_PARTITIONS=12 durafka run app:app
     """
 
-    model_config = SettingsConfigDict(env_prefix="DURAFKA_", extra="forbid")
+    # DURAFKA_X= (empty) means "not set", so a cleared variable restores the default.
+    model_config = SettingsConfigDict(env_prefix="DURAFKA_", extra="forbid", env_ignore_empty=True)
 
     task_hub: str = Field("durafka", pattern=r"^[A-Za-z0-9._-]+$", description="Topic prefix.")
     bootstrap_servers: str | None = Field(
@@ -249,8 +250,9 @@ class _DeprecatedBootstrap(PydanticBaseSettingsSource):
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        value = os.environ.get(DEPRECATED_BOOTSTRAP_ENV)
-        if not value or self.current_state.get("bootstrap_servers") is not None:
+        value = os.environ.get(DEPRECATED_BOOTSTRAP_ENV, "").strip()
+        current = self.current_state.get("bootstrap_servers")
+        if not value or (current is not None and str(current).strip()):
             return {}
         _warn_once(
             "deprecated",

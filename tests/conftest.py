@@ -25,6 +25,7 @@ from tests.support.apps import make_app
 from tests.support.broker import BrokerHandle, acquire_broker, take_broker_env
 from tests.support.kafka import admin_client
 from tests.support.processes import RoleLauncher
+from tests.support.security import SecuredBroker, start_secured_broker
 
 # Taken out of the environment at once: an App under test that read it would run on
 # the shared broker instead of the transport its test chose.
@@ -56,6 +57,25 @@ def kafka_broker(
 def kafka_bootstrap(kafka_broker: BrokerHandle) -> str:
     """``host:port`` of a real Kafka broker for this session."""
     return kafka_broker.bootstrap
+
+
+@pytest.fixture(scope="session")
+def secured_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredBroker]:
+    """A broker of the session's own with TLS, mutual TLS, SASL/SCRAM and OAUTHBEARER listeners.
+
+    Started on first use (Java and Maven, like the local broker): certificates
+    and SCRAM credentials are made for it, so no shared broker can stand in.
+    """
+    try:
+        secured = start_secured_broker(tmp_path_factory.mktemp("secured"))
+    except BrokerUnavailableError as exc:
+        reason = str(exc)
+    else:
+        reason = ""
+    if reason:
+        pytest.fail(reason, pytrace=False)
+    yield secured
+    secured.broker.stop()
 
 
 @pytest.fixture

@@ -5,11 +5,12 @@ TLS handshake forever, logs every attempt (to stderr unless told otherwise)
 and finally answers a metadata request with "Broker transport failure". So
 every confluent-kafka client durafka makes gets:
 
-* ``logger``: :data:`LIBRDKAFKA_LOGGER`, so librdkafka's own log goes through
-  Python logging (the CLI shows it only with ``--log-level debug``);
-* ``error_cb``: a :class:`ClientErrors` of its transport, which keeps the most
-  telling error seen (authentication or TLS over a refused connection over
-  anything else) and logs errors only once the cluster has been reached;
+* ``error_cb`` and ``logger``: the :class:`ClientErrors` of its transport. It
+  keeps the most telling connection problem seen in either (authentication or
+  TLS over a protocol mismatch over a refused connection), passes librdkafka's
+  own log on to :data:`LIBRDKAFKA_LOGGER` (the CLI shows it only with
+  ``--log-level debug``), and logs client errors only once the cluster has
+  been reached;
 
 and :func:`await_cluster` waits (at most :data:`CONNECT_TIMEOUT_S`) for the
 cluster to answer before a transport's first client is used: failed
@@ -49,16 +50,22 @@ LIBRDKAFKA_LOGGER: Final = "durafka.librdkafka"
 #: Loggers of the Kafka client libraries: retry chatter, shown by the CLI only when debugging.
 CLIENT_LIBRARY_LOGGERS: Final = (LIBRDKAFKA_LOGGER, "aiokafka")
 #: How long a transport waits for its cluster before failing with the cause.
-CONNECT_TIMEOUT_S: Final = 8.0
+CONNECT_TIMEOUT_S: Final = 6.0
 
 _REPEAT_AFTER_S: Final = 60.0
 #: librdkafka's "<proto>://host:port/<broker id or 'bootstrap'>: " before a message.
 _BROKER_PREFIX: Final = re.compile(r"^\S*?:\d+/\w+: ")
+#: librdkafka's "[thrd:<broker>]: " before a log line.
+_THREAD_PREFIX: Final = re.compile(r"^\[thrd:[^\]]*\]: ")
 #: librdkafka's " (after 0ms in state CONNECT)" after a connection failure.
 _STATE_SUFFIX: Final = re.compile(r"\s*\(after \d+ms in state \w+\)")
 #: Causes that retrying will not fix: the wait ends at the first one.
-_FINAL: Final = frozenset(
-    {ConnectionCause.AUTHENTICATION, ConnectionCause.TLS, ConnectionCause.PROTOCOL}
+_FINAL: Final = frozenset({ConnectionCause.AUTHENTICATION, ConnectionCause.TLS})
+#: How librdkafka says a listener closed the connection right away.
+_PROTOCOL_SIGNS: Final = (
+    "security.protocol",
+    "connection closed by peer",
+    "remote server closed connection",
 )
 #: Which of two causes says more, when a client reported both.
 _RANK: Final = {
@@ -87,7 +94,10 @@ _ADVICE: Final = {
         "set security.protocol in DURAFKA_CLIENT_CONFIG to the listener's (plaintext, ssl, "
         "sasl_plaintext or sasl_ssl)"
     ),
-    ConnectionCause.NO_ANSWER: "check the address and that the cluster is up",
+    ConnectionCause.NO_ANSWER: (
+        "check the address and that the cluster is up; a TLS or SASL listener needs "
+        "security.protocol in DURAFKA_CLIENT_CONFIG"
+    ),
 }
 
 
@@ -101,12 +111,12 @@ def classify(code: int, text: str) -> ConnectionCause | None:
     lowered = text.lower()
     if code in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
         return ConnectionCause.AUTHENTICATION
+    if any(sign in lowered for sign in _PROTOCOL_SIGNS):
+        # The listener hung up at once: a plaintext client on a TLS or SASL listener, or
+        # a TLS client on a plaintext one.
+        return ConnectionCause.PROTOCOL
     if code == KafkaError._SSL or "ssl handshake failed" in lowered or "certificate" in lowered:
         return ConnectionCause.TLS
-    if "security.protocol" in lowered:
-        # "Disconnected while requesting ApiVersion: might be caused by incorrect
-        # security.protocol configuration (connecting to a SSL listener?)"
-        return ConnectionCause.PROTOCOL
     if code == KafkaError._RESOLVE or "failed to resolve" in lowered:
         return ConnectionCause.UNRESOLVED
     if "connection refused" in lowered:
@@ -131,7 +141,7 @@ class _Seen:
 
 
 class ClientErrors:
-    """The ``error_cb`` of every confluent-kafka client of one transport.
+    """The ``error_cb`` and the ``logger`` of every confluent-kafka client of one transport.
 
     Before the cluster has answered (:meth:`reached`), errors are only kept
     (and logged at debug level): :func:`await_cluster` turns the most telling
@@ -145,6 +155,18 @@ class ClientErrors:
         self._seen: _Seen | None = None
         self._reached = False
         self._logged: dict[int, float] = {}
+        self._librdkafka = logging.getLogger(LIBRDKAFKA_LOGGER)
+
+    def log(self, level: int, msg: str, *args: object) -> None:
+        """librdkafka's log line (confluent-kafka calls ``logger.log``): kept if telling, passed on.
+
+        Some causes appear only here, e.g. a listener closing the connection at once.
+        """
+        if level >= logging.INFO:
+            # confluent-kafka logs ("%s [%s] %s", facility, client name, librdkafka's line).
+            text = str(args[-1]) if args else msg
+            self._remember(classify(KafkaError.NO_ERROR, text), _THREAD_PREFIX.sub("", text))
+        self._librdkafka.log(level, msg, *args)
 
     def __call__(self, error: KafkaError) -> None:
         """Record (or log) one client error; librdkafka calls it from its poll."""
@@ -152,12 +174,8 @@ class ClientErrors:
         if error.fatal():
             log.error("Kafka client fatal error: %s", text)
             return
-        cause = classify(code, text)
+        self._remember(classify(code, text), text)
         with self._lock:
-            if cause is not None and (
-                self._seen is None or _RANK[cause] >= _RANK[self._seen.cause]
-            ):
-                self._seen = _Seen(cause, text)
             if not self._reached:
                 log.debug("Kafka client error while connecting: %s", text)
                 return
@@ -166,6 +184,13 @@ class ClientErrors:
                 return
             self._logged[code] = now
         log.warning("Kafka client error: %s", text)
+
+    def _remember(self, cause: ConnectionCause | None, text: str) -> None:
+        if cause is None:
+            return
+        with self._lock:
+            if self._seen is None or _RANK[cause] >= _RANK[self._seen.cause]:
+                self._seen = _Seen(cause, text)
 
     @property
     def cause(self) -> ConnectionCause | None:

@@ -56,7 +56,6 @@ from durafka.transport.base import DeliveryCallback, PartitionsCallback, Record,
 from durafka.transport.client_config import ClientKind, for_client
 from durafka.transport.connection import (
     CONNECT_TIMEOUT_S,
-    LIBRDKAFKA_LOGGER,
     ClientErrors,
     await_cluster,
 )
@@ -750,7 +749,11 @@ class KafkaTransport:
         self._partition_counts: dict[str, int] = {}
 
     def connect(self) -> None:
-        """Wait until the cluster answers (once per transport; every client waits for it).
+        """Wait until the cluster answers (once per transport).
+
+        Every request of the transport itself (topics, metadata, groups) waits for
+        it first, so the first of them, usually ``ensure_topics``, fails fast with
+        the cause. Creating a client does not connect.
 
         Raises:
             ClusterConnectionError: it did not, within ``connect_timeout``; the
@@ -765,14 +768,10 @@ class KafkaTransport:
                 self._connected = True
 
     def _base(self, kind: ClientKind) -> dict[str, Any]:
-        self.connect()
-        return self._settings(kind)
-
-    def _settings(self, kind: ClientKind) -> dict[str, Any]:
         return {
             "bootstrap.servers": self.bootstrap,
             "error_cb": self._errors,
-            "logger": logging.getLogger(LIBRDKAFKA_LOGGER),
+            "logger": self._errors,
             **for_client(self._client_config, kind),
         }
 
@@ -809,7 +808,7 @@ class KafkaTransport:
 
     def _admin_client(self) -> AdminClient:
         if self._admin is None:
-            self._admin = _create(AdminClient, self._settings("admin"))
+            self._admin = _create(AdminClient, self._base("admin"))
         return self._admin
 
     def admin(self) -> AdminClient:
