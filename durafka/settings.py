@@ -54,7 +54,11 @@ class Settings(BaseSettings):
     # DURAFKA_X= (empty) means "not set", so a cleared variable restores the default.
     model_config = SettingsConfigDict(env_prefix="DURAFKA_", extra="forbid", env_ignore_empty=True)
 
-    task_hub: str = Field("durafka", pattern=r"^[A-Za-z0-9._-]+$", description="Topic prefix.")
+    task_hub: str = Field(
+        "durafka",
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="The task hub: prefix of its topics, consumer groups and transactional ids.",
+    )
     bootstrap_servers: str | None = Field(
         None,
         description=(
@@ -64,7 +68,10 @@ class Settings(BaseSettings):
             "DURAFKA_BOOTSTRAP is read too, with a deprecation warning."
         ),
     )
-    state_dir: Path = Field(Path(".durafka/state"), description="Where the RocksDB stores live.")
+    state_dir: Path = Field(
+        Path(".durafka/state"),
+        description="Where a processor's RocksDB stores and the roles' stable ids live.",
+    )
     topology: Path | None = Field(
         None,
         description=(
