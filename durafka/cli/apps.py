@@ -67,14 +67,14 @@ def checked_id(instance_id: str, param: str) -> str:
 
 def _serve(
     spec: str,
-    *,
-    processor: bool,
-    worker: bool,
     partitions: str | None,
     bootstrap: str | None,
     hub: str | None,
     log_level: LogLevel,
     log_format: LogFormat,
+    *,
+    processor: bool,
+    worker: bool,
 ) -> None:
     ranges = parse_partitions(partitions)
     with failures():
@@ -108,16 +108,7 @@ def run(
     log_format: LogFormatOption = LogFormat.TEXT,
 ) -> None:
     """Run a processor and an activity worker for APP in this process."""
-    _serve(
-        app,
-        processor=True,
-        worker=True,
-        partitions=partitions,
-        bootstrap=bootstrap,
-        hub=hub,
-        log_level=log_level,
-        log_format=log_format,
-    )
+    _serve(app, partitions, bootstrap, hub, log_level, log_format, processor=True, worker=True)
 
 
 def processor(
@@ -129,16 +120,7 @@ def processor(
     log_format: LogFormatOption = LogFormat.TEXT,
 ) -> None:
     """Run a processor for APP (consumer group, or a static partition range)."""
-    _serve(
-        app,
-        processor=True,
-        worker=False,
-        partitions=partitions,
-        bootstrap=bootstrap,
-        hub=hub,
-        log_level=log_level,
-        log_format=log_format,
-    )
+    _serve(app, partitions, bootstrap, hub, log_level, log_format, processor=True, worker=False)
 
 
 def worker(
@@ -149,16 +131,7 @@ def worker(
     log_format: LogFormatOption = LogFormat.TEXT,
 ) -> None:
     """Run an activity worker for APP."""
-    _serve(
-        app,
-        processor=False,
-        worker=True,
-        partitions=None,
-        bootstrap=bootstrap,
-        hub=hub,
-        log_level=log_level,
-        log_format=log_format,
-    )
+    _serve(app, None, bootstrap, hub, log_level, log_format, processor=False, worker=True)
 
 
 def start(
