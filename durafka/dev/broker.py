@@ -120,7 +120,7 @@ def _run_maven(version: str, output_dir: Path) -> None:
     if mvn is None:
         raise BrokerUnavailableError(
             "Maven (mvn) is needed once to fetch Apache Kafka from Maven Central; install "
-            "it, or point DURAFKA_BOOTSTRAP at a running broker"
+            "it, or point DURAFKA_BOOTSTRAP_SERVERS at a running broker"
         )
     try:
         pom = resource_dir("docker/kafka-dist") / "pom.xml"
