@@ -1,7 +1,7 @@
 # Developer entry points. `make check` is exactly what CI runs (.ci/run): `make lint`
 # (ruff check, ruff format --check, mypy strict; any finding fails), then `make test`,
 # which installs everything into .venv; the test session starts and stops its own
-# Kafka broker (DURAFKA_BOOTSTRAP, else Docker, else Java + Maven; see tests/conftest.py).
+# Kafka broker (DURAFKA_BOOTSTRAP_SERVERS, else Docker, else Java + Maven; see tests/conftest.py).
 
 PYTHON ?= python3
 VENV := .venv
@@ -23,14 +23,14 @@ check: lint test
 
 test: install
 	@# Fetch the broker up front (once, cached) so the first test is not timed on a download.
-	@if [ -z "$$DURAFKA_BOOTSTRAP" ] && command -v mvn >/dev/null 2>&1; then \
+	@if [ -z "$$DURAFKA_BOOTSTRAP_SERVERS$$DURAFKA_BOOTSTRAP" ] && command -v mvn >/dev/null 2>&1; then \
 		$(BIN)/durafka dev-broker fetch >/dev/null \
 			|| echo "could not fetch Kafka with Maven; the test session will say why"; \
 	fi
 	$(BIN)/pytest -p no:cacheprovider -ra $(PYTEST_ARGS)
 
 demo: install
-	$(BIN)/python -m examples.hello
+	DURAFKA_BOOTSTRAP_SERVERS=memory:// $(BIN)/python -m examples.hello
 
 lint: install
 	$(BIN)/ruff check .

@@ -143,9 +143,7 @@ class App:
         if self._transport is None:
             from durafka.transport import open_transport
 
-            self._transport = open_transport(
-                self.settings.bootstrap_servers, self.settings.client_config
-            )
+            self._transport = open_transport(self.settings.bootstrap, self.settings.client_config)
         return self._transport
 
     @property
@@ -168,14 +166,23 @@ class App:
     def ensure_topics(self) -> None:
         """Create the task hub's topics if missing (a mismatch is a clear error)."""
         if not self._topics_ready:
-            from durafka.topology import load_hub_spec
+            from durafka.errors import TopologyMismatchError
+            from durafka.topology import DEFAULT_SPEC_PATH
 
             s = self.settings
-            self.transport.ensure_topics(
-                load_hub_spec(
-                    s.task_hub, partitions=s.partitions, replication_factor=s.replication_factor
+            try:
+                self.transport.ensure_topics(s.topic_specs())
+            except TopologyMismatchError as exc:
+                overrides = "".join(
+                    f", {name}={value} (DURAFKA_{name.upper()})"
+                    for name in ("partitions", "replication_factor")
+                    if (value := getattr(s, name)) is not None
                 )
-            )
+                raise TopologyMismatchError(
+                    f"{exc}\nThis app expects task hub {s.task_hub!r} as in "
+                    f"{s.topology or DEFAULT_SPEC_PATH}{overrides}; run it with the "
+                    "DURAFKA_TOPOLOGY / DURAFKA_PARTITIONS that `durafka topology apply` used."
+                ) from None
             self._topics_ready = True
 
     def processor(self, partitions: list[int] | None = None, **kwargs: Any) -> Processor:

@@ -8,6 +8,7 @@ wrong and what to do about it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -31,6 +32,31 @@ class TopologyMismatchError(ConfigurationError):
 
 class BrokerUnavailableError(DurafkaError):
     """No Kafka broker could be reached or started."""
+
+
+class ConnectionCause(StrEnum):
+    """Why a Kafka cluster could not be reached (:class:`ClusterConnectionError`)."""
+
+    REFUSED = "connection refused"
+    UNRESOLVED = "host name not resolved"
+    AUTHENTICATION = "authentication failed"
+    TLS = "TLS failure"
+    PROTOCOL = "security protocol mismatch"
+    NO_ANSWER = "no answer"
+
+
+class ClusterConnectionError(BrokerUnavailableError):
+    """A Kafka cluster could not be reached; ``cause`` says why.
+
+    Attributes:
+        cause: what the Kafka client reported: a refused connection, an unknown
+            host, failed authentication, a failed TLS handshake, a listener
+            speaking another security protocol, or no answer at all.
+    """
+
+    def __init__(self, message: str, cause: ConnectionCause) -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 class PayloadTooLargeError(DurafkaError, ValueError):

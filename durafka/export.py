@@ -99,7 +99,7 @@ def read_statuses(settings: Settings, timeout: float = 60.0) -> list[Orchestrati
         WaitTimeoutError: the topic was not read to its end within ``timeout`` seconds.
         DurafkaError: the topic is missing or the broker failed.
     """
-    transport = open_transport(settings.bootstrap_servers, settings.client_config)
+    transport = open_transport(settings.bootstrap, settings.client_config)
     view = StatusView()
     feeder = ThreadFeeder(view, transport, HubTopics(settings.task_hub).status)
     try:

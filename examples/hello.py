@@ -1,9 +1,11 @@
-"""Hello world: the seed's example, on the embedded ``memory://`` default.
+"""Hello world: the seed's example, on the in-process ``memory://`` broker.
 
-Run it with ``make demo`` (or ``python -m examples.hello``). Against Kafka, run the
-processor and worker with ``durafka run examples.hello:app`` and start instances
-from another shell with ``durafka start examples.hello:app hello_world '"World"' --wait``,
-both with ``DURAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092``.
+Run it with ``make demo`` (``DURAFKA_BOOTSTRAP_SERVERS=memory:// python -m
+examples.hello``; without the variable it runs there too, with a warning).
+Against Kafka, run the processor and worker with ``durafka run
+examples.hello:app`` and start instances from another shell with ``durafka start
+examples.hello:app hello_world '"World"' --wait``, both with
+``DURAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092``.
 """
 
 from __future__ import annotations

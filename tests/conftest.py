@@ -8,6 +8,7 @@ failing test that used the broker gets the tail of the broker log in its report.
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
@@ -21,10 +22,14 @@ from durafka.registry import Registry
 from durafka.topology import TopicSpec, load_hub_spec
 from durafka.transport.admin import apply_topics
 from tests.support.apps import make_app
-from tests.support.broker import BrokerHandle, acquire_broker
+from tests.support.broker import BrokerHandle, acquire_broker, take_broker_env
 from tests.support.kafka import admin_client
 from tests.support.processes import RoleLauncher
+from tests.support.security import SecuredBroker, start_secured_broker
 
+# Taken out of the environment at once: an App under test that read it would run on
+# the shared broker instead of the transport its test chose.
+_SHARED_BROKER = take_broker_env(os.environ)
 _BROKER = pytest.StashKey[BrokerHandle]()
 _REQUEST = pytest.StashKey[pytest.FixtureRequest]()
 _LOG_LINES = 80
@@ -36,7 +41,7 @@ def kafka_broker(
 ) -> Iterator[BrokerHandle]:
     """The session's broker (bootstrap address, log tail)."""
     try:
-        handle = acquire_broker(tmp_path_factory.mktemp("broker"))
+        handle = acquire_broker(tmp_path_factory.mktemp("broker"), _SHARED_BROKER)
     except BrokerUnavailableError as exc:
         reason = str(exc)
     else:
@@ -52,6 +57,25 @@ def kafka_broker(
 def kafka_bootstrap(kafka_broker: BrokerHandle) -> str:
     """``host:port`` of a real Kafka broker for this session."""
     return kafka_broker.bootstrap
+
+
+@pytest.fixture(scope="session")
+def secured_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredBroker]:
+    """A broker of the session's own with TLS, mutual TLS, SASL/SCRAM and OAUTHBEARER listeners.
+
+    Started on first use (Java and Maven, like the local broker): certificates
+    and SCRAM credentials are made for it, so no shared broker can stand in.
+    """
+    try:
+        secured = start_secured_broker(tmp_path_factory.mktemp("secured"))
+    except BrokerUnavailableError as exc:
+        reason = str(exc)
+    else:
+        reason = ""
+    if reason:
+        pytest.fail(reason, pytrace=False)
+    yield secured
+    secured.broker.stop()
 
 
 @pytest.fixture
@@ -80,8 +104,8 @@ def _delete_topics_after_test(request: pytest.FixtureRequest) -> Iterator[None]:
 
     Every test creates a task hub of its own (six topics); kept for the whole
     session they add up to tens of thousands of partitions, which a small test
-    broker does not survive. A shared broker named by ``DURAFKA_BOOTSTRAP`` is
-    left alone (others may be using it).
+    broker does not survive. A shared broker named by ``DURAFKA_BOOTSTRAP_SERVERS``
+    (or ``DURAFKA_BOOTSTRAP``) is left alone (others may be using it).
     """
     handle = request.config.stash.get(_BROKER, None)
     before = _topics(handle) if handle is not None and _owned(handle) else None
@@ -98,7 +122,7 @@ def _delete_topics_after_test(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 def _owned(handle: BrokerHandle) -> bool:
-    return handle.origin != "DURAFKA_BOOTSTRAP"
+    return not handle.shared
 
 
 def _topics(handle: BrokerHandle) -> set[str]:

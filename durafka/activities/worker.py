@@ -121,7 +121,7 @@ class ActivityWorker:
     """Executes the activities of one task hub, as a member of the group ``H.workers``.
 
     Example:
-        >>> worker = ActivityWorker(settings, registry, open_transport(settings.bootstrap_servers))
+        >>> worker = ActivityWorker(settings, registry, open_transport(settings.bootstrap))
         >>> stop = threading.Event()
         >>> threading.Thread(target=worker.run, args=(stop,)).start()
         >>> ...

@@ -190,7 +190,7 @@ def create_api(
         return WhoAmI(
             role=role,
             task_hub=m.settings.task_hub,
-            bootstrap=m.settings.bootstrap_servers,
+            bootstrap=m.settings.bootstrap,
             version=__version__,
             orchestrations=m.orchestration_names(),
         )

@@ -51,7 +51,10 @@ class BenchConfig(BaseModel):
 
     workloads: tuple[Workload, ...] = tuple(Workload)
     transport: Literal["memory", "kafka"] = "memory"
-    bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers (kafka only).")
+    bootstrap: str | None = Field(None, description="Kafka bootstrap servers (kafka only).")
+    hub_prefix: str = Field(
+        "bench", pattern=r"^[A-Za-z0-9._-]+$", description="Each run's task hub is <prefix>-<id>."
+    )
     w1_n: int = Field(20_000, ge=1, description="W1 throughput: instances started at once.")
     latency_n: int = Field(500, ge=0, description="W1 latency: instances run one at a time.")
     w2_n: int = Field(5_000, ge=1, description="W2: instances of the 5-step sequence.")
@@ -81,6 +84,11 @@ class BenchConfig(BaseModel):
     def _check(self) -> BenchConfig:
         if not self.workloads:
             raise ValueError("no workload selected")
+        if self.transport == "kafka" and not self.bootstrap:
+            raise ValueError(
+                "--transport kafka needs a cluster: set DURAFKA_BOOTSTRAP_SERVERS=host:port "
+                "or pass --bootstrap host:port"
+            )
         if self.processes is ProcessMode.SEPARATE:
             if self.transport == "memory":
                 raise ValueError(
@@ -100,6 +108,7 @@ class BenchConfig(BaseModel):
         """The bootstrap of a fresh run: a new ``memory://`` broker, or the Kafka servers."""
         if self.transport == "memory":
             return f"memory://bench-{uuid.uuid4().hex[:12]}"
+        assert self.bootstrap is not None  # checked by the model
         return self.bootstrap
 
     def settings_for(self, task_hub: str, bootstrap: str, state_dir: Path) -> Settings:

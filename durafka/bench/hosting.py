@@ -132,7 +132,7 @@ class EmbeddedHost:
 
     def __init__(self, app: App) -> None:
         self._app = app
-        self._runner = app.runner(partitions=list(range(app.settings.partitions)))
+        self._runner = app.runner(partitions=list(range(app.settings.partition_count())))
         self._probe = _own_probe(["client", "processor", "worker"])
 
     def start(self) -> None:
@@ -213,7 +213,7 @@ class SeparateHost:
 
     def __init__(self, settings: Settings, processors: int, log_dir: Path) -> None:
         self._settings = settings
-        self._ranges = split_partitions(settings.partitions, processors)
+        self._ranges = split_partitions(settings.partition_count(), processors)
         self._log_dir = log_dir
         self._children: list[_Child] = []
         self._probes: list[_Probe] = [_own_probe(["client"])]

@@ -74,7 +74,7 @@ def run_benchmark(
 
 
 def _run_once(config: BenchConfig, index: int, progress: Progress) -> RunResult:
-    hub = f"bench-{uuid.uuid4().hex[:10]}"
+    hub = f"{config.hub_prefix}-{uuid.uuid4().hex[:10]}"
     bootstrap = config.new_bootstrap()
     timestamp = datetime.now(UTC).isoformat(timespec="seconds")
     load_average = [round(x, 2) for x in os.getloadavg()]
@@ -116,7 +116,7 @@ def _run_once(config: BenchConfig, index: int, progress: Progress) -> RunResult:
         transport=config.transport,
         bootstrap=bootstrap,
         task_hub=hub,
-        partitions=settings.partitions,
+        partitions=settings.partition_count(),
         processes=host.describe(),
         settings=_reported_settings(settings),
         usage=usage,
@@ -199,14 +199,14 @@ def _reported_settings(settings: Settings) -> dict[str, Any]:
 def _drop_hub(settings: Settings, *, keep_topics: bool) -> None:
     """Forget the run's ``memory://`` broker, or delete its Kafka topics and groups."""
     if settings.is_memory:
-        MemoryBroker.reset(settings.bootstrap_servers[len(SCHEME) :])
+        MemoryBroker.reset(settings.bootstrap[len(SCHEME) :])
         return
     if keep_topics:
         return
     from durafka.transport.admin import admin_client, delete_topics_and_groups
 
     hub = settings.task_hub
-    admin = admin_client(settings.bootstrap_servers, {"log_level": 4, **settings.client_config})
+    admin = admin_client(settings.bootstrap, {"log_level": 4, **settings.client_config})
     # Best effort: a leftover topic costs disk space, not the validity of the results.
     delete_topics_and_groups(
         admin, list(HubTopics(hub).by_key().values()), [f"{hub}.processors", f"{hub}.workers"]

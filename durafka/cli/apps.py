@@ -4,22 +4,37 @@ Run its roles (hosted by :class:`~durafka.hosting.Runner`), start and inspect
 its instances.
 
 ``APP`` is ``module:attribute`` naming a :class:`durafka.App`, e.g. ``examples.hello:app``.
-Settings come from ``DURAFKA_*`` variables (e.g. ``DURAFKA_BOOTSTRAP_SERVERS``).
+Settings come from ``DURAFKA_*`` variables (docs/configuration.md); ``--bootstrap``
+and ``--hub`` win over them. Every command needs a Kafka cluster
+(``DURAFKA_BOOTSTRAP_SERVERS`` or ``--bootstrap``); only the roles accept an
+explicit ``memory://``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import logging
 import signal
-import sys
 from typing import Annotated, Any
 
 import typer
 
-from durafka.app import App
+from durafka.cli.logs import LogFormat, LogLevel
+from durafka.cli.options import (
+    AppArg,
+    BootstrapOption,
+    CliError,
+    HubOption,
+    JsonOption,
+    LogFormatOption,
+    LogLevelOption,
+    emit_json,
+    fail,
+    failures,
+    load_app,
+    setup,
+)
 from durafka.client._common import ClientCore
 from durafka.deploy import parse_partition_list
 from durafka.errors import (
@@ -31,23 +46,13 @@ from durafka.errors import (
     UnknownFunctionError,
 )
 from durafka.ids import check_orchestration_id
+from durafka.status import OrchestrationStatus
 
-AppArg = Annotated[
-    str, typer.Argument(help="The app as module:attribute, e.g. examples.hello:app.")
+log = logging.getLogger("durafka.cli")
+
+PartitionsOption = Annotated[
+    str | None, typer.Option(help="Static partitions, e.g. 0-3 (default: a consumer group).")
 ]
-
-
-def load_app(spec: str) -> App:
-    """Import ``module:attribute`` and return the :class:`App` it names."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise typer.BadParameter(f"{spec!r} is not module:attribute (e.g. examples.hello:app)")
-    if "" not in sys.path:
-        sys.path.insert(0, "")
-    app = getattr(importlib.import_module(module_name), attr, None)
-    if not isinstance(app, App):
-        raise typer.BadParameter(f"{spec} is not a durafka.App")
-    return app
 
 
 def parse_partitions(text: str | None) -> list[int] | None:
@@ -57,7 +62,7 @@ def parse_partitions(text: str | None) -> list[int] | None:
     try:
         return parse_partition_list(text)
     except ConfigurationError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        raise typer.BadParameter(str(exc), param_hint="--partitions") from None
 
 
 def checked_id(instance_id: str, param: str) -> str:
@@ -68,23 +73,30 @@ def checked_id(instance_id: str, param: str) -> str:
         raise typer.BadParameter(str(exc), param_hint=param) from None
 
 
-def _serve(app: App, *, processor: bool, worker: bool, partitions: str | None) -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        runner = app.runner(
-            processor=processor, worker=worker, partitions=parse_partitions(partitions)
-        )
-    except DurafkaError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+def _serve(
+    spec: str,
+    partitions: str | None,
+    bootstrap: str | None,
+    hub: str | None,
+    log_level: LogLevel,
+    log_format: LogFormat,
+    *,
+    processor: bool,
+    worker: bool,
+) -> None:
+    ranges = parse_partitions(partitions)
+    with failures():
+        app = load_app(spec)
+        settings = setup(bootstrap, hub, log_level, log_format, app=app, in_process=True)
+        runner = app.runner(processor=processor, worker=worker, partitions=ranges)
     signal.signal(signal.SIGTERM, lambda *_: runner.request_stop())
     runner.start()
-    typer.echo(
-        f"durafka: serving task hub {app.settings.task_hub!r} on {app.settings.bootstrap_servers} "
-        f"(processor={processor}, worker={worker}); Ctrl-C to stop",
-        err=True,
+    log.info(
+        "serving task hub %r on %s (processor=%s, worker=%s); Ctrl-C to stop",
+        settings.task_hub,
+        settings.bootstrap,
+        processor,
+        worker,
     )
     with contextlib.suppress(KeyboardInterrupt):
         runner.wait()
@@ -92,29 +104,42 @@ def _serve(app: App, *, processor: bool, worker: bool, partitions: str | None) -
         runner.stop()
     except DurafkaError as exc:
         # The role logged its traceback; the exit code and one line are for the supervisor.
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        fail(str(exc))
 
 
 def run(
     app: AppArg,
-    partitions: Annotated[str | None, typer.Option(help="Static partitions, e.g. 0-3.")] = None,
+    partitions: PartitionsOption = None,
+    bootstrap: BootstrapOption = None,
+    hub: HubOption = None,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
 ) -> None:
     """Run a processor and an activity worker for APP in this process."""
-    _serve(load_app(app), processor=True, worker=True, partitions=partitions)
+    _serve(app, partitions, bootstrap, hub, log_level, log_format, processor=True, worker=True)
 
 
 def processor(
     app: AppArg,
-    partitions: Annotated[str | None, typer.Option(help="Static partitions, e.g. 0-3.")] = None,
+    partitions: PartitionsOption = None,
+    bootstrap: BootstrapOption = None,
+    hub: HubOption = None,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
 ) -> None:
     """Run a processor for APP (consumer group, or a static partition range)."""
-    _serve(load_app(app), processor=True, worker=False, partitions=partitions)
+    _serve(app, partitions, bootstrap, hub, log_level, log_format, processor=True, worker=False)
 
 
-def worker(app: AppArg) -> None:
+def worker(
+    app: AppArg,
+    bootstrap: BootstrapOption = None,
+    hub: HubOption = None,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
+) -> None:
     """Run an activity worker for APP."""
-    _serve(load_app(app), processor=False, worker=True, partitions=None)
+    _serve(app, None, bootstrap, hub, log_level, log_format, processor=False, worker=True)
 
 
 def start(
@@ -126,62 +151,96 @@ def start(
     ] = None,
     wait: Annotated[bool, typer.Option(help="Wait for completion and print the output.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 60.0,
+    bootstrap: BootstrapOption = None,
+    hub: HubOption = None,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
+    as_json: JsonOption = False,
 ) -> None:
-    """Start an orchestration instance of APP; print its id (and output with --wait)."""
+    """Start an orchestration instance of APP; print its id (and its end with --wait)."""
     if instance_id is not None:
         checked_id(instance_id, "--id")
-    the_app = load_app(app)
     try:
         value: Any = json.loads(input)
     except json.JSONDecodeError as exc:
-        raise typer.BadParameter(f"input is not JSON: {exc}") from exc
-    try:
-        # The checks start_new makes, before connecting: a typo or an input of the wrong
-        # shape is a usage error, not an instance that fails in the processor.
-        ClientCore(the_app.settings, the_app.registry).prepare_start(name, value, instance_id)
-    except (UnknownFunctionError, SerializationError, PayloadTooLargeError) as exc:
-        raise typer.BadParameter(str(exc)) from None
-    with the_app.sync_client() as client:
-        iid = client.start_new(name, value, instance_id=instance_id)
-        typer.echo(iid)
-        if wait:
+        raise typer.BadParameter(f"input is not JSON: {exc}", param_hint="INPUT") from None
+    with failures():
+        the_app = load_app(app)
+        try:
+            # The checks start_new makes, before connecting: a typo or an input of the
+            # wrong shape is a usage error, not an instance that fails in the processor.
+            ClientCore(the_app.settings, the_app.registry).prepare_start(name, value, instance_id)
+        except (UnknownFunctionError, SerializationError, PayloadTooLargeError) as exc:
+            raise CliError(str(exc)) from None
+        setup(bootstrap, hub, log_level, log_format, app=the_app)
+        with the_app.sync_client() as client:
+            iid = client.start_new(name, value, instance_id=instance_id)
+            if not wait:
+                if as_json:
+                    emit_json({"instance_id": iid})
+                else:
+                    typer.echo(iid)
+                return
+            if not as_json:
+                typer.echo(iid)
             status = client.wait_for_status(iid, timeout=timeout)
-            typer.echo(
-                json.dumps(
-                    {
-                        "status": status.runtime_status.value,
-                        "output": status.output,
-                        "failure": status.failure_details.message
-                        if status.failure_details
-                        else None,
-                    }
-                )
-            )
+            if as_json:
+                emit_json(_status_json(status))
+            else:
+                typer.echo(_status_text(status))
 
 
-def status(app: AppArg, instance_id: Annotated[str, typer.Argument(help="Instance id.")]) -> None:
-    """Print the status of one instance of APP as JSON."""
+def status(
+    app: AppArg,
+    instance_id: Annotated[str, typer.Argument(help="Instance id.")],
+    bootstrap: BootstrapOption = None,
+    hub: HubOption = None,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
+    as_json: JsonOption = False,
+) -> None:
+    """Print the status of one instance of APP (exit code 1 if there is none)."""
     checked_id(instance_id, "INSTANCE_ID")
-    with load_app(app).sync_client() as client:
-        st = client.get_status(instance_id)
+    with failures():
+        the_app = load_app(app)
+        setup(bootstrap, hub, log_level, log_format, app=the_app)
+        with the_app.sync_client() as client:
+            st = client.get_status(instance_id)
         if st is None:
-            typer.echo(f"no instance {instance_id!r}", err=True)
-            raise typer.Exit(1)
-        typer.echo(
-            json.dumps(
-                {
-                    "instance_id": st.instance_id,
-                    "name": st.name,
-                    "status": st.runtime_status.value,
-                    "input": st.input,
-                    "output": st.output,
-                    "custom_status": st.custom_status,
-                    "failure": None if st.failure_details is None else st.failure_details.message,
-                    "created_at": st.created_at.isoformat(),
-                    "last_updated_at": st.last_updated_at.isoformat(),
-                }
-            )
-        )
+            hub_name = the_app.settings.task_hub
+            raise CliError(f"no instance {instance_id!r} in task hub {hub_name!r}", 1)
+        if as_json:
+            emit_json(_status_json(st))
+        else:
+            typer.echo(_status_text(st))
+
+
+def _status_json(st: OrchestrationStatus) -> dict[str, Any]:
+    return {
+        "instance_id": st.instance_id,
+        "name": st.name,
+        "status": st.runtime_status.value,
+        "input": st.input,
+        "output": st.output,
+        "custom_status": st.custom_status,
+        "failure": None if st.failure_details is None else st.failure_details.message,
+        "created_at": st.created_at.isoformat(),
+        "last_updated_at": st.last_updated_at.isoformat(),
+    }
+
+
+def _status_text(st: OrchestrationStatus) -> str:
+    fields = _status_json(st)
+    width = max(len(key) for key in fields)
+    return "\n".join(
+        f"{key.replace('_', ' '):<{width}}  {_shown(value)}"
+        for key, value in fields.items()
+        if value is not None or key in ("output",)
+    )
+
+
+def _shown(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
 def register(cli: typer.Typer) -> None:

@@ -10,6 +10,16 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
+from durafka.cli.logs import LogFormat, LogLevel
+from durafka.cli.options import (
+    BootstrapOption,
+    LogFormatOption,
+    LogLevelOption,
+    fail,
+    failures,
+    settings,
+    setup_logging,
+)
 from durafka.errors import DurafkaError
 
 # durafka.bench is imported only when the command runs: every other command
@@ -48,9 +58,10 @@ def bench(
     transport: Annotated[
         str, typer.Option(help="memory (embedded broker) or kafka.", case_sensitive=False)
     ] = "memory",
-    bootstrap: Annotated[
-        str, typer.Option(envvar="DURAFKA_BOOTSTRAP", help="Kafka bootstrap servers.")
-    ] = "127.0.0.1:9092",
+    bootstrap: BootstrapOption = None,
+    hub: Annotated[
+        str, typer.Option("--hub", help="Prefix of each run's task hub, <prefix>-<id>.")
+    ] = "bench",
     n: Annotated[
         int | None,
         typer.Option(
@@ -90,6 +101,8 @@ def bench(
     keep_topics: Annotated[
         bool, typer.Option(help="Leave each run's Kafka topics on the broker.")
     ] = False,
+    log_level: LogLevelOption = LogLevel.WARNING,
+    log_format: LogFormatOption = LogFormat.TEXT,
 ) -> None:
     """Run the benchmark workloads of issue 4 and print (and optionally save) the results.
 
@@ -104,6 +117,10 @@ def bench(
     from durafka.bench.results import RunResult
     from durafka.bench.runner import run_benchmark
 
+    setup_logging(log_level, log_format)
+    if bootstrap is None and transport.lower() == "kafka":
+        with failures():
+            bootstrap = settings(None, None).bootstrap_servers
     try:
         # Validated from a dict: pydantic turns the option strings into the config's enums.
         config = BenchConfig.model_validate(
@@ -112,6 +129,7 @@ def bench(
                 "transport": transport.lower(),
                 "processes": processes.lower(),
                 "bootstrap": bootstrap,
+                "hub_prefix": hub,
                 "latency_n": latency_n,
                 "w3_m": m,
                 "w4_counters": counters,
@@ -147,8 +165,7 @@ def bench(
         typer.echo("interrupted; the role processes were stopped", err=True)
         raise typer.Exit(130) from None
     except DurafkaError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        fail(str(exc))
     finally:
         signal.signal(signal.SIGTERM, previous)
     if runs > 1:

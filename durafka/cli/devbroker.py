@@ -1,8 +1,8 @@
 """``durafka dev-broker``: a local single-node Kafka for development, no Docker needed.
 
 ``start`` prints only the bootstrap address on stdout, so
-``export DURAFKA_BOOTSTRAP=$(durafka dev-broker start)`` works; everything else
-goes to stderr.
+``export DURAFKA_BOOTSTRAP_SERVERS=$(durafka dev-broker start)`` works; everything
+else goes to stderr.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from typing import Annotated, NoReturn
 
 import typer
 
+from durafka.cli.logs import LogFormat, LogLevel
+from durafka.cli.options import LogFormatOption, LogLevelOption, fail, setup_logging
 from durafka.dev.broker import DEFAULT_KAFKA_VERSION, LocalBroker, ensure_distribution
 from durafka.errors import DurafkaError
 
@@ -39,8 +41,11 @@ def start(
     ] = None,
     version: Annotated[str, typer.Option(help="Apache Kafka release.")] = DEFAULT_KAFKA_VERSION,
     timeout: Annotated[float, typer.Option(help="Seconds to wait until it answers.")] = 90.0,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
 ) -> None:
     """Start the broker (or find it running) and print its bootstrap address."""
+    setup_logging(log_level, log_format)
     broker = LocalBroker(data_dir, port=port, version=version)
     typer.echo(f"starting Kafka {version} from {broker.data_dir} ...", err=True)
     try:
@@ -55,8 +60,11 @@ def start(
 def stop(
     data_dir: DataDir = _DEFAULT_DATA_DIR,
     timeout: Annotated[float, typer.Option(help="Seconds before SIGKILL.")] = 20.0,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
 ) -> None:
     """Stop the broker started from DATA_DIR."""
+    setup_logging(log_level, log_format)
     broker = LocalBroker(data_dir)
     pid = broker.status().pid
     if broker.stop(timeout=timeout):
@@ -66,8 +74,13 @@ def stop(
 
 
 @app.command()
-def status(data_dir: DataDir = _DEFAULT_DATA_DIR) -> None:
+def status(
+    data_dir: DataDir = _DEFAULT_DATA_DIR,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
+) -> None:
     """Print whether the broker runs; exit code 1 when it does not."""
+    setup_logging(log_level, log_format)
     current = LocalBroker(data_dir).status()
     if not current.running:
         typer.echo(f"not running ({current.data_dir})")
@@ -79,16 +92,22 @@ def status(data_dir: DataDir = _DEFAULT_DATA_DIR) -> None:
 def logs(
     data_dir: DataDir = _DEFAULT_DATA_DIR,
     lines: Annotated[int, typer.Option("-n", "--lines", help="How many lines.")] = 80,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
 ) -> None:
     """Print the end of the broker log."""
+    setup_logging(log_level, log_format)
     typer.echo(LocalBroker(data_dir).log_tail(lines))
 
 
 @app.command()
 def fetch(
     version: Annotated[str, typer.Option(help="Apache Kafka release.")] = DEFAULT_KAFKA_VERSION,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
 ) -> None:
     """Download the broker with Maven into the cache (once) and print where it is."""
+    setup_logging(log_level, log_format)
     try:
         libs = ensure_distribution(version)
     except DurafkaError as exc:
@@ -97,5 +116,4 @@ def fetch(
 
 
 def _fail(exc: DurafkaError) -> NoReturn:
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(1)
+    fail(str(exc))

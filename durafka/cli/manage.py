@@ -24,7 +24,8 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 from pydantic import BaseModel
 
-from durafka.cli.apps import checked_id, load_app
+from durafka.cli.apps import checked_id
+from durafka.cli.options import load_app
 from durafka.errors import ConfigurationError, DurafkaError
 from durafka.ids import check_entity_parts
 from durafka.management import Management

@@ -11,8 +11,8 @@ from typing import Annotated
 
 import typer
 
-from durafka.cli.apps import AppArg
 from durafka.cli.manage import BootstrapOpt, HubOpt, fail, resolve_settings
+from durafka.cli.options import AppArg
 from durafka.errors import DurafkaError
 
 __all__ = ["register", "serve"]

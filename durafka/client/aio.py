@@ -71,7 +71,7 @@ class AsyncClient:
     ) -> None:
         self._core = ClientCore(settings, registry)
         self._transport: AsyncTransport = open_async_transport(
-            settings.bootstrap_servers, settings.client_config, transport
+            settings.bootstrap, settings.client_config, transport
         )
         self._view = StatusView()
         self._feeder: AsyncFeeder | None = None

@@ -71,7 +71,7 @@ class Client:
         self._transport = (
             transport
             if transport is not None
-            else open_transport(settings.bootstrap_servers, settings.client_config)
+            else open_transport(settings.bootstrap, settings.client_config)
         )
         self._view = StatusView()
         self._feeder = ThreadFeeder(self._view, self._transport, self._core.topics.status)

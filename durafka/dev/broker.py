@@ -28,7 +28,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -41,6 +41,7 @@ from durafka.transport.admin import admin_client, broker_count
 __all__ = [
     "DEFAULT_KAFKA_VERSION",
     "BrokerStatus",
+    "Listener",
     "Liveness",
     "LocalBroker",
     "default_cache_dir",
@@ -119,7 +120,7 @@ def _run_maven(version: str, output_dir: Path) -> None:
     if mvn is None:
         raise BrokerUnavailableError(
             "Maven (mvn) is needed once to fetch Apache Kafka from Maven Central; install "
-            "it, or point DURAFKA_BOOTSTRAP at a running broker"
+            "it, or point DURAFKA_BOOTSTRAP_SERVERS at a running broker"
         )
     try:
         pom = resource_dir("docker/kafka-dist") / "pom.xml"
@@ -205,6 +206,33 @@ def wait_for_broker(bootstrap: str, timeout: float, alive: Liveness | None = Non
 
 
 @dataclass(frozen=True)
+class Listener:
+    """A listener of a :class:`LocalBroker` besides its PLAINTEXT one (which it always has).
+
+    Attributes:
+        name: the listener name, e.g. ``"SSL"`` or ``"SCRAM"`` (letters, digits, ``_``).
+        protocol: its security protocol: ``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT``
+            or ``SASL_SSL``. Its settings (key stores, SASL mechanisms, JAAS) go in
+            the broker's ``properties``, e.g. ``listener.name.scram.sasl.enabled.mechanisms``.
+        port: its port; default: the previous one of the data dir if free, else a free one.
+    """
+
+    name: str
+    protocol: str
+    port: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name.replace("_", "").isalnum() or self.name.upper() in _RESERVED:
+            raise ValueError(f"{self.name!r} cannot name an extra listener")
+        if self.protocol.upper() not in _PROTOCOLS:
+            raise ValueError(f"{self.protocol!r} is not one of {', '.join(sorted(_PROTOCOLS))}")
+
+
+_RESERVED = frozenset({"PLAINTEXT", "CONTROLLER"})
+_PROTOCOLS = frozenset({"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"})
+
+
+@dataclass(frozen=True)
 class BrokerStatus:
     """What :meth:`LocalBroker.status` found.
 
@@ -231,6 +259,20 @@ class LocalBroker:
         with LocalBroker(tmp_path / "kafka") as broker:
             producer = Producer({"bootstrap.servers": broker.bootstrap})
 
+        # A SASL/SCRAM listener next to the PLAINTEXT one:
+        scram = LocalBroker(
+            tmp_path / "secure",
+            listeners=[Listener("SCRAM", "SASL_PLAINTEXT")],
+            properties={
+                "listener.name.scram.sasl.enabled.mechanisms": "SCRAM-SHA-256",
+                "listener.name.scram.scram-sha-256.sasl.jaas.config":
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            },
+            scram_users={"alice": "alice-secret"},
+        )
+        scram.start()
+        scram.listener_bootstrap("SCRAM")  # "127.0.0.1:<port>"
+
     Args:
         data_dir: holds config, pid file, log and topic data; created if needed.
             Reusing it keeps topics and ports across restarts.
@@ -239,6 +281,12 @@ class LocalBroker:
         controller_port: KRaft controller port, chosen the same way.
         version: Kafka release, see :data:`DEFAULT_KAFKA_VERSION`.
         cache_dir: distribution cache root, see :func:`ensure_distribution`.
+        listeners: more client listeners (TLS, SASL); the broker talks to itself
+            over PLAINTEXT.
+        properties: more ``server.properties`` lines (winning over durafka's).
+        scram_users: SCRAM credentials (user to password, for SCRAM-SHA-256 and
+            SCRAM-SHA-512) written into the storage when it is formatted, i.e.
+            on the first start of a data dir.
     """
 
     #: JVM flags: a small heap and thread pools sized for a two-core machine.
@@ -251,12 +299,22 @@ class LocalBroker:
         controller_port: int | None = None,
         version: str = DEFAULT_KAFKA_VERSION,
         cache_dir: Path | None = None,
+        *,
+        listeners: Sequence[Listener] = (),
+        properties: Mapping[str, str] | None = None,
+        scram_users: Mapping[str, str] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.port = port
         self.controller_port = controller_port
         self.version = version
         self.cache_dir = cache_dir
+        self.listeners = tuple(listeners)
+        names = [listener.name.upper() for listener in self.listeners]
+        if len(set(names)) != len(names):
+            raise ValueError(f"listener names must differ: {names}")
+        self.properties = dict(properties or {})
+        self.scram_users = dict(scram_users or {})
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -278,6 +336,17 @@ class LocalBroker:
     def bootstrap(self) -> str | None:
         """``127.0.0.1:port`` of the running broker, else ``None``."""
         return self.status().bootstrap
+
+    def listener_bootstrap(self, name: str) -> str:
+        """``127.0.0.1:port`` of the extra listener ``name`` (from the written config).
+
+        Raises:
+            KeyError: the broker has no such listener (or was never started).
+        """
+        port = _listener_ports(self.properties_file).get(name.upper())
+        if port is None:
+            raise KeyError(f"no listener {name!r} in {self.properties_file}")
+        return f"{_HOST}:{port}"
 
     def __enter__(self) -> Self:
         self.start()
@@ -320,9 +389,10 @@ class LocalBroker:
         if java is None:
             raise BrokerUnavailableError("java is not on PATH; Kafka needs Java 17 or later")
         libs = ensure_distribution(self.version, self.cache_dir)
-        port, controller_port = self._choose_ports()
+        ports = self._choose_ports()
+        port = ports["PLAINTEXT"]
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._write_config(port, controller_port)
+        self._write_config(ports)
         if not (self.data_dir / "kraft" / "meta.properties").is_file():
             self._format_storage(java, libs)
 
@@ -408,34 +478,52 @@ class LocalBroker:
             f"{libs}{os.sep}*",
         ]
 
-    def _choose_ports(self) -> tuple[int, int]:
+    def _choose_ports(self) -> dict[str, int]:
+        """Listener name -> port, for PLAINTEXT, CONTROLLER and the extra listeners."""
         previous = _listener_ports(self.properties_file)
-        chosen: list[int] = []
-        for given, name in ((self.port, "PLAINTEXT"), (self.controller_port, "CONTROLLER")):
+        wanted = [
+            ("PLAINTEXT", self.port),
+            ("CONTROLLER", self.controller_port),
+            *((listener.name.upper(), listener.port) for listener in self.listeners),
+        ]
+        chosen: dict[str, int] = {}
+        for name, given in wanted:
             if given is not None:
                 if not _port_is_free(given):
                     raise BrokerUnavailableError(f"port {given} on {_HOST} is already in use")
                 port = given
             else:
                 old = previous.get(name)
-                if old is not None and old not in chosen and _port_is_free(old):
+                if old is not None and old not in chosen.values() and _port_is_free(old):
                     port = old
                 else:
                     port = free_port()
-                    while port in chosen:
+                    while port in chosen.values():
                         port = free_port()
-            chosen.append(port)
-        return chosen[0], chosen[1]
+            chosen[name] = port
+        return chosen
 
-    def _write_config(self, port: int, controller_port: int) -> None:
-        _write_atomically(
-            self.properties_file,
-            _SERVER_PROPERTIES.format(
-                port=port,
-                controller_port=controller_port,
-                log_dirs=self.data_dir / "kraft",
+    def _write_config(self, ports: Mapping[str, int]) -> None:
+        extra = [(listener.name.upper(), listener.protocol.upper()) for listener in self.listeners]
+        all_protocols = [("PLAINTEXT", "PLAINTEXT"), ("CONTROLLER", "PLAINTEXT"), *extra]
+        text = _SERVER_PROPERTIES.format(
+            listeners=",".join(
+                f"{name}://{_HOST}:{ports[name]}"
+                for name in ("PLAINTEXT", "CONTROLLER", *(n for n, _ in extra))
             ),
+            advertised=",".join(
+                f"{name}://{_HOST}:{ports[name]}" for name in ("PLAINTEXT", *(n for n, _ in extra))
+            ),
+            protocols=",".join(f"{name}:{protocol}" for name, protocol in all_protocols),
+            controller_port=ports["CONTROLLER"],
+            log_dirs=self.data_dir / "kraft",
         )
+        if self.properties:
+            # Later lines win in a Java properties file.
+            text += "\n# Given to LocalBroker(properties=...).\n" + "".join(
+                f"{key}={value}\n" for key, value in self.properties.items()
+            )
+        _write_atomically(self.properties_file, text)
         _write_atomically(self.data_dir / "log4j2.properties", _LOG4J2_PROPERTIES)
 
     def _format_storage(self, java: str, libs: Path) -> None:
@@ -448,6 +536,9 @@ class LocalBroker:
             "--config",
             str(self.properties_file),
         ]
+        for user, password in self.scram_users.items():
+            for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+                command += ["--add-scram", f"{mechanism}=[name={user},password={password}]"]
         done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
         if done.returncode != 0:
             raise BrokerUnavailableError(
@@ -579,11 +670,11 @@ _SERVER_PROPERTIES = """\
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{controller_port}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+listeners={listeners}
+advertised.listeners={advertised}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map={protocols}
 log.dirs={log_dirs}
 
 # One node: every internal topic has one replica, or transactions and groups hang.

@@ -107,7 +107,7 @@ class Management:
         self.transport = (
             transport
             if transport is not None
-            else open_transport(settings.bootstrap_servers, settings.client_config)
+            else open_transport(settings.bootstrap, settings.client_config)
         )
         self.cluster = ClusterMonitor(self.transport, self.topics)
         self._client: Client | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 from durafka.transport.base import AsyncTransport, Transport
@@ -9,6 +10,8 @@ from durafka.transport.memory import SCHEME, MemoryBroker, MemoryTransport
 from durafka.transport.threaded import ThreadedAsyncTransport
 
 __all__ = ["open_async_transport", "open_transport"]
+
+log = logging.getLogger(__name__)
 
 
 def open_transport(bootstrap: str, client_config: Mapping[str, str] | None = None) -> Transport:
@@ -48,15 +51,24 @@ def open_async_transport(
     Returns:
         With ``transport``, or on ``memory://``: a
         :class:`~durafka.transport.threaded.ThreadedAsyncTransport`; on Kafka: a
-        :class:`~durafka.transport.aiokafka.AioKafkaTransport`.
-
-    Raises:
-        ConfigurationError: a ``client_config`` setting has no aiokafka equivalent.
+        :class:`~durafka.transport.aiokafka.AioKafkaTransport`, or, when a
+        ``client_config`` setting has no exact aiokafka equivalent (OAUTHBEARER,
+        a PKCS#12 key store, ...), a ``ThreadedAsyncTransport`` over a
+        :class:`~durafka.transport.kafka.KafkaTransport`: every client accepts
+        what the confluent-kafka clients accept.
     """
     if transport is not None:
         return ThreadedAsyncTransport(transport, owns=False)
     if bootstrap.startswith(SCHEME):
         return ThreadedAsyncTransport(open_transport(bootstrap, client_config), owns=True)
-    from durafka.transport.aiokafka import AioKafkaTransport
+    from durafka.transport.aiokafka import AioKafkaTransport, AiokafkaUnsupportedError
 
-    return AioKafkaTransport(bootstrap, client_config or {})
+    try:
+        return AioKafkaTransport(bootstrap, client_config or {})
+    except AiokafkaUnsupportedError as exc:
+        log.info(
+            "the asyncio client uses librdkafka on threads, not aiokafka: aiokafka has no "
+            "exact equivalent of %s",
+            exc,
+        )
+        return ThreadedAsyncTransport(open_transport(bootstrap, client_config), owns=True)

@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-from durafka.errors import DurafkaError, TransportError
+from durafka.errors import ClusterConnectionError, DurafkaError, TransportError
 from durafka.transport.base import Consumer, FeedTarget, TopicPartition, Transport
 
 __all__ = ["MAX_RECORDS", "ThreadFeeder", "feeder_error"]
@@ -148,6 +148,8 @@ class ThreadFeeder:
 
 def feeder_error(topic: str, exc: Exception) -> DurafkaError:
     """The error a view fails with when its feeder of ``topic`` stops on ``exc``."""
+    if isinstance(exc, ClusterConnectionError):
+        return exc  # it says why the cluster cannot be reached; that is the whole story
     error = TransportError(f"the status view stopped reading {topic}: {exc}")
     error.__cause__ = exc
     return error

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 import uuid
 import warnings
@@ -50,9 +51,14 @@ from durafka.errors import (
     TransportError,
 )
 from durafka.topology import TopicSpec
-from durafka.transport.admin import admin_client, apply_topics, describe_topics
+from durafka.transport.admin import apply_topics, describe_topics
 from durafka.transport.base import DeliveryCallback, PartitionsCallback, Record, TopicPartition
 from durafka.transport.client_config import ClientKind, for_client
+from durafka.transport.connection import (
+    CONNECT_TIMEOUT_S,
+    ClientErrors,
+    await_cluster,
+)
 from durafka.transport.limits import Headers
 
 __all__ = [
@@ -153,14 +159,6 @@ def _create(client: Callable[[dict[str, Any]], _T], config: Mapping[str, Any]) -
         return client(dict(config))
     except (KafkaException, ValueError, TypeError) as exc:
         raise ConfigurationError(f"invalid Kafka client settings: {exc}") from exc
-
-
-def _on_client_error(error: KafkaError) -> None:
-    """librdkafka's ``error_cb``: global client errors, mostly transient (broker down)."""
-    if error.fatal():
-        log.error("Kafka client fatal error: %s", error.str())
-    else:
-        log.warning("Kafka client error: %s", error.str())
 
 
 def _kafka_tp(tp: TopicPartition, offset: int = confluent_kafka.OFFSET_INVALID) -> Any:
@@ -740,24 +738,56 @@ class KafkaTransactionalProducer(KafkaProducer):
 class KafkaTransport:
     """Clients of one Kafka cluster (see :class:`durafka.transport.base.Transport`)."""
 
-    def __init__(self, bootstrap: str, client_config: Mapping[str, str] | None = None) -> None:
-        """Bind to the cluster at ``bootstrap`` (``host:port,...``).
+    def __init__(
+        self,
+        bootstrap: str,
+        client_config: Mapping[str, str] | None = None,
+        *,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
+    ) -> None:
+        """Bind to the cluster at ``bootstrap`` (``host:port,...``); nothing connects yet.
 
         Args:
             bootstrap: the ``bootstrap.servers`` of the cluster.
             client_config: librdkafka settings for every client (e.g. security); a
                 ``producer.``, ``consumer.`` or ``admin.`` prefix limits one to that
                 kind of client (see :func:`durafka.transport.client_config.for_client`).
+            connect_timeout: how long the first client waits for the cluster
+                before failing with the cause (:meth:`connect`).
         """
         self.bootstrap = bootstrap
         self._client_config = dict(client_config or {})
+        self._connect_timeout = connect_timeout
+        self._errors = ClientErrors()
+        self._connected = False
+        self._connect_lock = threading.Lock()
         self._admin: AdminClient | None = None
         self._partition_counts: dict[str, int] = {}
+
+    def connect(self) -> None:
+        """Wait until the cluster answers (once per transport).
+
+        Every request of the transport itself (topics, metadata, groups) waits for
+        it first, so the first of them, usually ``ensure_topics``, fails fast with
+        the cause. Creating a client does not connect.
+
+        Raises:
+            ClusterConnectionError: it did not, within ``connect_timeout``; the
+                message names the cause (connection refused, authentication
+                failed, TLS failure, ...).
+        """
+        with self._connect_lock:
+            if not self._connected:
+                await_cluster(
+                    self._admin_client(), self._errors, self.bootstrap, self._connect_timeout
+                )
+                self._connected = True
 
     def _base(self, kind: ClientKind) -> dict[str, Any]:
         return {
             "bootstrap.servers": self.bootstrap,
-            "error_cb": _on_client_error,
+            "error_cb": self._errors,
+            "logger": self._errors,
             **for_client(self._client_config, kind),
         }
 
@@ -794,13 +824,17 @@ class KafkaTransport:
 
     def _admin_client(self) -> AdminClient:
         if self._admin is None:
-            admin_config = for_client(self._client_config, "admin")
-            self._admin = admin_client(self.bootstrap, admin_config)
+            self._admin = _create(AdminClient, self._base("admin"))
         return self._admin
+
+    def admin(self) -> AdminClient:
+        """The transport's confluent-kafka admin client, once the cluster answered."""
+        self.connect()
+        return self._admin_client()
 
     def ensure_topics(self, specs: Sequence[TopicSpec]) -> None:
         """Create missing topics; raise ``TopologyMismatchError`` if an existing one differs."""
-        report = apply_topics(self._admin_client(), specs, timeout=30.0, cluster=self.bootstrap)
+        report = apply_topics(self.admin(), specs, timeout=30.0, cluster=self.bootstrap)
         if report.created:
             log.info("created topics %s", ", ".join(report.created))
 
@@ -811,7 +845,7 @@ class KafkaTransport:
     def group_assignments(self, group_id: str) -> dict[str, list[TopicPartition]]:
         """The live members of consumer group ``group_id`` and their assigned partitions."""
         try:
-            future = self._admin_client().describe_consumer_groups(
+            future = self.admin().describe_consumer_groups(
                 [group_id], request_timeout=_REQUEST_TIMEOUT_S
             )[group_id]
             description = future.result()
@@ -832,7 +866,7 @@ class KafkaTransport:
         if count is not None:
             return count
         try:
-            metadata = self._admin_client().list_topics(topic, timeout=_REQUEST_TIMEOUT_S)
+            metadata = self.admin().list_topics(topic, timeout=_REQUEST_TIMEOUT_S)
         except KafkaException as exc:
             raise TransportError(f"metadata of topic {topic!r}: {_describe(exc)[1]}") from exc
         found = metadata.topics.get(topic)

@@ -145,6 +145,15 @@ def test_cli_rejects_separate_processes_on_memory() -> None:
     assert "--transport kafka" in result.output
 
 
+def test_cli_needs_a_cluster_for_kafka() -> None:
+    # Before: it assumed 127.0.0.1:9092.
+    result = CliRunner().invoke(cli, ["bench", "W1", "--transport", "kafka"])
+
+    assert result.exit_code == 2
+    assert "needs a cluster" in result.output
+    assert "DURAFKA_BOOTSTRAP_SERVERS" in result.output
+
+
 def test_cli_rejects_an_unknown_workload() -> None:
     result = CliRunner().invoke(cli, ["bench", "W9"])
 

@@ -1,9 +1,14 @@
 """Find or start the one Kafka broker a test session runs against.
 
-In order: ``DURAFKA_BOOTSTRAP`` (a broker someone else runs; its log file may
-be named by ``DURAFKA_BROKER_LOG``); a Docker engine, through testcontainers,
-running the official ``apache/kafka`` image; else durafka's own
-:class:`~durafka.dev.broker.LocalBroker` (Java and Maven) in a temp dir.
+In order: ``DURAFKA_BOOTSTRAP_SERVERS`` or ``DURAFKA_BOOTSTRAP`` (a broker
+someone else runs; its log file may be named by ``DURAFKA_BROKER_LOG``); a
+Docker engine, through testcontainers, running the official ``apache/kafka``
+image; else durafka's own :class:`~durafka.dev.broker.LocalBroker` (Java and
+Maven) in a temp dir.
+
+The harness takes those variables out of the environment (:func:`take_broker_env`):
+the apps under test must get their bootstrap from the test, never from the
+shell that ran pytest.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,29 +26,48 @@ from durafka.errors import BrokerUnavailableError
 DOCKER_IMAGE = f"apache/kafka:{DEFAULT_KAFKA_VERSION}"
 
 
+#: Variables naming a running broker for the session (the first set wins).
+BROKER_ENV = ("DURAFKA_BOOTSTRAP_SERVERS", "DURAFKA_BOOTSTRAP")
+
+
 @dataclass
 class BrokerHandle:
-    """A broker for the session: where it is, how to read its log, how to let it go."""
+    """A broker for the session: where it is, how to read its log, how to let it go.
+
+    ``shared``: someone else runs it (named by :data:`BROKER_ENV`), so the
+    session leaves its topics alone.
+    """
 
     bootstrap: str
     origin: str
     log_tail: Callable[[int], str]
     stop: Callable[[], object]
+    shared: bool = False
 
 
-def acquire_broker(scratch: Path) -> BrokerHandle:
+def take_broker_env(environ: MutableMapping[str, str]) -> tuple[str, str] | None:
+    """Remove :data:`BROKER_ENV` from ``environ``; the first one set, as ``(name, value)``."""
+    found = [(name, environ.pop(name, "")) for name in BROKER_ENV]
+    return next(((name, value) for name, value in found if value), None)
+
+
+def acquire_broker(scratch: Path, shared: tuple[str, str] | None) -> BrokerHandle:
     """Return a reachable broker, starting one if needed.
+
+    Args:
+        scratch: where a broker started here keeps its data.
+        shared: ``(variable, bootstrap)`` of a running broker to use instead.
 
     Raises:
         BrokerUnavailableError: with every reason a broker could not be had.
     """
-    bootstrap = os.environ.get("DURAFKA_BOOTSTRAP")
-    if bootstrap:
+    if shared is not None:
+        name, bootstrap = shared
         try:
             wait_for_broker(bootstrap, timeout=30.0)
         except BrokerUnavailableError as exc:
-            raise BrokerUnavailableError(f"DURAFKA_BOOTSTRAP={bootstrap}: {exc}") from None
-        return BrokerHandle(bootstrap, "DURAFKA_BOOTSTRAP", _file_tail_env(), lambda: None)
+            raise BrokerUnavailableError(f"{name}={bootstrap}: {exc}") from None
+        return BrokerHandle(bootstrap, name, _file_tail_env(), lambda: None, shared=True)
     reasons: list[str] = []
     if _docker_answers():
         try:
@@ -61,7 +85,7 @@ def acquire_broker(scratch: Path) -> BrokerHandle:
     except BrokerUnavailableError as exc:
         reasons.append(f"local broker (Java + Maven): {exc}")
     raise BrokerUnavailableError(
-        "no Kafka broker for the tests. Set DURAFKA_BOOTSTRAP=host:port, start Docker, or "
+        "no Kafka broker for the tests. Set DURAFKA_BOOTSTRAP_SERVERS=host:port, start Docker, or "
         "install Java 17 and Maven. Tried:\n- " + "\n- ".join(reasons)
     )
 
