@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from durafka.cli.logs import LogFormat, LogLevel, configure_logging
+from durafka.cli.options import LogFormatOption, LogLevelOption
 from durafka.errors import DurafkaError
 from durafka.export import ExportFormat, export_status
 from durafka.settings import Settings
@@ -30,6 +32,8 @@ def status(
         typer.Option(help="Kafka bootstrap servers (default: DURAFKA_BOOTSTRAP_SERVERS)."),
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to read H.status at most.")] = 60.0,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
 ) -> None:
     """Write the latest status of every instance (one row each) to a file.
 
@@ -37,6 +41,7 @@ def status(
     FROM 'status.parquet' GROUP BY ALL". Other settings (client_config for
     security) come from DURAFKA_* variables.
     """
+    configure_logging(log_level, log_format)
     overrides = {
         k: v for k, v in {"task_hub": hub, "bootstrap_servers": bootstrap}.items() if v is not None
     }

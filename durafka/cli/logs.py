@@ -57,6 +57,26 @@ class JsonFormatter(logging.Formatter):
 _json = False
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record is emitted.
+
+    A command run in-process (a test's CLI runner swaps ``sys.stderr`` for its
+    own stream, then closes it) must not leave a handler bound to a closed
+    stream for the threads that go on logging.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
 def configure_logging(level: LogLevel = LogLevel.INFO, fmt: LogFormat = LogFormat.TEXT) -> None:
     """Send every log record of this process to stderr, at ``level``, as ``fmt``.
 
@@ -65,7 +85,7 @@ def configure_logging(level: LogLevel = LogLevel.INFO, fmt: LogFormat = LogForma
     """
     global _json
     _json = fmt is LogFormat.JSON
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(JsonFormatter() if _json else logging.Formatter(_TEXT_FORMAT))
     root = logging.getLogger()
     for old in list(root.handlers):

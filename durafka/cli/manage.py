@@ -25,7 +25,8 @@ import typer
 from pydantic import BaseModel
 
 from durafka.cli.apps import checked_id
-from durafka.cli.options import load_app
+from durafka.cli.logs import LogFormat, LogLevel, configure_logging
+from durafka.cli.options import LogFormatOption, LogLevelOption, load_app
 from durafka.errors import ConfigurationError, DurafkaError
 from durafka.ids import check_entity_parts
 from durafka.management import Management
@@ -107,8 +108,15 @@ def open_management(app: str | None, hub: str | None, bootstrap: str | None) -> 
 
 
 @contextmanager
-def managing(app: str | None, hub: str | None, bootstrap: str | None) -> Iterator[Management]:
+def managing(
+    app: str | None,
+    hub: str | None,
+    bootstrap: str | None,
+    log_level: LogLevel = LogLevel.INFO,
+    log_format: LogFormat = LogFormat.TEXT,
+) -> Iterator[Management]:
     """:func:`open_management` for a ``with`` block; durafka errors print one line, exit 1."""
+    configure_logging(log_level, log_format)
     try:
         management = open_management(app, hub, bootstrap)
     except (DurafkaError, ValueError) as exc:
@@ -211,11 +219,13 @@ def list_(
     app: AppOpt = None,
     hub: HubOpt = None,
     bootstrap: BootstrapOpt = None,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
     as_json: JsonOpt = False,
 ) -> None:
     """List instances, a page at a time (oldest first unless --newest-first)."""
     start, end = parse_time(created_from, "--from"), parse_time(created_to, "--to")
-    with managing(app, hub, bootstrap) as m:
+    with managing(app, hub, bootstrap, log_level, log_format) as m:
         page = m.list_instances(
             status=[s.upper() for s in status] if status else None,
             name=name,
@@ -241,11 +251,13 @@ def history(
     app: AppOpt = None,
     hub: HubOpt = None,
     bootstrap: BootstrapOpt = None,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
     as_json: JsonOpt = False,
 ) -> None:
     """Print an instance's history (its current generation), oldest event first."""
     checked_id(instance_id, "INSTANCE_ID")
-    with managing(app, hub, bootstrap) as m:
+    with managing(app, hub, bootstrap, log_level, log_format) as m:
         m.get_instance(instance_id)
         events = m.history(instance_id)
         rows = [
@@ -271,12 +283,13 @@ def _action(
     app: str | None,
     hub: str | None,
     bootstrap: str | None,
+    logs: tuple[LogLevel, LogFormat],
     as_json: bool,
     run: Callable[[Management], Any],
     done: str,
 ) -> None:
     checked_id(instance_id, "INSTANCE_ID")
-    with managing(app, hub, bootstrap) as m:
+    with managing(app, hub, bootstrap, *logs) as m:
         result = run(m)
         extra = {"execution_id": result} if isinstance(result, str) else {}
         emit({"instance_id": instance_id, "accepted": True, **extra}, as_json, done)
@@ -288,6 +301,8 @@ def terminate(
     app: AppOpt = None,
     hub: HubOpt = None,
     bootstrap: BootstrapOpt = None,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
     as_json: JsonOpt = False,
 ) -> None:
     """Terminate a pending, running or suspended instance (and its children)."""
@@ -296,6 +311,7 @@ def terminate(
         app,
         hub,
         bootstrap,
+        (log_level, log_format),
         as_json,
         lambda m: m.terminate(instance_id, reason),
         f"terminating {instance_id}",
@@ -309,6 +325,8 @@ def raise_event(
     app: AppOpt = None,
     hub: HubOpt = None,
     bootstrap: BootstrapOpt = None,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
     as_json: JsonOpt = False,
 ) -> None:
     """Send an external event (ctx.wait_for_external_event) to a running instance."""
@@ -318,6 +336,7 @@ def raise_event(
         app,
         hub,
         bootstrap,
+        (log_level, log_format),
         as_json,
         lambda m: m.raise_event(instance_id, event_name, value),
         f"raised {event_name!r} on {instance_id}",
@@ -330,6 +349,8 @@ def suspend(
     app: AppOpt = None,
     hub: HubOpt = None,
     bootstrap: BootstrapOpt = None,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
     as_json: JsonOpt = False,
 ) -> None:
     """Suspend a pending or running instance (events wait until it resumes)."""
@@ -338,6 +359,7 @@ def suspend(
         app,
         hub,
         bootstrap,
+        (log_level, log_format),
         as_json,
         lambda m: m.suspend(instance_id, reason),
         f"suspending {instance_id}",
@@ -350,6 +372,8 @@ def resume(
     app: AppOpt = None,
     hub: HubOpt = None,
     bootstrap: BootstrapOpt = None,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
     as_json: JsonOpt = False,
 ) -> None:
     """Resume a suspended instance."""
@@ -358,6 +382,7 @@ def resume(
         app,
         hub,
         bootstrap,
+        (log_level, log_format),
         as_json,
         lambda m: m.resume(instance_id, reason),
         f"resuming {instance_id}",
@@ -369,6 +394,8 @@ def purge(
     app: AppOpt = None,
     hub: HubOpt = None,
     bootstrap: BootstrapOpt = None,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
     as_json: JsonOpt = False,
 ) -> None:
     """Delete a finished instance: its history, state and status."""
@@ -377,6 +404,7 @@ def purge(
         app,
         hub,
         bootstrap,
+        (log_level, log_format),
         as_json,
         lambda m: m.purge(instance_id),
         f"purging {instance_id}",
@@ -388,6 +416,8 @@ def restart(
     app: AppOpt = None,
     hub: HubOpt = None,
     bootstrap: BootstrapOpt = None,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a finished instance again: a new execution, same id, name and input."""
@@ -396,6 +426,7 @@ def restart(
         app,
         hub,
         bootstrap,
+        (log_level, log_format),
         as_json,
         lambda m: m.restart(instance_id),
         f"restarting {instance_id}",
@@ -406,6 +437,8 @@ def partitions(
     app: AppOpt = None,
     hub: HubOpt = None,
     bootstrap: BootstrapOpt = None,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
     interval: Annotated[
         float,
         typer.Option(
@@ -419,7 +452,7 @@ def partitions(
     """Owner, committed offset, end offset, lag and state of every input partition."""
     import time
 
-    with managing(app, hub, bootstrap) as m:
+    with managing(app, hub, bootstrap, log_level, log_format) as m:
         if interval > 0:
             m.cluster.sample()
             time.sleep(interval)
@@ -452,10 +485,12 @@ def entities_list(
     app: AppOpt = None,
     hub: HubOpt = None,
     bootstrap: BootstrapOpt = None,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
     as_json: JsonOpt = False,
 ) -> None:
     """List entities that have a state, ordered by id."""
-    with managing(app, hub, bootstrap) as m:
+    with managing(app, hub, bootstrap, log_level, log_format) as m:
         page = m.list_entities(name=name, page_size=page_size, continuation=continuation)
         rows = [
             (e.entity_id, _short(e.state), e.last_modified_at, e.locked_by or "")
@@ -478,11 +513,13 @@ def entities_get(
     app: AppOpt = None,
     hub: HubOpt = None,
     bootstrap: BootstrapOpt = None,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
     as_json: JsonOpt = False,
 ) -> None:
     """Print an entity's state and lock."""
     checked_entity(name, key)
-    with managing(app, hub, bootstrap) as m:
+    with managing(app, hub, bootstrap, log_level, log_format) as m:
         entity = m.get_entity(name, key)
         text = json.dumps(entity.model_dump(mode="json"), indent=2, ensure_ascii=False)
         emit(entity, as_json, text)
@@ -497,12 +534,14 @@ def entities_signal(
     app: AppOpt = None,
     hub: HubOpt = None,
     bootstrap: BootstrapOpt = None,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
     as_json: JsonOpt = False,
 ) -> None:
     """Send a one-way operation to an entity."""
     checked_entity(name, key)
     value = parse_json(input, "INPUT")
-    with managing(app, hub, bootstrap) as m:
+    with managing(app, hub, bootstrap, log_level, log_format) as m:
         m.signal_entity(name, key, operation, value)
         emit(
             {"entity_id": f"@{name}@{key}", "accepted": True},
@@ -518,11 +557,13 @@ def entities_delete(
     app: AppOpt = None,
     hub: HubOpt = None,
     bootstrap: BootstrapOpt = None,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
     as_json: JsonOpt = False,
 ) -> None:
     """Delete an entity's state."""
     checked_entity(name, key)
-    with managing(app, hub, bootstrap) as m:
+    with managing(app, hub, bootstrap, log_level, log_format) as m:
         m.delete_entity(name, key)
         emit({"entity_id": f"@{name}@{key}", "accepted": True}, as_json, f"deleting @{name}@{key}")
 
@@ -549,8 +590,9 @@ def _report(
     spec: Path | None,
     partitions: int | None,
     replication_factor: int | None,
+    logs: tuple[LogLevel, LogFormat],
 ) -> TopologyReport:
-    with managing(app, hub, bootstrap) as m:
+    with managing(app, hub, bootstrap, *logs) as m:
         return m.topology(spec, partitions=partitions, replication_factor=replication_factor)
 
 
@@ -558,13 +600,17 @@ def describe(
     app: AppOpt = None,
     hub: HubOpt = None,
     bootstrap: BootstrapOpt = None,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
     spec: SpecOpt = None,
     partitions: PartitionsOpt = None,
     replication_factor: ReplicationOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show the task hub's topics as the broker has them, next to the spec."""
-    report = _report(app, hub, bootstrap, spec, partitions, replication_factor)
+    report = _report(
+        app, hub, bootstrap, spec, partitions, replication_factor, (log_level, log_format)
+    )
     rows = [
         (
             t.name,
@@ -583,13 +629,17 @@ def diff(
     app: AppOpt = None,
     hub: HubOpt = None,
     bootstrap: BootstrapOpt = None,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
     spec: SpecOpt = None,
     partitions: PartitionsOpt = None,
     replication_factor: ReplicationOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List every difference between the broker and the spec; exit 1 when there is one."""
-    report = _report(app, hub, bootstrap, spec, partitions, replication_factor)
+    report = _report(
+        app, hub, bootstrap, spec, partitions, replication_factor, (log_level, log_format)
+    )
     lines = [d for t in report.topics for d in t.differences]
     emit(report, as_json, "\n".join(lines) if lines else "in sync with the spec")
     if not report.in_sync:

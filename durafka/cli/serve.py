@@ -6,13 +6,13 @@ Without ``DURAFKA_API_TOKEN`` it refuses to start, unless it listens on
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated
 
 import typer
 
+from durafka.cli.logs import LogFormat, LogLevel, configure_logging
 from durafka.cli.manage import BootstrapOpt, HubOpt, fail, resolve_settings
-from durafka.cli.options import AppArg
+from durafka.cli.options import AppArg, LogFormatOption, LogLevelOption
 from durafka.errors import DurafkaError
 
 __all__ = ["register", "serve"]
@@ -38,6 +38,8 @@ def serve(
     ] = None,
     hub: HubOpt = None,
     bootstrap: BootstrapOpt = None,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
 ) -> None:
     """Serve the HTTP API and the web dashboard of APP's task hub."""
     # Imported here: the web stack loads only for this command.
@@ -47,9 +49,7 @@ def serve(
     from durafka.app import App
     from durafka.management import Management
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(log_level, log_format)
     try:
         tokens = ApiTokens.from_env(insecure_local=insecure_local)
         check_exposure(tokens, host)

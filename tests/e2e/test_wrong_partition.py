@@ -24,7 +24,7 @@ PARTITIONS = 4
 
 
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,  # the crash depends on batch timing; the poison work removes the mark
     reason="known defect: the processor caches the instance of the wrong partition, and a "
     "later record of it on the right partition fails the batch with a KeyError (the "
     "processor stops). A fix: dead-letter a start whose key does not hash to its partition.",
