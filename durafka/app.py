@@ -173,7 +173,10 @@ class App:
             s = self.settings
             self.transport.ensure_topics(
                 load_hub_spec(
-                    s.task_hub, partitions=s.partitions, replication_factor=s.replication_factor
+                    s.task_hub,
+                    s.topology_spec,
+                    partitions=s.partitions,
+                    replication_factor=s.replication_factor,
                 )
             )
             self._topics_ready = True

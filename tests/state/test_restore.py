@@ -30,9 +30,15 @@ class SpyStore(MemoryStore):
         super().__init__()
         self.writes: list[tuple[dict[bytes, bytes | None], int | None]] = []
 
-    def write(self, changes: Mapping[bytes, bytes | None], changelog_offset: int | None) -> None:
+    def write(
+        self,
+        changes: Mapping[bytes, bytes | None],
+        changelog_offset: int | None,
+        *,
+        checkpoint_time: float | None = None,
+    ) -> None:
         self.writes.append((dict(changes), changelog_offset))
-        super().write(changes, changelog_offset)
+        super().write(changes, changelog_offset, checkpoint_time=checkpoint_time)
 
 
 def state(store: MemoryStore) -> dict[bytes, bytes]:
@@ -195,7 +201,8 @@ def test_empty_changelog() -> None:
     spy, consumer = scripted([])
     store = SpyStore()
     assert restore_partition(store, consumer, TP) == 0
-    assert spy.polls == 0 and store.writes == []
+    # Nothing read; the checkpoint (with its time) says the store is up to date.
+    assert spy.polls == 0 and store.writes == [({}, 0)]
 
 
 def test_checkpoint_beyond_high_watermark_is_an_error() -> None:
@@ -230,7 +237,13 @@ def test_deadline_stops_restore_and_leaves_a_resumable_checkpoint() -> None:
 
 def test_store_failure_unassigns_and_propagates() -> None:
     class Broken(MemoryStore):
-        def write(self, changes: Mapping[bytes, bytes | None], offset: int | None) -> None:
+        def write(
+            self,
+            changes: Mapping[bytes, bytes | None],
+            offset: int | None,
+            *,
+            checkpoint_time: float | None = None,
+        ) -> None:
             raise StoreError("disk full")
 
     spy, consumer = scripted(LOG)
@@ -375,7 +388,8 @@ def test_up_to_date_store_restores_nothing(changelog: Changelog) -> None:
     assert changelog.restore(store) == 1
     store.writes.clear()
     assert changelog.restore(store) == 0
-    assert store.writes == []
+    # Only the checkpoint's time moves: the store is known complete as of now.
+    assert store.writes == [({}, changelog.high_watermark())]
 
 
 def test_checkpoint_beyond_high_watermark_raises(changelog: Changelog) -> None:
