@@ -239,6 +239,7 @@ class _Restoration:
         self.position = self.start
         self.captured = now
         self.written = None
+        self.applied = 0
         if self.start < high:
             logger.info(
                 "%s: restoring offsets %d to %d (%d offsets)",
@@ -398,7 +399,13 @@ class Restorer:
             self._queued.remove(partition)
             return None
         restoration = self._active.pop(partition, None)
-        return None if restoration is None else restoration.store
+        if restoration is None:
+            return None
+        if partition in self._assigned and self._consumer is not None:
+            # Stop fetching it now; the next step assigns the others again.
+            self._consumer.unassign()
+            self._assigned = frozenset()
+        return restoration.store
 
     def step(self) -> list[Restored]:
         """Begin the queued restores and read one slice; returns those that ended.
@@ -438,9 +445,6 @@ class Restorer:
         reading = [r for r in self._active.values() if not r.done]
         if reading:
             self._read(consumer, reading)
-        elif self._assigned:
-            consumer.unassign()  # nothing left to fetch
-            self._assigned = frozenset()
         for p, restoration in list(self._active.items()):
             if self._progress is not None:
                 self._progress(restoration.tp, *restoration.progress())
@@ -448,6 +452,9 @@ class Restorer:
                 done.append(self._finish(p, restoration))
             else:
                 restoration.log_progress()
+        if not self._active and self._assigned:
+            consumer.unassign()  # nothing left to fetch
+            self._assigned = frozenset()
         return done
 
     def _read(self, consumer: Consumer, reading: list[_Restoration]) -> None:

@@ -33,6 +33,7 @@ from durafka.state.rocksdb import RocksDBStoreFactory
 from durafka.topology import HubTopics, TopicSpec, load_hub_spec
 from durafka.transport import TopicPartition, Transport, open_transport
 from durafka.transport.memory import MemoryTransport
+from tests.support.foreign import ids_on
 from tests.support.waiting import wait_until
 
 registry = Registry()
@@ -272,4 +273,72 @@ def test_a_store_that_comes_back_after_tombstones_were_compacted_resurrects_noth
     assert instance_key("done") not in back, "a purged instance came back"
     assert entity_key(str(COUNTER)) not in back, "a deleted entity came back"
     assert not sleep_timers(back), "a fired timer came back"
+    client.close()
+
+
+# -- the lifecycle of a partition's store on this process ----------------------------------
+
+
+@pytest.fixture
+def two_partitions() -> Iterator[tuple[Settings, Transport]]:
+    hub = f"t{uuid.uuid4().hex[:10]}"
+    transport = open_transport(f"memory://{uuid.uuid4().hex[:8]}")
+    transport.ensure_topics(load_hub_spec(hub, partitions=2))
+    yield Settings(task_hub=hub, bootstrap_servers=transport.bootstrap, partitions=2), transport
+    transport.close()
+
+
+def test_the_state_of_a_partition_given_away_is_deleted_after_the_delay(
+    two_partitions: tuple[Settings, Transport], tmp_path: Path
+) -> None:
+    settings, transport = two_partitions
+    settings = settings.model_copy(update={"state_cleanup_delay_ms": 0})
+    stores = RocksDBStoreFactory(tmp_path / "first")
+    first = Processor(settings, registry, transport, stores)
+    run_until(first, lambda: first.owned_partitions == [0, 1], "both partitions ready")
+    assert sorted(stores.stored_partitions(settings.task_hub)) == [0, 1]
+    # A second member takes partition 1; the first no longer needs its state.
+    second = Processor(settings, registry, transport, RocksDBStoreFactory(tmp_path / "second"))
+    second.start()
+    run_until(
+        first,
+        lambda: sorted(stores.stored_partitions(settings.task_hub)) == [0],
+        "the state of partition 1 deleted",
+    )
+    assert first.owned_partitions == [0]
+    assert not stores.path_for(settings.task_hub, 1).exists()
+    first.close()
+    second.close()
+
+
+def test_a_revoked_idle_partition_keeps_a_checkpoint_as_recent_as_the_last_commit(
+    two_partitions: tuple[Settings, Transport],
+) -> None:
+    """A group-mode commit proves the member owned all its partitions then: an idle
+    partition given away is dated by it, not by the time it was last written (else it
+    would be wiped on its return a day later)."""
+    settings, transport = two_partitions
+    stores = MemoryStoreFactory()
+    first = Processor(settings, registry, transport, stores)
+    run_until(first, lambda: first.owned_partitions == [0, 1], "both partitions ready")
+    hub = settings.task_hub
+    restored_at = first._owned[1].store.checkpoint_time()
+    assert restored_at is not None
+    time.sleep(0.05)
+    before_commit = time.time()
+    client = Client(settings, registry, transport)
+    on_0 = ids_on(0, 2, "busy", 1)[0]
+    client.start_new(hello, "x", instance_id=on_0)
+    run_until(first, lambda: client.get_status(on_0) is not None, "a commit on partition 0")
+    second = Processor(settings, registry, transport, MemoryStoreFactory())
+    second.start()
+    run_until(first, lambda: first.owned_partitions == [0], "partition 1 given away")
+    store = stores.open(hub, 1)
+    try:
+        taken = store.checkpoint_time()
+        assert taken is not None and taken >= before_commit > restored_at
+    finally:
+        store.close()
+    first.close()
+    second.close()
     client.close()
