@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from durafka.status import RuntimeStatus
 from durafka.topology import HubTopics, load_hub_spec
 from durafka.transport import Transport, open_transport
 from tests.support.foreign import ids_on
-from tests.support.waiting import wait_until
+from tests.support.waiting import run_until, wait_until
 
 registry = Registry()
 
@@ -93,33 +93,27 @@ def fill_changelog(transport: Transport, hub: str, partition: int, n: int) -> No
 
 
 @pytest.fixture
-def memory_hub() -> Iterator[tuple[str, Transport]]:
+def memory_hub() -> Iterator[tuple[Settings, Transport]]:
+    """A two-partition hub on memory://, restoring 100 changelog records per iteration."""
     hub = f"t{uuid.uuid4().hex[:10]}"
     transport = open_transport(f"memory://{uuid.uuid4().hex[:8]}")
     transport.ensure_topics(load_hub_spec(hub, partitions=2))
-    yield hub, transport
-    transport.close()
-
-
-def run_until(proc: Processor, done: Callable[[], bool], what: str, rounds: int = 5000) -> None:
-    for _ in range(rounds):
-        if done():
-            return
-        proc.run_once(poll_timeout=0.01)
-    raise AssertionError(f"the processor did not get there: {what}")
-
-
-def test_ready_partitions_are_processed_while_another_one_restores(
-    memory_hub: tuple[str, Transport],
-) -> None:
-    hub, transport = memory_hub
-    fill_changelog(transport, hub, 1, 3000)
     settings = Settings(
         task_hub=hub,
         bootstrap_servers=transport.bootstrap,
         partitions=2,
         restore_records_per_iteration=100,
     )
+    yield settings, transport
+    transport.close()
+
+
+def test_ready_partitions_are_processed_while_another_one_restores(
+    memory_hub: tuple[Settings, Transport],
+) -> None:
+    settings, transport = memory_hub
+    hub = settings.task_hub
+    fill_changelog(transport, hub, 1, 3000)
     proc = Processor(
         settings, registry, transport, SlowStores(MemoryStoreFactory(), 1, per_key=0.0005)
     )
@@ -143,16 +137,11 @@ def test_ready_partitions_are_processed_while_another_one_restores(
 
 
 def test_a_partition_revoked_while_restoring_stops_cleanly_and_resumes_later(
-    memory_hub: tuple[str, Transport],
+    memory_hub: tuple[Settings, Transport],
 ) -> None:
-    hub, transport = memory_hub
+    settings, transport = memory_hub
+    hub = settings.task_hub
     fill_changelog(transport, hub, 1, 1000)
-    settings = Settings(
-        task_hub=hub,
-        bootstrap_servers=transport.bootstrap,
-        partitions=2,
-        restore_records_per_iteration=100,
-    )
     stores = MemoryStoreFactory()
     first = Processor(settings, registry, transport, stores)
     run_until(first, lambda: first.owned_partitions == [0], "partition 0 ready")

@@ -34,7 +34,7 @@ from durafka.topology import HubTopics, TopicSpec, load_hub_spec
 from durafka.transport import TopicPartition, Transport, open_transport
 from durafka.transport.memory import MemoryTransport
 from tests.support.foreign import ids_on
-from tests.support.waiting import wait_until
+from tests.support.waiting import run_until, wait_until
 
 registry = Registry()
 
@@ -115,14 +115,6 @@ class Hub:
 
     def client(self) -> Client:
         return Client(self.settings, registry, self.transport)
-
-
-def run_until(proc: Processor, done: Callable[[], bool], what: str, rounds: int = 3000) -> None:
-    for _ in range(rounds):
-        if done():
-            return
-        proc.run_once(poll_timeout=0.01)
-    raise AssertionError(f"the processor did not get there: {what}")
 
 
 def changelog_keys(hub: Hub) -> dict[bytes, bytes | None]:
