@@ -56,7 +56,6 @@ from durafka.codec.records import decode_message
 from durafka.deadletters import DeadLetters
 from durafka.entities import is_entity_id
 from durafka.errors import (
-    ConfigurationError,
     DecodeError,
     DurafkaError,
     InvalidInstanceIdError,
@@ -82,13 +81,8 @@ from durafka.state.keys import (
     parse_timer_key,
     timer_upper_bound,
 )
-from durafka.state.restore import (
-    KAFKA_DEFAULT_DELETE_RETENTION_MS,
-    Restored,
-    Restorer,
-    TombstoneRetention,
-)
-from durafka.topology import HubTopics, load_hub_spec
+from durafka.state.restore import Restored, Restorer, TombstoneRetention
+from durafka.topology import HubTopics
 from durafka.transport.base import (
     Consumer,
     Record,
@@ -184,8 +178,8 @@ class Processor:
             open_store=self._open_store,
             reject=self._malformed.screen,
             max_records=settings.restore_records_per_iteration,
-            retention_ms=TombstoneRetention(
-                transport, self.topics.changelog, self._spec_retention_ms()
+            retention_ms=TombstoneRetention.of_hub(
+                transport, settings.task_hub, settings.topology_spec
             ),
         )
         delay = settings.state_cleanup_delay_ms
@@ -391,22 +385,6 @@ class Processor:
             restored.applied,
             restored.seconds,
             " (in full: the local state was stale)" if restored.wiped else "",
-        )
-
-    def _spec_retention_ms(self) -> int:
-        """The changelog's ``delete.retention.ms`` in the topology spec (or Kafka's default)."""
-        try:
-            specs = load_hub_spec(self.settings.task_hub, self.settings.topology_spec)
-        except ConfigurationError:
-            return KAFKA_DEFAULT_DELETE_RETENTION_MS
-        value = next(
-            (s.config.get("delete.retention.ms") for s in specs if s.name == self.topics.changelog),
-            None,
-        )
-        return (
-            int(value)
-            if value is not None and value.isdigit()
-            else (KAFKA_DEFAULT_DELETE_RETENTION_MS)
         )
 
     def _fence_static_owner(self, p: int) -> None:

@@ -48,9 +48,11 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
-from durafka.errors import DurafkaError, StoreError, WaitTimeoutError
+from durafka.errors import ConfigurationError, DurafkaError, StoreError, WaitTimeoutError
 from durafka.state.base import PartitionStore
+from durafka.topology import HubTopics, load_hub_spec
 from durafka.transport.base import Consumer, Record, TopicPartition, Transport
 
 __all__ = [
@@ -145,6 +147,26 @@ class TombstoneRetention:
         self._value: int | None = None
         self._next_read = 0.0
         self._warned = False
+
+    @classmethod
+    def of_hub(
+        cls, transport: Transport, hub: str, spec_path: Path | None = None
+    ) -> TombstoneRetention:
+        """The retention of task hub ``hub``'s changelog; the fallback is the topology
+        spec's value (``spec_path``, default ``topology/default.toml``), else Kafka's
+        default."""
+        changelog = HubTopics(hub).changelog
+        try:
+            specs = load_hub_spec(hub, spec_path)
+        except ConfigurationError:
+            specs = []
+        value = next(
+            (s.config.get("delete.retention.ms") for s in specs if s.name == changelog), None
+        )
+        fallback = int(value) if value is not None and value.isdigit() else None
+        if fallback is None:
+            fallback = KAFKA_DEFAULT_DELETE_RETENTION_MS
+        return cls(transport, changelog, fallback)
 
     def __call__(self) -> int:
         now = time.monotonic()

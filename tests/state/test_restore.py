@@ -623,3 +623,18 @@ def test_tombstone_retention_comes_from_the_broker(transport: Transport) -> None
     assert TombstoneRetention(transport, topic, fallback_ms=99)() == 1234
     # A topic the broker cannot describe: the spec's value.
     assert TombstoneRetention(transport, f"missing-{uuid.uuid4().hex}", fallback_ms=99)() == 99
+
+
+def test_tombstone_retention_of_a_hub_falls_back_to_its_spec(tmp_path: Path) -> None:
+    spec = (Path(__file__).parents[2] / "topology" / "default.toml").read_text()
+    custom = tmp_path / "hub.toml"
+    custom.write_text(
+        spec.replace('"delete.retention.ms" = "86400000"', '"delete.retention.ms" = "5000"', 1)
+    )
+    transport = open_transport(f"memory://{uuid.uuid4().hex[:8]}")
+    try:
+        # The broker has no such topic to describe: the spec's value.
+        assert TombstoneRetention.of_hub(transport, "nohub")() == DAY_MS
+        assert TombstoneRetention.of_hub(transport, "nohub", custom)() == 5000
+    finally:
+        transport.close()
