@@ -52,7 +52,7 @@ from pathlib import Path
 
 from durafka.errors import ConfigurationError, DurafkaError, StoreError, WaitTimeoutError
 from durafka.state.base import PartitionStore
-from durafka.topology import HubTopics, load_hub_spec
+from durafka.topology import HubTopics, TopicSpec, load_hub_spec
 from durafka.transport.base import Consumer, Record, TopicPartition, Transport
 
 __all__ = [
@@ -125,9 +125,9 @@ def stale_reason(
 class TombstoneRetention:
     """The changelog's ``delete.retention.ms``, as the broker reports it.
 
-    Asked from the broker (``describe configs``) at most every ``refresh`` seconds;
-    when the broker cannot tell (no permission to describe configs, unreachable),
-    the spec's value is used.
+    Asked from the broker (``Transport.describe_topics``: describe configs) at most
+    every ``refresh`` seconds; when the broker cannot tell (no permission to
+    describe configs, unreachable, no such topic), the spec's value is used.
 
     Args:
         transport: the transport of the changelog's cluster.
@@ -174,7 +174,9 @@ class TombstoneRetention:
             return self._value
         self._next_read = now + self._refresh
         try:
-            raw = self._transport.topic_config(self._topic).get("delete.retention.ms")
+            asked = TopicSpec(self._topic, 1, config={"delete.retention.ms": ""})
+            found = self._transport.describe_topics([asked]).get(self._topic)
+            raw = found.config.get("delete.retention.ms") if found is not None else None
             value = int(raw) if raw is not None else self._fallback_ms
         except (DurafkaError, ValueError) as exc:
             if not self._warned:

@@ -26,7 +26,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
-from durafka.errors import BrokerUnavailableError, ConfigurationError, TransportError
+from durafka.errors import BrokerUnavailableError, ConfigurationError
 from durafka.topology import TopicSpec, mismatch_error, topic_differences
 
 __all__ = [
@@ -36,7 +36,6 @@ __all__ = [
     "broker_count",
     "delete_topics_and_groups",
     "describe_topics",
-    "topic_config",
 ]
 
 
@@ -238,24 +237,6 @@ def _verify(
     problems = [problem for spec in specs for problem in topic_differences(spec, actual[spec.name])]
     if problems:
         raise mismatch_error(problems, cluster)
-
-
-def topic_config(admin: AdminClient, topic: str, timeout: float) -> dict[str, str]:
-    """The configs the broker reports for ``topic`` (its own and the broker's defaults).
-
-    Raises:
-        TransportError: the configs could not be described (not allowed, unreachable,
-            no such topic).
-    """
-    resource = ConfigResource(ResourceType.TOPIC, topic)
-    try:
-        entries = admin.describe_configs([resource], request_timeout=timeout)[resource].result()
-    except KafkaException as exc:
-        error: KafkaError = exc.args[0]
-        raise TransportError(
-            f"describing the configs of topic {topic!r} failed: {error.str()}"
-        ) from exc
-    return {name: e.value for name, e in entries.items() if e.value is not None}
 
 
 def _await_leaders(

@@ -249,15 +249,6 @@ class Transport(Protocol):
 
     def partition_count(self, topic: str) -> int: ...
 
-    def topic_config(self, topic: str) -> dict[str, str]:
-        """The topic configs the broker reports for ``topic`` (e.g. ``delete.retention.ms``).
-
-        Raises:
-            TransportError: the broker could not be asked (not allowed to describe
-                configs, unreachable) or the topic does not exist.
-        """
-        ...
-
     def group_assignments(self, group_id: str) -> dict[str, list[TopicPartition]]:
         """The live members of consumer group ``group_id`` and the partitions each owns."""
         ...

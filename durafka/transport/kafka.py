@@ -50,7 +50,7 @@ from durafka.errors import (
     TransportError,
 )
 from durafka.topology import TopicSpec
-from durafka.transport.admin import admin_client, apply_topics, describe_topics, topic_config
+from durafka.transport.admin import admin_client, apply_topics, describe_topics
 from durafka.transport.base import DeliveryCallback, PartitionsCallback, Record, TopicPartition
 from durafka.transport.client_config import ClientKind, for_client
 from durafka.transport.limits import Headers
@@ -844,10 +844,6 @@ class KafkaTransport:
             )
         count = self._partition_counts[topic] = len(found.partitions)
         return count
-
-    def topic_config(self, topic: str) -> dict[str, str]:
-        """The configs the broker reports for ``topic`` (its own and the broker's defaults)."""
-        return topic_config(self._admin_client(), topic, _REQUEST_TIMEOUT_S)
 
     def close(self) -> None:
         """Drop the cached admin client and metadata (clients are closed by their owners)."""

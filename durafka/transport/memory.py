@@ -1151,11 +1151,6 @@ class MemoryTransport:
         with self.broker._lock:
             return len(self.broker._topic(topic).logs)
 
-    def topic_config(self, topic: str) -> dict[str, str]:
-        """The configs ``topic`` was created with (its spec's; no broker defaults)."""
-        with self.broker._lock:
-            return dict(self.broker._topic(topic).spec.config)
-
     def group_assignments(self, group_id: str) -> dict[str, list[TopicPartition]]:
         """The members of consumer group ``group_id`` and the partitions each owns."""
         with self.broker._lock:

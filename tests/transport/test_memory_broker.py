@@ -355,7 +355,7 @@ def test_compaction_keeps_tombstones_for_the_topics_delete_retention(
     topic = f"t-{uuid.uuid4().hex[:8]}"
     config = {"cleanup.policy": "compact", "delete.retention.ms": "300"}
     transport.ensure_topics([TopicSpec(topic, 1, 1, config)])
-    assert transport.topic_config(topic) == config
+    assert transport.describe_topics([TopicSpec(topic, 1, 1, config)])[topic].config == config
     producer = transport.producer()
     producer.produce(topic, 0, b"gone", b"x")
     producer.produce(topic, 0, b"gone", None)
