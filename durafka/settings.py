@@ -162,6 +162,35 @@ class Settings(BaseSettings):
             "and restores the partitions from the changelog (Kafka Streams' task.timeout.ms)."
         ),
     )
+    restore_records_per_iteration: int = Field(
+        10_000,
+        ge=1,
+        description=(
+            "Changelog records a processor restores per loop iteration at most. Restore runs "
+            "between the polls of the group consumer, a slice at a time, so however long it "
+            "takes the processor keeps its group membership (max.poll.interval.ms) and keeps "
+            "processing the partitions that are ready."
+        ),
+    )
+    state_cleanup_delay_ms: int | None = Field(
+        600_000,
+        ge=0,
+        description=(
+            "How long the state of a partition this process no longer owns is kept before it "
+            "is deleted (Kafka Streams' state.cleanup.delay.ms); None: never. A partition "
+            "that comes back sooner restores only what it missed."
+        ),
+    )
+    finished_retention_ms: int | None = Field(
+        7 * 24 * 3600 * 1000,
+        ge=0,
+        description=(
+            "How long a completed, failed or terminated instance is kept before it is purged "
+            "automatically (its history, state and status), so that the changelog holds what "
+            "is live and restores stay bounded; 0 or None: never. Entities are not purged. "
+            "TestEnvironment does not purge unless the app sets it."
+        ),
+    )
     client_config: dict[str, str] = Field(
         default_factory=dict,
         description=(

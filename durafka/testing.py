@@ -79,11 +79,15 @@ class TestEnvironment:
 
     def __init__(self, app: App, *, auto_skip: bool = True) -> None:
         broker_name = f"durafka-test-{uuid.uuid4().hex[:12]}"
-        self.app = App(
-            settings=app.settings.model_copy(
-                update={"bootstrap_servers": f"memory://{broker_name}", "use_memory_state": True}
-            )
-        )
+        update: dict[str, Any] = {
+            "bootstrap_servers": f"memory://{broker_name}",
+            "use_memory_state": True,
+        }
+        if "finished_retention_ms" not in app.settings.model_fields_set:
+            # Skipping the clock to the purge timers of finished instances would purge
+            # what a test is about to look at; purging is tested when asked for.
+            update["finished_retention_ms"] = None
+        self.app = App(settings=app.settings.model_copy(update=update))
         self.app.registry = app.registry
         self.broker = MemoryBroker.get(broker_name)
         self.clock = VirtualClock()

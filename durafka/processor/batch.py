@@ -38,6 +38,7 @@ class OwnedPartition:
             ``transactional.id`` per partition fences every other process that
             claims it), or None when the processor's producer commits it.
         next_timer_ms: the due time of its earliest stored timer (None: none).
+        ready_at: when its store was restored and processing began (wall clock).
     """
 
     number: int
@@ -45,6 +46,7 @@ class OwnedPartition:
     committed_offset: int
     producer: TransactionalProducer | None = None
     next_timer_ms: int | None = None
+    ready_at: float = 0.0
 
 
 @dataclass(slots=True, eq=False)

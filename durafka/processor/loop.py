@@ -28,6 +28,13 @@ one can commit for a partition:
   partition is given up with an error naming it; a static processor refuses to
   start while group members own any of its partitions.
 
+**Partitions' state.** An assigned partition stays paused while its store is
+restored from the changelog, a slice per iteration between the polls (a
+:class:`~durafka.state.restore.Restorer`), so the group membership and the
+other partitions never wait for it; a stale store is wiped and restored in
+full. Stores of partitions no longer owned are deleted after
+``state_cleanup_delay_ms`` (:class:`~durafka.state.cleanup.StoreCleaner`).
+
 **Outcomes.** An aborted transaction seeks the shares back to their committed
 offsets and drops their cached instances. A commit whose outcome stays unknown
 (``commit_timeout_ms``) is never treated as aborted: the producer is recreated
@@ -67,13 +74,14 @@ from durafka.registry import Registry
 from durafka.runtime.history import EventKind, HistoryEvent
 from durafka.settings import Settings
 from durafka.state.base import PartitionStore, StoreFactory
+from durafka.state.cleanup import StoreCleaner
 from durafka.state.keys import (
     TIMER_END,
     TIMER_PREFIX,
     parse_timer_key,
     timer_upper_bound,
 )
-from durafka.state.restore import restore_partition
+from durafka.state.restore import Restored, Restorer, TombstoneRetention
 from durafka.topology import HubTopics
 from durafka.transport.base import (
     Consumer,
@@ -126,7 +134,6 @@ class Processor:
         self.cache = InstanceCache(settings.cache_size)
         self._local = local_activities
         self._owned: dict[int, OwnedPartition] = {}
-        self._to_restore: list[int] = []
         self._lost: set[int] = set()
         self._stop: threading.Event | None = None
         n_orchestrations = transport.partition_count(self.topics.orchestrations)
@@ -165,7 +172,24 @@ class Processor:
             group_id=self.topics.processor_group,
             **for_client(settings.client_config, "consumer"),
         )
-        self._restore_consumer: Consumer | None = None
+        self._restorer = Restorer(
+            lambda: transport.consumer(None, **for_client(settings.client_config, "consumer")),
+            self.topics.changelog,
+            open_store=self._open_store,
+            reject=self._malformed.screen,
+            max_records=settings.restore_records_per_iteration,
+            retention_ms=TombstoneRetention.of_hub(
+                transport, settings.task_hub, settings.topology
+            ),
+        )
+        delay = settings.state_cleanup_delay_ms
+        self._cleaner = (
+            StoreCleaner(store_factory, settings.task_hub, delay / 1000)
+            if delay is not None
+            else None
+        )
+        #: Group mode: the wall time a transaction that committed began (see _release).
+        self._last_commit_at: float | None = None
         # Group mode: one producer for the process (EOS v2); static: one per partition.
         self._producer: TransactionalProducer | None = None
         self._static_producers: dict[int, TransactionalProducer] = {}
@@ -218,21 +242,26 @@ class Processor:
             self.close()
 
     def run_once(self, poll_timeout: float | None = None) -> int:
-        """One iteration: poll, process, commit. Returns how many records it consumed."""
+        """One iteration: a slice of restore, poll, process, commit, upkeep.
+
+        Returns how many records it consumed.
+        """
         if not self._started:
             self.start()
-        if self._to_restore:
-            self._restore_pending()
+        restoring = self._restorer.busy
+        if restoring:
+            for restored in self._restorer.step():
+                self._ready(restored)
         if poll_timeout is None:
-            poll_timeout = self._poll_timeout()
+            # While restoring, polling only keeps the membership and serves the ready ones.
+            poll_timeout = 0.0 if restoring else self._poll_timeout()
         owned_before = dict(self._owned)
         records = self._consumer.poll_batch(self.settings.batch_size, poll_timeout)
-        if self._to_restore:
-            # An assignment arrived during the poll; its records (if any) come again.
-            self._restore_pending()
         self._process(records, owned_before)
         if time.monotonic() >= self._next_coverage_check:
             self._check_coverage()
+        if self._cleaner is not None and self._cleaner.due:
+            self._cleaner.step({*self._owned, *self._restorer.partitions})
         return len(records)
 
     def close(self) -> None:
@@ -240,14 +269,14 @@ class Processor:
         if self._local is not None:
             self._local.close()
         for part in list(self._owned.values()):
-            self._release(part)
+            self._release(part, clean=True)
         self._owned.clear()
-        for c in (self._consumer, self._restore_consumer):
-            if c is not None:
-                try:
-                    c.close()
-                except Exception:  # closing is best effort
-                    log.debug("consumer close failed", exc_info=True)
+        for store in self._restorer.close():
+            self._close_store(store)
+        try:
+            self._consumer.close()
+        except Exception:  # closing is best effort
+            log.debug("consumer close failed", exc_info=True)
         producers = [self._producer, *self._static_producers.values()]
         for producer in producers:
             if producer is None:
@@ -271,70 +300,92 @@ class Processor:
     # -- partitions -------------------------------------------------------------------
 
     def _on_assign(self, tps: list[TopicPartition]) -> None:
-        new = [tp.partition for tp in tps if tp.partition not in self._owned]
+        busy = set(self._restorer.partitions)
+        new = [tp.partition for tp in tps if tp.partition not in self._owned.keys() | busy]
         if not new:
             return
         # Paused until restored: no record is processed against a stale store.
         self._consumer.pause(tps)
-        self._to_restore.extend(p for p in new if p not in self._to_restore)
+        self._restorer.add(new)
         log.info("assigned partitions %s of %s", new, self.topics.orchestrations)
 
     def _on_revoke(self, tps: list[TopicPartition]) -> None:
         gone = {tp.partition for tp in tps}
-        self._to_restore = [p for p in self._to_restore if p not in gone]
         for p in gone:
+            restoring = self._restorer.cancel(p)
+            if restoring is not None:
+                self._close_store(restoring)
             part = self._owned.pop(p, None)
             if part is not None:
-                self._release(part)
+                self._release(part, clean=True)
         self.cache.drop_partitions(gone)
         self._malformed.forget(gone)
         log.info("revoked partitions %s of %s", sorted(gone), self.topics.orchestrations)
 
-    def _release(self, part: OwnedPartition) -> None:
-        try:
-            part.store.close()
-        except Exception:
-            log.warning("closing the store of partition %d failed", part.number, exc_info=True)
+    def _release(self, part: OwnedPartition, *, clean: bool = False) -> None:
+        """Close a partition's store; ``clean``: its last commit was written to it."""
+        if clean:
+            self._refresh_checkpoint(part)
+        self._close_store(part.store)
 
-    def _restore_pending(self) -> None:
-        pending, self._to_restore = self._to_restore, []
-        topic = self.topics.orchestrations
-        tps = [TopicPartition(topic, p) for p in pending]
+    def _refresh_checkpoint(self, part: OwnedPartition) -> None:
+        """Date the store's checkpoint to the last transaction that committed (group mode).
+
+        A group-mode commit passes the group generation check, which proves that this
+        member owned every partition of its assignment when it began: no other
+        process had written to their changelogs, so every record the store has not
+        seen was written later. Without this, the checkpoint of a partition with no
+        input for a day would be as old, and its next owner here would wipe it.
+        """
+        since = self._last_commit_at
+        if self._producer is None or since is None or since < part.ready_at:
+            return
+        try:
+            store = part.store
+            offset = store.changelog_offset()
+            taken_at = store.checkpoint_time()
+            if offset is not None and (taken_at is None or taken_at < since):
+                store.write({}, offset, checkpoint_time=since)
+        except DurafkaError:
+            log.warning("dating the checkpoint of partition %d failed", part.number, exc_info=True)
+
+    def _close_store(self, store: PartitionStore) -> None:
+        try:
+            store.close()
+        except Exception:
+            log.warning("closing the store %s failed", store, exc_info=True)
+
+    def _open_store(self, p: int) -> PartitionStore:
+        """The store of an assigned partition, when its restore begins."""
         if self.static_partitions is None:
-            for p in pending:
-                self._fence_static_owner(p)
-        committed = self._consumer.committed(tps)
-        for tp in tps:
-            p = tp.partition
-            store = self.store_factory.open(self.settings.task_hub, p)
-            if self._restore_consumer is None:
-                self._restore_consumer = self.transport.consumer(
-                    None, **for_client(self.settings.client_config, "consumer")
-                )
-            started = time.monotonic()
-            n = restore_partition(
-                store,
-                self._restore_consumer,
-                TopicPartition(self.topics.changelog, p),
-                reject=self._malformed.screen(p),
-            )
-            start = committed.get(tp)
-            if start is None:
-                start = self._consumer.watermarks(tp)[0]
-            # Read from the committed offset whatever was fetched before (a seek also
-            # drops records librdkafka prefetched for the paused partition).
-            self._consumer.seek(tp, start)
-            part = OwnedPartition(p, store, start, producer=self._static_producers.get(p))
-            part.next_timer_ms = self._malformed.first_due(p, store.iter_prefix(TIMER_PREFIX))
-            self._owned[p] = part
-            log.info(
-                "partition %d ready at offset %d: restored %d changelog records in %.2fs",
-                p,
-                start,
-                n,
-                time.monotonic() - started,
-            )
-        self._consumer.resume(tps)
+            self._fence_static_owner(p)
+        return self.store_factory.open(self.settings.task_hub, p)
+
+    def _ready(self, restored: Restored) -> None:
+        """A restored partition: read it from its committed offset, process it."""
+        p = restored.partition
+        tp = TopicPartition(self.topics.orchestrations, p)
+        start = self._consumer.committed([tp]).get(tp)
+        if start is None:
+            start = self._consumer.watermarks(tp)[0]
+        # Read from the committed offset whatever was fetched before (a seek also
+        # drops records librdkafka prefetched for the paused partition).
+        self._consumer.seek(tp, start)
+        store = restored.store
+        part = OwnedPartition(
+            p, store, start, producer=self._static_producers.get(p), ready_at=time.time()
+        )
+        part.next_timer_ms = self._malformed.first_due(p, store.iter_prefix(TIMER_PREFIX))
+        self._owned[p] = part
+        self._consumer.resume([tp])
+        log.info(
+            "partition %d ready at offset %d: restored %d changelog records in %.2fs%s",
+            p,
+            start,
+            restored.applied,
+            restored.seconds,
+            " (in full: the local state was stale)" if restored.wiped else "",
+        )
 
     def _fence_static_owner(self, p: int) -> None:
         """Initialise partition ``p``'s static ``transactional.id``: a static-range
@@ -379,6 +430,9 @@ class Processor:
             part = self._owned.pop(p, None)
             if part is not None:
                 self._release(part)
+            restoring = self._restorer.cancel(p)
+            if restoring is not None:
+                self._close_store(restoring)
             producer = self._static_producers.pop(p, None)
             if producer is not None:
                 try:
@@ -387,7 +441,6 @@ class Processor:
                     log.debug("closing a fenced producer failed", exc_info=True)
             self._lost.add(p)
         self.cache.drop_partitions(set(lost))
-        self._to_restore = [p for p in self._to_restore if p not in self._lost]
         self._consumer.pause([TopicPartition(topic, p) for p in lost])
         log.error(
             "gave up partitions %s of %s: %s. Another processor claimed them (an overlapping "
@@ -417,12 +470,17 @@ class Processor:
     @property
     def is_idle(self) -> bool:
         """No partition is waiting to be restored (used by the time-skipping test env)."""
-        return not self._to_restore
+        return not self._restorer.busy
 
     @property
     def owned_partitions(self) -> list[int]:
         """The partitions this processor currently processes."""
         return sorted(self._owned)
+
+    @property
+    def restoring_partitions(self) -> list[int]:
+        """The assigned partitions whose stores are being restored (paused until then)."""
+        return self._restorer.partitions
 
     def _poll_timeout(self) -> float:
         timeout = 0.05
@@ -631,6 +689,7 @@ class Processor:
         shares = [s for s in batch.partitions.values() if self._owned.get(s.number) is s.part]
         if not shares:
             return
+        began = time.time()
         if self._producer is not None:
             checkpoints = [self._checkpoint(self._producer, shares)]
         else:
@@ -642,6 +701,8 @@ class Processor:
         for checkpoint in checkpoints:
             outcome = checkpoint.commit()
             if outcome is CheckpointOutcome.COMMITTED:
+                if checkpoint.producer is self._producer:
+                    self._last_commit_at = began
                 if checkpoint.dirty:
                     self._reset([s.number for s in checkpoint.dirty], "store write failed")
                 self._read_deferred_again(batch, checkpoint.shares)
@@ -763,5 +824,4 @@ class Processor:
                 continue
             self._release(part)
             self._consumer.pause([TopicPartition(topic, p)])
-            if p not in self._to_restore:
-                self._to_restore.append(p)
+            self._restorer.add([p])

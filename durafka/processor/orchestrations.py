@@ -8,7 +8,8 @@ module owns the instance lifecycle: start (and restart of a finished id),
 control events (terminate — children too —, suspend/resume, purge), one
 orchestrator step per batch and instance, routing of its actions (activity
 tasks, timers, child starts, events, entity operations), continue-as-new,
-completion and the parent's notification.
+completion and the parent's notification, and the automatic purge of a
+finished execution (a durable timer, :data:`PURGE_SEQ`).
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ log = logging.getLogger("durafka.processor")
 MAX_GENERATIONS_PER_BATCH = 100
 #: Sequence id of the timer that wakes an instance whose next generation was deferred.
 WAKE_UP_SEQ = -1
+#: Sequence id of the timer that purges a finished execution (``finished_retention_ms``).
+PURGE_SEQ = -2
 
 
 class Orchestrations:
@@ -120,6 +123,11 @@ class Orchestrations:
             self._touch(batch, inst)
         for ev in events:
             kind = ev.kind
+            if kind is EventKind.TIMER_FIRED and ev.seq == PURGE_SEQ:
+                if inst is not None and self._purge_due(inst, ev):
+                    self._purge(batch, share, inst)
+                    inst = None
+                continue
             if kind is EventKind.EXECUTION_STARTED:
                 if inst is not None and not self._may_start_again(share, inst, ev):
                     continue
@@ -175,6 +183,17 @@ class Orchestrations:
             and inst.state.status.runtime_status is RuntimeStatus.RUNNING
         ):
             self._step(batch, share, inst, incoming)
+
+    def _purge_due(self, inst: Instance, timer: HistoryEvent) -> bool:
+        """Whether the purge timer of a finished execution may purge ``inst``: it is still
+        finished, and it is still that execution (not started again since)."""
+        state = inst.state
+        if state.status.runtime_status not in TERMINAL_STATUSES:
+            return False
+        if timer.execution_id is not None and timer.execution_id != state.execution_token:
+            return False
+        log.debug("purging instance %r: finished_retention_ms has passed", inst.instance_id)
+        return True
 
     def _may_start_again(self, share: PartitionBatch, inst: Instance, start: HistoryEvent) -> bool:
         """Whether ``start`` begins a new execution of an id that already has one.
@@ -466,11 +485,22 @@ class Orchestrations:
         """Let go of what an ended execution still holds: executor, entity locks, timers.
 
         The one place every ending (completed, failed, terminated, failed
-        internally) goes through, so none of them leaves a lock or a timer behind.
+        internally) goes through, so none of them leaves a lock or a timer behind;
+        and the one that sets the purge timer of the execution.
         """
         inst.executor = None
         self._entities.release_locks(share, inst.instance_id, inst.history)
         self._delete_pending_timers(share.tx, inst)
+        retention = self.settings.finished_retention_ms
+        if retention:
+            # A durable timer, so the changelog keeps what is live: the purge happens
+            # unless the id is started again meanwhile (the timer names this execution).
+            due = share.now_ms + retention
+            token = inst.state.execution_token
+            share.tx.put(
+                timer_key(due, inst.instance_id, PURGE_SEQ), token.encode() if token else b""
+            )
+            share.timer_stored(due)
 
     def _notify_parent(
         self, share: PartitionBatch, inst: Instance, completion: HistoryEvent

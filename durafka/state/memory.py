@@ -25,13 +25,15 @@ _INCREMENTAL_LIMIT = 32
 class _Tables:
     """The data of one partition, shared by the successive stores opened on it."""
 
-    __slots__ = ("data", "keys", "offset", "owner")
+    __slots__ = ("checkpoint_time", "data", "keys", "last_used", "offset", "owner")
 
     def __init__(self) -> None:
         self.data: dict[bytes, bytes] = {}
         self.keys: list[bytes] = []
         self.offset: int | None = None
+        self.checkpoint_time: float | None = None
         self.owner: MemoryStore | None = None
+        self.last_used = time.time()
 
 
 class MemoryStore:
@@ -93,8 +95,14 @@ class MemoryStore:
             if value is not None:
                 yield key, value
 
-    def write(self, changes: Mapping[bytes, bytes | None], changelog_offset: int | None) -> None:
-        """Apply ``changes`` (None = delete) and set the changelog offset, atomically."""
+    def write(
+        self,
+        changes: Mapping[bytes, bytes | None],
+        changelog_offset: int | None,
+        *,
+        checkpoint_time: float | None = None,
+    ) -> None:
+        """Apply ``changes`` (None = delete) and set the checkpoint, atomically."""
         if self._closed:
             raise self._closed_error()
         if changelog_offset is not None and changelog_offset < 0:
@@ -114,6 +122,9 @@ class MemoryStore:
             self._reindex(added, removed)
         if changelog_offset is not None:
             self._tables.offset = changelog_offset
+            self._tables.checkpoint_time = (
+                time.time() if checkpoint_time is None else checkpoint_time
+            )
 
     def _reindex(self, added: list[bytes], removed: list[bytes]) -> None:
         keys = self._tables.keys
@@ -137,6 +148,22 @@ class MemoryStore:
             raise self._closed_error()
         return self._tables.offset
 
+    def checkpoint_time(self) -> float | None:
+        """The checkpoint's time (seconds since the epoch), None if never set."""
+        if self._closed:
+            raise self._closed_error()
+        return self._tables.checkpoint_time
+
+    def clear(self) -> None:
+        """Delete every key and the checkpoint."""
+        if self._closed:
+            raise self._closed_error()
+        tables = self._tables
+        tables.data.clear()
+        tables.keys = []
+        tables.offset = None
+        tables.checkpoint_time = None
+
     def close(self) -> None:
         """Release the partition; idempotent. The data stays with the factory."""
         if self._closed:
@@ -144,6 +171,7 @@ class MemoryStore:
         self._closed = True
         if self._tables.owner is self:
             self._tables.owner = None
+            self._tables.last_used = time.time()
 
     def _closed_error(self) -> StoreError:
         return StoreError(f"the memory store {self._name} is closed")
@@ -192,3 +220,22 @@ class MemoryStoreFactory:
         """Forget a partition's data, like deleting its state directory."""
         with self._lock:
             self._tables.pop((hub, partition), None)
+
+    def stored_partitions(self, hub: str) -> dict[int, float]:
+        """Partitions of ``hub`` with a store, and when each was last closed (open: now)."""
+        now = time.time()
+        with self._lock:
+            return {
+                p: now if tables.owner is not None else tables.last_used
+                for (h, p), tables in self._tables.items()
+                if h == hub
+            }
+
+    def delete(self, hub: str, partition: int) -> bool:
+        """Forget the store of ``partition`` unless it is open; whether it is gone."""
+        with self._lock:
+            tables = self._tables.get((hub, partition))
+            if tables is not None and tables.owner is not None:
+                return False
+            self._tables.pop((hub, partition), None)
+            return True

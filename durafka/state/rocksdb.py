@@ -1,9 +1,11 @@
 """The on-disk partition store: one RocksDB database per partition (rocksdict, raw bytes).
 
 Layout: one column family holding the user keys (see :mod:`durafka.state.base`) and
-one reserved key, :data:`CHANGELOG_OFFSET_KEY`, holding the checkpoint. The
-checkpoint is written in the same ``WriteBatch`` as the data it describes, so after
-any crash the stored offset and the stored data agree, whatever RocksDB lost.
+one reserved key, :data:`CHANGELOG_OFFSET_KEY`, holding the checkpoint: the offset
+(8 bytes, big-endian) and the checkpoint's time in milliseconds (8 bytes; absent
+in stores written before checkpoints had a time). The checkpoint is written in the
+same ``WriteBatch`` as the data it describes, so after any crash the stored offset
+and the stored data agree, whatever RocksDB lost.
 
 Iterators are read in bounded chunks, each from a fresh RocksDB iterator that is
 dropped before anything is yielded: a live rocksdict iterator keeps the database
@@ -14,6 +16,7 @@ a generator half-way must never stop the next owner of the partition from openin
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator, Mapping
 from itertools import islice
@@ -45,6 +48,16 @@ def _prefix_end(prefix: bytes) -> bytes | None:
     return stripped[:-1] + bytes((stripped[-1] + 1,))
 
 
+def _options() -> Options:
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    # Many partitions may be open in one process: keep each database small in memory.
+    options.set_write_buffer_size(16 * 1024 * 1024)
+    options.set_max_write_buffer_number(2)
+    options.set_keep_log_file_num(2)
+    return options
+
+
 def _is_lock_error(exc: Exception) -> bool:
     # rocksdict raises a plain Exception carrying RocksDB's status text, e.g.
     # "IO error: While lock file: <path>/LOCK: Resource temporarily unavailable"
@@ -74,12 +87,9 @@ class RocksDBStore:
     def __init__(self, path: Path, lock_timeout: float = 10.0, *, disable_wal: bool = False):
         self._path = Path(path)
         self._closed = False
+        self._lock_timeout = lock_timeout
+        self._disable_wal = disable_wal
         self._db = self._open(lock_timeout)
-        if disable_wal:
-            write_options = WriteOptions()
-            # A property at runtime, although rocksdict's stub declares a method.
-            write_options.disable_wal = True  # type: ignore[method-assign, assignment]
-            self._db.set_write_options(write_options)
 
     @property
     def path(self) -> Path:
@@ -87,12 +97,16 @@ class RocksDBStore:
         return self._path
 
     def _open(self, lock_timeout: float) -> Rdict:
-        options = Options(raw_mode=True)
-        options.create_if_missing(True)
-        # Many partitions may be open in one process: keep each database small in memory.
-        options.set_write_buffer_size(16 * 1024 * 1024)
-        options.set_max_write_buffer_number(2)
-        options.set_keep_log_file_num(2)
+        db = self._open_locked(lock_timeout)
+        if self._disable_wal:
+            write_options = WriteOptions()
+            # A property at runtime, although rocksdict's stub declares a method.
+            write_options.disable_wal = True  # type: ignore[method-assign, assignment]
+            db.set_write_options(write_options)
+        return db
+
+    def _open_locked(self, lock_timeout: float) -> Rdict:
+        options = _options()
         try:
             self._path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -173,8 +187,16 @@ class RocksDBStore:
             # The smallest key after the last one read.
             cursor = chunk[-1][0] + b"\x00"
 
-    def write(self, changes: Mapping[bytes, bytes | None], changelog_offset: int | None) -> None:
-        """Apply ``changes`` (None = delete) and set the changelog offset in one atomic batch.
+    def write(
+        self,
+        changes: Mapping[bytes, bytes | None],
+        changelog_offset: int | None,
+        *,
+        checkpoint_time: float | None = None,
+    ) -> None:
+        """Apply ``changes`` (None = delete) and set the checkpoint in one atomic batch.
+
+        See :meth:`durafka.state.base.PartitionStore.write`.
 
         Raises:
             StoreError: a change names the reserved checkpoint key, the offset is
@@ -191,7 +213,7 @@ class RocksDBStore:
         if changelog_offset is not None:
             if changelog_offset < 0:
                 raise StoreError(f"invalid changelog offset {changelog_offset} for {self._path}")
-            batch.put(CHANGELOG_OFFSET_KEY, changelog_offset.to_bytes(8, "big"))
+            batch.put(CHANGELOG_OFFSET_KEY, _checkpoint_value(changelog_offset, checkpoint_time))
         if batch.is_empty():
             return
         try:
@@ -202,7 +224,30 @@ class RocksDBStore:
     def changelog_offset(self) -> int | None:
         """The stored checkpoint (next changelog offset to restore from), None if never set."""
         raw = self.get(CHANGELOG_OFFSET_KEY)
-        return None if raw is None else int.from_bytes(raw, "big")
+        return None if raw is None else int.from_bytes(raw[:8], "big")
+
+    def checkpoint_time(self) -> float | None:
+        """The checkpoint's time (seconds since the epoch); None: none, or an old store's."""
+        raw = self.get(CHANGELOG_OFFSET_KEY)
+        if raw is None or len(raw) < 16:
+            return None
+        return int.from_bytes(raw[8:16], "big") / 1000
+
+    def clear(self) -> None:
+        """Delete the database (every key and the checkpoint) and start an empty one.
+
+        Raises:
+            StoreError: the database could not be deleted or opened again.
+        """
+        if self._closed:
+            raise self._error("clear", RuntimeError("closed"))
+        try:
+            self._db.close()
+            Rdict.destroy(str(self._path), _options())
+        except Exception as exc:
+            self._closed = True
+            raise self._error("clear", exc) from exc
+        self._db = self._open(self._lock_timeout)
 
     def close(self) -> None:
         """Flush the memtable and release the database lock; idempotent."""
@@ -223,6 +268,11 @@ class RocksDBStore:
 
     def __repr__(self) -> str:
         return f"RocksDBStore({str(self._path)!r})"
+
+
+def _checkpoint_value(offset: int, at: float | None) -> bytes:
+    at_ms = int((time.time() if at is None else at) * 1000)
+    return offset.to_bytes(8, "big") + max(0, at_ms).to_bytes(8, "big")
 
 
 class RocksDBStoreFactory:
@@ -252,3 +302,44 @@ class RocksDBStoreFactory:
             lock_timeout=self.lock_timeout,
             disable_wal=self.disable_wal,
         )
+
+    def stored_partitions(self, hub: str) -> dict[int, float]:
+        """Partitions of ``hub`` with a store directory, and when each was last used.
+
+        Last used: the latest modification time of the directory and its files (an
+        open database writes its log and its info log; closing it flushes).
+        """
+        found: dict[int, float] = {}
+        try:
+            entries = list(os.scandir(self.state_dir / hub))
+        except FileNotFoundError:
+            return found
+        for entry in entries:
+            if not (entry.name.isdigit() and entry.is_dir(follow_symlinks=False)):
+                continue
+            try:
+                used = max(
+                    [entry.stat().st_mtime]
+                    + [f.stat().st_mtime for f in os.scandir(entry.path) if f.is_file()]
+                )
+            except FileNotFoundError:  # deleted meanwhile
+                continue
+            found[int(entry.name)] = used
+        return found
+
+    def delete(self, hub: str, partition: int) -> bool:
+        """Delete the store of ``partition``, unless a process (this one too) has it open.
+
+        RocksDB's own ``DestroyDB`` takes the database lock first, so a store that is
+        open anywhere is never deleted under its owner.
+        """
+        path = self.path_for(hub, partition)
+        if not path.exists():
+            return True
+        try:
+            Rdict.destroy(str(path), _options())
+        except Exception as exc:
+            if _is_lock_error(exc):
+                return False
+            raise StoreError(f"cannot delete the RocksDB store at {path}: {exc}") from exc
+        return True

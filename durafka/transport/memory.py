@@ -34,8 +34,9 @@ How Kafka is emulated, and why:
   has doubled since its last compaction (and holds at least 1024 entries), the
   stable part is rewritten keeping the latest record per key; aborted records
   and markers go, and a tombstone survives one compaction so that readers get
-  a chance to see it. Offsets never change; consumers skip the holes.
-  :meth:`MemoryBroker.compact` forces it (tests).
+  a chance to see it, and, as on Kafka, is kept until it is older than the
+  topic's ``delete.retention.ms`` when the topic sets it. Offsets never change;
+  consumers skip the holes. :meth:`MemoryBroker.compact` forces it (tests).
 * **Consumer groups.** Partitions of the subscribed topics are spread round
   robin over the group's members in join order, recomputed on join, leave,
   re-subscribe and topic creation. A member learns about it in its next
@@ -198,6 +199,7 @@ class _PartitionLog:
     __slots__ = (
         "compact",
         "compact_at",
+        "delete_retention_ms",
         "dense",
         "max_record_size",
         "next_offset",
@@ -208,10 +210,19 @@ class _PartitionLog:
         "topic",
     )
 
-    def __init__(self, topic: str, partition: int, compact: bool, max_record_size: int) -> None:
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        compact: bool,
+        max_record_size: int,
+        delete_retention_ms: int | None = None,
+    ) -> None:
         self.topic = topic
         self.partition = partition
         self.compact = compact
+        #: How long compaction keeps a tombstone (None: one compaction only).
+        self.delete_retention_ms = delete_retention_ms
         #: The largest record the topic takes (``max.message.bytes``).
         self.max_record_size = max_record_size
         self.records: list[MemoryRecord] = []
@@ -281,12 +292,19 @@ class _PartitionLog:
         split = self.index_of(end)
         seen: set[bytes | None] = set()
         kept: list[MemoryRecord] = []
+        retention = self.delete_retention_ms
+        expired = _now_ms() - retention if retention is not None else None
         for record in reversed(self.records[:split]):
             if not record._visible or record._key in seen:
                 continue
             seen.add(record._key)
-            # A tombstone already present at the previous compaction has had its chance.
-            if record._value is None and record._offset < self.tombstone_horizon:
+            # A tombstone already present at the previous compaction has had its chance,
+            # once it is older than the topic's delete.retention.ms.
+            if (
+                record._value is None
+                and record._offset < self.tombstone_horizon
+                and (expired is None or record._timestamp <= expired)
+            ):
                 continue
             kept.append(record)
         kept.reverse()
@@ -306,7 +324,12 @@ class _Topic:
         compact = "compact" in (p.strip() for p in policy.split(","))
         # The broker's check (of a one-record batch), expressed in producer terms.
         limit = max_record_size({"message.max.bytes": sys.maxsize}, spec.config)
-        self.logs = [_PartitionLog(spec.name, p, compact, limit) for p in range(spec.partitions)]
+        retention = spec.config.get("delete.retention.ms")
+        tombstones_kept = int(retention) if retention is not None else None
+        self.logs = [
+            _PartitionLog(spec.name, p, compact, limit, tombstones_kept)
+            for p in range(spec.partitions)
+        ]
 
 
 class _Txn:

@@ -14,7 +14,14 @@ import pytest
 from durafka.errors import StoreError, WaitTimeoutError
 from durafka.state.base import PartitionStore
 from durafka.state.memory import MemoryStore
-from durafka.state.restore import restore_partition
+from durafka.state.restore import (
+    Restored,
+    Restorer,
+    TombstoneRetention,
+    restore_partition,
+    stale_reason,
+    trusted_checkpoint_age,
+)
 from durafka.state.rocksdb import RocksDBStore
 from durafka.topology import TopicSpec
 from durafka.transport import Transport, open_transport
@@ -30,9 +37,15 @@ class SpyStore(MemoryStore):
         super().__init__()
         self.writes: list[tuple[dict[bytes, bytes | None], int | None]] = []
 
-    def write(self, changes: Mapping[bytes, bytes | None], changelog_offset: int | None) -> None:
+    def write(
+        self,
+        changes: Mapping[bytes, bytes | None],
+        changelog_offset: int | None,
+        *,
+        checkpoint_time: float | None = None,
+    ) -> None:
         self.writes.append((dict(changes), changelog_offset))
-        super().write(changes, changelog_offset)
+        super().write(changes, changelog_offset, checkpoint_time=checkpoint_time)
 
 
 def state(store: MemoryStore) -> dict[bytes, bytes]:
@@ -195,7 +208,8 @@ def test_empty_changelog() -> None:
     spy, consumer = scripted([])
     store = SpyStore()
     assert restore_partition(store, consumer, TP) == 0
-    assert spy.polls == 0 and store.writes == []
+    # Nothing read; the checkpoint (with its time) says the store is up to date.
+    assert spy.polls == 0 and store.writes == [({}, 0)]
 
 
 def test_checkpoint_beyond_high_watermark_is_an_error() -> None:
@@ -230,7 +244,13 @@ def test_deadline_stops_restore_and_leaves_a_resumable_checkpoint() -> None:
 
 def test_store_failure_unassigns_and_propagates() -> None:
     class Broken(MemoryStore):
-        def write(self, changes: Mapping[bytes, bytes | None], offset: int | None) -> None:
+        def write(
+            self,
+            changes: Mapping[bytes, bytes | None],
+            offset: int | None,
+            *,
+            checkpoint_time: float | None = None,
+        ) -> None:
             raise StoreError("disk full")
 
     spy, consumer = scripted(LOG)
@@ -375,7 +395,8 @@ def test_up_to_date_store_restores_nothing(changelog: Changelog) -> None:
     assert changelog.restore(store) == 1
     store.writes.clear()
     assert changelog.restore(store) == 0
-    assert store.writes == []
+    # Only the checkpoint's time moves: the store is known complete as of now.
+    assert store.writes == [({}, changelog.high_watermark())]
 
 
 def test_checkpoint_beyond_high_watermark_raises(changelog: Changelog) -> None:
@@ -402,3 +423,218 @@ def test_restore_in_small_batches_with_aborts_interleaved(changelog: Changelog) 
     assert offsets == sorted(set(offsets))
     assert offsets[-1] == changelog.high_watermark()
     assert all(len(changes) <= 4 for changes, _ in store.writes)
+
+
+# --- stale stores: wiped and restored in full (issue 10, hole 6) ----------------------
+
+DAY_MS = 86_400_000
+
+
+@pytest.mark.parametrize(
+    ("offset", "taken_at", "retention_ms", "stale"),
+    [
+        (None, None, DAY_MS, None),  # empty store: nothing to wipe
+        (50, 0.0, DAY_MS, "below the changelog's low watermark 100"),
+        (200, 0.0, DAY_MS, None),  # nothing follows the checkpoint: its age does not matter
+        (150, None, DAY_MS, "no time"),
+        (150, 0.0, None, None),  # retention unknown: the age is not checked
+        (150, 1_000_000.0 - 22 * 3600, DAY_MS, None),  # within a day less an hour
+        (150, 1_000_000.0 - 24 * 3600 + 3599, DAY_MS, "old"),
+        (150, 1_000_000.0 - 0.4, 1000, None),  # short retentions keep half as margin
+        (150, 1_000_000.0 - 0.6, 1000, "old"),
+    ],
+)
+def test_stale_reason(
+    offset: int | None,
+    taken_at: float | None,
+    retention_ms: int | None,
+    stale: str | None,
+) -> None:
+    reason = stale_reason(offset, taken_at, 100, 200, 1_000_000.0, retention_ms)
+    if stale is None:
+        assert reason is None
+    else:
+        assert reason is not None and stale in reason
+
+
+def test_trusted_checkpoint_age_keeps_a_margin() -> None:
+    assert trusted_checkpoint_age(DAY_MS) == 23 * 3600  # at most an hour
+    assert trusted_checkpoint_age(2000) == 1.0  # half of a short retention
+
+
+class Clock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def restorer_of(
+    store: PartitionStore,
+    consumer: Consumer,
+    clock: Clock,
+    *,
+    retention_ms: int | None = DAY_MS,
+    max_records: int = 10_000,
+) -> Restorer:
+    restorer = Restorer(
+        lambda: consumer,
+        TP.topic,
+        open_store=lambda _: store,
+        max_records=max_records,
+        retention_ms=lambda: retention_ms,
+        clock=clock,
+    )
+    restorer.add([TP.partition])
+    return restorer
+
+
+def step_to_end(restorer: Restorer, clock: Clock | None = None, tick: float = 0.0) -> Restored:
+    for _ in range(100):
+        done = restorer.step()
+        if done:
+            return done[0]
+        if clock is not None:
+            clock.now += tick
+    raise AssertionError("the restore did not end")
+
+
+def test_a_stale_store_is_wiped_and_restored_in_full() -> None:
+    spy, consumer = scripted(LOG)
+    store = SpyStore()
+    store.write({b"zombie": b"deleted long ago", b"b": b"old"}, 6, checkpoint_time=0.0)
+    clock = Clock()
+    restored = step_to_end(restorer_of(store, consumer, clock))
+    assert restored.wiped is not None and "old" in restored.wiped
+    assert spy.first_offsets[0] == 0  # from the beginning
+    assert state(store) == {b"b": b"2", b"c": b"1"}  # the zombie is gone
+    assert store.changelog_offset() == 12
+    assert store.checkpoint_time() == clock.now
+
+
+def test_a_recent_store_resumes_from_its_checkpoint() -> None:
+    spy, consumer = scripted(LOG)
+    store = SpyStore()
+    clock = Clock()
+    store.write({b"a": b"local"}, 6, checkpoint_time=clock.now - 3600)
+    restored = step_to_end(restorer_of(store, consumer, clock))
+    assert restored.wiped is None
+    assert spy.first_offsets == [6]
+    assert state(store) == {b"b": b"2", b"c": b"1"}
+
+
+def test_a_checkpoint_below_the_low_watermark_is_wiped() -> None:
+    spy, consumer = scripted([(b"a", b"1"), "marker"], low=100)
+    store = SpyStore()
+    clock = Clock()
+    store.write({b"stale": b"x"}, 50, checkpoint_time=clock.now)
+    restored = step_to_end(restorer_of(store, consumer, clock))
+    assert restored.wiped is not None and "low watermark" in restored.wiped
+    assert state(store) == {b"a": b"1"}
+    assert spy.first_offsets == [100]
+
+
+def test_an_interrupted_restore_keeps_the_time_of_the_checkpoint_it_started_from() -> None:
+    _, consumer = scripted(LOG)
+    store = SpyStore()
+    clock = Clock()
+    taken = clock.now - 3600
+    store.write({}, 2, checkpoint_time=taken)
+    restorer = restorer_of(store, consumer, clock, max_records=2)
+    clock.now += 10
+    assert restorer.step() == []  # one slice, not the end
+    assert store.changelog_offset() == 8
+    # Records past offset 8 may be as old as the checkpoint it started from.
+    assert store.checkpoint_time() == taken
+    assert restorer.cancel(TP.partition) is store
+    # Resumed later: the end writes the time the high watermark was read.
+    clock.now += 10
+    restored = step_to_end(restorer_of(store, consumer, clock, max_records=2))
+    assert restored.wiped is None
+    assert store.changelog_offset() == 12
+    assert store.checkpoint_time() == clock.now
+
+
+def test_an_interrupted_restore_of_an_empty_store_keeps_the_time_it_began() -> None:
+    _, consumer = scripted(LOG)
+    store = SpyStore()
+    clock = Clock()
+    began = clock.now
+    restorer = restorer_of(store, consumer, clock, max_records=2)
+    assert restorer.step() == []
+    assert store.checkpoint_time() == began
+
+
+def test_a_restore_that_outlives_the_tombstone_retention_starts_again() -> None:
+    spy, consumer = scripted(LOG)
+    store = SpyStore()
+    clock = Clock()
+    restorer = restorer_of(store, consumer, clock, retention_ms=2000, max_records=2)
+    assert restorer.step() == []
+    clock.now += 1.5  # past 2 s less the 1 s margin since the restore began
+    restored = step_to_end(restorer, clock, tick=0.1)
+    assert spy.first_offsets[:2] == [0, 0]  # read from the beginning again
+    assert state(store) == {b"b": b"2", b"c": b"1"}
+    assert restored.applied == 5
+
+
+def test_several_partitions_restore_together(changelog: Changelog) -> None:
+    changelog.transaction([(b"i/a", b"1"), (b"i/b", b"1")], partition=0)
+    changelog.transaction([(b"i/c", b"1")], partition=1)
+    changelog.transaction([(b"i/a", None)], partition=0)
+    stores = {0: SpyStore(), 1: SpyStore()}
+    consumer = changelog.transport.consumer(group_id=None)
+    restorer = Restorer(
+        lambda: consumer,
+        changelog.topic,
+        open_store=lambda p: stores[p],
+        poll_timeout=0.2,
+    )
+    restorer.add([0, 1])
+    ended: dict[int, Restored] = {}
+    for _ in range(200):
+        for restored in restorer.step():
+            ended[restored.partition] = restored
+        if not restorer.busy:
+            break
+    consumer.close()
+    assert sorted(ended) == [0, 1]
+    assert state(stores[0]) == {b"i/b": b"1"}
+    assert state(stores[1]) == {b"i/c": b"1"}
+    assert ended[0].store is stores[0] and ended[0].applied == 3
+    assert restorer.close() == []
+
+
+# --- the changelog's tombstone retention, from the broker ------------------------------
+
+
+def test_tombstone_retention_comes_from_the_broker(transport: Transport) -> None:
+    topic = f"retention-{uuid.uuid4().hex[:12]}"
+    transport.ensure_topics(
+        [
+            TopicSpec(
+                topic,
+                partitions=1,
+                config={"cleanup.policy": "compact", "delete.retention.ms": "1234"},
+            )
+        ]
+    )
+    assert TombstoneRetention(transport, topic, fallback_ms=99)() == 1234
+    # A topic the broker cannot describe: the spec's value.
+    assert TombstoneRetention(transport, f"missing-{uuid.uuid4().hex}", fallback_ms=99)() == 99
+
+
+def test_tombstone_retention_of_a_hub_falls_back_to_its_spec(tmp_path: Path) -> None:
+    spec = (Path(__file__).parents[2] / "topology" / "default.toml").read_text()
+    custom = tmp_path / "hub.toml"
+    custom.write_text(
+        spec.replace('"delete.retention.ms" = "86400000"', '"delete.retention.ms" = "5000"', 1)
+    )
+    transport = open_transport(f"memory://{uuid.uuid4().hex[:8]}")
+    try:
+        # The broker has no such topic to describe: the spec's value.
+        assert TombstoneRetention.of_hub(transport, "nohub")() == DAY_MS
+        assert TombstoneRetention.of_hub(transport, "nohub", custom)() == 5000
+    finally:
+        transport.close()

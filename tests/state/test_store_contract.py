@@ -162,6 +162,109 @@ def test_changelog_offset_written_with_data(store: PartitionStore) -> None:
     assert [k for k, _ in store.iter_range(b"", b"\xff")] == [b"i/a", b"i/b", b"i/c"]
 
 
+def test_checkpoint_time_is_written_with_the_offset(store: PartitionStore) -> None:
+    assert store.checkpoint_time() is None
+    before = time.time()
+    store.write({b"i/a": b"1"}, 10)  # no time given: now
+    taken = store.checkpoint_time()
+    assert taken is not None and before - 0.01 <= taken <= time.time() + 0.01
+    store.write({b"i/b": b"2"}, None)  # None keeps the checkpoint, time included
+    assert store.checkpoint_time() == taken
+    store.write({}, 11, checkpoint_time=1_000_000.25)
+    assert store.changelog_offset() == 11
+    assert store.checkpoint_time() == pytest.approx(1_000_000.25, abs=0.001)
+
+
+def test_clear_deletes_every_key_and_the_checkpoint(make_factory: MakeFactory) -> None:
+    factory = make_factory()
+    s = factory.open(HUB, 2)
+    s.write({b"i/a": b"1", b"t/000000000001000/a\x000": b""}, 7)
+    s.clear()
+    assert list(s.iter_prefix(b"")) == []
+    assert s.changelog_offset() is None and s.checkpoint_time() is None
+    s.write({b"i/b": b"2"}, 3)  # usable at once
+    s.close()
+    s = factory.open(HUB, 2)
+    try:
+        assert list(s.iter_prefix(b"")) == [(b"i/b", b"2")]
+        assert s.changelog_offset() == 3
+    finally:
+        s.close()
+
+
+def test_factory_lists_and_deletes_stores_but_never_an_open_one(
+    make_factory: MakeFactory,
+) -> None:
+    factory = make_factory()
+    assert factory.stored_partitions(HUB) == {}
+    before = time.time()
+    kept = factory.open(HUB, 1)
+    kept.write({b"i/a": b"1"}, 1)
+    closed = factory.open(HUB, 4)
+    closed.write({b"i/a": b"1"}, 1)
+    closed.close()
+    factory.open("another-hub", 5).close()
+    stored = factory.stored_partitions(HUB)
+    assert sorted(stored) == [1, 4]
+    assert all(used >= before - 1 for used in stored.values())
+
+    assert factory.delete(HUB, 1) is False  # open: refused
+    assert factory.delete(HUB, 4) is True
+    assert factory.delete(HUB, 9) is True  # nothing there: nothing to do
+    assert sorted(factory.stored_partitions(HUB)) == [1]
+    assert kept.get(b"i/a") == b"1"
+    kept.close()
+    again = factory.open(HUB, 4)  # a deleted store comes back empty
+    try:
+        assert again.changelog_offset() is None
+        assert list(again.iter_prefix(b"")) == []
+    finally:
+        again.close()
+
+
+def test_rocksdb_store_open_in_another_process_is_not_deleted(tmp_path: Path) -> None:
+    factory = RocksDBStoreFactory(tmp_path)
+    path = factory.path_for(HUB, 3)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path;"
+            "from durafka.state.rocksdb import RocksDBStore;"
+            "s = RocksDBStore(Path(sys.argv[1])); s.write({b'i/a': b'1'}, 4);"
+            "print('ready', flush=True); sys.stdin.readline(); s.close()",
+            str(path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdin is not None
+        assert holder.stdout.readline().strip() == "ready"
+        assert factory.delete(HUB, 3) is False
+        assert path.is_dir()
+        holder.stdin.write("done\n")
+        holder.stdin.flush()
+        assert holder.wait(30) == 0
+        assert factory.delete(HUB, 3) is True
+        assert not path.exists()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+
+
+def test_rocksdb_checkpoint_of_an_older_store_has_no_time(tmp_path: Path) -> None:
+    """Stores written before checkpoints had a time hold the offset alone (8 bytes)."""
+    store = RocksDBStore(tmp_path / "db")
+    try:
+        store._db.put(CHANGELOG_OFFSET_KEY, (42).to_bytes(8, "big"))
+        assert store.changelog_offset() == 42
+        assert store.checkpoint_time() is None
+    finally:
+        store.close()
+
+
 def test_negative_offset_rejected(store: PartitionStore) -> None:
     with pytest.raises(StoreError, match="-1"):
         store.write({b"i/a": b"1"}, -1)

@@ -349,6 +349,25 @@ def test_compaction_keeps_the_latest_value_per_key_and_drops_old_tombstones(
     ]
 
 
+def test_compaction_keeps_tombstones_for_the_topics_delete_retention(
+    transport: MemoryTransport,
+) -> None:
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    config = {"cleanup.policy": "compact", "delete.retention.ms": "300"}
+    transport.ensure_topics([TopicSpec(topic, 1, 1, config)])
+    assert transport.describe_topics([TopicSpec(topic, 1, 1, config)])[topic].config == config
+    producer = transport.producer()
+    producer.produce(topic, 0, b"gone", b"x")
+    producer.produce(topic, 0, b"gone", None)
+    transport.broker.compact(topic)
+    transport.broker.compact(topic)
+    # Compacted twice, but younger than delete.retention.ms: readers still see it.
+    assert [(r.key(), r.value()) for r in read_all(transport, topic)] == [(b"gone", None)]
+    time.sleep(0.35)
+    transport.broker.compact(topic)
+    assert read_all(transport, topic) == []
+
+
 def test_compaction_runs_by_itself_and_readers_keep_their_place(
     transport: MemoryTransport,
 ) -> None:
