@@ -11,9 +11,8 @@ from typing import Any
 import typer.main
 import yaml
 
-from durafka.cli import app as cli
-
 from durafka.api.auth import ADMIN_TOKEN_ENV, READ_TOKEN_ENV
+from durafka.cli import app as cli
 from durafka.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]

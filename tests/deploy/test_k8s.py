@@ -1,4 +1,4 @@
-"""The Kubernetes manifests of docker/k8s: valid objects, ranges that cover the hub, real settings."""
+"""docker/k8s: valid objects, processor ranges that cover the hub, settings that exist."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from durafka.settings import Settings
 from durafka.topology import HubTopics, load_hub_spec
 from examples import hello
 from tests.deploy.manifests import (
+    DOCKERFILE,
     K8S,
     dockerfile_env,
     find,
@@ -230,9 +231,10 @@ def test_the_autoscaler_watches_the_workers_group_on_the_activities_topic(
     docs: list[dict[str, Any]], config: dict[str, str]
 ) -> None:
     scaled = find(docs, "ScaledObject", "durafka-worker")["spec"]
-    assert scaled["scaleTargetRef"]["name"] == find(docs, "Deployment", "durafka-worker")[
-        "metadata"
-    ]["name"]
+    assert (
+        scaled["scaleTargetRef"]["name"]
+        == find(docs, "Deployment", "durafka-worker")["metadata"]["name"]
+    )
     trigger = scaled["triggers"][0]["metadata"]
     topics = HubTopics(hello.app.settings.task_hub)
     assert trigger["topic"] == topics.activities
@@ -251,9 +253,9 @@ def test_the_autoscaler_watches_the_workers_group_on_the_activities_topic(
 
 
 def dockerfile_user() -> int:
-    from tests.deploy.manifests import DOCKERFILE
-
-    users = [line.split()[1] for line in DOCKERFILE.read_text().splitlines() if line.startswith("USER ")]
+    """The uid the image runs as (its last ``USER``)."""
+    lines = DOCKERFILE.read_text().splitlines()
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
     return int(users[-1].split(":")[0])
 
 
