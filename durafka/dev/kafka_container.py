@@ -39,18 +39,25 @@ __all__ = ["KafkaContainer", "PodmanSocket", "kafka_environment", "podman_kafka"
 _SOCKET_WAIT_S = 30.0
 
 
-def kafka_environment(port: int, controller_port: int, host: str = "127.0.0.1") -> dict[str, str]:
-    """The ``KAFKA_*`` variables of a one-node KRaft test broker listening on ``host:port``.
+def kafka_environment(port: int, controller_port: int, bind: str = "127.0.0.1") -> dict[str, str]:
+    """The ``KAFKA_*`` variables of a one-node KRaft test broker, reached at 127.0.0.1:``port``.
 
     One replica for every internal topic (else transactions and groups hang), no
     rebalance delay, no topic created by accident, abandoned transactions aborted
     within seconds: the settings of :class:`~durafka.dev.broker.LocalBroker`.
+
+    Args:
+        port: the client port.
+        controller_port: the KRaft controller's port.
+        bind: the address the listeners bind (``""``: every interface, for a
+            container whose port is published rather than on the host network).
     """
+    host = bind or "localhost"
     return {
         "KAFKA_NODE_ID": "1",
         "KAFKA_PROCESS_ROLES": "broker,controller",
-        "KAFKA_LISTENERS": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
-        "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://{host}:{port}",
+        "KAFKA_LISTENERS": f"PLAINTEXT://{bind}:{port},CONTROLLER://{bind}:{controller_port}",
+        "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://127.0.0.1:{port}",
         "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
         "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
         "KAFKA_CONTROLLER_QUORUM_VOTERS": f"1@{host}:{controller_port}",

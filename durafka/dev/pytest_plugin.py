@@ -19,6 +19,7 @@ Maven Central once (``mvn``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 
@@ -35,12 +36,15 @@ def durafka_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from durafka.dev.kafka_container import podman_kafka
 
     install = os.environ.get("DURAFKA_INSTALL_PODMAN") == "1"
-    try:
-        context = podman_kafka(install=install, workdir=tmp_path_factory.mktemp("podman"))
-        kafka = context.__enter__()
-    except DurafkaError as exc:
-        pytest.fail(f"no Kafka container: {exc}", pytrace=False)
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            kafka = stack.enter_context(
+                podman_kafka(install=install, workdir=tmp_path_factory.mktemp("podman"))
+            )
+        except DurafkaError as exc:
+            reason = str(exc)
+        else:
+            reason = ""
+        if reason:  # outside the except block: the report shows the reason alone
+            pytest.fail(f"no Kafka container for durafka_kafka: {reason}", pytrace=False)
         yield kafka.bootstrap
-    finally:
-        context.__exit__(None, None, None)
