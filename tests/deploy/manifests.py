@@ -80,6 +80,13 @@ def dockerfile_env() -> dict[str, str]:
     return env
 
 
+def dockerfile_user() -> int:
+    """The uid the image runs as (its last ``USER``)."""
+    lines = DOCKERFILE.read_text().splitlines()
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    return int(users[-1].split(":")[0])
+
+
 def variables_in(text: str) -> set[str]:
     """``DURAFKA_*`` names mentioned in ``text``."""
     return set(re.findall(r"\bDURAFKA_[A-Z0-9_]+\b", text))

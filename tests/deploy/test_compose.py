@@ -18,6 +18,7 @@ from tests.deploy.manifests import (
     REPO,
     compose_file,
     dockerfile_env,
+    dockerfile_user,
     known_variables,
     option,
     parse_cli,
@@ -99,8 +100,7 @@ def test_the_dockerfile_settings_user_and_healthcheck() -> None:
     text = DOCKERFILE.read_text()
     assert f'VOLUME ["{env["DURAFKA_STATE_DIR"]}"]' in text
     assert env["HEALTHCHECK_URL"] == f"http://127.0.0.1:{env['DURAFKA_METRICS_PORT']}/healthz"
-    users = [line.split()[1] for line in text.splitlines() if line.startswith("USER ")]
-    assert users and int(users[-1].split(":")[0]) >= 1000, "the image must not run as root"
+    assert dockerfile_user() >= 1000, "the image must not run as root"
     assert 'ENTRYPOINT ["python", "-m", "durafka.cli"]' in text
 
 

@@ -31,7 +31,8 @@ from tests.deploy.manifests import REPO
 from tests.e2e.test_faults import assert_completed_exactly_once, count_completed
 from tests.support.kafka import admin_client
 
-pytestmark = [pytest.mark.containers, pytest.mark.kafka]
+# The first run on a machine installs Podman and makes the base image (minutes).
+pytestmark = [pytest.mark.containers, pytest.mark.kafka, pytest.mark.timeout(1200)]
 
 IMAGE = "localhost/durafka-examples:test"
 PARTITIONS = 8

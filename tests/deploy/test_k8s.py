@@ -14,9 +14,9 @@ from durafka.settings import Settings
 from durafka.topology import HubTopics, load_hub_spec
 from examples import hello
 from tests.deploy.manifests import (
-    DOCKERFILE,
     K8S,
     dockerfile_env,
+    dockerfile_user,
     find,
     k8s_documents,
     known_variables,
@@ -250,13 +250,6 @@ def test_the_autoscaler_watches_the_workers_group_on_the_activities_topic(
     job = find(docs, "Job", "durafka-topology")
     args = job["spec"]["template"]["spec"]["containers"][0]["args"]
     assert option(args, "--hub") == topics.hub
-
-
-def dockerfile_user() -> int:
-    """The uid the image runs as (its last ``USER``)."""
-    lines = DOCKERFILE.read_text().splitlines()
-    users = [line.split()[1] for line in lines if line.startswith("USER ")]
-    return int(users[-1].split(":")[0])
 
 
 def _pods(doc: dict[str, Any]) -> list[dict[str, Any]]:

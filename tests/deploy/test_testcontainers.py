@@ -16,7 +16,8 @@ import durafka
 from durafka.settings import Settings
 from tests.deploy import containerapp
 
-pytestmark = pytest.mark.containers
+# The first run on a machine installs Podman and builds the Kafka image (minutes).
+pytestmark = [pytest.mark.containers, pytest.mark.timeout(1200)]
 
 
 def test_an_app_runs_on_the_broker_container_of_the_fixture(
