@@ -85,8 +85,8 @@ def test_processor_pod_options_are_checked_before_anything_runs() -> None:
     ):
         result = runner.invoke(
             cli,
-            ["processor", "examples.hello:app", *args],
-            env={"DURAFKA_PARTITIONS": "8", "DURAFKA_BOOTSTRAP_SERVERS": "memory://"},
+            ["processor", "examples.hello:app", "--bootstrap", "memory://", *args],
+            env={"DURAFKA_PARTITIONS": "8"},
         )
         assert result.exit_code == 2, (args, result.output)
         # The message as one line, without the box rich draws around it.
