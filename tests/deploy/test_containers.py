@@ -99,7 +99,8 @@ class Containers:
 
     def remove_all(self) -> None:
         for name in self.names:
-            self.podman.run("rm", "-f", "-t", "2", name, check=False)
+            # -v: also the anonymous volume of the image's VOLUME (the worker's state dir).
+            self.podman.run("rm", "-f", "-v", "-t", "2", name, check=False)
         for volume in self.volumes:
             self.podman.run("volume", "rm", "-f", volume, check=False)
 
