@@ -1,4 +1,4 @@
-"""Build hook: a wheel carries the top-level ``schemas/``, ``topology/`` and the broker pom.
+"""Build hook: a wheel carries ``schemas/``, ``topology/``, the broker pom and image recipes.
 
 They live next to ``durafka/`` in the repository (the project layout); an
 installed durafka finds its copies at ``durafka/schemas`` and
@@ -16,7 +16,14 @@ from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 #: Folder -> the files of it a wheel needs.
-RESOURCES = {"schemas": "**/*.avsc", "topology": "*.toml", "docker/kafka-dist": "pom.xml"}
+RESOURCES = {
+    "schemas": "**/*.avsc",
+    "topology": "*.toml",
+    "docker/kafka-dist": "pom.xml",
+    # The app image's Dockerfile and the local Kafka image's recipe (durafka/dev/podman.py).
+    "docker": "Dockerfile",
+    "docker/kafka": "*",
+}
 
 
 class BuildPyWithResources(build_py):

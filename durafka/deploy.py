@@ -11,6 +11,15 @@ Example:
     ['0-2', '3-5', '6-7', '8-9', '10-11']
     >>> coverage_problems(["0-5", "4-11"], 12)
     ['partitions 4, 5 are in more than one range: 0-5, 4-11']
+    >>> pod_range(12, pods=5, index=3)
+    '8-9'
+    >>> ordinal_of("durafka-processor-3")
+    3
+
+A Kubernetes StatefulSet names its pods ``<set>-0`` .. ``<set>-<N-1>``, so a
+pod started with ``--pods N --ordinal-from-hostname`` takes range ``ordinal``
+of ``plan_ranges(partitions, N)``: the pods' ranges cover the hub whatever N
+is, and changing N (with ``replicas``) re-plans them in a rolling update.
 """
 
 from __future__ import annotations
@@ -19,7 +28,14 @@ from collections import defaultdict
 
 from durafka.errors import ConfigurationError
 
-__all__ = ["coverage_problems", "format_range", "parse_partition_list", "plan_ranges"]
+__all__ = [
+    "coverage_problems",
+    "format_range",
+    "ordinal_of",
+    "parse_partition_list",
+    "plan_ranges",
+    "pod_range",
+]
 
 
 def parse_partition_list(text: str) -> list[int]:
@@ -111,3 +127,33 @@ def coverage_problems(ranges: list[str], partitions: int) -> list[str]:
             f"partitions {', '.join(map(str, beyond))} do not exist (the hub has {partitions})"
         )
     return problems
+
+
+def pod_range(partitions: int, pods: int, index: int) -> str:
+    """The range of pod ``index`` (0-based) of ``pods``: ``plan_ranges(partitions, pods)[index]``.
+
+    Raises:
+        ConfigurationError: ``index`` is not below ``pods`` (the StatefulSet has more
+            replicas than ``--pods`` says), or the plan itself is impossible.
+    """
+    if not 0 <= index < pods:
+        raise ConfigurationError(
+            f"pod index {index} is not one of the {pods} pods (0..{pods - 1}): "
+            "change --pods together with the StatefulSet's replicas"
+        )
+    return plan_ranges(partitions, pods)[index]
+
+
+def ordinal_of(hostname: str) -> int:
+    """The ordinal a StatefulSet gave a pod: the number after the name's last ``-``.
+
+    Raises:
+        ConfigurationError: the name does not end in ``-<number>`` (not a StatefulSet pod).
+    """
+    _, sep, tail = hostname.rpartition("-")
+    if not sep or not tail.isdigit():
+        raise ConfigurationError(
+            f"hostname {hostname!r} does not end in -<ordinal> as a StatefulSet pod's does; "
+            "give --pod-index instead"
+        )
+    return int(tail)

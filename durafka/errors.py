@@ -59,6 +59,10 @@ class ClusterConnectionError(BrokerUnavailableError):
         self.cause = cause
 
 
+class ContainerUnavailableError(DurafkaError):
+    """Podman (or an image or container it should give) is missing or failed."""
+
+
 class PayloadTooLargeError(DurafkaError, ValueError):
     """A user payload exceeds ``max_payload_bytes``; nothing was written."""
 

@@ -30,6 +30,13 @@ from tests.support.security import SecuredBroker, start_secured_broker
 # Taken out of the environment at once: an App under test that read it would run on
 # the shared broker instead of the transport its test chose.
 _SHARED_BROKER = take_broker_env(os.environ)
+
+# The documented fixture for users' tests (durafka_kafka: a broker container through
+# testcontainers over Podman); tests/deploy/test_testcontainers.py uses it, and may
+# install Podman with apt as the container tests do.
+pytest_plugins = ["durafka.dev.pytest_plugin"]
+os.environ.setdefault("DURAFKA_INSTALL_PODMAN", "1")
+
 _BROKER = pytest.StashKey[BrokerHandle]()
 _REQUEST = pytest.StashKey[pytest.FixtureRequest]()
 _LOG_LINES = 80

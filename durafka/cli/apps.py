@@ -16,6 +16,8 @@ import contextlib
 import json
 import logging
 import signal
+import socket
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
@@ -36,7 +38,7 @@ from durafka.cli.options import (
     setup,
 )
 from durafka.client._common import ClientCore
-from durafka.deploy import parse_partition_list
+from durafka.deploy import ordinal_of, parse_partition_list, pod_range
 from durafka.errors import (
     ConfigurationError,
     DurafkaError,
@@ -73,6 +75,24 @@ def checked_id(instance_id: str, param: str) -> str:
         raise typer.BadParameter(str(exc), param_hint=param) from None
 
 
+@dataclass(frozen=True)
+class PodRange:
+    """``--pods N`` with ``--pod-index I`` (or the hostname's ordinal): range I of N."""
+
+    pods: int
+    index: int | None
+
+    def partitions(self, partition_count: int) -> list[int]:
+        """This pod's partitions of ``durafka deploy plan --pods N`` over ``partition_count``.
+
+        Raises:
+            ConfigurationError: the index is not below N, N exceeds the partitions, or the
+                hostname is not a StatefulSet pod's.
+        """
+        index = self.index if self.index is not None else ordinal_of(socket.gethostname())
+        return parse_partition_list(pod_range(partition_count, self.pods, index))
+
+
 def _serve(
     spec: str,
     partitions: str | None,
@@ -83,11 +103,14 @@ def _serve(
     *,
     processor: bool,
     worker: bool,
+    pod: PodRange | None = None,
 ) -> None:
     ranges = parse_partitions(partitions)
     with failures():
         app = load_app(spec)
         settings = setup(bootstrap, hub, log_level, log_format, app=app, in_process=True)
+        if pod is not None:
+            ranges = pod.partitions(settings.partition_count())
         runner = app.runner(processor=processor, worker=worker, partitions=ranges)
     signal.signal(signal.SIGTERM, lambda *_: runner.request_stop())
     runner.start()
@@ -122,13 +145,60 @@ def run(
 def processor(
     app: AppArg,
     partitions: PartitionsOption = None,
+    pods: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Static ranges for this many pods: take this pod's range of "
+            "`durafka deploy plan --pods N` (with --pod-index or --ordinal-from-hostname).",
+        ),
+    ] = None,
+    pod_index: Annotated[
+        int | None, typer.Option(min=0, help="This pod's index (0-based) with --pods.")
+    ] = None,
+    ordinal_from_hostname: Annotated[
+        bool,
+        typer.Option(
+            "--ordinal-from-hostname",
+            help="With --pods: the index is the hostname's -<ordinal> (a StatefulSet pod).",
+        ),
+    ] = False,
     bootstrap: BootstrapOption = None,
     hub: HubOption = None,
     log_level: LogLevelOption = LogLevel.INFO,
     log_format: LogFormatOption = LogFormat.TEXT,
 ) -> None:
-    """Run a processor for APP (consumer group, or a static partition range)."""
-    _serve(app, partitions, bootstrap, hub, log_level, log_format, processor=True, worker=False)
+    """Run a processor for APP (consumer group, or a static partition range).
+
+    Example (in a pod of a StatefulSet of 3):
+    durafka processor app:app --pods 3 --ordinal-from-hostname
+    """
+    pod = _pod_range(pods, pod_index, ordinal_from_hostname, partitions)
+    _serve(
+        app,
+        partitions,
+        bootstrap,
+        hub,
+        log_level,
+        log_format,
+        processor=True,
+        worker=False,
+        pod=pod,
+    )
+
+
+def _pod_range(
+    pods: int | None, index: int | None, from_hostname: bool, partitions: str | None
+) -> PodRange | None:
+    if pods is None:
+        if index is not None or from_hostname:
+            raise typer.BadParameter("--pod-index and --ordinal-from-hostname need --pods")
+        return None
+    if partitions is not None:
+        raise typer.BadParameter("give either --partitions or --pods, not both")
+    if (index is None) == (not from_hostname):
+        raise typer.BadParameter("--pods needs exactly one of --pod-index, --ordinal-from-hostname")
+    return PodRange(pods, index)
 
 
 def worker(

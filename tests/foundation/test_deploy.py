@@ -6,7 +6,14 @@ import pytest
 from typer.testing import CliRunner
 
 from durafka.cli import app as cli
-from durafka.deploy import coverage_problems, format_range, parse_partition_list, plan_ranges
+from durafka.deploy import (
+    coverage_problems,
+    format_range,
+    ordinal_of,
+    parse_partition_list,
+    plan_ranges,
+    pod_range,
+)
 from durafka.errors import ConfigurationError
 
 
@@ -52,3 +59,36 @@ def test_the_command_prints_a_plan_and_checks_ranges() -> None:
     bad = runner.invoke(cli, ["deploy", "check", "0-5", "3-7", "--partitions", "8"])
     assert bad.exit_code == 1
     assert "partitions 3, 4, 5 are in more than one range" in bad.output
+
+
+def test_a_pod_takes_the_range_of_its_ordinal() -> None:
+    assert [pod_range(12, 5, i) for i in range(5)] == plan_ranges(12, 5)
+    assert ordinal_of("durafka-processor-3") == 3
+    assert ordinal_of("a-b-12") == 12
+    for name in ("durafka-processor", "processor-x", "7"):
+        with pytest.raises(ConfigurationError, match="StatefulSet"):
+            ordinal_of(name)
+    # More replicas than --pods says: the extra pod refuses to start, naming the fix.
+    with pytest.raises(ConfigurationError, match="change --pods together with the StatefulSet"):
+        pod_range(12, 3, 3)
+
+
+def test_processor_pod_options_are_checked_before_anything_runs() -> None:
+    runner = CliRunner()
+    for args, message in (
+        (["--pods", "2"], "exactly one of --pod-index, --ordinal-from-hostname"),
+        (["--pods", "2", "--pod-index", "0", "--ordinal-from-hostname"], "exactly one"),
+        (["--pods", "2", "--pod-index", "0", "--partitions", "0-3"], "either --partitions"),
+        (["--pod-index", "1"], "need --pods"),
+        (["--pods", "2", "--pod-index", "2"], "pod index 2 is not one of the 2 pods"),
+        (["--pods", "9", "--pod-index", "0"], "at most 8 pods"),
+    ):
+        result = runner.invoke(
+            cli,
+            ["processor", "examples.hello:app", "--bootstrap", "memory://", *args],
+            env={"DURAFKA_PARTITIONS": "8"},
+        )
+        assert result.exit_code == 2, (args, result.output)
+        # The message as one line, without the box rich draws around it.
+        text = " ".join(result.output.replace("│", " ").split())
+        assert message in text, (args, result.output)

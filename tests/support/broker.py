@@ -1,10 +1,12 @@
 """Find or start the one Kafka broker a test session runs against.
 
 In order: ``DURAFKA_BOOTSTRAP_SERVERS`` or ``DURAFKA_BOOTSTRAP`` (a broker
-someone else runs; its log file may be named by ``DURAFKA_BROKER_LOG``); a
-Docker engine, through testcontainers, running the official ``apache/kafka``
-image; else durafka's own :class:`~durafka.dev.broker.LocalBroker` (Java and
-Maven) in a temp dir.
+someone else runs; its log file may be named by ``DURAFKA_BROKER_LOG``);
+``DURAFKA_TEST_BROKER=podman``: a broker container started through
+testcontainers over Podman's Docker API (:mod:`durafka.dev.kafka_container`, no
+Docker engine needed); a Docker engine, through testcontainers, running the
+official ``apache/kafka`` image; else durafka's own
+:class:`~durafka.dev.broker.LocalBroker` (Java and Maven) in a temp dir.
 
 The harness takes those variables out of the environment (:func:`take_broker_env`):
 the apps under test must get their bootstrap from the test, never from the
@@ -21,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from durafka.dev.broker import DEFAULT_KAFKA_VERSION, LocalBroker, free_port, wait_for_broker
-from durafka.errors import BrokerUnavailableError
+from durafka.dev.kafka_container import kafka_environment, podman_kafka
+from durafka.errors import BrokerUnavailableError, DurafkaError
 
 DOCKER_IMAGE = f"apache/kafka:{DEFAULT_KAFKA_VERSION}"
 
@@ -68,6 +71,8 @@ def acquire_broker(scratch: Path, shared: tuple[str, str] | None) -> BrokerHandl
         except BrokerUnavailableError as exc:
             raise BrokerUnavailableError(f"{name}={bootstrap}: {exc}") from None
         return BrokerHandle(bootstrap, name, _file_tail_env(), lambda: None, shared=True)
+    if os.environ.get("DURAFKA_TEST_BROKER") == "podman":
+        return podman_broker(scratch / "podman")
     reasons: list[str] = []
     if _docker_answers():
         try:
@@ -90,6 +95,25 @@ def acquire_broker(scratch: Path, shared: tuple[str, str] | None) -> BrokerHandl
     )
 
 
+def podman_broker(workdir: Path) -> BrokerHandle:
+    """A broker container started through testcontainers over Podman (installed if missing).
+
+    Raises:
+        BrokerUnavailableError: Podman, the image or the broker failed.
+    """
+    context = podman_kafka(install=True, workdir=workdir)
+    try:
+        kafka = context.__enter__()
+    except DurafkaError as exc:
+        raise BrokerUnavailableError(f"Kafka through testcontainers on Podman: {exc}") from exc
+    return BrokerHandle(
+        kafka.bootstrap,
+        f"testcontainers on Podman ({kafka.image})",
+        kafka.log_tail,
+        lambda: context.__exit__(None, None, None),
+    )
+
+
 def _docker_answers() -> bool:
     if shutil.which("docker") is None:
         return False
@@ -108,27 +132,7 @@ def _start_container() -> BrokerHandle:
     # Same port inside and out, so the advertised address works from the host.
     port = free_port()
     container = DockerContainer(DOCKER_IMAGE).with_bind_ports(port, port)
-    for key, value in {
-        "KAFKA_NODE_ID": "1",
-        "KAFKA_PROCESS_ROLES": "broker,controller",
-        "KAFKA_LISTENERS": f"PLAINTEXT://:{port},CONTROLLER://:9093",
-        "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://127.0.0.1:{port}",
-        "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
-        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-        "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@localhost:9093",
-        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
-        "KAFKA_OFFSETS_TOPIC_NUM_PARTITIONS": "1",
-        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
-        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
-        "KAFKA_TRANSACTION_STATE_LOG_NUM_PARTITIONS": "1",
-        "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR": "1",
-        "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR": "1",
-        "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
-        "KAFKA_GROUP_MIN_SESSION_TIMEOUT_MS": "1000",
-        "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "false",
-        "KAFKA_TRANSACTION_ABORT_TIMED_OUT_TRANSACTION_CLEANUP_INTERVAL_MS": "1000",
-        "KAFKA_TRANSACTION_MAX_TIMEOUT_MS": "3600000",
-    }.items():
+    for key, value in kafka_environment(port, 9093, bind="").items():
         container = container.with_env(key, value)
     container.start()
     bootstrap = f"127.0.0.1:{port}"
