@@ -11,6 +11,7 @@ workers (``H.activities``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from durafka.activities.local import LocalRun
 from durafka.codec.records import ActivityTask, encode_activity_task, encode_message
@@ -20,6 +21,9 @@ from durafka.state.base import PartitionStore
 from durafka.state.transaction import StoreTransaction
 from durafka.topology import HubTopics, partition_for
 from durafka.transport.base import OutgoingRecord, TransactionalProducer
+
+if TYPE_CHECKING:
+    from durafka.observability.metrics import TallyItem
 
 
 @dataclass(slots=True, eq=False)
@@ -62,6 +66,8 @@ class PartitionBatch:
         out: records to produce in the partition's transaction.
         earliest_timer_ms: the earliest timer this batch stored (the loop's timer
             index learns it only once the batch committed).
+        tally: what the share did, for the metrics (:mod:`durafka.observability.metrics`:
+            counted once its transaction commits).
     """
 
     part: OwnedPartition
@@ -71,6 +77,7 @@ class PartitionBatch:
     work: dict[str, list[HistoryEvent]] = field(default_factory=dict)
     out: list[OutgoingRecord] = field(default_factory=list)
     earliest_timer_ms: int | None = None
+    tally: list[TallyItem] = field(default_factory=list)
 
     @property
     def number(self) -> int:

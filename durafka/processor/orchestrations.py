@@ -15,6 +15,7 @@ finished execution (a durable timer, :data:`PURGE_SEQ`).
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections import Counter
 from dataclasses import replace
@@ -29,6 +30,7 @@ from durafka.codec.records import (
     encode_status,
 )
 from durafka.errors import FailureDetails
+from durafka.observability import metrics
 from durafka.processor.batch import Batch, Outbox, PartitionBatch
 from durafka.processor.entities import EntityProcessor
 from durafka.processor.instances import Instance, InstanceCache, load_instance
@@ -93,6 +95,8 @@ class Orchestrations:
         self.dropped_completions: Counter[str] = Counter()
         #: Starts ignored: the id was running, or its finished execution was kept.
         self.ignored_starts = 0
+        #: Executors rebuilt by replaying a history (a cache miss, a failed batch).
+        self.replays = 0
 
     def _load(self, batch: Batch, share: PartitionBatch, iid: str) -> Instance | None:
         inst = batch.touched.get(iid) or self.cache.get(iid)
@@ -265,6 +269,7 @@ class Orchestrations:
         )
         inst = Instance(iid, share.number, state)
         inst.status_dirty = True
+        metrics.instance_started(share, status.name)
         self.cache.put(inst)
         self._touch(batch, inst)
         return inst
@@ -286,6 +291,8 @@ class Orchestrations:
                 max_payload_bytes=self.settings.max_payload_bytes,
                 generation=inst.state.generation,
             )
+            if inst.history:
+                self.replays += 1
             ex.replay(inst.history)
             inst.executor = ex
         return ex
@@ -302,7 +309,12 @@ class Orchestrations:
                     new.append(e)
             if len(new) == 1 and ex.has_started:
                 return
+            started = time.perf_counter()
             result = ex.step(new)
+            metrics.step_taken(share, inst.state.status.name, time.perf_counter() - started)
+            if ex.retried:
+                metrics.retried(share, ex.retried)
+                ex.retried.clear()
             appended = new + result.actions
             if result.completion is not None:
                 appended.append(result.completion)
@@ -466,7 +478,11 @@ class Orchestrations:
         self, batch: Batch, share: PartitionBatch, inst: Instance, completion: HistoryEvent
     ) -> None:
         st = inst.state.status
-        if completion.kind is EventKind.EXECUTION_COMPLETED:
+        completed = completion.kind is EventKind.EXECUTION_COMPLETED
+        metrics.instance_ended(
+            share, st.name, "completed" if completed else "failed", st.created_at_ms, batch.now_ms
+        )
+        if completed:
             self._update_status(
                 batch,
                 inst,
@@ -563,6 +579,8 @@ class Orchestrations:
             batch, inst, [HistoryEvent(EventKind.ORCHESTRATOR_STARTED, batch.now_ms), event]
         )
         self._end_execution(share, inst)
+        status = inst.state.status
+        metrics.instance_ended(share, status.name, "terminated", status.created_at_ms, batch.now_ms)
         self._update_status(
             batch, inst, runtime_status=RuntimeStatus.TERMINATED, serialized_output=ev.payload
         )
@@ -595,6 +613,8 @@ class Orchestrations:
             batch, inst, [HistoryEvent(EventKind.EXECUTION_FAILED, batch.now_ms, failure=failure)]
         )
         self._end_execution(share, inst)
+        status = inst.state.status
+        metrics.instance_ended(share, status.name, "failed", status.created_at_ms, batch.now_ms)
         self._update_status(
             batch, inst, runtime_status=RuntimeStatus.FAILED, failure_details=failure
         )
