@@ -204,6 +204,7 @@ class ActivityWorker:
             topic=self._topics.activities,
             owned=self._owned,
             ready=lambda: self._consumer is not None and not self._closed,
+            position=lambda tp: None if self._consumer is None else self._consumer.position(tp),
             running=lambda: self._running,
             dead_letters=lambda: self.dead_letters,
         )

@@ -72,6 +72,8 @@ log = logging.getLogger("durafka.metrics")
 
 #: The label value of a name the app does not register.
 UNREGISTERED: Final = "<unregistered>"
+#: How long a scrape waits for a role's loop to tell its consumer positions.
+POSITION_WAIT_S: Final = 1.0
 #: How often the processor counts its stored timers at most (only while scraped).
 TIMER_COUNT_INTERVAL_S: Final = 10.0
 
@@ -205,6 +207,8 @@ class RoleMetrics:
         client_config: the app's client settings (``consumer.`` ones reach that consumer).
         group: the role's consumer group.
         topic: the role's input topic.
+        position: the role's consumer's position in a partition (None: not known);
+            called on the role's thread only (a Kafka consumer is not shared by threads).
 
     Attributes:
         progress: beaten by the role's loop (``/healthz``).
@@ -217,6 +221,7 @@ class RoleMetrics:
         client_config: Mapping[str, str],
         group: str,
         topic: str,
+        position: Callable[[TopicPartition], int | None],
     ) -> None:
         self.role = role
         self.progress = Progress()
@@ -224,6 +229,10 @@ class RoleMetrics:
         self._client_config = dict(client_config)
         self._group = group
         self._topic = topic
+        self._position = position
+        # A scrape asks the loop for its positions (only the loop may use its consumer).
+        self._positions_request: threading.Event | None = None
+        self._positions: dict[TopicPartition, int] = {}
         self._lag_consumer: Consumer | None = None
         self._lock = threading.Lock()
         self.transactions = Counter(
@@ -255,6 +264,25 @@ class RoleMetrics:
         )
 
     # -- written by the role's thread ----------------------------------------------------
+
+    def _answer(self) -> None:
+        """End of a loop iteration: beat, and give a waiting scrape the consumer's positions."""
+        self.progress.beat()
+        request = self._positions_request
+        if request is None:
+            return
+        self._positions_request = None
+        positions: dict[TopicPartition, int] = {}
+        for p in self.owned_partitions():
+            tp = TopicPartition(self._topic, p)
+            try:
+                position = self._position(tp)
+            except Exception:  # e.g. revoked meanwhile: the committed offset counts
+                continue
+            if position is not None and position >= 0:
+                positions[tp] = position
+        self._positions = positions
+        request.set()
 
     def activity_done(self, name: str, event: HistoryEvent, seconds: float) -> None:
         """An activity execution ended with ``event`` (its result or failure)."""
@@ -303,14 +331,24 @@ class RoleMetrics:
         if lag is not None:
             yield _gauge(
                 "durafka_consumer_lag",
-                "Records of an owned input partition not yet committed by its group "
-                "(end offset - committed offset, read from Kafka at scrape time).",
+                "Records of an owned input partition this role has not consumed yet: its last "
+                "stable offset minus the role's position (Kafka's records-lag), read at scrape "
+                "time.",
                 ("topic", "partition"),
                 {(self._topic, str(p)): n for p, n in lag.items()},
             )
 
     def _lag(self, owned: list[int]) -> dict[int, int] | None:
-        """End offset minus committed offset of each owned partition (None: Kafka failed)."""
+        """End offset minus the role's position in each owned partition (None: Kafka failed).
+
+        The position, not the committed offset: a transaction's commit marker takes
+        an offset after its last record, so the offset a reader commits after that
+        record stays one short of the end for good (the position moves past it).
+        The end offsets are read first, then the loop is asked for its positions
+        (taken after: the lag is never overstated); a loop that does not answer
+        within :data:`POSITION_WAIT_S` (stuck, see ``/healthz``) leaves the group's
+        committed offsets to count.
+        """
         if not owned:
             return {}
         from durafka.management.cluster import partition_offsets
@@ -323,10 +361,19 @@ class RoleMetrics:
                         self._group, **for_client(self._client_config, "consumer")
                     )
                 committed, end = partition_offsets(self._lag_consumer, tps)
+                request = threading.Event()
+                self._positions_request = request
+                positions = self._positions if request.wait(POSITION_WAIT_S) else {}
         except Exception as exc:  # a scrape must answer even when Kafka does not
             log.debug("reading the lag of %s failed: %s", self._topic, exc)
             return None
-        return {tp.partition: max(0, end[tp] - (committed.get(tp) or 0)) for tp in tps}
+        lag: dict[int, int] = {}
+        for tp in tps:
+            position = positions.get(tp)
+            if position is None:
+                position = committed.get(tp) or 0
+            lag[tp.partition] = max(0, end[tp] - position)
+        return lag
 
     def close(self) -> None:
         """Release the consumer that reads the lag."""
@@ -350,6 +397,7 @@ class ProcessorMetrics(RoleMetrics):
         topic: ``H.orchestrations``.
         owned: the processor's owned partitions (read, never changed).
         ready: whether the processor is ready (``/readyz``).
+        position: the processor's consumer position in a partition.
         cache: the instance cache (hits, misses, evictions).
         orchestrations: replays, dropped completions, ignored starts.
         dead_letters: the processor's dead letters.
@@ -365,11 +413,12 @@ class ProcessorMetrics(RoleMetrics):
         topic: str,
         owned: Mapping[int, OwnedPartition],
         ready: Callable[[], bool],
+        position: Callable[[TopicPartition], int | None],
         cache: InstanceCache,
         orchestrations: Orchestrations,
         dead_letters: DeadLetters,
     ) -> None:
-        super().__init__("processor", transport, client_config, group, topic)
+        super().__init__("processor", transport, client_config, group, topic, position)
         self._registry = registry
         self._owned = owned
         self._ready = ready
@@ -452,7 +501,7 @@ class ProcessorMetrics(RoleMetrics):
 
     def iteration(self, records: int) -> None:
         """One loop iteration ended, having consumed ``records``."""
-        self.progress.beat()
+        self._answer()
         if records:
             self.batch_records.observe((), records)
         if self._timers_wanted:
@@ -613,6 +662,7 @@ class WorkerMetrics(RoleMetrics):
         topic: ``H.activities``.
         owned: the worker's owned partitions (read, never changed).
         ready: whether the worker is subscribed and polling.
+        position: the worker's consumer position in a partition (None: not subscribed).
         running: how many activities run now.
         dead_letters: the worker's dead letters (None before it started).
     """
@@ -626,10 +676,11 @@ class WorkerMetrics(RoleMetrics):
         topic: str,
         owned: Collection[TopicPartition],
         ready: Callable[[], bool],
+        position: Callable[[TopicPartition], int | None],
         running: Callable[[], int],
         dead_letters: Callable[[], DeadLetters | None],
     ) -> None:
-        super().__init__("worker", transport, client_config, group, topic)
+        super().__init__("worker", transport, client_config, group, topic, position)
         self._owned = owned
         self._ready = ready
         self._running = running
@@ -644,7 +695,7 @@ class WorkerMetrics(RoleMetrics):
 
     def iteration(self) -> None:
         """One loop iteration of the worker ended."""
-        self.progress.beat()
+        self._answer()
         self._stepped = True
 
     def committed(self, records: int, seconds: float, outcome: str) -> None:

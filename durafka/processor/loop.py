@@ -213,6 +213,7 @@ class Processor:
             topic=self.topics.orchestrations,
             owned=self._owned,
             ready=lambda: self.is_ready,
+            position=self._consumer.position,
             cache=self.cache,
             orchestrations=self._orchestrations,
             dead_letters=self.dead_letters,
