@@ -47,6 +47,7 @@ from durafka.errors import (
 )
 from durafka.ids import check_instance_id
 from durafka.observability.metrics import WorkerMetrics
+from durafka.observability.tracing import Tracing
 from durafka.partitioning import partition_for
 from durafka.registry import FunctionDef, Registry
 from durafka.runtime.history import HistoryEvent
@@ -56,6 +57,7 @@ from durafka.transport.base import (
     Consumer,
     OutgoingRecord,
     Record,
+    RecordHeaders,
     TopicPartition,
     TransactionalProducer,
     Transport,
@@ -117,6 +119,7 @@ class _Job:
     task: ActivityTask
     fdef: FunctionDef
     started: float = 0.0
+    headers: RecordHeaders = None  # only kept when tracing is on
 
 
 class ActivityWorker:
@@ -196,6 +199,7 @@ class ActivityWorker:
         self._paused = False
         self._repause = False
         self._unknown_names: set[str] = set()
+        self._tracing = Tracing.for_settings(settings)
         #: This worker's Prometheus metrics, liveness and readiness.
         self.metrics = WorkerMetrics(
             transport,
@@ -434,7 +438,10 @@ class ActivityWorker:
             self._outbox_event(task, failed_event(task, exc))
             track.done.add(offset)
             return
-        self._backlog.append(_Job(tp, offset, track, task, fdef))
+        job = _Job(tp, offset, track, task, fdef)
+        if self._tracing is not None:
+            job.headers = record.headers()
+        self._backlog.append(job)
 
     def _outbox_event(self, task: ActivityTask, event: HistoryEvent) -> None:
         key = task.instance_id.encode()
@@ -505,7 +512,10 @@ class ActivityWorker:
             exc = outcome.exception()
             # BaseExceptions escape the activity wrappers (e.g. SystemExit in user code).
             event = outcome.result() if exc is None else failed_event(job.task, exc)
-        self.metrics.activity_done(job.task.name, event, time.perf_counter() - job.started)
+        seconds = time.perf_counter() - job.started
+        self.metrics.activity_done(job.task.name, event, seconds)
+        if self._tracing is not None:
+            self._tracing.activity(job.task, job.headers, event, seconds)
         self._outbox_event(job.task, event)
         # Results of revoked or rewound partitions are still produced, without offsets.
         if self._tracks.get(job.tp) is job.track:

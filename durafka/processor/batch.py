@@ -21,6 +21,7 @@ from durafka.state.base import PartitionStore
 from durafka.state.transaction import StoreTransaction
 from durafka.topology import HubTopics, partition_for
 from durafka.transport.base import OutgoingRecord, TransactionalProducer
+from durafka.transport.limits import Headers
 
 if TYPE_CHECKING:
     from durafka.observability.metrics import TallyItem
@@ -169,8 +170,13 @@ class Outbox:
             )
         )
 
-    def activity_task(self, share: PartitionBatch, task: ActivityTask) -> None:
-        """An activity task for the workers, on the instance's partition of ``H.activities``."""
+    def activity_task(
+        self, share: PartitionBatch, task: ActivityTask, headers: Headers | None = None
+    ) -> None:
+        """An activity task for the workers, on the instance's partition of ``H.activities``.
+
+        ``headers``: e.g. the trace context of the step that scheduled it.
+        """
         key = task.instance_id.encode()
         share.out.append(
             OutgoingRecord(
@@ -178,5 +184,6 @@ class Outbox:
                 partition_for(key, self._n_activities),
                 key,
                 encode_activity_task(task),
+                headers or None,
             )
         )

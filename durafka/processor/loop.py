@@ -66,6 +66,7 @@ from durafka.errors import (
 from durafka.ids import check_instance_id
 from durafka.observability import metrics
 from durafka.observability.metrics import ProcessorMetrics
+from durafka.observability.tracing import Tracing
 from durafka.processor.batch import Batch, Outbox, OwnedPartition, PartitionBatch
 from durafka.processor.checkpoint import Checkpoint, CheckpointOutcome
 from durafka.processor.entities import EntityProcessor
@@ -146,6 +147,7 @@ class Processor:
         self._entities = EntityProcessor(
             registry, self.topics, self._outbox.send, max_payload_bytes=settings.max_payload_bytes
         )
+        self._tracing = Tracing.for_settings(settings)
         self._orchestrations = Orchestrations(
             settings,
             registry,
@@ -154,6 +156,7 @@ class Processor:
             self._outbox,
             self._entities,
             local_activities,
+            self._tracing,
         )
         if self.static_partitions is not None:
             bad = [p for p in self.static_partitions if not 0 <= p < n_orchestrations]
@@ -694,6 +697,8 @@ class Processor:
             for run in finished:
                 if run.result is not None:
                     self.metrics.activity_done(run.task.name, run.result, run.seconds)
+                    if self._tracing is not None:
+                        self._tracing.activity(run.task, None, run.result, run.seconds)
                 p = partition_of.get(id(run))
                 if p is None or run.result is None:
                     continue  # left over from a batch that failed before collecting it
