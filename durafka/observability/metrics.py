@@ -207,6 +207,7 @@ class RoleMetrics:
         client_config: the app's client settings (``consumer.`` ones reach that consumer).
         group: the role's consumer group.
         topic: the role's input topic.
+        ready: whether the role is ready (``/readyz``).
         position: the role's consumer's position in a partition (None: not known);
             called on the role's thread only (a Kafka consumer is not shared by threads).
 
@@ -221,9 +222,11 @@ class RoleMetrics:
         client_config: Mapping[str, str],
         group: str,
         topic: str,
+        ready: Callable[[], bool],
         position: Callable[[TopicPartition], int | None],
     ) -> None:
         self.role = role
+        self._ready = ready
         self.progress = Progress()
         self._transport = transport
         self._client_config = dict(client_config)
@@ -296,7 +299,7 @@ class RoleMetrics:
 
     def is_ready(self) -> bool:
         """``/readyz``: the role is ready to work (see the roles)."""
-        raise NotImplementedError
+        return self._ready()
 
     def owned_partitions(self) -> list[int]:
         """The partitions of the input topic the role owns now."""
@@ -418,10 +421,9 @@ class ProcessorMetrics(RoleMetrics):
         orchestrations: Orchestrations,
         dead_letters: DeadLetters,
     ) -> None:
-        super().__init__("processor", transport, client_config, group, topic, position)
+        super().__init__("processor", transport, client_config, group, topic, ready, position)
         self._registry = registry
         self._owned = owned
-        self._ready = ready
         self._cache = cache
         self._orchestrations = orchestrations
         self._dead_letters = dead_letters
@@ -565,10 +567,6 @@ class ProcessorMetrics(RoleMetrics):
 
     # -- read by scrapes ----------------------------------------------------------------
 
-    def is_ready(self) -> bool:
-        """Partitions assigned and every one of them restored."""
-        return self._ready()
-
     def owned_partitions(self) -> list[int]:
         """The partitions of ``H.orchestrations`` the processor owns."""
         return sorted(self._owned)
@@ -680,9 +678,8 @@ class WorkerMetrics(RoleMetrics):
         running: Callable[[], int],
         dead_letters: Callable[[], DeadLetters | None],
     ) -> None:
-        super().__init__("worker", transport, client_config, group, topic, position)
+        super().__init__("worker", transport, client_config, group, topic, ready, position)
         self._owned = owned
-        self._ready = ready
         self._running = running
         self._dead_letters = dead_letters
         self._stepped = False

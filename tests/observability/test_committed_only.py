@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ from durafka.errors import TransactionError
 from durafka.processor import Processor
 from durafka.transport.memory import MemoryTransport
 from tests.observability import apps
-from tests.support.apps import make_app
+from tests.observability.hosts import ProducerWrappingTransport, memory_app
 
 
 class FailingOnceProducer:
@@ -31,35 +30,17 @@ class FailingOnceProducer:
         self._inner.commit_transaction(timeout)
 
 
-class FailingOnceTransport:
-    def __init__(self, inner: MemoryTransport) -> None:
-        self._inner = inner
-        self.producers: list[FailingOnceProducer] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def transactional_producer(self, transactional_id: str, **config: Any) -> Any:
-        producer = FailingOnceProducer(
-            self._inner.transactional_producer(transactional_id, **config)
-        )
-        self.producers.append(producer)
-        return producer
-
-
 def test_an_aborted_batch_counts_once(tmp_path: Path) -> None:
-    app = make_app(
-        f"memory://{uuid.uuid4().hex[:8]}",
-        f"t{uuid.uuid4().hex[:8]}",
-        tmp_path / "state",
-        apps.app.registry,
-        partitions=1,
-        local_activities=False,
-    )
-    app.ensure_topics()
+    app = memory_app(tmp_path, partitions=1)
     transport = app.transport
     assert isinstance(transport, MemoryTransport)
-    faulty = FailingOnceTransport(transport)
+    producers: list[FailingOnceProducer] = []
+
+    def wrap(producer: Any) -> FailingOnceProducer:
+        producers.append(FailingOnceProducer(producer))
+        return producers[-1]
+
+    faulty = ProducerWrappingTransport(transport, wrap)
     processor = Processor(app.settings, app.registry, faulty, app.store_factory)  # type: ignore[arg-type]
     client = Client(app.settings, app.registry, transport)
     try:
@@ -77,7 +58,7 @@ def test_an_aborted_batch_counts_once(tmp_path: Path) -> None:
         client.close()
         processor.close()
         app.close()
-    assert faulty.producers and faulty.producers[0].failed
+    assert producers and producers[0].failed
     assert metrics.transactions.value(("processor", "aborted")) == 1
     assert metrics.transactions.value(("processor", "committed")) == 1
     # The start was applied twice (aborted, then committed) and counts once.

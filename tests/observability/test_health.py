@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,8 @@ from durafka.processor import Processor
 from durafka.status import RuntimeStatus
 from durafka.transport.memory import MemoryTransport
 from tests.observability import apps
+from tests.observability.hosts import ProducerWrappingTransport, memory_app
 from tests.observability.scrape import probe, scrape, wait_for
-from tests.support.apps import make_app
 
 
 @pytest.fixture
@@ -71,34 +70,12 @@ class HangingProducer:
         self._inner.commit_transaction(timeout)
 
 
-class HangingTransport:
-    """A memory transport whose transactional producers hang in commits on demand."""
-
-    def __init__(self, inner: MemoryTransport) -> None:
-        self._inner = inner
-        self.hang = threading.Event()
-        self.gate = threading.Event()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def transactional_producer(self, transactional_id: str, **config: Any) -> Any:
-        producer = self._inner.transactional_producer(transactional_id, **config)
-        return HangingProducer(producer, self.hang, self.gate)
-
-
 def test_a_processor_stuck_in_a_kafka_call_is_unhealthy(tmp_path: Path) -> None:
-    app = make_app(
-        f"memory://{uuid.uuid4().hex[:8]}",
-        f"t{uuid.uuid4().hex[:8]}",
-        tmp_path / "state",
-        apps.app.registry,
-        local_activities=False,
-    )
-    app.ensure_topics()
+    app = memory_app(tmp_path)
     transport = app.transport
     assert isinstance(transport, MemoryTransport)
-    hanging = HangingTransport(transport)
+    hang, gate = threading.Event(), threading.Event()
+    hanging = ProducerWrappingTransport(transport, lambda p: HangingProducer(p, hang, gate))
     processor = Processor(app.settings, app.registry, hanging, app.store_factory)  # type: ignore[arg-type]
     runner = Runner(metrics_port=0, metrics_host="127.0.0.1", health_timeout=1.0)
     runner.add("processor", processor.run, processor.metrics)
@@ -108,14 +85,14 @@ def test_a_processor_stuck_in_a_kafka_call_is_unhealthy(tmp_path: Path) -> None:
         port = runner.metrics_port
         assert port is not None
         wait_for("/readyz", lambda: probe(port, "/readyz")[0] == 200)
-        hanging.hang.set()
+        hang.set()
         client.start_new(apps.greeting, "x")  # its batch's commit hangs
         wait_for("/healthz to fail", lambda: stuck(port, "processor"))
-        hanging.hang.clear()
-        hanging.gate.set()
+        hang.clear()
+        gate.set()
         wait_for("/healthz to pass again", lambda: probe(port, "/healthz")[0] == 200)
     finally:
-        hanging.gate.set()
+        gate.set()
         client.close()
         runner.stop()
         app.close()

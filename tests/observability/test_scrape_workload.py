@@ -15,9 +15,10 @@ import pytest
 from durafka.status import RuntimeStatus
 from durafka.topology import HubTopics, TopicSpec
 from tests.observability import apps
+from tests.observability.hosts import start_roles
 from tests.observability.scrape import Metrics, probe, scrape, wait_for
 from tests.support.apps import make_app
-from tests.support.processes import RoleLauncher, RoleProcess, hub_env
+from tests.support.processes import RoleLauncher, RoleProcess
 
 APP = "tests.observability.apps:app"
 PARTITIONS = 4
@@ -48,16 +49,15 @@ def test_a_scrape_matches_the_workload(
     roles: RoleLauncher,
 ) -> None:
     topics = HubTopics(hub)
-    env = hub_env(
+    processor, worker = start_roles(
+        roles,
+        APP,
         kafka_bootstrap,
         hub,
-        tmp_path / "state",
-        partitions=PARTITIONS,
+        tmp_path,
         DURAFKA_METRICS_PORT="0",
         DURAFKA_METRICS_HOST="127.0.0.1",
     )
-    processor = roles.start("processor", APP, env)
-    worker = roles.start("worker", APP, env)
     p_port, w_port = metrics_port(processor), metrics_port(worker)
 
     # Ready: the processor once its partitions are assigned and restored.

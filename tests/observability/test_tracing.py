@@ -17,10 +17,11 @@ from durafka.observability.tracing import root_span_id_of, trace_id_of
 from durafka.status import RuntimeStatus
 from durafka.topology import TopicSpec
 from tests.observability import apps
+from tests.observability.hosts import start_roles
 from tests.observability.scrape import wait_for
 from tests.observability.traced import read_spans, span_record
 from tests.support.apps import make_app
-from tests.support.processes import RoleLauncher, hub_env
+from tests.support.processes import RoleLauncher
 
 _EXPORTER = InMemorySpanExporter()
 
@@ -90,15 +91,15 @@ def test_an_activity_span_joins_the_trace_across_processes(
 ) -> None:
     prefix = tmp_path / "spans" / "roles"
     prefix.parent.mkdir()
-    env = hub_env(
+    processor, worker = start_roles(
+        roles,
+        "tests.observability.traced:app",
         kafka_bootstrap,
         hub,
-        tmp_path / "state",
+        tmp_path,
         DURAFKA_TRACING="true",
         DURAFKA_TEST_SPANS=str(prefix),
     )
-    processor = roles.start("processor", "tests.observability.traced:app", env)
-    worker = roles.start("worker", "tests.observability.traced:app", env)
     processor.wait_for_log(r"partition \d+ ready")
     app = make_app(kafka_bootstrap, hub, tmp_path / "client", apps.app.registry)
     with app.sync_client() as client:
