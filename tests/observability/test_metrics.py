@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import re
+import signal
+import socket
+import uuid
 from collections.abc import Callable
+
+import pytest
 
 import durafka
 from durafka.client import Client
 from durafka.entities import EntityId
+from durafka.errors import ConfigurationError
+from durafka.hosting import Runner
 from durafka.partitioning import partition_for
 from durafka.status import RuntimeStatus
 from durafka.topology import HubTopics
 from tests.observability import apps
 from tests.observability.scrape import Metrics, probe, scrape, wait_for
+from tests.support.cli import start_cli
 
 N = 10
 
@@ -135,3 +143,41 @@ def test_readiness_and_health_follow_the_runner(app_factory: Callable[..., duraf
         runner.stop()
     assert runner.health()[0] is False
     assert runner.readiness()[0] is False
+
+
+def test_a_taken_port_is_a_configuration_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        runner = Runner(metrics_port=taken.getsockname()[1], metrics_host="127.0.0.1")
+        with pytest.raises(ConfigurationError, match="--metrics-port"):
+            runner.start()
+        runner.stop()
+
+
+def test_the_metrics_port_option_of_a_role_command() -> None:
+    """``durafka run APP --metrics-port 0`` (explicit memory://) serves the probes."""
+    proc = start_cli(
+        "run",
+        "tests.observability.apps:app",
+        "--bootstrap",
+        f"memory://{uuid.uuid4().hex[:8]}",
+        "--metrics-port",
+        "0",
+        env={"DURAFKA_METRICS_HOST": "127.0.0.1"},
+    )
+    try:
+        assert proc.stderr is not None
+        port = None
+        for line in proc.stderr:
+            found = re.search(r"metrics on :(\d+)/metrics", line)
+            if found:
+                port = int(found.group(1))
+                break
+        assert port is not None, "the command did not say where it serves its metrics"
+        wait_for("/readyz", lambda: probe(port, "/readyz")[0] == 200)
+        assert probe(port, "/healthz")[0] == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    assert proc.returncode == 0
