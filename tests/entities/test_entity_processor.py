@@ -97,7 +97,7 @@ def test_operations_update_state_respond_to_callers_and_publish() -> None:
     assert sent[1][1].payload == b"5"
     rec = h.record(A)
     assert rec is not None and rec.state == b"5" and rec.last_modified_at == 1_000
-    [(topic, partition, key, value)] = h.batch.out
+    [(topic, partition, key, value, _)] = h.batch.out
     assert (topic, partition, key) == ("h.entities", 0, A.encode())
     assert value is not None and decode_entity(value).state == b"5"
 
