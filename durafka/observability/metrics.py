@@ -22,12 +22,14 @@ record of another service) are counted as ``<unregistered>``.
 
 from __future__ import annotations
 
+import enum
 import logging
 import threading
 import time
 from bisect import bisect_left
+from collections import Counter as Counts
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -45,10 +47,7 @@ from durafka.transport.client_config import for_client
 
 if TYPE_CHECKING:
     from durafka.deadletters import DeadLetters
-    from durafka.processor.batch import OwnedPartition, PartitionBatch
-    from durafka.processor.checkpoint import Checkpoint, CheckpointOutcome
     from durafka.processor.instances import InstanceCache
-    from durafka.processor.orchestrations import Orchestrations
     from durafka.registry import Registry
 
 __all__ = [
@@ -58,6 +57,7 @@ __all__ = [
     "MetricsCollector",
     "ProcessorMetrics",
     "RoleMetrics",
+    "Tallied",
     "TallyItem",
     "WorkerMetrics",
     "entity_operation",
@@ -157,40 +157,84 @@ class Histogram:
         return 0 if series is None else int(sum(series[:-1]))
 
 
+# -- what the processor shows this module (it imports this module: no import back) ------------
+
+
+class Tallied(Protocol):
+    """A partition's share of a batch (``PartitionBatch``): where its tally is noted."""
+
+    tally: list[TallyItem]
+
+
+class _Checkpoint(Protocol):
+    """A commit of shares (``Checkpoint``)."""
+
+    @property
+    def outcome(self) -> enum.Enum | None: ...
+
+    @property
+    def shares(self) -> Sequence[Tallied]: ...
+
+
+class _Store(Protocol):
+    def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]: ...
+
+
+class _Owned(Protocol):
+    """An owned partition (``OwnedPartition``)."""
+
+    @property
+    def number(self) -> int: ...
+
+    @property
+    def store(self) -> _Store: ...
+
+    @property
+    def next_timer_ms(self) -> int | None: ...
+
+
+class _Orchestrations(Protocol):
+    """What ``Orchestrations`` counts."""
+
+    replays: int
+    dropped_completions: Counts[str]
+    ignored_starts: int
+
+
 # -- what an orchestration batch notes in its partition's share -------------------------------
 
 _STARTED, _ENDED, _STEP, _RETRY, _ENTITY_OPERATION, _TIMER = range(6)
 
 
-def instance_started(share: PartitionBatch, orchestration: str) -> None:
+def instance_started(share: Tallied, orchestration: str) -> None:
     """An execution of ``orchestration`` started in ``share``'s batch."""
     share.tally.append((_STARTED, (orchestration,), 0.0))
 
 
 def instance_ended(
-    share: PartitionBatch, orchestration: str, status: str, created_ms: int, now_ms: int
+    share: Tallied, orchestration: str, status: str, created_ms: int, now_ms: int
 ) -> None:
     """An execution ended (``completed``, ``failed``, ``terminated``) at ``now_ms``."""
     share.tally.append((_ENDED, (orchestration, status), max(0, now_ms - created_ms) / 1000))
 
 
-def step_taken(share: PartitionBatch, orchestration: str, seconds: float) -> None:
+def step_taken(share: Tallied, orchestration: str, seconds: float) -> None:
     """One orchestrator step took ``seconds``."""
     share.tally.append((_STEP, (orchestration,), seconds))
 
 
-def retried(share: PartitionBatch, activities: Iterable[str]) -> None:
+def retried(share: Tallied, activities: Iterable[str]) -> None:
     """A retry policy scheduled another attempt of each of ``activities``."""
     for name in activities:
         share.tally.append((_RETRY, (name,), 0.0))
 
 
-def entity_operation(share: PartitionBatch, entity: str, failed: bool) -> None:
+def entity_operation(share: Tallied, entity: str, failed: bool) -> None:
     """An operation ran on an entity named ``entity``."""
     share.tally.append((_ENTITY_OPERATION, (entity, "failed" if failed else "ok"), 0.0))
 
 
-def timer_fired(share: PartitionBatch, due_ms: int, now_ms: int) -> None:
+def timer_fired(share: Tallied, due_ms: int, now_ms: int) -> None:
     """A timer due at ``due_ms`` fired at ``now_ms``."""
     share.tally.append((_TIMER, (), max(0, now_ms - due_ms) / 1000))
 
@@ -414,11 +458,11 @@ class ProcessorMetrics(RoleMetrics):
         *,
         group: str,
         topic: str,
-        owned: Mapping[int, OwnedPartition],
+        owned: Mapping[int, _Owned],
         ready: Callable[[], bool],
         position: Callable[[TopicPartition], int | None],
         cache: InstanceCache,
-        orchestrations: Orchestrations,
+        orchestrations: _Orchestrations,
         dead_letters: DeadLetters,
     ) -> None:
         super().__init__("processor", transport, client_config, group, topic, ready, position)
@@ -509,14 +553,12 @@ class ProcessorMetrics(RoleMetrics):
         if self._timers_wanted:
             self._count_timers()
 
-    def checkpointed(self, checkpoint: Checkpoint, seconds: float) -> None:
+    def checkpointed(self, checkpoint: _Checkpoint, seconds: float) -> None:
         """A checkpoint's commit took ``seconds``; its shares' tallies count if it committed."""
-        from durafka.processor.checkpoint import CheckpointOutcome
-
-        outcome: CheckpointOutcome | None = checkpoint.outcome
+        outcome = checkpoint.outcome
         self.transactions.inc(("processor", outcome.value if outcome is not None else "failed"))
         self.commit_seconds.observe(("processor",), seconds)
-        if outcome is not CheckpointOutcome.COMMITTED:
+        if outcome is None or outcome.value != "committed":
             return
         by_kind = self._by_kind
         for share in checkpoint.shares:

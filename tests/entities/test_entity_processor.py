@@ -212,7 +212,7 @@ def test_deleting_a_locked_entity_keeps_its_lock() -> None:
     assert rec is not None and rec.state is None and rec.locked_by == "o1"
     h.deliver(A, release("o1"))
     assert h.record(A) is None
-    assert h.batch.out == [("h.entities", 0, A.encode(), None)]
+    assert h.batch.out == [OutgoingRecord("h.entities", 0, A.encode(), None)]
 
 
 def test_open_lock_and_release_of_ended_orchestrations() -> None:
@@ -269,4 +269,4 @@ def test_an_internal_error_takes_back_what_the_entity_sent_in_the_batch(
     monkeypatch.setattr(h.processor, "_store", broken_store)
     with pytest.raises(RuntimeError, match="bug"):
         h.processor.process(batch, A, [op("add", 1, caller="o", seq=1)])
-    assert batch.out == [("h.other", 0, b"k", b"kept")]
+    assert batch.out == [OutgoingRecord("h.other", 0, b"k", b"kept")]
