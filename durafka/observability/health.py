@@ -1,7 +1,8 @@
 """Liveness of a role's loop: when it last made progress.
 
 A role (processor, worker) calls :meth:`Progress.beat` once per loop iteration
-and while it restores a partition (every poll of the changelog). A loop stuck in
+(a processor restores its partitions in slices between polls, so it beats
+while restoring too). A loop stuck in
 a Kafka call, a store write or user code that never returns stops beating:
 ``/healthz`` turns unhealthy once the last beat is older than
 ``health_timeout_ms``. One attribute write per iteration, no lock: the loop is

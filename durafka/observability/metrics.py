@@ -448,6 +448,7 @@ class ProcessorMetrics(RoleMetrics):
         cache: the instance cache (hits, misses, evictions).
         orchestrations: replays, dropped completions, ignored starts.
         dead_letters: the processor's dead letters.
+        restoring: the partitions being restored now.
     """
 
     def __init__(
@@ -464,6 +465,7 @@ class ProcessorMetrics(RoleMetrics):
         cache: InstanceCache,
         orchestrations: _Orchestrations,
         dead_letters: DeadLetters,
+        restoring: Callable[[], Iterable[int]],
     ) -> None:
         super().__init__("processor", transport, client_config, group, topic, ready, position)
         self._registry = registry
@@ -471,6 +473,7 @@ class ProcessorMetrics(RoleMetrics):
         self._cache = cache
         self._orchestrations = orchestrations
         self._dead_letters = dead_letters
+        self._restoring_now = restoring
         self.started = Counter(
             "durafka_orchestrations_started",
             "Orchestration executions started, by orchestration.",
@@ -666,7 +669,11 @@ class ProcessorMetrics(RoleMetrics):
             "durafka_restore_remaining_offsets",
             "Changelog offsets still to restore, per partition being restored.",
             ("partition",),
-            {(str(p),): n for p, n in list(self._restoring.items())},
+            {
+                (str(p),): n
+                for p, n in list(self._restoring.items())
+                if p in set(self._restoring_now())
+            },
         )
         now_ms = time.time() * 1000
         parts = list(self._owned.values())

@@ -220,6 +220,7 @@ class Processor:
             cache=self.cache,
             orchestrations=self._orchestrations,
             dead_letters=self.dead_letters,
+            restoring=lambda: self._restorer.partitions,
         )
 
     # -- lifecycle ------------------------------------------------------------------
