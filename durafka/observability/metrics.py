@@ -251,7 +251,8 @@ class RoleMetrics:
         client_config: the app's client settings (``consumer.`` ones reach that consumer).
         group: the role's consumer group.
         topic: the role's input topic.
-        ready: whether the role is ready (``/readyz``).
+        ready: whether the role is ready (``/readyz``); asked by the loop at the end of
+            each iteration (it reads the role's state).
         position: the role's consumer's position in a partition (None: not known);
             called on the role's thread only (a Kafka consumer is not shared by threads).
 
@@ -271,6 +272,9 @@ class RoleMetrics:
     ) -> None:
         self.role = role
         self._ready = ready
+        # Decided by the loop at the end of an iteration: a consistent view of its state
+        # (a partition is briefly neither restoring nor owned within an iteration).
+        self._is_ready = False
         self.progress = Progress()
         self._transport = transport
         self._client_config = dict(client_config)
@@ -313,8 +317,9 @@ class RoleMetrics:
     # -- written by the role's thread ----------------------------------------------------
 
     def _answer(self) -> None:
-        """End of a loop iteration: beat, and give a waiting scrape the consumer's positions."""
+        """End of a loop iteration: beat, note readiness, give a waiting scrape the positions."""
         self.progress.beat()
+        self._is_ready = self._ready()
         request = self._positions_request
         if request is None:
             return
@@ -342,8 +347,8 @@ class RoleMetrics:
     # -- read by scrapes -----------------------------------------------------------------
 
     def is_ready(self) -> bool:
-        """``/readyz``: the role is ready to work (see the roles)."""
-        return self._ready()
+        """``/readyz``: the role was ready at the end of its last loop iteration."""
+        return self._is_ready
 
     def owned_partitions(self) -> list[int]:
         """The partitions of the input topic the role owns now."""
@@ -731,7 +736,6 @@ class WorkerMetrics(RoleMetrics):
         self._owned = owned
         self._running = running
         self._dead_letters = dead_letters
-        self._stepped = False
         self.transaction_records = Histogram(
             "durafka_worker_transaction_records",
             "Records (results, dead letters) produced per worker transaction.",
@@ -742,17 +746,12 @@ class WorkerMetrics(RoleMetrics):
     def iteration(self) -> None:
         """One loop iteration of the worker ended."""
         self._answer()
-        self._stepped = True
 
     def committed(self, records: int, seconds: float, outcome: str) -> None:
         """A worker transaction of ``records`` ended with ``outcome`` after ``seconds``."""
         self.transactions.inc(("worker", outcome))
         self.commit_seconds.observe(("worker",), seconds)
         self.transaction_records.observe((), records)
-
-    def is_ready(self) -> bool:
-        """Subscribed and polling (it went round its loop once, and is not closed)."""
-        return self._stepped and self._ready()
 
     def owned_partitions(self) -> list[int]:
         """The partitions of ``H.activities`` the worker owns."""

@@ -30,7 +30,8 @@ def metrics_app(app_factory: Callable[..., durafka.App], **overrides: object) ->
 
 
 def test_a_scrape_counts_what_the_app_did(app_factory: Callable[..., durafka.App]) -> None:
-    app = metrics_app(app_factory)
+    # No automatic purge: its timers would be pending too.
+    app = metrics_app(app_factory, finished_retention_ms=0)
     topics = HubTopics(app.settings.task_hub)
     with app.running() as runner, app.sync_client() as client:
         port = runner.metrics_port
