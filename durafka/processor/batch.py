@@ -11,6 +11,7 @@ workers (``H.activities``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from durafka.activities.local import LocalRun
 from durafka.codec.records import ActivityTask, encode_activity_task, encode_message
@@ -20,6 +21,10 @@ from durafka.state.base import PartitionStore
 from durafka.state.transaction import StoreTransaction
 from durafka.topology import HubTopics, partition_for
 from durafka.transport.base import OutgoingRecord, TransactionalProducer
+from durafka.transport.limits import Headers
+
+if TYPE_CHECKING:
+    from durafka.observability.metrics import TallyItem
 
 
 @dataclass(slots=True, eq=False)
@@ -62,6 +67,8 @@ class PartitionBatch:
         out: records to produce in the partition's transaction.
         earliest_timer_ms: the earliest timer this batch stored (the loop's timer
             index learns it only once the batch committed).
+        tally: what the share did, for the metrics (:mod:`durafka.observability.metrics`:
+            counted once its transaction commits).
     """
 
     part: OwnedPartition
@@ -71,6 +78,7 @@ class PartitionBatch:
     work: dict[str, list[HistoryEvent]] = field(default_factory=dict)
     out: list[OutgoingRecord] = field(default_factory=list)
     earliest_timer_ms: int | None = None
+    tally: list[TallyItem] = field(default_factory=list)
 
     @property
     def number(self) -> int:
@@ -162,8 +170,13 @@ class Outbox:
             )
         )
 
-    def activity_task(self, share: PartitionBatch, task: ActivityTask) -> None:
-        """An activity task for the workers, on the instance's partition of ``H.activities``."""
+    def activity_task(
+        self, share: PartitionBatch, task: ActivityTask, headers: Headers | None = None
+    ) -> None:
+        """An activity task for the workers, on the instance's partition of ``H.activities``.
+
+        ``headers``: e.g. the trace context of the step that scheduled it.
+        """
         key = task.instance_id.encode()
         share.out.append(
             OutgoingRecord(
@@ -171,5 +184,6 @@ class Outbox:
                 partition_for(key, self._n_activities),
                 key,
                 encode_activity_task(task),
+                headers or None,
             )
         )

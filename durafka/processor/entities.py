@@ -44,6 +44,7 @@ from typing import Any
 from durafka.codec.records import EntityRecord, decode_entity, encode_entity
 from durafka.entities import DELETE_OPERATION, EntityId
 from durafka.errors import FailureDetails
+from durafka.observability import metrics
 from durafka.processor.batch import PartitionBatch
 from durafka.registry import Registry
 from durafka.runtime.entity_executor import OperationOutcome, run_operation
@@ -199,6 +200,7 @@ class EntityProcessor:
                 ),
             )
         batch = run.batch
+        metrics.entity_operation(batch, entity.name, outcome.failure is not None)
         if outcome.failure is None:
             if outcome.state != rec.state:
                 rec.state = outcome.state

@@ -64,6 +64,9 @@ from durafka.errors import (
     TransactionError,
 )
 from durafka.ids import check_instance_id
+from durafka.observability import metrics
+from durafka.observability.metrics import ProcessorMetrics
+from durafka.observability.tracing import Tracing
 from durafka.processor.batch import Batch, Outbox, OwnedPartition, PartitionBatch
 from durafka.processor.checkpoint import Checkpoint, CheckpointOutcome
 from durafka.processor.entities import EntityProcessor
@@ -144,6 +147,7 @@ class Processor:
         self._entities = EntityProcessor(
             registry, self.topics, self._outbox.send, max_payload_bytes=settings.max_payload_bytes
         )
+        self._tracing = Tracing.for_settings(settings)
         self._orchestrations = Orchestrations(
             settings,
             registry,
@@ -152,6 +156,7 @@ class Processor:
             self._outbox,
             self._entities,
             local_activities,
+            self._tracing,
         )
         if self.static_partitions is not None:
             bad = [p for p in self.static_partitions if not 0 <= p < n_orchestrations]
@@ -179,6 +184,9 @@ class Processor:
             reject=self._malformed.screen,
             max_records=settings.restore_records_per_iteration,
             retention_ms=TombstoneRetention.of_hub(transport, settings.task_hub, settings.topology),
+            progress=lambda tp, done, total: self.metrics.restore_progress(
+                tp.partition, done, total
+            ),
         )
         delay = settings.state_cleanup_delay_ms
         self._cleaner = (
@@ -199,6 +207,21 @@ class Processor:
         self._next_coverage_check = time.monotonic() + COVERAGE_CHECK_INTERVAL_S
         self._coverage: dict[int, tuple[int, float]] = {}
         self.batches_committed = 0
+        #: This processor's Prometheus metrics, liveness and readiness.
+        self.metrics = ProcessorMetrics(
+            registry,
+            transport,
+            settings.client_config,
+            group=self.topics.processor_group,
+            topic=self.topics.orchestrations,
+            owned=self._owned,
+            ready=lambda: self.is_ready,
+            position=self._consumer.position,
+            cache=self.cache,
+            orchestrations=self._orchestrations,
+            dead_letters=self.dead_letters,
+            restoring=lambda: self._restorer.partitions,
+        )
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -260,6 +283,7 @@ class Processor:
             self._check_coverage()
         if self._cleaner is not None and self._cleaner.due:
             self._cleaner.step({*self._owned, *self._restorer.partitions})
+        self.metrics.iteration(len(records))
         return len(records)
 
     def close(self) -> None:
@@ -376,6 +400,7 @@ class Processor:
         part.next_timer_ms = self._malformed.first_due(p, store.iter_prefix(TIMER_PREFIX))
         self._owned[p] = part
         self._consumer.resume([tp])
+        self.metrics.restored(p, restored.applied, restored.seconds)
         log.info(
             "partition %d ready at offset %d: restored %d changelog records in %.2fs%s",
             p,
@@ -469,6 +494,15 @@ class Processor:
     def is_idle(self) -> bool:
         """No partition is waiting to be restored (used by the time-skipping test env)."""
         return not self._restorer.busy
+
+    @property
+    def is_ready(self) -> bool:
+        """Partitions assigned and every one of them restored (``/readyz``).
+
+        A processor that owns no partition (more processors than partitions) is
+        not ready: it processes nothing.
+        """
+        return self._started and bool(self._owned) and not self._restorer.busy
 
     @property
     def owned_partitions(self) -> list[int]:
@@ -586,7 +620,9 @@ class Processor:
                 )
         except (DecodeError, InvalidInstanceIdError) as exc:
             share.next_offset = offset + 1
-            share.out.append(self.dead_letters.of_record(r, str(exc), share.now_ms))
+            share.out.append(
+                self.dead_letters.of_record(r, str(exc), share.now_ms, cause=type(exc).__name__)
+            )
             return
         instances = batch.instances
         if iid not in instances:
@@ -631,6 +667,7 @@ class Processor:
                     EventKind.TIMER_FIRED, now, seq=seq, fire_at=due, execution_id=execution
                 )
                 share.add(iid, fired_event)
+                metrics.timer_fired(share, due, now)
             else:
                 part.next_timer_ms = self._malformed.first_due(
                     part.number, tx.iter_range(timer_upper_bound(now), TIMER_END)
@@ -659,6 +696,10 @@ class Processor:
                 self._outbox.activity_task(batch.partitions[partition_of[id(run)]], run.task)
             results: dict[tuple[int, str], list[HistoryEvent]] = {}
             for run in finished:
+                if run.result is not None:
+                    self.metrics.activity_done(run.task.name, run.result, run.seconds)
+                    if self._tracing is not None:
+                        self._tracing.activity(run.task, None, run.result, run.seconds)
                 p = partition_of.get(id(run))
                 if p is None or run.result is None:
                     continue  # left over from a batch that failed before collecting it
@@ -697,7 +738,9 @@ class Processor:
                 assert producer is not None
                 checkpoints.append(self._checkpoint(producer, [share]))
         for checkpoint in checkpoints:
+            started = time.perf_counter()
             outcome = checkpoint.commit()
+            self.metrics.checkpointed(checkpoint, time.perf_counter() - started)
             if outcome is CheckpointOutcome.COMMITTED:
                 if checkpoint.producer is self._producer:
                     self._last_commit_at = began

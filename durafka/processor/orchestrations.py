@@ -15,6 +15,7 @@ finished execution (a durable timer, :data:`PURGE_SEQ`).
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections import Counter
 from dataclasses import replace
@@ -29,6 +30,8 @@ from durafka.codec.records import (
     encode_status,
 )
 from durafka.errors import FailureDetails
+from durafka.observability import metrics
+from durafka.observability.tracing import Tracing
 from durafka.processor.batch import Batch, Outbox, PartitionBatch
 from durafka.processor.entities import EntityProcessor
 from durafka.processor.instances import Instance, InstanceCache, load_instance
@@ -70,6 +73,7 @@ class Orchestrations:
         outbox: where messages and activity tasks go.
         entities: routes entity operations and releases locks of finished instances.
         local: runs activities next to the processor, when a worker is co-located.
+        tracing: makes the spans of steps and ended executions (None: tracing is off).
     """
 
     def __init__(
@@ -81,6 +85,7 @@ class Orchestrations:
         outbox: Outbox,
         entities: EntityProcessor,
         local: LocalActivities | None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -89,10 +94,13 @@ class Orchestrations:
         self._outbox = outbox
         self._entities = entities
         self._local = local
+        self._tracing = tracing
         #: Completions dropped before the engine saw them, by reason.
         self.dropped_completions: Counter[str] = Counter()
         #: Starts ignored: the id was running, or its finished execution was kept.
         self.ignored_starts = 0
+        #: Executors rebuilt by replaying a history (a cache miss, a failed batch).
+        self.replays = 0
 
     def _load(self, batch: Batch, share: PartitionBatch, iid: str) -> Instance | None:
         inst = batch.touched.get(iid) or self.cache.get(iid)
@@ -265,6 +273,7 @@ class Orchestrations:
         )
         inst = Instance(iid, share.number, state)
         inst.status_dirty = True
+        metrics.instance_started(share, status.name)
         self.cache.put(inst)
         self._touch(batch, inst)
         return inst
@@ -286,6 +295,8 @@ class Orchestrations:
                 max_payload_bytes=self.settings.max_payload_bytes,
                 generation=inst.state.generation,
             )
+            if inst.history:
+                self.replays += 1
             ex.replay(inst.history)
             inst.executor = ex
         return ex
@@ -302,14 +313,28 @@ class Orchestrations:
                     new.append(e)
             if len(new) == 1 and ex.has_started:
                 return
+            status = inst.state.status
+            span = (
+                self._tracing.step(status.name, inst.instance_id, status.execution_id, share.number)
+                if self._tracing is not None
+                else None
+            )
+            started = time.perf_counter()
             result = ex.step(new)
+            metrics.step_taken(share, status.name, time.perf_counter() - started)
+            if ex.retried:
+                metrics.retried(share, ex.retried)
+                ex.retried.clear()
             appended = new + result.actions
             if result.completion is not None:
                 appended.append(result.completion)
             self._append_history(batch, inst, appended)
             self._touch(batch, inst)
+            headers = span.headers if span is not None else None
             for action in result.actions:
-                self._route_action(batch, share, inst, action)
+                self._route_action(batch, share, inst, action, headers)
+            if span is not None:
+                span.end()
             if result.custom_status != inst.state.status.serialized_custom_status:
                 self._update_status(batch, inst, serialized_custom_status=result.custom_status)
             completion = result.completion
@@ -365,7 +390,12 @@ class Orchestrations:
         batch.pending_chunks.setdefault(inst.instance_id, []).append(events)
 
     def _route_action(
-        self, batch: Batch, share: PartitionBatch, inst: Instance, a: HistoryEvent
+        self,
+        batch: Batch,
+        share: PartitionBatch,
+        inst: Instance,
+        a: HistoryEvent,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         iid = inst.instance_id
         kind = a.kind
@@ -376,7 +406,7 @@ class Orchestrations:
             if local is not None:
                 batch.local.append((inst.partition, local))
             else:
-                self._outbox.activity_task(share, task)
+                self._outbox.activity_task(share, task, headers)
         elif kind is EventKind.TIMER_CREATED:
             due = a.fire_at or batch.now_ms
             # The timer's value is the execution that waits for it (see TIMER_FIRED).
@@ -466,7 +496,9 @@ class Orchestrations:
         self, batch: Batch, share: PartitionBatch, inst: Instance, completion: HistoryEvent
     ) -> None:
         st = inst.state.status
-        if completion.kind is EventKind.EXECUTION_COMPLETED:
+        completed = completion.kind is EventKind.EXECUTION_COMPLETED
+        self._ended(share, inst, "completed" if completed else "failed", batch.now_ms)
+        if completed:
             self._update_status(
                 batch,
                 inst,
@@ -501,6 +533,15 @@ class Orchestrations:
                 timer_key(due, inst.instance_id, PURGE_SEQ), token.encode() if token else b""
             )
             share.timer_stored(due)
+
+    def _ended(self, share: PartitionBatch, inst: Instance, status: str, now_ms: int) -> None:
+        """An execution ended (``completed``, ``failed``, ``terminated``): metrics, its span."""
+        st = inst.state.status
+        metrics.instance_ended(share, st.name, status, st.created_at_ms, now_ms)
+        if self._tracing is not None:
+            self._tracing.ended(
+                st.name, inst.instance_id, st.execution_id, status, st.created_at_ms, now_ms
+            )
 
     def _notify_parent(
         self, share: PartitionBatch, inst: Instance, completion: HistoryEvent
@@ -563,6 +604,7 @@ class Orchestrations:
             batch, inst, [HistoryEvent(EventKind.ORCHESTRATOR_STARTED, batch.now_ms), event]
         )
         self._end_execution(share, inst)
+        self._ended(share, inst, "terminated", batch.now_ms)
         self._update_status(
             batch, inst, runtime_status=RuntimeStatus.TERMINATED, serialized_output=ev.payload
         )
@@ -595,6 +637,7 @@ class Orchestrations:
             batch, inst, [HistoryEvent(EventKind.EXECUTION_FAILED, batch.now_ms, failure=failure)]
         )
         self._end_execution(share, inst)
+        self._ended(share, inst, "failed", batch.now_ms)
         self._update_status(
             batch, inst, runtime_status=RuntimeStatus.FAILED, failure_details=failure
         )

@@ -44,12 +44,17 @@ class TopicPartition:
 
 
 class OutgoingRecord(NamedTuple):
-    """A record to produce: where it goes and what it holds (``value`` None: a tombstone)."""
+    """A record to produce: where it goes and what it holds (``value`` None: a tombstone).
+
+    ``headers``: Kafka record headers, in order (a record forwarded as it came keeps
+    its headers; durafka's own records have none).
+    """
 
     topic: str
     partition: int
     key: bytes | None
     value: bytes | None
+    headers: Headers | None = None
 
 
 class Record(Protocol):

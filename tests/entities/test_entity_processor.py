@@ -97,7 +97,7 @@ def test_operations_update_state_respond_to_callers_and_publish() -> None:
     assert sent[1][1].payload == b"5"
     rec = h.record(A)
     assert rec is not None and rec.state == b"5" and rec.last_modified_at == 1_000
-    [(topic, partition, key, value)] = h.batch.out
+    [(topic, partition, key, value, _)] = h.batch.out
     assert (topic, partition, key) == ("h.entities", 0, A.encode())
     assert value is not None and decode_entity(value).state == b"5"
 
@@ -212,7 +212,7 @@ def test_deleting_a_locked_entity_keeps_its_lock() -> None:
     assert rec is not None and rec.state is None and rec.locked_by == "o1"
     h.deliver(A, release("o1"))
     assert h.record(A) is None
-    assert h.batch.out == [("h.entities", 0, A.encode(), None)]
+    assert h.batch.out == [OutgoingRecord("h.entities", 0, A.encode(), None)]
 
 
 def test_open_lock_and_release_of_ended_orchestrations() -> None:
@@ -269,4 +269,4 @@ def test_an_internal_error_takes_back_what_the_entity_sent_in_the_batch(
     monkeypatch.setattr(h.processor, "_store", broken_store)
     with pytest.raises(RuntimeError, match="bug"):
         h.processor.process(batch, A, [op("add", 1, caller="o", seq=1)])
-    assert batch.out == [("h.other", 0, b"k", b"kept")]
+    assert batch.out == [OutgoingRecord("h.other", 0, b"k", b"kept")]
