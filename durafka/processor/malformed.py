@@ -137,7 +137,7 @@ class MalformedKeys:
                         value=item.value,
                         now_ms=batch.now_ms,
                     )
-                share.out.append(letter)
+                share.emit(letter, item.key)
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Drop what was found on revoked ``partitions`` (their next owner finds it again)."""

@@ -9,6 +9,7 @@ import pytest
 
 import durafka
 from durafka.codec.records import EntityRecord, decode_entity
+from durafka.deadletters import DeadLetters
 from durafka.entities import DELETE_OPERATION
 from durafka.processor.batch import OwnedPartition, PartitionBatch
 from durafka.processor.entities import EntityProcessor, open_lock
@@ -19,6 +20,7 @@ from durafka.state.memory import MemoryStore
 from durafka.state.transaction import StoreTransaction
 from durafka.topology import HubTopics
 from durafka.transport.base import OutgoingRecord
+from durafka.transport.limits import RecordLimits
 
 K = EventKind
 A, B, C = "@Counter@a", "@Counter@b", "@Counter@c"
@@ -32,23 +34,40 @@ class Counter(durafka.Entity[int]):
         return self.state
 
 
+class Bag(durafka.Entity[str]):
+    """An entity whose state grows by what it is given."""
+
+    def put(self, text: str) -> None:
+        self.state += text
+
+    def size(self) -> int:
+        return len(self.state)
+
+
 class Harness:
     """One EntityProcessor over one partition store; records what it sends."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_record_bytes: int = 1_000_000, max_payload_bytes: int = 1000) -> None:
         registry = Registry()
         registry.add_entity(Counter)
+        registry.add_entity(Bag)
         self.store = MemoryStore()
         self.sent: list[tuple[str, HistoryEvent]] = []
+        topics = HubTopics("h")
         self.processor = EntityProcessor(
-            registry, HubTopics("h"), self._send, max_payload_bytes=1000
+            registry,
+            topics,
+            self._send,
+            max_payload_bytes=max_payload_bytes,
+            limits=RecordLimits({"message.max.bytes": max_record_bytes}),
+            dead_letters=DeadLetters(topics, 1, max_record_bytes, "test"),
         )
         self.batch = self._new_batch()
 
     def _new_batch(self) -> PartitionBatch:
         return PartitionBatch(OwnedPartition(0, self.store, 0), 1_000, StoreTransaction(self.store))
 
-    def _send(self, batch: Any, target: str, event: HistoryEvent) -> None:
+    def _send(self, batch: Any, target: str, event: HistoryEvent, source: str) -> None:
         self.sent.append((target, event))
 
     def deliver(self, entity: str, *events: HistoryEvent) -> list[tuple[str, HistoryEvent]]:
@@ -256,10 +275,10 @@ def test_an_internal_error_takes_back_what_the_entity_sent_in_the_batch(
 ) -> None:
     h = Harness()
     batch = h._new_batch()
-    batch.out.append(OutgoingRecord("h.other", 0, b"k", b"kept"))
+    batch.emit(OutgoingRecord("h.other", 0, b"k", b"kept"), "o")
 
-    def send(_batch: Any, target: str, event: HistoryEvent) -> None:
-        batch.out.append(OutgoingRecord("h.orchestrations", 0, target.encode(), b"message"))
+    def send(_batch: Any, target: str, event: HistoryEvent, source: str) -> None:
+        batch.emit(OutgoingRecord("h.orchestrations", 0, target.encode(), b"message"), source)
 
     h.processor._send = send
 
