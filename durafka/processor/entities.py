@@ -260,20 +260,13 @@ class EntityProcessor:
                 ),
             )
         batch = run.batch
-        if outcome.failure is None and outcome.state != rec.state:
-            excess = self._too_large(run, outcome.state)
-            if excess is not None:
+        if outcome.failure is None:
+            too_large = self._outcome_too_large(run, ev, outcome)
+            if too_large is not None:
                 self.too_large += 1
                 outcome = OperationOutcome(
                     rec.state,
-                    failure=FailureDetails(
-                        "durafka.errors.RecordTooLargeError",
-                        f"operation {operation!r} would make entity {run.entity_id} too large: "
-                        f"its record would be {excess:,} bytes with the new state of "
-                        f"{len(outcome.state or b''):,} bytes, more than the "
-                        f"{run.room - RESERVE:,} bytes an entity may take (the record size "
-                        "limit, less room for its last error); the operation was rolled back",
-                    ),
+                    failure=FailureDetails("durafka.errors.RecordTooLargeError", too_large),
                 )
         if outcome.failure is None:
             if outcome.state != rec.state:
@@ -325,6 +318,32 @@ class EntityProcessor:
         )
 
     # -- the record's size --------------------------------------------------------------------
+
+    def _outcome_too_large(
+        self, run: _Run, ev: HistoryEvent, outcome: OperationOutcome
+    ) -> str | None:
+        """Why an operation's new state or result cannot be written (None: it can)."""
+        operation = ev.name or ""
+        if outcome.state != run.record.state:
+            excess = self._too_large(run, outcome.state)
+            if excess is not None:
+                return (
+                    f"operation {operation!r} would make entity {run.entity_id} too large: "
+                    f"its record would be {excess:,} bytes with the new state of "
+                    f"{len(outcome.state or b''):,} bytes, more than the "
+                    f"{run.room - RESERVE:,} bytes an entity may take (the record size "
+                    "limit, less room for its last error); the operation was rolled back"
+                )
+        if ev.instance_id is not None and ev.seq >= 0 and outcome.result is not None:
+            size = len(outcome.result) + len(ev.instance_id.encode()) + _SLACK
+            limit = self._limits.room(self.topics.orchestrations, ev.instance_id.encode())
+            if size > limit:
+                return (
+                    f"the result of operation {operation!r} of entity {run.entity_id} is "
+                    f"{len(outcome.result):,} bytes, more than its response to "
+                    f"{ev.instance_id!r} may hold ({limit:,} bytes); the operation was rolled back"
+                )
+        return None
 
     def _too_large(self, run: _Run, state: bytes | None, queued: int = 0) -> int | None:
         """The record's size with ``state`` and ``queued`` more queue bytes when that is
