@@ -784,23 +784,23 @@ class Orchestrations:
             except RecordTooLargeError as exc:
                 raise RecordTooLargeError(f"history too large: instance {iid!r}: {exc}") from None
         state.history_chunks = stored + len(chunks)
-        too_large = self._instance_records_too_large(inst)
-        if too_large is not None:
+        key = instance_key(iid)
+        header = encode_state(state)
+        status = encode_status(state.status) if inst.status_dirty else None
+        if len(header) > self._limits.room(self.topics.changelog, key) or (
+            status is not None and len(status) > self._limits.room(self.topics.status, iid.encode())
+        ):
             state.history_chunks = stored
-            raise too_large
+            raise self._instance_records_too_large(inst) or RecordTooLargeError(iid)
         tx = share.tx
         for i, chunk in enumerate(chunks):
             tx.put(history_key(iid, stored + i), chunk)
         batch.pending_chunks.pop(iid, None)
-        tx.put(instance_key(iid), encode_state(state))
-        if inst.status_dirty:
+        tx.put(key, header)
+        if status is not None:
             inst.status_dirty = False
-            share.emit(
-                OutgoingRecord(
-                    self.topics.status, inst.partition, iid.encode(), encode_status(state.status)
-                ),
-                iid,
-            )
+            record = OutgoingRecord(self.topics.status, inst.partition, iid.encode(), status)
+            share.emit(record, iid)
         if state.status.runtime_status in TERMINAL_STATUSES:
             self.cache.demote(iid)
 

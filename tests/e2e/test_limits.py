@@ -150,16 +150,15 @@ Limited = Callable[..., AbstractContextManager[Client]]
 
 @pytest.fixture
 def limited(app_factory: Callable[..., durafka.App]) -> Limited:
-    """Runs a processor and worker whose producers take records of SMALL_LIMIT bytes at
-    most; yields a client with Kafka's default limits on the same task hub."""
+    """Runs a processor and worker whose producers take records of ``limit`` bytes at
+    most (SMALL_LIMIT unless told; None: Kafka's defaults); yields a client with
+    Kafka's default limits on the same task hub."""
 
     @contextmanager
-    def run(**overrides: object) -> Iterator[Client]:
-        roles = app_factory(
-            registry=app.registry,
-            client_config={"producer.message.max.bytes": str(SMALL_LIMIT)},
-            **overrides,
-        )
+    def run(limit: int | None = SMALL_LIMIT, **overrides: object) -> Iterator[Client]:
+        if limit is not None:
+            overrides["client_config"] = {"producer.message.max.bytes": str(limit)}
+        roles = app_factory(registry=app.registry, **overrides)
         caller = app_factory(registry=app.registry)
         roles.ensure_topics()
         with roles.running(), caller.sync_client() as client:
@@ -183,6 +182,15 @@ def _failed(client: Client, iid: str) -> durafka.OrchestrationStatus:
     return status
 
 
+def _failed_too_large(client: Client, iid: str) -> durafka.FailureDetails:
+    """The failure of ``iid`` once it FAILED for size; its partition went on."""
+    status = _failed(client, iid)
+    _partition_goes_on(client, iid)
+    failure = status.failure_details
+    assert failure is not None and failure.is_caused_by(RecordTooLargeError), failure
+    return failure
+
+
 def _partition_goes_on(client: Client, bad_id: str, partitions: int = 4) -> None:
     """Instances on ``bad_id``'s partition, started after it, complete."""
     partition = partition_for(bad_id.encode(), partitions)
@@ -191,12 +199,10 @@ def _partition_goes_on(client: Client, bad_id: str, partitions: int = 4) -> None
         assert client.wait_for_completion(iid, timeout=60) == f"Hello, {iid}!"
 
 
-def test_a_fan_out_of_20000_activities_completes(app_factory: Callable[..., durafka.App]) -> None:
+def test_a_fan_out_of_20000_activities_completes(limited: Limited) -> None:
     # Through H.activities (no local activities): 20,000 task records in one transaction,
     # a history of ~2.5 MB for the scheduling step alone (three chunks).
-    roles = app_factory(registry=app.registry, local_activities=False)
-    with roles.running(), roles.sync_client() as client:
-        roles.ensure_topics()
+    with limited(None, local_activities=False) as client:
         client.start_new(fan_out, 20_000, instance_id="fan")
         assert client.wait_for_completion("fan", timeout=300) == 20_000 * 100
         history = client.get_history("fan")
@@ -222,10 +228,7 @@ def test_an_event_larger_than_a_record_fails_the_instance_and_the_partition_goes
         client.start_new(waits_for_event, instance_id="big-event")
         _reaches(client, "big-event", RuntimeStatus.RUNNING)
         client.raise_event("big-event", "data", "e" * 300_000)
-        status = _failed(client, "big-event")
-        _partition_goes_on(client, "big-event")
-    failure = status.failure_details
-    assert failure is not None and failure.is_caused_by(RecordTooLargeError)
+        failure = _failed_too_large(client, "big-event")
     assert failure.message.startswith("history too large: instance 'big-event'")
     assert "EVENT_RAISED 'data' event" in failure.message
     assert "300,0" in failure.message  # its size, and the limit
@@ -242,10 +245,7 @@ def test_events_held_while_suspended_fail_the_instance_when_its_header_is_full(
         _reaches(client, "held", RuntimeStatus.SUSPENDED)
         for _ in range(3):  # each fits a record; together they do not fit the header
             client.raise_event("held", "other", "h" * 90_000)
-        status = _failed(client, "held")
-        _partition_goes_on(client, "held")
-    failure = status.failure_details
-    assert failure is not None and failure.is_caused_by(RecordTooLargeError)
+        failure = _failed_too_large(client, "held")
     assert failure.message.startswith("instance state too large: the header of instance 'held'")
     assert "3 events held back" in failure.message
 
@@ -329,26 +329,18 @@ def _wait_for_entity(
     return wait_until(seen, timeout=60, what=f"entity {entity}")
 
 
-def test_failure_details_are_cut_where_they_are_made(
-    app_factory: Callable[..., durafka.App],
-) -> None:
+def test_failure_details_are_cut_where_they_are_made(limited: Limited) -> None:
     # A 2 MB exception message: its TASK_FAILED record used to fail every transaction
     # of the worker (the activity ran again and again).
-    roles = app_factory(registry=app.registry)
-    with roles.running(), roles.sync_client() as client:
-        roles.ensure_topics()
+    with limited(None) as client:
         client.start_new(catches_activity_failure, 2_000_000, instance_id="verbose")
         message = client.wait_for_completion("verbose", timeout=60)
     assert len(message) == MAX_FAILURE_MESSAGE_CHARS
     assert message.endswith(" more characters cut by durafka]")
 
 
-def test_custom_status_has_its_limit_checked_where_it_is_set(
-    app_factory: Callable[..., durafka.App],
-) -> None:
-    roles = app_factory(registry=app.registry)
-    with roles.running(), roles.sync_client() as client:
-        roles.ensure_topics()
+def test_custom_status_has_its_limit_checked_where_it_is_set(limited: Limited) -> None:
+    with limited(None) as client:
         client.start_new(custom_status, MAX_CUSTOM_STATUS_BYTES, instance_id="too-much")
         client.start_new(custom_status, MAX_CUSTOM_STATUS_BYTES - 2, instance_id="just-fits")
         too_much = client.wait_for_completion("too-much", timeout=60)
