@@ -28,10 +28,10 @@ from durafka.codec.records import DeadLetter, encode_dead_letter
 from durafka.errors import ConfigurationError
 from durafka.partitioning import partition_for
 from durafka.settings import Settings
-from durafka.topology import HubTopics, load_hub_spec
+from durafka.topology import HubTopics
 from durafka.transport.base import OutgoingRecord, Record, RecordHeaders
 from durafka.transport.client_config import for_client
-from durafka.transport.limits import max_record_size, record_size
+from durafka.transport.limits import RecordLimits, record_size
 from durafka.version import __version__
 
 __all__ = ["MAX_REASON_CHARS", "MIN_RECORD_SIZE", "DeadLetters", "fit"]
@@ -84,12 +84,10 @@ class DeadLetters:
     def for_settings(cls, settings: Settings, partitions: int, written_by: str) -> DeadLetters:
         """Dead letters within the limit of ``settings``' producers and the topology's topic."""
         topics = HubTopics(settings.task_hub)
-        topic_config = next(
-            (s.config for s in load_hub_spec(settings.task_hub) if s.name == topics.dead_letters),
-            None,
+        limits = RecordLimits.for_hub(
+            settings.task_hub, for_client(settings.client_config, "producer")
         )
-        limit = max_record_size(for_client(settings.client_config, "producer"), topic_config)
-        return cls(topics, partitions, limit, written_by)
+        return cls(topics, partitions, limits.of(topics.dead_letters), written_by)
 
     def of_record(
         self, record: Record, reason: str, now_ms: int, *, cause: str = "other"

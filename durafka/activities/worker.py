@@ -42,6 +42,7 @@ from durafka.errors import (
     DecodeError,
     DurafkaError,
     InvalidInstanceIdError,
+    RecordTooLargeError,
     TransactionError,
     UnknownFunctionError,
 )
@@ -63,6 +64,7 @@ from durafka.transport.base import (
     Transport,
 )
 from durafka.transport.client_config import for_client
+from durafka.transport.limits import RecordLimits, record_size
 
 __all__ = ["ActivityWorker"]
 
@@ -180,6 +182,8 @@ class ActivityWorker:
         self._closed = False
 
         self._orchestration_partitions = 0
+        # The largest result record (H.orchestrations' record size limit); set by run.
+        self._result_limit = 0
         #: Builds (and counts) this worker's dead letters (set when ``run`` starts).
         self.dead_letters: DeadLetters | None = None
         self._tracks: dict[TopicPartition, _Track] = {}
@@ -285,6 +289,8 @@ class ActivityWorker:
         self._orchestration_partitions = self._transport.partition_count(
             self._topics.orchestrations
         )
+        limits = RecordLimits.for_hub(self._settings.task_hub, for_client(config, "producer"))
+        self._result_limit = limits.of(self._topics.orchestrations)
         self.dead_letters = DeadLetters.for_settings(
             self._settings,
             self._transport.partition_count(self._topics.dead_letters),
@@ -446,14 +452,18 @@ class ActivityWorker:
     def _outbox_event(self, task: ActivityTask, event: HistoryEvent) -> None:
         key = task.instance_id.encode()
         partition = partition_for(key, self._orchestration_partitions)
-        self._outbox.append(
-            OutgoingRecord(
-                self._topics.orchestrations,
-                partition,
-                key,
-                encode_message(task.instance_id, event),
+        value = encode_message(task.instance_id, event)
+        size = record_size(key, value)
+        if size > self._result_limit:
+            # Produced, it would fail every transaction (and the activity re-run forever):
+            # the activity fails instead, with a failure that always fits.
+            too_large = RecordTooLargeError(
+                f"the result of activity {task.name!r} makes a record of {size:,} bytes, more "
+                f"than the {self._result_limit:,} bytes a record of "
+                f"{self._topics.orchestrations} may hold"
             )
-        )
+            value = encode_message(task.instance_id, failed_event(task, too_large))
+        self._outbox.append(OutgoingRecord(self._topics.orchestrations, partition, key, value))
 
     # -- running activities -----------------------------------------------------------
 

@@ -36,11 +36,14 @@ full. Stores of partitions no longer owned are deleted after
 ``state_cleanup_delay_ms`` (:class:`~durafka.state.cleanup.StoreCleaner`).
 
 **Outcomes.** An aborted transaction seeks the shares back to their committed
-offsets and drops their cached instances. A commit whose outcome stays unknown
-(``commit_timeout_ms``) is never treated as aborted: the producer is recreated
-(``init_transactions`` completes or aborts the pending transaction) and the
-partitions are restored from the changelog and read again from the committed
-offsets ("closed dirty").
+offsets and drops their cached instances. A rejected one (a record Kafka
+refuses for good) does the same after marking whose processing made the
+record (:mod:`durafka.processor.poison`), so the batch processed again gives
+that instance, entity or record a visible outcome instead of failing again. A
+commit whose outcome stays unknown (``commit_timeout_ms``) is never treated as
+aborted: the producer is recreated (``init_transactions`` completes or aborts
+the pending transaction) and the partitions are restored from the changelog and
+read again from the committed offsets ("closed dirty").
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from durafka.entities import is_entity_id
 from durafka.errors import (
     DecodeError,
     DurafkaError,
+    FailureDetails,
     InvalidInstanceIdError,
     MalformedKeyError,
     PartitionOwnershipError,
@@ -68,11 +72,12 @@ from durafka.observability import metrics
 from durafka.observability.metrics import ProcessorMetrics
 from durafka.observability.tracing import Tracing
 from durafka.processor.batch import Batch, Outbox, OwnedPartition, PartitionBatch
-from durafka.processor.checkpoint import Checkpoint, CheckpointOutcome
+from durafka.processor.checkpoint import Checkpoint, CheckpointOutcome, Rejection
 from durafka.processor.entities import EntityProcessor
 from durafka.processor.instances import InstanceCache
 from durafka.processor.malformed import MalformedKeys, first_due
-from durafka.processor.orchestrations import Orchestrations
+from durafka.processor.orchestrations import TOO_LARGE, Orchestrations
+from durafka.processor.poison import PoisonSources
 from durafka.registry import Registry
 from durafka.runtime.history import EventKind, HistoryEvent
 from durafka.settings import Settings
@@ -94,6 +99,7 @@ from durafka.transport.base import (
     Transport,
 )
 from durafka.transport.client_config import for_client
+from durafka.transport.limits import RecordLimits
 
 log = logging.getLogger("durafka.processor")
 
@@ -144,8 +150,25 @@ class Processor:
         self._outbox = Outbox(
             self.topics, n_orchestrations, transport.partition_count(self.topics.activities)
         )
+        self._processor_id = processor_id or uuid.uuid4().hex[:12]
+        #: Builds (and counts) this processor's dead letters.
+        self.dead_letters = DeadLetters.for_settings(
+            settings,
+            transport.partition_count(self.topics.dead_letters),
+            f"processor {self._processor_id}",
+        )
+        self._limits = RecordLimits.for_hub(
+            settings.task_hub, for_client(settings.client_config, "producer")
+        )
+        #: Sources of records Kafka refused, marked for the batch processed again.
+        self.poison = PoisonSources()
         self._entities = EntityProcessor(
-            registry, self.topics, self._outbox.send, max_payload_bytes=settings.max_payload_bytes
+            registry,
+            self.topics,
+            self._outbox.send,
+            max_payload_bytes=settings.max_payload_bytes,
+            limits=self._limits,
+            dead_letters=self.dead_letters,
         )
         self._tracing = Tracing.for_settings(settings)
         self._orchestrations = Orchestrations(
@@ -157,6 +180,7 @@ class Processor:
             self._entities,
             local_activities,
             self._tracing,
+            self._limits,
         )
         if self.static_partitions is not None:
             bad = [p for p in self.static_partitions if not 0 <= p < n_orchestrations]
@@ -165,13 +189,6 @@ class Processor:
                     f"partitions {bad} do not exist: {self.topics.orchestrations} has "
                     f"{n_orchestrations} partitions"
                 )
-        self._processor_id = processor_id or uuid.uuid4().hex[:12]
-        #: Builds (and counts) this processor's dead letters.
-        self.dead_letters = DeadLetters.for_settings(
-            settings,
-            transport.partition_count(self.topics.dead_letters),
-            f"processor {self._processor_id}",
-        )
         self._malformed = MalformedKeys(self.topics, self.dead_letters)
         self._consumer: Consumer = transport.consumer(
             group_id=self.topics.processor_group,
@@ -342,6 +359,7 @@ class Processor:
                 self._release(part, clean=True)
         self.cache.drop_partitions(gone)
         self._malformed.forget(gone)
+        self.poison.forget(gone)
         log.info("revoked partitions %s of %s", sorted(gone), self.topics.orchestrations)
 
     def _release(self, part: OwnedPartition, *, clean: bool = False) -> None:
@@ -563,9 +581,11 @@ class Processor:
 
     def _process(self, records: list[Record], owned_before: dict[int, OwnedPartition]) -> None:
         batch = Batch(now_ms=int(self.clock() * 1000))
+        self.poison.new_batch()
         for r in records:
             self._accept(batch, r, owned_before)
         self._malformed.drain(batch, self._owned)
+        self._drop_poisoned_letters(batch)
         self._collect_due_timers(batch)
         if batch.is_empty():
             return
@@ -581,6 +601,10 @@ class Processor:
         self, batch: Batch, share: PartitionBatch, iid: str, events: list[HistoryEvent]
     ) -> None:
         """Hand one instance's (or entity's) events of the batch to what processes them."""
+        marks = self.poison.of(share.number)
+        mark = None if marks is None else marks.get(iid)
+        if mark is not None and mark.strikes > 1:
+            return  # not even its failure could be written: its input was dead-lettered
         try:
             if is_entity_id(iid):
                 self._entities.process(share, iid, events)
@@ -591,6 +615,13 @@ class Processor:
             # instance fails with the internal error and the batch goes on.
             log.exception("internal error processing instance %r", iid)
             self._orchestrations.fail_internally(batch, share, iid, exc)
+        if mark is not None and self.poison.use(share.number, iid, "instance failed"):
+            failure = FailureDetails(
+                mark.error_type,
+                f"a record of instance {iid!r} cannot be written, so it failed for its "
+                f"partition to go on: {mark.reason}",
+            )
+            self._orchestrations.fail_instance(batch, share, iid, failure)
 
     def _accept(self, batch: Batch, r: Record, owned_before: dict[int, OwnedPartition]) -> None:
         p = r.partition()
@@ -604,6 +635,20 @@ class Processor:
         if p in batch.deferred:
             return  # an earlier record of the partition waits: keep the order
         share = batch.of(part)
+        marks = self.poison.of(p)
+        if marks is not None and offset in marks:
+            # Even its dead letter was refused: all that is left is the log.
+            share.next_offset = offset + 1
+            if self.poison.use(p, offset, "record dropped"):
+                log.error(
+                    "dropped %s[%d]@%d (key %r): its dead letter cannot be written: %s",
+                    r.topic(),
+                    p,
+                    offset,
+                    r.key(),
+                    marks[offset].reason,
+                )
+            return
         value = r.value()
         try:
             if value is None:
@@ -620,10 +665,20 @@ class Processor:
                 )
         except (DecodeError, InvalidInstanceIdError) as exc:
             share.next_offset = offset + 1
-            share.out.append(
-                self.dead_letters.of_record(r, str(exc), share.now_ms, cause=type(exc).__name__)
+            share.emit(
+                self.dead_letters.of_record(r, str(exc), share.now_ms, cause=type(exc).__name__),
+                offset,
             )
             return
+        if marks is not None and iid in marks:
+            mark = marks[iid]
+            if is_entity_id(iid) or mark.strikes > 1:
+                # Its records cannot be written: its input goes where people look.
+                share.next_offset = offset + 1
+                self.poison.use(p, iid, "input dead-lettered")
+                reason = f"the records of {iid!r} cannot be written: {mark.reason}"
+                share.emit(self.dead_letters.of_record(r, reason, share.now_ms), offset)
+                return
         instances = batch.instances
         if iid not in instances:
             if len(instances) >= self.settings.max_concurrent_orchestrations:
@@ -634,6 +689,21 @@ class Processor:
             instances.add(iid)
         share.next_offset = offset + 1
         share.add(iid, event)
+
+    def _drop_poisoned_letters(self, batch: Batch) -> None:
+        """Malformed store keys whose dead letter was refused: deleted without one."""
+        for share in batch.partitions.values():
+            marks = self.poison.of(share.number)
+            if marks is None:
+                continue
+            for source in [s for s in share.sources if isinstance(s, bytes) and s in marks]:
+                if self.poison.use(share.number, source, "dead letter dropped"):
+                    log.error(
+                        "deleted store key %r without a dead letter, which cannot be written: %s",
+                        source,
+                        marks[source].reason,
+                    )
+                share.discard(source)
 
     def _collect_due_timers(self, batch: Batch) -> None:
         now = batch.now_ms
@@ -744,10 +814,14 @@ class Processor:
             if outcome is CheckpointOutcome.COMMITTED:
                 if checkpoint.producer is self._producer:
                     self._last_commit_at = began
+                for share in checkpoint.shares:
+                    self.poison.committed(share.number)
                 if checkpoint.dirty:
                     self._reset([s.number for s in checkpoint.dirty], "store write failed")
                 self._read_deferred_again(batch, checkpoint.shares)
                 continue
+            if outcome is CheckpointOutcome.REJECTED:
+                self._mark(checkpoint.rejected)
             self._after_failed_commit(checkpoint)
         self.cache.trim()
         self.batches_committed += 1
@@ -774,10 +848,19 @@ class Processor:
             shares,
             input_topic=self.topics.orchestrations,
             changelog_topic=self.topics.changelog,
+            limits=self._limits,
             group_metadata=self._consumer.group_metadata,
             commit_timeout=self.settings.commit_timeout_ms / 1000,
             stop=self._stop,
         )
+
+    def _mark(self, rejected: list[Rejection]) -> None:
+        """Mark whose processing made each refused record (the retried batch acts on it)."""
+        for rejection in rejected:
+            share = rejection.share
+            source = share.source_of(rejection.record, self.topics.changelog)
+            error_type = TOO_LARGE if rejection.too_large else "durafka.errors.RecordRejectedError"
+            self.poison.mark(share.number, source, rejection.reason, error_type)
 
     def _after_failed_commit(self, checkpoint: Checkpoint) -> None:
         outcome = checkpoint.outcome
@@ -787,6 +870,7 @@ class Processor:
             partitions,
             {
                 CheckpointOutcome.ABORTED: "aborted, processing the batch again",
+                CheckpointOutcome.REJECTED: "refused a record, processing the batch again",
                 CheckpointOutcome.FENCED: "fenced",
                 CheckpointOutcome.UNKNOWN: "has an unknown outcome, restoring the partitions",
             }.get(outcome, str(outcome))
@@ -800,7 +884,7 @@ class Processor:
             return
         if checkpoint.producer_unusable:
             self._replace_producer(checkpoint.producer, partitions)
-        if outcome is CheckpointOutcome.ABORTED:
+        if outcome is CheckpointOutcome.ABORTED or outcome is CheckpointOutcome.REJECTED:
             self._rewind(checkpoint.shares)
         else:
             # The commit may have happened: the stores and positions from before it are

@@ -144,7 +144,7 @@ class MalformedKeys:
                         now_ms=batch.now_ms,
                         cause=_CAUSE,
                     )
-                share.out.append(letter)
+                share.emit(letter, item.key)
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Drop what was found on revoked ``partitions`` (their next owner finds it again)."""

@@ -26,6 +26,7 @@ from pydantic import TypeAdapter
 
 from durafka.codec.payload import (
     DEFAULT_MAX_PAYLOAD_BYTES,
+    MAX_CUSTOM_STATUS_BYTES,
     adapter_for,
     decode_payload,
     encode_payload,
@@ -39,6 +40,7 @@ from durafka.errors import (
     FailureDetails,
     NonDeterminismError,
     OrchestrationUsageError,
+    PayloadTooLargeError,
     SerializationError,
     SubOrchestrationFailed,
     TaskFailedError,
@@ -510,7 +512,7 @@ class OrchestrationExecutor:
                 details,
                 stack_trace=f"{details.stack_trace}\nCaused by {exc.details.error_type}: "
                 f"{exc.details.message}\n{exc.details.stack_trace}",
-            )
+            ).bounded()
         self._finish(
             HistoryEvent(EventKind.EXECUTION_FAILED, self.current_time_ms, failure=details)
         )
@@ -836,9 +838,14 @@ class OrchestrationExecutor:
         self._unmatched[e.seq] = e
 
     def set_custom_status(self, value: Any) -> None:
-        self._custom_status = encode_payload(
-            value, None, max_bytes=self.max_payload_bytes, what="custom status"
-        )
+        data = encode_payload(value, None, max_bytes=self.max_payload_bytes, what="custom status")
+        if len(data) > MAX_CUSTOM_STATUS_BYTES:
+            raise PayloadTooLargeError(
+                f"the custom status is {len(data):,} bytes, over its limit of "
+                f"{MAX_CUSTOM_STATUS_BYTES:,} bytes (it travels in every status record); "
+                "publish progress, not data"
+            )
+        self._custom_status = data
 
     def _with_retry(
         self,
