@@ -27,10 +27,11 @@ from pydantic import BaseModel
 from durafka.cli.apps import checked_id
 from durafka.cli.logs import LogFormat, LogLevel, configure_logging
 from durafka.cli.options import LogFormatOption, LogLevelOption, load_app
+from durafka.codec.history_json import dumps_history
 from durafka.errors import ConfigurationError, DurafkaError
 from durafka.ids import check_entity_parts
 from durafka.management import Management
-from durafka.management.models import ClusterInfo, TopologyReport
+from durafka.management.models import ClusterInfo, TopologyReport, iso, json_payload
 from durafka.settings import Settings
 
 __all__ = ["entities_app", "open_management", "register", "topology_commands"]
@@ -253,24 +254,38 @@ def history(
     bootstrap: BootstrapOpt = None,
     log_level: LogLevelOption = LogLevel.INFO,
     log_format: LogFormatOption = LogFormat.TEXT,
-    as_json: JsonOpt = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the history as JSON, in the format durafka.testing.replay loads.",
+        ),
+    ] = False,
 ) -> None:
-    """Print an instance's history (its current generation), oldest event first."""
+    """Print an instance's history (its current generation), oldest event first.
+
+    With --json the output is a history file for replay tests
+    (``durafka.testing.replay(app, text)``): keep it next to your tests.
+    """
     checked_id(instance_id, "INSTANCE_ID")
     with managing(app, hub, bootstrap, log_level, log_format) as m:
         m.get_instance(instance_id)
-        events = m.history(instance_id)
+        events = m.history_events(instance_id)
+        if as_json:
+            typer.echo(dumps_history(events))
+            return
         rows = [
             (
-                e.timestamp,
+                n,
+                iso(e.timestamp),
                 e.kind.value,
                 "" if e.seq < 0 else e.seq,
                 e.name or "",
-                _short(e.failure.message if e.failure else e.payload),
+                _short(e.failure.message if e.failure else json_payload(e.payload)),
             )
-            for e in events
+            for n, e in enumerate(events)
         ]
-        emit(events, as_json, table(("TIME", "EVENT", "SEQ", "NAME", "DETAIL"), rows))
+        typer.echo(table(("#", "TIME", "EVENT", "SEQ", "NAME", "DETAIL"), rows))
 
 
 def _short(value: Any, width: int = 60) -> str:

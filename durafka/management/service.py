@@ -21,6 +21,7 @@ control records, history) and adds what an operator needs beyond the client:
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -58,15 +59,17 @@ from durafka.management.models import (
     InstancePage,
     InstancePageView,
     InstanceSummary,
+    ReplayCheckReport,
     StatusCounts,
     TopologyReport,
     iso,
     json_payload,
 )
+from durafka.management.replaycheck import ReplayCheckProgress, replay_check
 from durafka.management.timeline import timeline
 from durafka.management.topics import topology_report
 from durafka.registry import Registry
-from durafka.runtime.history import EventKind
+from durafka.runtime.history import EventKind, HistoryEvent
 from durafka.settings import Settings
 from durafka.status import ACTIVE_STATUSES, OrchestrationStatus, RuntimeStatus
 from durafka.topology import HubTopics
@@ -185,7 +188,17 @@ class Management:
         Raises:
             InvalidInstanceIdError: the id breaks the id rules.
         """
-        return [HistoryEntry.of(e) for e in self.client.get_history(instance_id)]
+        return [HistoryEntry.of(e) for e in self.history_events(instance_id)]
+
+    def history_events(self, instance_id: str) -> list[HistoryEvent]:
+        """The typed events of :meth:`history` (what ``durafka history --json`` writes
+        in the format replay tests load, :mod:`durafka.codec.history_json`).
+
+        Raises:
+            InvalidInstanceIdError: the id breaks the id rules.
+        """
+        check_orchestration_id(instance_id)
+        return self.client.get_history(instance_id)
 
     def instance_page(self, instance_id: str) -> InstancePageView:
         """Status, children, timeline and history of one instance (one changelog scan).
@@ -301,6 +314,40 @@ class Management:
                 "instance can be restarted: terminate it first"
             )
         return self.client.restart(instance_id)
+
+    # -- changing running code -----------------------------------------------------
+
+    def replay_check(
+        self,
+        *,
+        finished_since: datetime | None = None,
+        partitions: Sequence[int] | None = None,
+        on_progress: Callable[[ReplayCheckProgress], None] | None = None,
+    ) -> ReplayCheckReport:
+        """Replay every running instance's history against the app's code (see :mod:`.replaycheck`).
+
+        Args:
+            finished_since: also check instances that finished at or after this time.
+            partitions: only these partitions of the changelog.
+            on_progress: progress callback (a progress bar).
+
+        Raises:
+            ValueError: ``finished_since`` has no time zone.
+        """
+        since_ms = None
+        if finished_since is not None:
+            if finished_since.tzinfo is None:
+                raise ValueError("finished_since needs a time zone")
+            since_ms = int(finished_since.timestamp() * 1000)
+        return replay_check(
+            self.transport,
+            self.topics,
+            self.registry,
+            finished_since_ms=since_ms,
+            partitions=partitions,
+            max_payload_bytes=self.settings.max_payload_bytes,
+            on_progress=on_progress,
+        )
 
     # -- entities ------------------------------------------------------------------
 
