@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import TypeAdapter, ValidationError
 
 from durafka.client._common import VIEW_READY_TIMEOUT
+from durafka.client.changelog import StoredInstance, read_instances
 from durafka.client.listing import StatusFilter
 from durafka.client.status_view import StatusView
 from durafka.client.sync import Client
@@ -37,6 +38,7 @@ from durafka.errors import (
     InstanceNotFinishedError,
     InstanceNotFoundError,
     InstanceNotRunningError,
+    RewindError,
     SerializationError,
     UnknownFunctionError,
 )
@@ -68,8 +70,10 @@ from durafka.management.models import (
 from durafka.management.replaycheck import ReplayCheckProgress, replay_check
 from durafka.management.timeline import timeline
 from durafka.management.topics import topology_report
+from durafka.partitioning import partition_for
 from durafka.registry import Registry
 from durafka.runtime.history import EventKind, HistoryEvent
+from durafka.runtime.rewind import plan_reset, plan_rewind
 from durafka.settings import Settings
 from durafka.status import ACTIVE_STATUSES, OrchestrationStatus, RuntimeStatus
 from durafka.topology import HubTopics
@@ -314,6 +318,76 @@ class Management:
                 "instance can be restarted: terminate it first"
             )
         return self.client.restart(instance_id)
+
+    # -- repairs ---------------------------------------------------------------------
+
+    def rewind(self, instance_id: str, reason: str | None = None) -> None:
+        """Put a Failed instance back to Running, retrying the calls that failed it.
+
+        Checked first against the instance's history and the app's code (the
+        same plan the processor makes, :func:`durafka.runtime.rewind.plan_rewind`),
+        so what cannot be rewound is refused here with the reason.
+
+        Raises:
+            InstanceNotFoundError: no such instance.
+            RewindError: it is not Failed, or its failure cannot be rewound.
+        """
+        current = self._status(instance_id)
+        if current.runtime_status is not RuntimeStatus.FAILED:
+            raise RewindError(
+                f"instance {instance_id!r} is {current.runtime_status.value}; only a Failed "
+                "instance can be rewound (reset works in any status)"
+            )
+        stored = self._stored(instance_id)
+        if stored is not None and stored.state is not None and self._knows(current.name):
+            plan_rewind(
+                self.registry,
+                instance_id,
+                stored.history,
+                generation=stored.state.generation,
+                max_payload_bytes=self.settings.max_payload_bytes,
+            )
+        self.client.rewind(instance_id, reason)
+
+    def reset(self, instance_id: str, to_event: int, reason: str | None = None) -> str:
+        """Run an instance again from event ``to_event`` of its history (a new execution).
+
+        Checked first against the history and the app's code
+        (:func:`durafka.runtime.rewind.plan_reset`).
+
+        Returns:
+            The new execution's id.
+
+        Raises:
+            InstanceNotFoundError: no such instance.
+            RewindError: the point is outside the history, the code does not replay
+                the events before it, or it is inside an entity lock.
+        """
+        current = self._status(instance_id)
+        stored = self._stored(instance_id)
+        if stored is not None and stored.state is not None and self._knows(current.name):
+            plan_reset(
+                self.registry,
+                instance_id,
+                stored.history,
+                to_event,
+                generation=stored.state.generation,
+                max_payload_bytes=self.settings.max_payload_bytes,
+            )
+        return self.client.reset(instance_id, to_event=to_event, reason=reason)
+
+    def _knows(self, name: str) -> bool:
+        return name in self.registry.orchestration_versions
+
+    def _stored(self, instance_id: str, at_ms: int | None = None) -> StoredInstance | None:
+        """The instance's header and history, read from its changelog partition."""
+        partition = partition_for(
+            instance_id.encode(), self.transport.partition_count(self.topics.changelog)
+        )
+        found = read_instances(
+            self.transport, self.topics, partition, instance_id=instance_id, at_ms=at_ms
+        )
+        return found[0] if found else None
 
     # -- changing running code -----------------------------------------------------
 

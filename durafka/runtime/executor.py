@@ -48,7 +48,7 @@ from durafka.errors import (
 from durafka.ids import check_orchestration_id
 from durafka.registry import Registry
 from durafka.runtime.context import ContinueAsNew, OrchestrationContext
-from durafka.runtime.history import ACTION_KINDS, EventKind, HistoryEvent
+from durafka.runtime.history import ACTION_KINDS, EventKind, HistoryEvent, undone_events
 from durafka.runtime.retry import RetryPolicy
 from durafka.runtime.tasks import CompletableTask, Task
 
@@ -226,6 +226,9 @@ class OrchestrationExecutor:
             for e in history
             if e.kind is EventKind.MARKER_RECORDED and e.name is not None
         }
+        if any(e.kind is EventKind.EXECUTION_REWOUND for e in history):
+            undone = undone_events(history)
+            history = [e for i, e in enumerate(history) if i not in undone]
         self.is_replaying = True
         try:
             for event in history:
@@ -264,6 +267,15 @@ class OrchestrationExecutor:
         replayed history recorded but the code did not reach leaves it None.
         """
         return self._completion
+
+    def pending_calls(self) -> dict[int, EventKind]:
+        """The calls still waiting for their completion: sequence id -> the call's kind."""
+        return {seq: p.kind for seq, p in self._pending.items()}
+
+    @property
+    def lock_requested(self) -> bool:
+        """Whether the orchestrator is inside a ``ctx.lock`` block (requested or granted)."""
+        return self._lock is not None
 
     @property
     def has_started(self) -> bool:
