@@ -27,6 +27,7 @@ __all__ = [
     "EntityPage",
     "Failure",
     "HistoryEntry",
+    "InstanceAt",
     "InstanceDetail",
     "InstancePage",
     "InstancePageView",
@@ -374,3 +375,27 @@ class ReplayCheckReport(BaseModel):
     seconds: float
     finished_since: str | None = None
     groups: list[ReplayFailureGroup] = Field(default_factory=list)
+
+
+class InstanceAt(BaseModel):
+    """An instance as it was at a time, reconstructed from the changelog (``history --at``).
+
+    Attributes:
+        at: the time asked for.
+        instance: its status then (status, custom status, input, output, failure).
+        status_from: ``changelog`` (its header as of then) or ``history`` (the
+            header's value of then was compacted away: the runtime status is
+            inferred from the history, the payloads are unknown).
+        complete: False when the history of then has lost its beginning to compaction
+            (a later reset, restart or continue-as-new rewrote those chunks).
+        pending: what it was waiting for then.
+        history: its history up to then.
+    """
+
+    at: str
+    at_ms: int
+    instance: InstanceDetail
+    status_from: Literal["changelog", "history"]
+    complete: bool
+    pending: list[TimelineSpan]
+    history: list[HistoryEntry]

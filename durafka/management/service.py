@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -57,6 +57,7 @@ from durafka.management.models import (
     EntityPage,
     Failure,
     HistoryEntry,
+    InstanceAt,
     InstanceDetail,
     InstancePage,
     InstancePageView,
@@ -203,6 +204,43 @@ class Management:
         """
         check_orchestration_id(instance_id)
         return self.client.get_history(instance_id)
+
+    def instance_at(self, instance_id: str, at: datetime) -> InstanceAt:
+        """The instance as it was at ``at``: status, custom status, pending calls, history.
+
+        Reconstructed from its changelog partition, keeping only records produced
+        by then (see :mod:`durafka.client.changelog` for what compaction keeps).
+
+        Raises:
+            InvalidInstanceIdError: the id breaks the id rules.
+            ValueError: ``at`` has no time zone.
+            InstanceNotFoundError: the changelog has nothing of the instance at that time.
+        """
+        check_orchestration_id(instance_id)
+        if at.tzinfo is None:
+            raise ValueError("the time needs a time zone")
+        at_ms = int(at.timestamp() * 1000)
+        stored = self._stored(instance_id, at_ms)
+        if stored is None:
+            raise InstanceNotFoundError(
+                f"the changelog of task hub {self.settings.task_hub!r} has nothing of instance "
+                f"{instance_id!r} at {iso(at_ms)} (not started yet, purged, or compacted away)"
+            )
+        history = stored.history
+        source: Literal["changelog", "history"] = "changelog"
+        if stored.state is not None:
+            status = stored.state.status
+        else:
+            status, source = _status_from_history(instance_id, history), "history"
+        return InstanceAt(
+            at=iso(at_ms) or "",
+            at_ms=at_ms,
+            instance=InstanceDetail.of(status),
+            status_from=source,
+            complete=any(e.kind is EventKind.EXECUTION_STARTED for e in history[:2]),
+            pending=[s for s in timeline(history) if s.outcome == "pending"],
+            history=[HistoryEntry.of(e) for e in history],
+        )
 
     def instance_page(self, instance_id: str) -> InstancePageView:
         """Status, children, timeline and history of one instance (one changelog scan).
@@ -605,3 +643,34 @@ def _validated(adapter: TypeAdapter[Any] | None, value: Any, what: str) -> Any:
         return adapter.validate_python(value)
     except ValidationError as exc:
         raise SerializationError(f"the {what} does not match its type: {exc}") from None
+
+
+def _status_from_history(instance_id: str, history: list[HistoryEvent]) -> OrchestrationStatus:
+    """A status inferred from a history alone (its header of the time is gone)."""
+    start = next((e for e in history if e.kind is EventKind.EXECUTION_STARTED), None)
+    runtime = RuntimeStatus.RUNNING
+    failure = None
+    for e in history:
+        if e.kind is EventKind.EXECUTION_COMPLETED:
+            runtime = RuntimeStatus.COMPLETED
+        elif e.kind is EventKind.EXECUTION_FAILED:
+            runtime, failure = RuntimeStatus.FAILED, e.failure
+        elif e.kind is EventKind.EXECUTION_TERMINATED:
+            runtime = RuntimeStatus.TERMINATED
+        elif e.kind is EventKind.EXECUTION_REWOUND or e.kind is EventKind.EXECUTION_RESET:
+            runtime, failure = RuntimeStatus.RUNNING, None
+    first = history[0].timestamp if history else 0
+    last = history[-1].timestamp if history else 0
+    return OrchestrationStatus(
+        instance_id,
+        start.name or "" if start is not None else "",
+        runtime,
+        start.payload if start is not None else None,
+        None,
+        failure,
+        None,
+        first,
+        last,
+        start.instance_id if start is not None else None,
+        start.execution_id if start is not None else None,
+    )

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 import durafka
+from durafka.cli import app as cli
 from durafka.errors import RewindError
 from durafka.management import Management
 from durafka.registry import Registry
@@ -16,6 +22,7 @@ from durafka.status import RuntimeStatus
 from tests.features import repair_apps
 from tests.features.helpers import count, status_records
 from tests.features.repair_apps import runs
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
@@ -24,9 +31,6 @@ def app_registry() -> Registry:
 
 
 def _status(client: durafka.Client, iid: str, status: RuntimeStatus) -> None:
-    client.wait_for_status(iid, timeout=60)
-    from tests.support.waiting import wait_until
-
     wait_until(
         lambda: (s := client.get_status(iid)) is not None and s.runtime_status is status,
         timeout=60,
@@ -47,8 +51,6 @@ def test_rewind_retries_failed_activities_and_children_and_keeps_the_rest(
 
         # Still broken: the rewind retries charge, which fails again.
         m.rewind(iid, "try again")
-        from tests.support.waiting import wait_until
-
         wait_until(lambda: runs(tmp_path, "charge") == 2, timeout=60, what="charge retried")
         _status(client, iid, RuntimeStatus.FAILED)
 
@@ -56,11 +58,14 @@ def test_rewind_retries_failed_activities_and_children_and_keeps_the_rest(
         (tmp_path / "charge.broken").unlink()
         (tmp_path / "child-step.broken").touch()
         m.rewind(iid, "charge is fixed")
-        wait_until(lambda: runs(tmp_path, "child-step") == 1, timeout=60, what="child ran")
-        _status(client, iid, RuntimeStatus.FAILED)
-        failed = client.get_status(iid)
-        assert failed is not None and failed.failure_details is not None
-        assert "SubOrchestrationFailed" in failed.failure_details.error_type
+        wait_until(
+            lambda: (s := client.get_status(iid)) is not None
+            and s.failure_details is not None
+            and "SubOrchestrationFailed" in s.failure_details.error_type,
+            timeout=60,
+            what="the parent failed by its child",
+        )
+        assert runs(tmp_path, "child-step") == 1
 
         # Mended child: rewinding the parent rewinds the failed child.
         (tmp_path / "child-step.broken").unlink()
@@ -85,3 +90,99 @@ def test_rewind_retries_failed_activities_and_children_and_keeps_the_rest(
         _status(client, bug, RuntimeStatus.FAILED)
         with pytest.raises(RewindError, match="failed in its own code"):
             m.rewind(bug)
+
+
+def _cli(app: durafka.App, *args: str, code: int = 0) -> Any:
+    s = app.settings
+    common = ["--app", "tests.features.repair_apps:app", "--hub", s.task_hub]
+    common += ["--bootstrap", s.bootstrap_servers, "--json"]
+    result = CliRunner().invoke(cli, [*args, *common], env={"COLUMNS": "300"})
+    assert result.exit_code == code, result.output
+    return json.loads(result.stdout) if code == 0 else result
+
+
+def test_reset_runs_an_instance_again_from_an_earlier_event(
+    app_factory: Callable[..., durafka.App], tmp_path: Path
+) -> None:
+    app = app_factory()
+    d = str(tmp_path)
+    with app.running(), app.sync_client() as client, Management.for_app(app) as m:
+        iid = client.start_new("two_events", d, instance_id="twice-1")
+        wait_until(lambda: _custom(client, iid) == "waiting for go", timeout=60)
+        waiting_for_go = datetime.now(UTC)
+        time.sleep(0.05)  # records produced from now on are after that time
+        client.raise_event(iid, "go")
+        wait_until(lambda: _custom(client, iid) == "waiting for finish", timeout=60)
+        old = client.get_status(iid)
+        assert old is not None
+        history = client.get_history(iid)
+        raised = next(i for i, e in enumerate(history) if e.kind is EventKind.EVENT_RAISED)
+        point = raised - 1  # the step that took the event
+        assert history[point].kind is EventKind.ORCHESTRATOR_STARTED
+
+        # Point in time: the instance as it was while it waited for "go".
+        past = _cli(app, "history", iid, "--at", waiting_for_go.isoformat())
+        assert past["instance"]["status"] == "RUNNING"
+        assert past["instance"]["execution_id"] == old.execution_id
+        assert past["instance"]["custom_status"] == "waiting for go"
+        assert past["status_from"] == "changelog" and past["complete"]
+        kinds = [e["kind"] for e in past["history"]]
+        assert "EVENT_RAISED" not in kinds and kinds[-1] == "TASK_COMPLETED"
+        assert past["pending"] == []
+        text = CliRunner().invoke(
+            cli,
+            [
+                "history",
+                iid,
+                "--at",
+                waiting_for_go.isoformat(),
+                "--hub",
+                app.settings.task_hub,
+                "--bootstrap",
+                app.settings.bootstrap_servers,
+            ],
+            env={"COLUMNS": "300"},
+        )
+        assert "RUNNING (two_events)" in text.stdout and "waiting for go" in text.stdout
+
+        with pytest.raises(RewindError, match="choose an index"):
+            m.reset(iid, len(history) + 5)
+        with pytest.raises(ValueError, match="to_event"):
+            client.reset(iid, to_event=0)
+        answer = _cli(app, "reset", iid, "--to-event", str(point), "--reason", "two was wrong")
+        execution = answer["execution_id"]
+        wait_until(
+            lambda: (
+                (s := client.get_status(iid)) is not None
+                and s.execution_id == execution
+                and s.serialized_custom_status == b'"waiting for finish"'
+            ),
+            timeout=60,
+            what="the new execution past the re-applied event",
+        )
+        assert (runs(tmp_path, "one"), runs(tmp_path, "two")) == (1, 2)
+        client.raise_event(iid, "finish", "ok")
+        # Waits of this client follow its start's execution: name the new one.
+        done = client.wait_for_status(iid, 60, execution_id=execution)
+        assert done.runtime_status is RuntimeStatus.COMPLETED
+        assert json.loads(done.serialized_output or b"") == ["one", "two", "ok"]
+
+        # The old execution ended Terminated ("reset"); the new one's history is the
+        # old one's up to the point, then the reset.
+        records = [s for s in status_records(app.transport, app.settings.task_hub, iid) if s]
+        ended = [s for s in records if s.execution_id == old.execution_id]
+        assert ended[-1].runtime_status is RuntimeStatus.TERMINATED
+        assert ended[-1].serialized_output == b'"reset"'
+        new_history = client.get_history(iid)
+        assert [e.kind for e in new_history[:point]] == [e.kind for e in history[:point]]
+        assert new_history[point + 1].kind is EventKind.EXECUTION_RESET
+        assert count(new_history, EventKind.EXECUTION_RESET) == 1
+
+
+def _custom(client: durafka.Client, iid: str) -> Any:
+    s = client.get_status(iid)
+    return (
+        None
+        if s is None or s.serialized_custom_status is None
+        else json.loads(s.serialized_custom_status)
+    )
