@@ -59,9 +59,11 @@ def test_rewind_retries_failed_activities_and_children_and_keeps_the_rest(
         (tmp_path / "child-step.broken").touch()
         m.rewind(iid, "charge is fixed")
         wait_until(
-            lambda: (s := client.get_status(iid)) is not None
-            and s.failure_details is not None
-            and "SubOrchestrationFailed" in s.failure_details.error_type,
+            lambda: (
+                (s := client.get_status(iid)) is not None
+                and s.failure_details is not None
+                and "SubOrchestrationFailed" in s.failure_details.error_type
+            ),
             timeout=60,
             what="the parent failed by its child",
         )
