@@ -10,8 +10,9 @@ Which failures to undo is decided by replaying: a failure the orchestrator
 handled (caught it, retried on a timer, compensated) was followed by the calls
 that handling made, so undoing it makes the replay diverge; it stays. Failures
 are tried from the last one back; each one whose undoing keeps the replay
-deterministic is undone, and the plan holds when the replayed orchestrator is
-no longer finished. :func:`plan_rewind` is run by the management layer before
+deterministic is undone (also a failure not awaited yet when another one
+failed the execution: it would fail it again right after the retry), and the
+plan holds when the replayed orchestrator is no longer finished. :func:`plan_rewind` is run by the management layer before
 the command is sent (so an operator gets the reason at once) and by the
 processor when it applies it (the instance may have changed meanwhile).
 
@@ -139,14 +140,20 @@ def plan_rewind(
         )
     retried: list[int] = []
     ex: OrchestrationExecutor | None = None
-    for _, seq in reversed(candidates):
+    for index, seq in reversed(candidates):
         trial = [*history, rewound_event(0, None, [*retried, seq])]
         attempt = _replay(registry, instance_id, trial, generation, max_payload_bytes)
         if attempt.divergence is None:
             retried.append(seq)
             ex = attempt
-            if not attempt.is_complete:
-                break
+        elif _inside_lock(history, index):
+            # The failure left the block, whose exit released the locks: the replay
+            # diverges there, and the critical section cannot be resumed.
+            raise RewindError(
+                f"instance {instance_id!r} failed inside a ctx.lock block; its entity locks "
+                "were released when the failure left the block, so the critical section "
+                "cannot go on: restart it, or reset it to a point before the block"
+            )
     if ex is None or ex.is_complete:
         raise RewindError(
             f"instance {instance_id!r} cannot be rewound: retrying its failed calls does not "
@@ -155,6 +162,17 @@ def plan_rewind(
         )
     _check_entities(ex, instance_id, "when it failed")
     return sorted(retried)
+
+
+def _inside_lock(history: list[HistoryEvent], index: int) -> bool:
+    """Whether event ``index`` arrived inside a ``ctx.lock`` block (requested, not released)."""
+    inside = False
+    for e in history[:index]:
+        if e.kind is EventKind.LOCK_REQUESTED:
+            inside = True
+        elif e.kind is EventKind.LOCK_RELEASED:
+            inside = False
+    return inside
 
 
 @dataclass(frozen=True, slots=True)
