@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from durafka.codec.records import InstanceState, decode_chunk, decode_state
-from durafka.errors import WaitTimeoutError
+from durafka.errors import DecodeError, WaitTimeoutError
 from durafka.runtime.history import HistoryEvent
 from durafka.topology import HubTopics
 from durafka.transport.base import Record, TopicPartition, Transport
@@ -61,6 +61,8 @@ class StoredInstance:
             chunks were found (a header compacted away, or not yet written).
         history: the events of its current generation, oldest first.
         updated_at_ms: the timestamp of the latest record read for it.
+        error: why its header or a history chunk could not be decoded (None: they could);
+            what could be decoded is kept.
     """
 
     instance_id: str
@@ -68,6 +70,7 @@ class StoredInstance:
     state: InstanceState | None
     history: list[HistoryEvent] = field(default_factory=list)
     updated_at_ms: int = 0
+    error: str | None = None
 
 
 def scan_partition(
@@ -192,7 +195,13 @@ def _decode(
         iid_bytes, _, rest = key[2:].partition(b"\x00")
         iid = iid_bytes.decode(errors="replace")
         if key.startswith(_HEADER):
-            state = decode_state(value)
+            try:
+                state = decode_state(value)
+            except DecodeError as exc:
+                found[iid] = StoredInstance(
+                    iid, partition, None, updated_at_ms=stamp, error=str(exc)
+                )
+                continue
             if keep is not None and not keep(state):
                 found[iid] = StoredInstance(iid, partition, None, updated_at_ms=-1)
                 continue
@@ -216,6 +225,9 @@ def _decode(
             continue
         # Chunk numbers are zero-padded in the key, so key order is chunk order.
         for _, value in sorted(chunks.get(iid, ())):
-            inst.history.extend(decode_chunk(value))
+            try:
+                inst.history.extend(decode_chunk(value))
+            except DecodeError as exc:
+                inst.error = inst.error or str(exc)
         out.append(inst)
     return out

@@ -18,6 +18,7 @@ per request.
 from __future__ import annotations
 
 from durafka.client.changelog import read_instances
+from durafka.errors import DecodeError
 from durafka.partitioning import partition_for
 from durafka.runtime.history import HistoryEvent
 from durafka.topology import HubTopics
@@ -64,4 +65,8 @@ def read_history(
         instance_id=instance_id,
         timeout=timeout,
     )
-    return found[0].history if found else []
+    if not found:
+        return []
+    if found[0].error is not None:
+        raise DecodeError(f"the history of {instance_id!r} cannot be read: {found[0].error}")
+    return found[0].history

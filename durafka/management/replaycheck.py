@@ -232,12 +232,32 @@ def _check_all(
     on_progress: Callable[[ReplayCheckProgress], None] | None,
 ) -> Iterable[InstanceFailure]:
     for n, inst in enumerate(found, 1):
-        if not inst.history or inst.state is None:
+        if inst.error is None and (not inst.history or inst.state is None):
             continue  # nothing recorded yet (a start not applied), or a header compacted away
         progress.checked += 1
-        failure = check_instance(registry, inst, max_payload_bytes=max_payload_bytes)
+        failure = (
+            _undecodable(inst)
+            if inst.error is not None
+            else check_instance(registry, inst, max_payload_bytes=max_payload_bytes)
+        )
         if failure is not None:
             progress.would_fail += 1
             yield failure
         if on_progress is not None and n % 1000 == 0:
             on_progress(progress)
+
+
+def _undecodable(inst: StoredInstance) -> InstanceFailure:
+    """An instance whose records do not decode: it cannot be checked (nor run)."""
+    state = inst.state
+    return InstanceFailure(
+        state.status.name if state is not None else "(unknown)",
+        None,
+        None,
+        "DecodeError",
+        ReplayFailure(
+            instance_id=inst.instance_id,
+            status=state.status.runtime_status if state is not None else None,
+            message=f"its records in the changelog do not decode: {inst.error}",
+        ),
+    )

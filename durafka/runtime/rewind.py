@@ -12,9 +12,10 @@ that handling made, so undoing it makes the replay diverge; it stays. Failures
 are tried from the last one back; each one whose undoing keeps the replay
 deterministic is undone (also a failure not awaited yet when another one
 failed the execution: it would fail it again right after the retry), and the
-plan holds when the replayed orchestrator is no longer finished. :func:`plan_rewind` is run by the management layer before
-the command is sent (so an operator gets the reason at once) and by the
-processor when it applies it (the instance may have changed meanwhile).
+plan holds when the replayed orchestrator is no longer finished.
+:func:`plan_rewind` is run by the management layer before the command is sent
+(so an operator gets the reason at once) and by the processor when it applies
+it (the instance may have changed meanwhile).
 
 **Reset** (Temporal's reset): a new execution that replays the history up to an
 event and continues from there (:func:`plan_reset`).

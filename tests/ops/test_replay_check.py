@@ -14,6 +14,8 @@ import durafka
 from durafka.cli import app as cli
 from durafka.management import Management
 from durafka.registry import Registry
+from durafka.state.keys import instance_key
+from durafka.topology import HubTopics
 from tests.ops import deploys
 from tests.support.waiting import wait_until
 
@@ -102,3 +104,22 @@ def test_replay_check_tells_a_compatible_from_an_incompatible_change(
             "order-0 (RUNNING): #0 recorded call_activity('reserve'), now call_activity('charge')"
         )
         assert expected in text.stdout
+
+
+def test_a_record_that_does_not_decode_is_reported_not_a_crash(
+    app_factory: Callable[..., durafka.App],
+) -> None:
+    app = app_factory()
+    app.ensure_topics()
+    topics = HubTopics(app.settings.task_hub)
+    producer = app.transport.producer()
+    producer.produce(topics.changelog, 0, instance_key("garbled"), b"not avro")
+    producer.flush(30)
+    producer.close()
+    with Management(app.settings, deploys.running.registry, app.transport) as m:
+        report = m.replay_check(partitions=[0])
+    assert (report.checked, report.would_fail) == (1, 1)
+    [group] = report.groups
+    assert group.error_type == "DecodeError"
+    assert group.instances[0].instance_id == "garbled"
+    assert "do not decode" in group.instances[0].message

@@ -10,7 +10,7 @@ from durafka.entities import EntityId
 from durafka.errors import ActivityFailed, RewindError
 from durafka.runtime.context import OrchestrationContext
 from durafka.runtime.executor import OrchestrationExecutor
-from durafka.runtime.history import EventKind, HistoryEvent, undone_events
+from durafka.runtime.history import EventKind, undone_events
 from durafka.runtime.rewind import plan_reset, plan_rewind, rewound_event
 
 from .helpers import Run, completed, failed, registry_with
