@@ -15,8 +15,9 @@ Memory: one partition's live state (its latest header and chunk values) at a
 time, never the whole topic; callers that check every instance go partition by
 partition (``durafka replay-check``). Cost: a full read of the partition.
 
-Point in time: a record's timestamp is the time its processor produced it,
-right before the transaction that committed it. History chunks are append-only
+Point in time: a value counts from the time its content carries (a header's
+status update, a chunk's latest event), which is its batch's time; the
+record's own timestamp is a moment later. History chunks are append-only
 within a generation (each batch writes a new chunk key), so the history as of a
 time is exact as long as the generation's chunks exist; older header values
 (status, custom status) survive only until the log cleaner compacts them.
@@ -143,7 +144,8 @@ def read_instances(
         topics: the task hub's topics.
         partition: the partition number.
         instance_id: only this instance.
-        at_ms: as of this time (records produced after it are ignored).
+        at_ms: as of this time: each key's last value written by then (by the
+            time its content carries); meant for one instance.
         keep: decode the history only of instances whose header it accepts (the
             others are left out).
         timeout: seconds the scan may take at most.
@@ -163,6 +165,9 @@ def read_instances(
     # Raw latest values only: decoding waits until the partition is read, and a key
     # overwritten a thousand times is decoded once.
     values: dict[bytes, tuple[bytes | None, int]] = {}
+    # With at_ms, every version of each key: which one was current then is decided
+    # by its content's time (one instance's keys: few).
+    every: dict[bytes, list[tuple[bytes | None, int]]] = {}
     for batch in scan_partition(
         transport, changelog_partition(topics, partition), timeout=timeout, on_batch=on_batch
     ):
@@ -176,10 +181,42 @@ def read_instances(
             elif not (key.startswith(_HEADER) or key.startswith(_CHUNK)):
                 continue
             stamp = record.timestamp()[1]
-            if at_ms is not None and stamp > at_ms:
-                continue
-            values[key] = (record.value(), stamp)
+            if at_ms is None:
+                values[key] = (record.value(), stamp)
+            else:
+                every.setdefault(key, []).append((record.value(), stamp))
+    if at_ms is not None:
+        values = _as_of(every, at_ms)
     return _decode(values, partition, keep)
+
+
+def _as_of(
+    every: dict[bytes, list[tuple[bytes | None, int]]], at_ms: int
+) -> dict[bytes, tuple[bytes | None, int]]:
+    """Each key's last value whose content is from ``at_ms`` or before.
+
+    A record is produced a moment after the batch that wrote it, so its own
+    timestamp is later than the times its content carries (the status's last
+    update, the history events'), which are what an operator asks about.
+    """
+    chosen: dict[bytes, tuple[bytes | None, int]] = {}
+    for key, versions in every.items():
+        for value, stamp in reversed(versions):
+            if _content_time(key, value, stamp) <= at_ms:
+                chosen[key] = (value, stamp)
+                break
+    return chosen
+
+
+def _content_time(key: bytes, value: bytes | None, stamp: int) -> int:
+    if value is None:
+        return stamp  # a tombstone: deleted when it was produced
+    try:
+        if key.startswith(_HEADER):
+            return decode_state(value).status.last_updated_at_ms
+        return max((e.timestamp for e in decode_chunk(value)), default=stamp)
+    except DecodeError:
+        return stamp
 
 
 def _decode(
