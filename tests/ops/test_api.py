@@ -210,10 +210,13 @@ def test_repairs_over_http(base_url: str) -> None:
         assert rewound.status_code == 202, rewound.text
         # The activity always fails: the rewind runs it again and the instance fails again.
         wait_until(
-            lambda: sum(
-                e["kind"] == "TASK_FAILED" for e in http.get("/api/instances/f/1/history").json()
-            )
-            == 2,
+            lambda: (
+                sum(
+                    e["kind"] == "TASK_FAILED"
+                    for e in http.get("/api/instances/f/1/history").json()
+                )
+                == 2
+            ),
             timeout=60,
         )
         wait_until(lambda: status(http, "f/1") == "FAILED", timeout=60)
