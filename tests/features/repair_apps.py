@@ -7,6 +7,7 @@ them from outside.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -38,6 +39,10 @@ def step(s: Step) -> str:
         f.write("run\n")
     if (Path(s.directory) / f"{s.key}.broken").exists():
         raise RuntimeError(f"{s.key} is broken")
+    hold = Path(s.directory) / f"{s.key}.hold"
+    deadline = time.monotonic() + 120
+    while hold.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
     return s.key
 
 
@@ -74,3 +79,9 @@ async def two_events(ctx: OrchestrationContext, directory: str) -> list[str]:
     ctx.set_custom_status("waiting for finish")
     done.append(await ctx.wait_for_external_event("finish"))
     return done
+
+
+@app.orchestration
+async def one_step(ctx: OrchestrationContext, directory: str) -> str:
+    """One step that can break or be held."""
+    return await ctx.call_activity(step, Step(directory, "charge"))

@@ -14,13 +14,16 @@ from typer.testing import CliRunner
 
 import durafka
 from durafka.cli import app as cli
-from durafka.errors import RewindError
+from durafka.codec.records import encode_message
+from durafka.errors import FailureDetails, RewindError
 from durafka.management import Management
+from durafka.partitioning import partition_for
 from durafka.registry import Registry
-from durafka.runtime.history import EventKind
+from durafka.runtime.history import EventKind, HistoryEvent
 from durafka.status import RuntimeStatus
+from durafka.topology import HubTopics
 from tests.features import repair_apps
-from tests.features.helpers import count, status_records
+from tests.features.helpers import count, status_records, wait_processed
 from tests.features.repair_apps import runs
 from tests.support.waiting import wait_until
 
@@ -188,3 +191,44 @@ def _custom(client: durafka.Client, iid: str) -> Any:
         if s is None or s.serialized_custom_status is None
         else json.loads(s.serialized_custom_status)
     )
+
+
+def test_a_late_failure_of_the_failed_attempt_does_not_fail_the_retry(
+    app_factory: Callable[..., durafka.App], tmp_path: Path
+) -> None:
+    app = app_factory()
+    d = str(tmp_path)
+    (tmp_path / "charge.broken").touch()
+    with app.running(), app.sync_client() as client:
+        iid = client.start_new("one_step", d, instance_id="late-1")
+        _status(client, iid, RuntimeStatus.FAILED)
+        failed = client.get_status(iid)
+        assert failed is not None and failed.execution_id is not None
+        # The retry is held; meanwhile the failed attempt's result arrives again
+        # (a worker that ran it twice), with the token of before the rewind.
+        (tmp_path / "charge.hold").touch()
+        (tmp_path / "charge.broken").unlink()
+        client.rewind(iid, "mended")
+        wait_until(lambda: runs(tmp_path, "charge") == 2, timeout=60, what="the retry running")
+        late = HistoryEvent(
+            EventKind.TASK_FAILED,
+            0,
+            seq=0,
+            attempt=1,
+            failure=FailureDetails("builtins.RuntimeError", "charge is broken"),
+            execution_id=f"{failed.execution_id}:0",
+        )
+        producer = app.transport.producer()
+        key = iid.encode()
+        partitions = app.transport.partition_count(HubTopics(app.settings.task_hub).orchestrations)
+        producer.produce(
+            HubTopics(app.settings.task_hub).orchestrations,
+            partition_for(key, partitions),
+            key,
+            encode_message(iid, late),
+        )
+        producer.flush(30)
+        producer.close()
+        wait_processed(app.transport, app.settings.task_hub, timeout=60)
+        (tmp_path / "charge.hold").unlink()
+        assert client.wait_for_completion(iid, timeout=60) == "charge"
