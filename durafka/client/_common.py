@@ -282,13 +282,6 @@ class ClientCore:
 
         return after_rewind
 
-    def remember_rewind(self, instance_id: str, failed: OrchestrationStatus) -> None:
-        """Note a rewind of ``failed``: waits on the id want a terminal status after it."""
-        self._rewound[instance_id] = failed.last_updated_at_ms
-        self._rewound.move_to_end(instance_id)
-        while len(self._rewound) > _RECENT_STARTS:
-            self._rewound.popitem(last=False)
-
     def check_can_start(self, instance_id: str, current: OrchestrationStatus | None) -> None:
         """Refuse a start whose id is held by a pending, running or suspended instance."""
         if current is not None and current.runtime_status in ACTIVE_STATUSES:
@@ -329,9 +322,22 @@ class ClientCore:
                 "for it to finish"
             )
 
-    def check_can_rewind(self, instance_id: str, current: OrchestrationStatus | None) -> None:
-        """Refuse to rewind an unknown instance or one that has not failed (view ready)."""
+    def rewind_record(
+        self,
+        instance_id: str,
+        current: OrchestrationStatus | None,
+        reason: str | None,
+        partitions: int,
+    ) -> OutgoingRecord:
+        """The ``EXECUTION_REWOUND`` record of a rewind, checked (view ready); waits on the
+        id then want a terminal status after the failure it rewinds.
+
+        Raises:
+            InstanceNotFoundError: the instance is unknown.
+            RewindError: it is not Failed.
+        """
         check_instance_id(instance_id)
+        payload = self.encode_reason(reason, f"rewind reason for {instance_id!r}")
         if current is None:
             raise InstanceNotFoundError(
                 f"no instance {instance_id!r} is known to the status view (never started, "
@@ -342,12 +348,32 @@ class ClientCore:
                 f"instance {instance_id!r} is {current.runtime_status.value}; only a Failed "
                 "instance can be rewound (reset works in any status)"
             )
+        record = self.control_record(
+            instance_id, EventKind.EXECUTION_REWOUND, partitions, payload=payload
+        )
+        self._rewound[instance_id] = current.last_updated_at_ms
+        self._rewound.move_to_end(instance_id)
+        while len(self._rewound) > _RECENT_STARTS:
+            self._rewound.popitem(last=False)
+        return record
 
-    def check_can_reset(
-        self, instance_id: str, current: OrchestrationStatus | None, to_event: int
-    ) -> None:
-        """Refuse to reset an unknown instance, or to a negative event index (view ready)."""
+    def reset_record(
+        self,
+        instance_id: str,
+        current: OrchestrationStatus | None,
+        to_event: int,
+        reason: str | None,
+        partitions: int,
+    ) -> tuple[OutgoingRecord, str]:
+        """The ``EXECUTION_RESET`` record of a reset and its new execution id (view ready);
+        waits on the id then want that execution.
+
+        Raises:
+            InstanceNotFoundError: the instance is unknown.
+            ValueError: ``to_event`` is below 1.
+        """
         check_instance_id(instance_id)
+        payload = self.encode_reason(reason, f"reset reason for {instance_id!r}")
         if current is None:
             raise InstanceNotFoundError(
                 f"no instance {instance_id!r} is known to the status view (never started, "
@@ -355,6 +381,17 @@ class ClientCore:
             )
         if to_event < 1:
             raise ValueError(f"to_event must be an event index of the history (>= 1): {to_event}")
+        execution = uuid.uuid4().hex
+        record = self.control_record(
+            instance_id,
+            EventKind.EXECUTION_RESET,
+            partitions,
+            payload=payload,
+            seq=to_event,
+            execution_id=execution,
+        )
+        self.remember_start(instance_id, execution)
+        return record, execution
 
     # -- results -----------------------------------------------------------------
 

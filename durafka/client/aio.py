@@ -9,7 +9,6 @@ waits are still futures resolved by those threads.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -203,58 +202,28 @@ class AsyncClient:
     async def rewind(self, instance_id: str, reason: str | None = None) -> None:
         """Put a Failed instance back to Running, retrying the calls that failed it.
 
-        Durable Functions' rewind: the failed activities run again and failed
-        sub-orchestrations are rewound (recursively), everything that succeeded is
-        kept, and the history keeps the failures and records the rewind. Only
-        failures from activities and sub-orchestrations can be rewound; the
-        processor checks it (durafka/runtime/rewind.py) and refuses, with a log
-        line, what it cannot rewind (``Management.rewind`` checks before sending).
-        Results the failed attempt still delivers are dropped (a rewind gives the
-        execution a new token).
-
-        Raises:
-            InstanceNotFoundError: no such instance is known to the status view.
-            RewindError: the instance is not Failed.
+        See :meth:`durafka.client.Client.rewind`.
         """
-        payload = self._core.encode_reason(reason, f"rewind reason for {instance_id!r}")
         await self._ready()
-        current = self._view.get(instance_id)
-        self._core.check_can_rewind(instance_id, current)
-        await self._control(instance_id, EventKind.EXECUTION_REWOUND, payload=payload)
-        assert current is not None
-        self._core.remember_rewind(instance_id, current)
+        await self._send(
+            self._core.rewind_record(
+                instance_id, self._view.get(instance_id), reason, self._partitions
+            )
+        )
 
     async def reset(self, instance_id: str, *, to_event: int, reason: str | None = None) -> str:
         """Run the instance again from an earlier point of its history (Temporal's reset).
 
-        A new execution replays the history's events ``[0, to_event)`` (the ``#``
-        column of ``durafka history``) with the current code and goes on from
-        there; the current execution ends (Terminated, reason ``"reset"``) if it was
-        still running. Calls pending at the point are issued again: activities
-        after the point run again (at-least-once), children started after it are
-        terminated and started again, external events raised after it are
-        delivered again. Work the old execution has in flight carries its token and
-        is dropped.
+        See :meth:`durafka.client.Client.reset`.
 
         Returns:
-            The new execution's id (``OrchestrationStatus.execution_id`` once it runs).
-
-        Raises:
-            InstanceNotFoundError: no such instance is known to the status view.
-            ValueError: ``to_event`` is below 1.
+            The new execution's id.
         """
-        payload = self._core.encode_reason(reason, f"reset reason for {instance_id!r}")
         await self._ready()
-        self._core.check_can_reset(instance_id, self._view.get(instance_id), to_event)
-        execution = uuid.uuid4().hex
-        await self._control(
-            instance_id,
-            EventKind.EXECUTION_RESET,
-            payload=payload,
-            seq=to_event,
-            execution_id=execution,
+        record, execution = self._core.reset_record(
+            instance_id, self._view.get(instance_id), to_event, reason, self._partitions
         )
-        self._core.remember_start(instance_id, execution)
+        await self._send(record)
         return execution
 
     async def _control(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -255,13 +254,12 @@ class Client:
             InstanceNotFoundError: no such instance is known to the status view.
             RewindError: the instance is not Failed.
         """
-        payload = self._core.encode_reason(reason, f"rewind reason for {instance_id!r}")
         self._ready()
-        current = self._view.get(instance_id)
-        self._core.check_can_rewind(instance_id, current)
-        self._control(instance_id, EventKind.EXECUTION_REWOUND, payload=payload)
-        assert current is not None
-        self._core.remember_rewind(instance_id, current)
+        self._send(
+            self._core.rewind_record(
+                instance_id, self._view.get(instance_id), reason, self._partition_count()
+            )
+        )
 
     def reset(self, instance_id: str, *, to_event: int, reason: str | None = None) -> str:
         """Run the instance again from an earlier point of its history (Temporal's reset).
@@ -282,18 +280,11 @@ class Client:
             InstanceNotFoundError: no such instance is known to the status view.
             ValueError: ``to_event`` is below 1.
         """
-        payload = self._core.encode_reason(reason, f"reset reason for {instance_id!r}")
         self._ready()
-        self._core.check_can_reset(instance_id, self._view.get(instance_id), to_event)
-        execution = uuid.uuid4().hex
-        self._control(
-            instance_id,
-            EventKind.EXECUTION_RESET,
-            payload=payload,
-            seq=to_event,
-            execution_id=execution,
+        record, execution = self._core.reset_record(
+            instance_id, self._view.get(instance_id), to_event, reason, self._partition_count()
         )
-        self._core.remember_start(instance_id, execution)
+        self._send(record)
         return execution
 
     def _control(

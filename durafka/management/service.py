@@ -376,13 +376,14 @@ class Management:
                 f"instance {instance_id!r} is {current.runtime_status.value}; only a Failed "
                 "instance can be rewound (reset works in any status)"
             )
-        stored = self._stored(instance_id)
-        if stored is not None and stored.state is not None and self._knows(current.name):
+        planned = self._plannable(instance_id, current.name)
+        if planned is not None:
+            history, generation = planned
             plan_rewind(
                 self.registry,
                 instance_id,
-                stored.history,
-                generation=stored.state.generation,
+                history,
+                generation=generation,
                 max_payload_bytes=self.settings.max_payload_bytes,
             )
         self.client.rewind(instance_id, reason)
@@ -402,20 +403,28 @@ class Management:
                 the events before it, or it is inside an entity lock.
         """
         current = self._status(instance_id)
-        stored = self._stored(instance_id)
-        if stored is not None and stored.state is not None and self._knows(current.name):
+        planned = self._plannable(instance_id, current.name)
+        if planned is not None:
+            history, generation = planned
             plan_reset(
                 self.registry,
                 instance_id,
-                stored.history,
+                history,
                 to_event,
-                generation=stored.state.generation,
+                generation=generation,
                 max_payload_bytes=self.settings.max_payload_bytes,
             )
         return self.client.reset(instance_id, to_event=to_event, reason=reason)
 
-    def _knows(self, name: str) -> bool:
-        return name in self.registry.orchestration_versions
+    def _plannable(self, instance_id: str, name: str) -> tuple[list[HistoryEvent], int] | None:
+        """The history and generation to plan a repair on; None when the app does not
+        register the orchestration (the processor, which runs it, still checks)."""
+        if name not in self.registry.orchestration_versions:
+            return None
+        stored = self._stored(instance_id)
+        if stored is None or stored.state is None:
+            return None
+        return stored.history, stored.state.generation
 
     def _stored(self, instance_id: str, at_ms: int | None = None) -> StoredInstance | None:
         """The instance's header and history, read from its changelog partition."""

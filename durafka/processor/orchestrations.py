@@ -312,7 +312,7 @@ class Orchestrations:
             for e in incoming:
                 if e.kind not in COMPLETION_KINDS or self._expected(inst, ex, token, e):
                     new.append(e)
-            if len(new) == 1 and ex.has_started:
+            if len(new) == 1 and ex.has_started and not ex.has_new_actions:
                 return
             result = ex.step(new)
             appended = new + result.actions
@@ -619,6 +619,7 @@ class Orchestrations:
         self._touch(batch, inst)
         inst.executor = None
         self._reissue(batch, share, inst)
+        self._step(batch, share, inst, [])  # calls the replay made that were not recorded
 
     def _reset(self, batch: Batch, share: PartitionBatch, inst: Instance, ev: HistoryEvent) -> None:
         """Start a new execution that replays the history up to event ``ev.seq`` and goes on.
@@ -686,8 +687,8 @@ class Orchestrations:
         self._touch(batch, inst)
         inst.executor = None
         self._reissue(batch, share, inst)
-        if reapplied:
-            self._step(batch, share, inst, reapplied)
+        # A step: the re-applied events, and the calls the code makes after the point.
+        self._step(batch, share, inst, reapplied)
 
     def _reissue(self, batch: Batch, share: PartitionBatch, inst: Instance) -> None:
         """Issue again, with the current token, every recorded call the replayed code waits for.

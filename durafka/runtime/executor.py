@@ -268,6 +268,11 @@ class OrchestrationExecutor:
         """
         return self._completion
 
+    @property
+    def has_new_actions(self) -> bool:
+        """Whether the replay took calls its history did not record (the next step emits them)."""
+        return bool(self._new_actions)
+
     def pending_calls(self) -> dict[int, EventKind]:
         """The calls still waiting for their completion: sequence id -> the call's kind."""
         return {seq: p.kind for seq, p in self._pending.items()}

@@ -232,3 +232,24 @@ def test_a_late_failure_of_the_failed_attempt_does_not_fail_the_retry(
         wait_processed(app.transport, app.settings.task_hub, timeout=60)
         (tmp_path / "charge.hold").unlink()
         assert client.wait_for_completion(iid, timeout=60) == "charge"
+
+
+async def test_the_async_client_rewinds_and_resets(
+    running_app: durafka.App, tmp_path: Path
+) -> None:
+    d = str(tmp_path)
+    (tmp_path / "charge.broken").touch()
+    async with running_app.client() as client:
+        iid = await client.start_new("one_step", d, instance_id="async-1")
+        failed = await client.wait_for_status(iid, timeout=60)
+        assert failed.runtime_status is RuntimeStatus.FAILED
+        (tmp_path / "charge.broken").unlink()
+        await client.rewind(iid, "mended")
+        # Waits after a rewind want a terminal status later than the failure.
+        assert await client.wait_for_completion(iid, timeout=60) == "charge"
+        execution = await client.reset(iid, to_event=2, reason="once more")
+        done = await client.wait_for_status(iid, timeout=60)
+        assert (done.execution_id, done.runtime_status) == (execution, RuntimeStatus.COMPLETED)
+        assert runs(tmp_path, "charge") == 3
+        with pytest.raises(RewindError, match="only a Failed instance"):
+            await client.rewind(iid)
