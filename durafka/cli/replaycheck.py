@@ -94,9 +94,8 @@ def replay_check(
         managing(app, hub, bootstrap, log_level, log_format) as m,
         Progress(
             TextColumn("[bold]replay-check[/] {task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=20),
             MofNCompleteColumn(),
-            TextColumn("partitions"),
             TimeElapsedColumn(),
             console=console,
             disable=not progress or not console.is_terminal,
@@ -116,7 +115,7 @@ def replay_check(
                 total=p.partitions,
                 completed=p.partitions_done,
                 description=(
-                    f"partition {p.partition}: {p.records:,}/{p.offsets:,} records · "
+                    f"p{p.partition} {_percent(p.records, p.offsets)} · "
                     f"{p.checked:,} replayed · {p.would_fail:,} would fail"
                 ),
             )
@@ -125,6 +124,11 @@ def replay_check(
     emit(report, as_json, _text(report))
     if report.would_fail:
         raise typer.Exit(1)
+
+
+def _percent(done: int, total: int) -> str:
+    """How far the current partition's read is (offsets include transaction markers)."""
+    return f"{min(100, 100 * done // total) if total else 100}%"
 
 
 def _text(report: ReplayCheckReport) -> str:
