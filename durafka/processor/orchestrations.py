@@ -25,6 +25,7 @@ from durafka.activities.local import LocalActivities
 from durafka.codec.records import (
     ActivityTask,
     InstanceState,
+    decode_chunk,
     encode_chunk,
     encode_state,
     encode_status,
@@ -668,12 +669,12 @@ class Orchestrations:
             )
         reapplied = [*plan.reapplied, *inst.state.pending_events]
         inst.state.pending_events = []
-        self._delete_history(batch, share.tx, inst)
+        rest = self._truncate_history(batch, share.tx, inst, len(plan.prefix))
         marker = HistoryEvent(
             EventKind.EXECUTION_RESET, now, seq=ev.seq, execution_id=execution, payload=ev.payload
         )
         self._append_history(
-            batch, inst, [*plan.prefix, HistoryEvent(EventKind.ORCHESTRATOR_STARTED, now), marker]
+            batch, inst, [*rest, HistoryEvent(EventKind.ORCHESTRATOR_STARTED, now), marker]
         )
         inst.state.rewinds = count_rewinds(plan.prefix)
         self._update_status(
@@ -689,6 +690,33 @@ class Orchestrations:
         self._reissue(batch, share, inst)
         # A step: the re-applied events, and the calls the code makes after the point.
         self._step(batch, share, inst, reapplied)
+
+    def _truncate_history(
+        self, batch: Batch, tx: StoreTransaction, inst: Instance, keep: int
+    ) -> list[HistoryEvent]:
+        """Cut the history to its first ``keep`` events; the kept events to write again.
+
+        Stored chunks wholly before the cut stay as they are (a long prefix is not
+        rewritten as one record, and stays readable as of earlier times); the
+        others are deleted, and the kept events they held are returned.
+        """
+        self._delete_pending_timers(tx, inst)
+        batch.pending_chunks.pop(inst.instance_id, None)
+        kept_chunks = kept_events = 0
+        cutting = False
+        for key, value in list(tx.iter_prefix(history_prefix(inst.instance_id))):
+            size = len(decode_chunk(value))
+            if not cutting and kept_events + size <= keep:
+                kept_chunks += 1
+                kept_events += size
+            else:
+                cutting = True
+                tx.delete(key)
+        state = inst.state
+        state.history_chunks, state.history_length = kept_chunks, kept_events
+        rest = inst.history[kept_events:keep]
+        inst.history = inst.history[:kept_events]
+        return rest
 
     def _reissue(self, batch: Batch, share: PartitionBatch, inst: Instance) -> None:
         """Issue again, with the current token, every recorded call the replayed code waits for.

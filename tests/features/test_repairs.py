@@ -20,10 +20,11 @@ from durafka.management import Management
 from durafka.partitioning import partition_for
 from durafka.registry import Registry
 from durafka.runtime.history import EventKind, HistoryEvent
+from durafka.state.keys import history_key
 from durafka.status import RuntimeStatus
 from durafka.topology import HubTopics
 from tests.features import repair_apps
-from tests.features.helpers import count, status_records, wait_processed
+from tests.features.helpers import count, read_topic, status_records, wait_processed
 from tests.features.repair_apps import runs
 from tests.support.waiting import wait_until
 
@@ -182,6 +183,11 @@ def test_reset_runs_an_instance_again_from_an_earlier_event(
         assert [e.kind for e in new_history[:point]] == [e.kind for e in history[:point]]
         assert new_history[point + 1].kind is EventKind.EXECUTION_RESET
         assert count(new_history, EventKind.EXECUTION_RESET) == 1
+        # The chunk before the point was kept, not written again (a long prefix is
+        # not rewritten as one record): its key was written once.
+        changelog = read_topic(app.transport, HubTopics(app.settings.task_hub).changelog)
+        assert [k for k, _ in changelog].count(history_key(iid, 0)) == 1
+        assert [k for k, _ in changelog].count(history_key(iid, 1)) == 2  # the old, the new
 
 
 def _custom(client: durafka.Client, iid: str) -> Any:
