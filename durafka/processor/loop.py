@@ -178,9 +178,7 @@ class Processor:
             open_store=self._open_store,
             reject=self._malformed.screen,
             max_records=settings.restore_records_per_iteration,
-            retention_ms=TombstoneRetention.of_hub(
-                transport, settings.task_hub, settings.topology
-            ),
+            retention_ms=TombstoneRetention.of_hub(transport, settings.task_hub, settings.topology),
         )
         delay = settings.state_cleanup_delay_ms
         self._cleaner = (
