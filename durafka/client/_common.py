@@ -338,11 +338,7 @@ class ClientCore:
         """
         check_instance_id(instance_id)
         payload = self.encode_reason(reason, f"rewind reason for {instance_id!r}")
-        if current is None:
-            raise InstanceNotFoundError(
-                f"no instance {instance_id!r} is known to the status view (never started, "
-                "purged, or another task hub); nothing to rewind"
-            )
+        current = _known(instance_id, current, "rewind")
         if current.runtime_status is not RuntimeStatus.FAILED:
             raise RewindError(
                 f"instance {instance_id!r} is {current.runtime_status.value}; only a Failed "
@@ -374,11 +370,7 @@ class ClientCore:
         """
         check_instance_id(instance_id)
         payload = self.encode_reason(reason, f"reset reason for {instance_id!r}")
-        if current is None:
-            raise InstanceNotFoundError(
-                f"no instance {instance_id!r} is known to the status view (never started, "
-                "purged, or another task hub); nothing to reset"
-            )
+        current = _known(instance_id, current, "reset")
         if to_event < 1:
             raise ValueError(f"to_event must be an event index of the history (>= 1): {to_event}")
         execution = uuid.uuid4().hex
@@ -408,6 +400,18 @@ class ClientCore:
         if raise_on_failure:
             raise OrchestrationFailed(failure_message(status), status=status)
         return None
+
+
+def _known(
+    instance_id: str, current: OrchestrationStatus | None, action: str
+) -> OrchestrationStatus:
+    """``current``, or the error saying the instance is unknown and there is nothing to do."""
+    if current is None:
+        raise InstanceNotFoundError(
+            f"no instance {instance_id!r} is known to the status view (never started, "
+            f"purged, or another task hub); nothing to {action}"
+        )
+    return current
 
 
 def failure_message(status: OrchestrationStatus) -> str:
