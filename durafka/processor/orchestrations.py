@@ -258,6 +258,19 @@ class Orchestrations:
         previous: Instance | None,
     ) -> Instance:
         if previous is not None:  # a finished instance started again under the same id
+            if previous.status_dirty:
+                # It ended in this batch (e.g. terminated by a reset of its parent, which
+                # starts it again right after): that end is published too.
+                key = iid.encode()
+                share.out.append(
+                    OutgoingRecord(
+                        self.topics.status,
+                        previous.partition,
+                        key,
+                        encode_status(previous.state.status),
+                    )
+                )
+                previous.status_dirty = False
             self._delete_history(batch, share.tx, previous)
         now = batch.now_ms
         status = OrchestrationStatus(

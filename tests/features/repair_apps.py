@@ -85,3 +85,21 @@ async def two_events(ctx: OrchestrationContext, directory: str) -> list[str]:
 async def one_step(ctx: OrchestrationContext, directory: str) -> str:
     """One step that can break or be held."""
     return await ctx.call_activity(step, Step(directory, "charge"))
+
+
+@app.orchestration
+async def held_child(ctx: OrchestrationContext, directory: str) -> str:
+    """A child that waits for the event ``release``."""
+    return str(await ctx.wait_for_external_event("release"))
+
+
+@app.orchestration
+async def with_child(ctx: OrchestrationContext, directory: str) -> list[str]:
+    """One step, then a child that waits (its id: ``<parent>-child``)."""
+    done = [await ctx.call_activity(step, Step(directory, "first"))]
+    done.append(
+        await ctx.call_sub_orchestrator(
+            held_child, directory, instance_id=f"{ctx.instance_id}-child"
+        )
+    )
+    return done

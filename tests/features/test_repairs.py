@@ -259,3 +259,36 @@ async def test_the_async_client_rewinds_and_resets(
         assert runs(tmp_path, "charge") == 3
         with pytest.raises(RewindError, match="only a Failed instance"):
             await client.rewind(iid)
+
+
+def test_reset_before_a_child_terminates_it_and_starts_it_again(
+    app_factory: Callable[..., durafka.App], tmp_path: Path
+) -> None:
+    app = app_factory()
+    with app.running(), app.sync_client() as client:
+        iid = client.start_new("with_child", str(tmp_path), instance_id="parent-1")
+        child = f"{iid}-child"
+        wait_until(lambda: client.get_status(child) is not None, timeout=60, what="the child")
+        old_child = client.get_status(child)
+        assert old_child is not None
+        history = client.get_history(iid)
+        created = next(
+            i for i, e in enumerate(history) if e.kind is EventKind.SUB_ORCHESTRATION_CREATED
+        )
+        # Right before the call: the replayed code makes it again, as a new call.
+        client.reset(iid, to_event=created, reason="child input was wrong")
+        wait_until(
+            lambda: (
+                (s := client.get_status(child)) is not None
+                and s.execution_id != old_child.execution_id
+                and s.runtime_status is RuntimeStatus.RUNNING
+            ),
+            timeout=60,
+            what="the child started again",
+        )
+        records = status_records(app.transport, app.settings.task_hub, child)
+        old = [s for s in records if s and s.execution_id == old_child.execution_id]
+        assert old[-1].runtime_status is RuntimeStatus.TERMINATED
+        assert runs(tmp_path, "first") == 1  # before the point: kept
+        client.raise_event(child, "release", "go")
+        assert client.wait_for_completion(iid, timeout=60) == ["first", "go"]
