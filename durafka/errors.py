@@ -115,6 +115,36 @@ class NonDeterminismError(DurafkaError):
     The instance fails with this error instead of corrupting its state. The usual
     cause is a code change deployed while instances were running, or a decision
     taken on wall-clock time, randomness or I/O outside ``ctx``.
+
+    Attributes:
+        seq: the sequence id where the code and the history part (None: unknown).
+        recorded: the call the history recorded there (e.g. ``call_activity('charge')``).
+        taken: the call the code makes there now (None: it makes none).
+        location: ``file:line in function`` of the orchestrator code when the
+            divergence was found (None: the orchestrator had returned).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        seq: int | None = None,
+        recorded: str | None = None,
+        taken: str | None = None,
+        location: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.seq = seq
+        self.recorded = recorded
+        self.taken = taken
+        self.location = location
+
+
+class RewindError(DurafkaError):
+    """An instance cannot be rewound or reset as asked; nothing was changed.
+
+    The message says why (not failed, failed in its own code rather than in an
+    activity or sub-orchestration, inside an entity lock, ...) and what to do instead.
     """
 
 

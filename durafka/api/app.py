@@ -39,6 +39,7 @@ from durafka.errors import (
     InstanceNotFinishedError,
     InstanceNotFoundError,
     InstanceNotRunningError,
+    RewindError,
     TransportError,
     UnknownFunctionError,
     WaitTimeoutError,
@@ -52,6 +53,7 @@ from durafka.management.models import (
     EntityInfo,
     EntityPage,
     HistoryEntry,
+    InstanceAt,
     InstanceDetail,
     InstancePage,
     InstancePageView,
@@ -102,6 +104,13 @@ class ReasonRequest(BaseModel):
     reason: str | None = None
 
 
+class ResetRequest(BaseModel):
+    """Where ``POST /api/instances/<id>/reset`` resets to: an event index of the history."""
+
+    to_event: int
+    reason: str | None = None
+
+
 class WhoAmI(BaseModel):
     """The caller's role and the task hub the server manages."""
 
@@ -117,7 +126,7 @@ def _error_status(exc: Exception) -> int:
         return 404
     if isinstance(exc, InstanceAlreadyExistsError | InstanceNotRunningError):
         return 409
-    if isinstance(exc, InstanceNotFinishedError):
+    if isinstance(exc, InstanceNotFinishedError | RewindError):
         return 409
     if isinstance(exc, UnknownFunctionError | ValueError):
         return 400
@@ -234,6 +243,11 @@ def create_api(
         """The history of the instance's current generation (scans one changelog partition)."""
         return m.history(instance_id)
 
+    @api.get("/api/instances/{instance_id:path}/at", dependencies=read, tags=["instances"])
+    def instance_at(instance_id: str, time: datetime) -> InstanceAt:
+        """The instance as it was at ``time`` (ISO 8601 with zone), from the changelog."""
+        return m.instance_at(instance_id, time)
+
     @api.get("/api/instances/{instance_id:path}/page", dependencies=read, tags=["instances"])
     def instance_page(instance_id: str) -> InstancePageView:
         """Status, children, timeline and history: the dashboard's instance page, in one read."""
@@ -294,6 +308,28 @@ def create_api(
     def restart(instance_id: str) -> Accepted:
         """Run a finished instance again (a new execution, same id, name and input)."""
         execution = m.restart(instance_id)
+        return Accepted(instance_id=instance_id, execution_id=execution)
+
+    @api.post(
+        "/api/instances/{instance_id:path}/rewind",
+        dependencies=write,
+        tags=["instances"],
+        status_code=202,
+    )
+    def rewind(instance_id: str, body: ReasonRequest | None = None) -> Accepted:
+        """Put a failed instance back to running, retrying the calls that failed it."""
+        m.rewind(instance_id, body.reason if body else None)
+        return Accepted(instance_id=instance_id)
+
+    @api.post(
+        "/api/instances/{instance_id:path}/reset",
+        dependencies=write,
+        tags=["instances"],
+        status_code=202,
+    )
+    def reset(instance_id: str, body: ResetRequest) -> Accepted:
+        """Run an instance again from an event of its history (a new execution)."""
+        execution = m.reset(instance_id, body.to_event, body.reason)
         return Accepted(instance_id=instance_id, execution_id=execution)
 
     @api.delete(

@@ -8,7 +8,17 @@ from __future__ import annotations
 
 import typer
 
-from durafka.cli import apps, bench, deploy, devbroker, export, manage, serve, topology
+from durafka.cli import (
+    apps,
+    bench,
+    deploy,
+    devbroker,
+    export,
+    manage,
+    replaycheck,
+    serve,
+    topology,
+)
 
 app = typer.Typer(
     name="durafka",
@@ -22,6 +32,7 @@ app.add_typer(deploy.app, name="deploy")
 app.add_typer(export.app, name="export")
 apps.register(app)
 manage.register(app)
+replaycheck.register(app)
 serve.register(app)
 manage.topology_commands(topology.app)
 bench.register(app)

@@ -1,5 +1,6 @@
 """Management commands: ``list``, ``history``, ``terminate``, ``raise-event``, ``suspend``,
-``resume``, ``purge``, ``restart``, ``entities ...``, ``partitions``, ``topology describe|diff``.
+``resume``, ``purge``, ``restart``, ``rewind``, ``reset``, ``entities ...``, ``partitions``,
+``topology describe|diff``.
 
 Each parses its arguments, calls :class:`~durafka.management.Management` and
 prints the result: a table for people, or with ``--json`` the same JSON the HTTP
@@ -27,10 +28,11 @@ from pydantic import BaseModel
 from durafka.cli.apps import checked_id
 from durafka.cli.logs import LogFormat, LogLevel, configure_logging
 from durafka.cli.options import LogFormatOption, LogLevelOption, load_app
+from durafka.codec.history_json import dumps_history
 from durafka.errors import ConfigurationError, DurafkaError
 from durafka.ids import check_entity_parts
 from durafka.management import Management
-from durafka.management.models import ClusterInfo, TopologyReport
+from durafka.management.models import ClusterInfo, HistoryEntry, InstanceAt, TopologyReport
 from durafka.settings import Settings
 
 __all__ = ["entities_app", "open_management", "register", "topology_commands"]
@@ -248,29 +250,81 @@ def list_(
 
 def history(
     instance_id: IdArg,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at",
+            help="Show the instance as it was at this time (ISO 8601, with zone): status, "
+            "custom status, pending calls, history so far, from the changelog.",
+        ),
+    ] = None,
     app: AppOpt = None,
     hub: HubOpt = None,
     bootstrap: BootstrapOpt = None,
     log_level: LogLevelOption = LogLevel.INFO,
     log_format: LogFormatOption = LogFormat.TEXT,
-    as_json: JsonOpt = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print JSON: the history in the format durafka.testing.replay loads "
+            "(with --at: the instance as it was, the API's shape).",
+        ),
+    ] = False,
 ) -> None:
-    """Print an instance's history (its current generation), oldest event first."""
+    """Print an instance's history (its current generation), oldest event first.
+
+    With --json the output is a history file for replay tests
+    (``durafka.testing.replay(app, text)``): keep it next to your tests. The #
+    column is the event index ``durafka reset --to-event`` takes.
+    """
     checked_id(instance_id, "INSTANCE_ID")
+    when = parse_time(at, "--at")
     with managing(app, hub, bootstrap, log_level, log_format) as m:
+        if when is not None:
+            past = m.instance_at(instance_id, when)
+            emit(past, as_json, _past_text(past))
+            return
         m.get_instance(instance_id)
-        events = m.history(instance_id)
-        rows = [
-            (
-                e.timestamp,
-                e.kind.value,
-                "" if e.seq < 0 else e.seq,
-                e.name or "",
-                _short(e.failure.message if e.failure else e.payload),
-            )
-            for e in events
-        ]
-        emit(events, as_json, table(("TIME", "EVENT", "SEQ", "NAME", "DETAIL"), rows))
+        events = m.history_events(instance_id)
+        if as_json:
+            typer.echo(dumps_history(events))
+            return
+        typer.echo(_history_table([HistoryEntry.of(e) for e in events]))
+
+
+def _history_table(entries: Sequence[HistoryEntry]) -> str:
+    rows = [
+        (
+            n,
+            e.timestamp,
+            e.kind.value,
+            "" if e.seq < 0 else e.seq,
+            e.name or "",
+            _short(e.failure.message if e.failure else e.payload),
+        )
+        for n, e in enumerate(entries)
+    ]
+    return table(("#", "TIME", "EVENT", "SEQ", "NAME", "DETAIL"), rows)
+
+
+def _past_text(past: InstanceAt) -> str:
+    i = past.instance
+    lines = [f"{i.instance_id} at {past.at}: {i.status.value} ({i.name})"]
+    if past.status_from == "history":
+        lines.append("  (its header of that time was compacted away: status inferred from history)")
+    if not past.complete:
+        lines.append("  (the beginning of its history of that time was compacted away)")
+    if i.custom_status is not None:
+        lines.append(f"  custom status: {_short(i.custom_status)}")
+    if i.failure is not None:
+        lines.append(f"  failure: {i.failure.error_type}: {i.failure.message}")
+    for span in past.pending:
+        target = f" {span.target}" if span.target else ""
+        lines.append(f"  waiting for {span.kind} {span.name or ''}{target} (#{span.seq})")
+    lines.append("")
+    lines.append(_history_table(past.history))
+    return "\n".join(lines)
 
 
 def _short(value: Any, width: int = 60) -> str:
@@ -430,6 +484,70 @@ def restart(
         as_json,
         lambda m: m.restart(instance_id),
         f"restarting {instance_id}",
+    )
+
+
+def rewind(
+    instance_id: IdArg,
+    reason: ReasonOpt = None,
+    app: AppOpt = None,
+    hub: HubOpt = None,
+    bootstrap: BootstrapOpt = None,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
+    as_json: JsonOpt = False,
+) -> None:
+    """Put a failed instance back to running: the calls that failed it run again.
+
+    Only failures of activities and sub-orchestrations can be rewound (failed
+    children are rewound too); everything that succeeded is kept.
+    """
+    _action(
+        instance_id,
+        app,
+        hub,
+        bootstrap,
+        (log_level, log_format),
+        as_json,
+        lambda m: m.rewind(instance_id, reason),
+        f"rewinding {instance_id}",
+    )
+
+
+def reset(
+    instance_id: IdArg,
+    to_event: Annotated[
+        int,
+        typer.Option(
+            "--to-event",
+            min=1,
+            help="Keep the events before this index (the # column of `durafka history`).",
+            show_default=False,
+        ),
+    ],
+    reason: ReasonOpt = None,
+    app: AppOpt = None,
+    hub: HubOpt = None,
+    bootstrap: BootstrapOpt = None,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run an instance again from an event of its history: a new execution with the current code.
+
+    The events before --to-event are replayed; what came after runs again
+    (activities at least once more; external events are delivered again). A
+    running execution ends Terminated with the reason "reset".
+    """
+    _action(
+        instance_id,
+        app,
+        hub,
+        bootstrap,
+        (log_level, log_format),
+        as_json,
+        lambda m: m.reset(instance_id, to_event, reason),
+        f"resetting {instance_id} to event {to_event}",
     )
 
 
@@ -655,7 +773,7 @@ def topology_commands(topology_app: typer.Typer) -> None:
 def register(cli: typer.Typer) -> None:
     """Add the management commands to the top-level CLI."""
     cli.command("list")(list_)
-    for fn in (history, terminate, suspend, resume, purge, restart, partitions):
+    for fn in (history, terminate, suspend, resume, purge, restart, rewind, reset, partitions):
         cli.command()(fn)
     cli.command("raise-event")(raise_event)
     cli.add_typer(entities_app, name="entities")

@@ -23,6 +23,7 @@ from durafka.errors import (
     InstanceNotFoundError,
     InstanceNotRunningError,
     OrchestrationFailed,
+    RewindError,
     UnknownFunctionError,
 )
 from durafka.ids import check_orchestration_id
@@ -109,6 +110,8 @@ class ClientCore:
         self.registry = registry if registry is not None else Registry()
         self.topics = HubTopics(settings.task_hub)
         self._started: OrderedDict[str, str | None] = OrderedDict()
+        # Ids rewound by this client: the time of the failure they were rewound from.
+        self._rewound: OrderedDict[str, int] = OrderedDict()
 
     # -- records -----------------------------------------------------------------
 
@@ -223,11 +226,14 @@ class ClientCore:
         *,
         name: str | None = None,
         payload: bytes | None = None,
+        seq: int = -1,
+        execution_id: str | None = None,
     ) -> OutgoingRecord:
-        """A control event (terminate, raise, suspend, resume) for ``instance_id``."""
-        return self._record(
-            instance_id, HistoryEvent(kind, now_ms(), name=name, payload=payload), partitions
+        """A control event (terminate, raise, suspend, resume, rewind, reset) of an instance."""
+        event = HistoryEvent(
+            kind, now_ms(), seq=seq, name=name, payload=payload, execution_id=execution_id
         )
+        return self._record(instance_id, event, partitions)
 
     def encode_reason(self, reason: str | None, what: str) -> bytes | None:
         """A terminate/suspend/resume reason as a JSON string (size-checked)."""
@@ -257,6 +263,7 @@ class ClientCore:
         """Note an id this client started, and its execution (see :meth:`wait_predicate`)."""
         self._started[instance_id] = execution_id
         self._started.move_to_end(instance_id)
+        self._rewound.pop(instance_id, None)
         while len(self._started) > _RECENT_STARTS:
             self._started.popitem(last=False)
 
@@ -265,7 +272,15 @@ class ClientCore:
     ) -> Callable[[OrchestrationStatus], bool]:
         """What ``wait_for_status`` waits for: a terminal status of the execution given,
         else of the one this client started last under the id, else of any."""
-        return terminal_of(execution_id or self._started.get(instance_id))
+        predicate = terminal_of(execution_id or self._started.get(instance_id))
+        rewound_after = self._rewound.get(instance_id)
+        if rewound_after is None:
+            return predicate
+
+        def after_rewind(status: OrchestrationStatus) -> bool:
+            return predicate(status) and status.last_updated_at_ms > rewound_after
+
+        return after_rewind
 
     def check_can_start(self, instance_id: str, current: OrchestrationStatus | None) -> None:
         """Refuse a start whose id is held by a pending, running or suspended instance."""
@@ -307,6 +322,69 @@ class ClientCore:
                 "for it to finish"
             )
 
+    def rewind_record(
+        self,
+        instance_id: str,
+        current: OrchestrationStatus | None,
+        reason: str | None,
+        partitions: int,
+    ) -> OutgoingRecord:
+        """The ``EXECUTION_REWOUND`` record of a rewind, checked (view ready); waits on the
+        id then want a terminal status after the failure it rewinds.
+
+        Raises:
+            InstanceNotFoundError: the instance is unknown.
+            RewindError: it is not Failed.
+        """
+        check_instance_id(instance_id)
+        payload = self.encode_reason(reason, f"rewind reason for {instance_id!r}")
+        current = _known(instance_id, current, "rewind")
+        if current.runtime_status is not RuntimeStatus.FAILED:
+            raise RewindError(
+                f"instance {instance_id!r} is {current.runtime_status.value}; only a Failed "
+                "instance can be rewound (reset works in any status)"
+            )
+        record = self.control_record(
+            instance_id, EventKind.EXECUTION_REWOUND, partitions, payload=payload
+        )
+        self._rewound[instance_id] = current.last_updated_at_ms
+        self._rewound.move_to_end(instance_id)
+        while len(self._rewound) > _RECENT_STARTS:
+            self._rewound.popitem(last=False)
+        return record
+
+    def reset_record(
+        self,
+        instance_id: str,
+        current: OrchestrationStatus | None,
+        to_event: int,
+        reason: str | None,
+        partitions: int,
+    ) -> tuple[OutgoingRecord, str]:
+        """The ``EXECUTION_RESET`` record of a reset and its new execution id (view ready);
+        waits on the id then want that execution.
+
+        Raises:
+            InstanceNotFoundError: the instance is unknown.
+            ValueError: ``to_event`` is below 1.
+        """
+        check_instance_id(instance_id)
+        payload = self.encode_reason(reason, f"reset reason for {instance_id!r}")
+        current = _known(instance_id, current, "reset")
+        if to_event < 1:
+            raise ValueError(f"to_event must be an event index of the history (>= 1): {to_event}")
+        execution = uuid.uuid4().hex
+        record = self.control_record(
+            instance_id,
+            EventKind.EXECUTION_RESET,
+            partitions,
+            payload=payload,
+            seq=to_event,
+            execution_id=execution,
+        )
+        self.remember_start(instance_id, execution)
+        return record, execution
+
     # -- results -----------------------------------------------------------------
 
     def completion_result(self, status: OrchestrationStatus, raise_on_failure: bool) -> Any:
@@ -322,6 +400,18 @@ class ClientCore:
         if raise_on_failure:
             raise OrchestrationFailed(failure_message(status), status=status)
         return None
+
+
+def _known(
+    instance_id: str, current: OrchestrationStatus | None, action: str
+) -> OrchestrationStatus:
+    """``current``, or the error saying the instance is unknown and there is nothing to do."""
+    if current is None:
+        raise InstanceNotFoundError(
+            f"no instance {instance_id!r} is known to the status view (never started, "
+            f"purged, or another task hub); nothing to {action}"
+        )
+    return current
 
 
 def failure_message(status: OrchestrationStatus) -> str:

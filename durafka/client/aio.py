@@ -199,6 +199,33 @@ class AsyncClient:
         )
         return len(ids)
 
+    async def rewind(self, instance_id: str, reason: str | None = None) -> None:
+        """Put a Failed instance back to Running, retrying the calls that failed it.
+
+        See :meth:`durafka.client.Client.rewind`.
+        """
+        await self._ready()
+        await self._send(
+            self._core.rewind_record(
+                instance_id, self._view.get(instance_id), reason, self._partitions
+            )
+        )
+
+    async def reset(self, instance_id: str, *, to_event: int, reason: str | None = None) -> str:
+        """Run the instance again from an earlier point of its history (Temporal's reset).
+
+        See :meth:`durafka.client.Client.reset`.
+
+        Returns:
+            The new execution's id.
+        """
+        await self._ready()
+        record, execution = self._core.reset_record(
+            instance_id, self._view.get(instance_id), to_event, reason, self._partitions
+        )
+        await self._send(record)
+        return execution
+
     async def _control(
         self,
         instance_id: str,
@@ -206,11 +233,19 @@ class AsyncClient:
         *,
         name: str | None = None,
         payload: bytes | None = None,
+        seq: int = -1,
+        execution_id: str | None = None,
     ) -> None:
         await self.start()
         await self._send(
             self._core.control_record(
-                instance_id, kind, self._partitions, name=name, payload=payload
+                instance_id,
+                kind,
+                self._partitions,
+                name=name,
+                payload=payload,
+                seq=seq,
+                execution_id=execution_id,
             )
         )
 

@@ -17,22 +17,17 @@ per request.
 
 from __future__ import annotations
 
-import time
-
-from durafka.codec.records import decode_chunk
-from durafka.errors import WaitTimeoutError
+from durafka.client.changelog import read_instances
+from durafka.errors import DecodeError
 from durafka.partitioning import partition_for
 from durafka.runtime.history import HistoryEvent
 from durafka.topology import HubTopics
-from durafka.transport.base import TopicPartition, Transport
+from durafka.transport.base import Transport
 
 __all__ = ["HISTORY_READ_TIMEOUT", "read_history"]
 
 #: Seconds a history read may take before it gives up (a large partition, a slow broker).
 HISTORY_READ_TIMEOUT = 120.0
-
-_MAX_RECORDS = 10_000
-_POLL_TIMEOUT = 0.2
 
 
 def read_history(
@@ -62,36 +57,16 @@ def read_history(
         WaitTimeoutError: the scan did not reach the high watermark in time.
         TransportError: the changelog topic is missing or the broker failed.
     """
-    # Imported here: the package ``durafka.processor`` loads the whole processor, which
-    # a client process (e.g. a web service starting instances) has no use for.
-    from durafka.state.keys import history_prefix
-
-    changelog = TopicPartition(
-        topics.changelog,
-        partition_for(instance_id.encode(), transport.partition_count(topics.changelog)),
+    partitions = transport.partition_count(topics.changelog)
+    found = read_instances(
+        transport,
+        topics,
+        partition_for(instance_id.encode(), partitions),
+        instance_id=instance_id,
+        timeout=timeout,
     )
-    prefix = history_prefix(instance_id)
-    chunks: dict[bytes, bytes | None] = {}
-    consumer = transport.consumer(None)
-    try:
-        low, high = consumer.watermarks(changelog)
-        if high <= low:
-            return []
-        consumer.assign({changelog: low})
-        deadline = time.monotonic() + timeout
-        # Done when the *position* reaches the high watermark: under exactly-once the
-        # last offsets are transaction markers, which are never returned as records.
-        while consumer.position(changelog) < high:
-            for record in consumer.poll_batch(_MAX_RECORDS, _POLL_TIMEOUT):
-                key = record.key()
-                if key is not None and key.startswith(prefix):
-                    chunks[key] = record.value()
-            if time.monotonic() > deadline:
-                raise WaitTimeoutError(
-                    f"reading the history of {instance_id!r} from {changelog} did not reach "
-                    f"offset {high} within {timeout}s (at {consumer.position(changelog)})"
-                )
-    finally:
-        consumer.close()
-    # Chunk numbers are zero-padded in the key, so key order is chunk order.
-    return [e for key in sorted(chunks) if (v := chunks[key]) is not None for e in decode_chunk(v)]
+    if not found:
+        return []
+    if found[0].error is not None:
+        raise DecodeError(f"the history of {instance_id!r} cannot be read: {found[0].error}")
+    return found[0].history

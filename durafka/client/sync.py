@@ -238,6 +238,55 @@ class Client:
         )
         return len(ids)
 
+    def rewind(self, instance_id: str, reason: str | None = None) -> None:
+        """Put a Failed instance back to Running, retrying the calls that failed it.
+
+        Durable Functions' rewind: the failed activities run again and failed
+        sub-orchestrations are rewound (recursively), everything that succeeded is
+        kept, and the history keeps the failures and records the rewind. Only
+        failures from activities and sub-orchestrations can be rewound; the
+        processor checks it (durafka/runtime/rewind.py) and refuses, with a log
+        line, what it cannot rewind (``Management.rewind`` checks before sending).
+        Results the failed attempt still delivers are dropped (a rewind gives the
+        execution a new token).
+
+        Raises:
+            InstanceNotFoundError: no such instance is known to the status view.
+            RewindError: the instance is not Failed.
+        """
+        self._ready()
+        self._send(
+            self._core.rewind_record(
+                instance_id, self._view.get(instance_id), reason, self._partition_count()
+            )
+        )
+
+    def reset(self, instance_id: str, *, to_event: int, reason: str | None = None) -> str:
+        """Run the instance again from an earlier point of its history (Temporal's reset).
+
+        A new execution replays the history's events ``[0, to_event)`` (the ``#``
+        column of ``durafka history``) with the current code and goes on from
+        there; the current execution ends (Terminated, reason ``"reset"``) if it was
+        still running. Calls pending at the point are issued again: activities
+        after the point run again (at-least-once), children started after it are
+        terminated and started again, external events raised after it are
+        delivered again. Work the old execution has in flight carries its token and
+        is dropped.
+
+        Returns:
+            The new execution's id (``OrchestrationStatus.execution_id`` once it runs).
+
+        Raises:
+            InstanceNotFoundError: no such instance is known to the status view.
+            ValueError: ``to_event`` is below 1.
+        """
+        self._ready()
+        record, execution = self._core.reset_record(
+            instance_id, self._view.get(instance_id), to_event, reason, self._partition_count()
+        )
+        self._send(record)
+        return execution
+
     def _control(
         self,
         instance_id: str,
@@ -245,10 +294,20 @@ class Client:
         *,
         name: str | None = None,
         payload: bytes | None = None,
+        seq: int = -1,
+        execution_id: str | None = None,
     ) -> None:
         partitions = self._partition_count()
         self._send(
-            self._core.control_record(instance_id, kind, partitions, name=name, payload=payload)
+            self._core.control_record(
+                instance_id,
+                kind,
+                partitions,
+                name=name,
+                payload=payload,
+                seq=seq,
+                execution_id=execution_id,
+            )
         )
 
     # -- reading -------------------------------------------------------------------

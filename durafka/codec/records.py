@@ -199,6 +199,8 @@ class InstanceState:
         pending_events: events held back while the instance is suspended.
         parent_execution_id: a sub-orchestration's parent execution (echoed with
             its result, so a parent restarted under the same id ignores it).
+        rewinds: rewinds of the current generation; not stored, counted from the
+            history's ``EXECUTION_REWOUND`` events when the instance is loaded.
     """
 
     status: OrchestrationStatus
@@ -208,6 +210,7 @@ class InstanceState:
     generation: int = 0
     pending_events: list[HistoryEvent] = field(default_factory=list)
     parent_execution_id: str | None = None
+    rewinds: int = 0
 
     @property
     def execution_token(self) -> str | None:
@@ -215,11 +218,16 @@ class InstanceState:
 
         ``<execution id>:<generation>``: sequence ids restart with each start of the
         id and each ``continue_as_new`` generation, so a late result of an earlier
-        one carries another token and is dropped. None for instances started before
+        one carries another token and is dropped; ``:r<n>`` follows after the
+        n-th rewind, so results of the calls a rewind retries, delivered late by
+        the failed attempt, are dropped too. None for instances started before
         execution ids existed (their completions are not checked).
         """
         execution_id = self.status.execution_id
-        return None if execution_id is None else f"{execution_id}:{self.generation}"
+        if execution_id is None:
+            return None
+        token = f"{execution_id}:{self.generation}"
+        return f"{token}:r{self.rewinds}" if self.rewinds else token
 
 
 def encode_state(s: InstanceState) -> bytes:

@@ -27,11 +27,15 @@ __all__ = [
     "EntityPage",
     "Failure",
     "HistoryEntry",
+    "InstanceAt",
     "InstanceDetail",
     "InstancePage",
     "InstancePageView",
     "InstanceSummary",
     "PartitionInfo",
+    "ReplayCheckReport",
+    "ReplayFailure",
+    "ReplayFailureGroup",
     "StatusCounts",
     "TimelineSpan",
     "TopicInfo",
@@ -318,3 +322,80 @@ class TopologyReport(BaseModel):
     spec: str
     in_sync: bool
     topics: list[TopicInfo]
+
+
+class ReplayFailure(BaseModel):
+    """One instance the current code would fail on replay (``durafka replay-check``).
+
+    Attributes:
+        instance_id: the instance.
+        status: its runtime status in the changelog.
+        seq: the sequence id where code and history part (None: not a divergence).
+        recorded: the call its history recorded there.
+        new: the call the current code makes there (None: none).
+        message: the error the instance would fail with.
+    """
+
+    instance_id: str
+    status: RuntimeStatus | None = None
+    seq: int | None = None
+    recorded: str | None = None
+    new: str | None = None
+    message: str
+
+
+class ReplayFailureGroup(BaseModel):
+    """The instances of one orchestration that fail at one place of its code."""
+
+    orchestration: str
+    version: str | None = None
+    location: str | None = None
+    error_type: str
+    count: int
+    instances: list[ReplayFailure]
+
+
+class ReplayCheckReport(BaseModel):
+    """What replaying every live history against the current code found.
+
+    Attributes:
+        checked: histories replayed.
+        would_fail: how many of them the current code would fail.
+        partitions: changelog partitions read.
+        records: changelog records read.
+        seconds: how long the check took.
+        finished_since: instances that finished at or after this time were checked too.
+        groups: the failures by orchestration and code location, largest first.
+    """
+
+    checked: int
+    would_fail: int
+    partitions: int
+    records: int
+    seconds: float
+    finished_since: str | None = None
+    groups: list[ReplayFailureGroup] = Field(default_factory=list)
+
+
+class InstanceAt(BaseModel):
+    """An instance as it was at a time, reconstructed from the changelog (``history --at``).
+
+    Attributes:
+        at: the time asked for.
+        instance: its status then (status, custom status, input, output, failure).
+        status_from: ``changelog`` (its header as of then) or ``history`` (the
+            header's value of then was compacted away: the runtime status is
+            inferred from the history, the payloads are unknown).
+        complete: False when the history of then has lost its beginning to compaction
+            (a later reset, restart or continue-as-new rewrote those chunks).
+        pending: what it was waiting for then.
+        history: its history up to then.
+    """
+
+    at: str
+    at_ms: int
+    instance: InstanceDetail
+    status_from: Literal["changelog", "history"]
+    complete: bool
+    pending: list[TimelineSpan]
+    history: list[HistoryEntry]

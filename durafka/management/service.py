@@ -21,13 +21,15 @@ control records, history) and adds what an operator needs beyond the client:
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import TypeAdapter, ValidationError
 
 from durafka.client._common import VIEW_READY_TIMEOUT
+from durafka.client.changelog import StoredInstance, read_instances
 from durafka.client.listing import StatusFilter
 from durafka.client.status_view import StatusView
 from durafka.client.sync import Client
@@ -36,6 +38,7 @@ from durafka.errors import (
     InstanceNotFinishedError,
     InstanceNotFoundError,
     InstanceNotRunningError,
+    RewindError,
     SerializationError,
     UnknownFunctionError,
 )
@@ -54,19 +57,24 @@ from durafka.management.models import (
     EntityPage,
     Failure,
     HistoryEntry,
+    InstanceAt,
     InstanceDetail,
     InstancePage,
     InstancePageView,
     InstanceSummary,
+    ReplayCheckReport,
     StatusCounts,
     TopologyReport,
     iso,
     json_payload,
 )
+from durafka.management.replaycheck import ReplayCheckProgress, replay_check
 from durafka.management.timeline import timeline
 from durafka.management.topics import topology_report
+from durafka.partitioning import partition_for
 from durafka.registry import Registry
-from durafka.runtime.history import EventKind
+from durafka.runtime.history import EventKind, HistoryEvent
+from durafka.runtime.rewind import plan_reset, plan_rewind
 from durafka.settings import Settings
 from durafka.status import ACTIVE_STATUSES, OrchestrationStatus, RuntimeStatus
 from durafka.topology import HubTopics
@@ -185,7 +193,54 @@ class Management:
         Raises:
             InvalidInstanceIdError: the id breaks the id rules.
         """
-        return [HistoryEntry.of(e) for e in self.client.get_history(instance_id)]
+        return [HistoryEntry.of(e) for e in self.history_events(instance_id)]
+
+    def history_events(self, instance_id: str) -> list[HistoryEvent]:
+        """The typed events of :meth:`history` (what ``durafka history --json`` writes
+        in the format replay tests load, :mod:`durafka.codec.history_json`).
+
+        Raises:
+            InvalidInstanceIdError: the id breaks the id rules.
+        """
+        check_orchestration_id(instance_id)
+        return self.client.get_history(instance_id)
+
+    def instance_at(self, instance_id: str, at: datetime) -> InstanceAt:
+        """The instance as it was at ``at``: status, custom status, pending calls, history.
+
+        Reconstructed from its changelog partition, keeping only records produced
+        by then (see :mod:`durafka.client.changelog` for what compaction keeps).
+
+        Raises:
+            InvalidInstanceIdError: the id breaks the id rules.
+            ValueError: ``at`` has no time zone.
+            InstanceNotFoundError: the changelog has nothing of the instance at that time.
+        """
+        check_orchestration_id(instance_id)
+        if at.tzinfo is None:
+            raise ValueError("the time needs a time zone")
+        at_ms = int(at.timestamp() * 1000)
+        stored = self._stored(instance_id, at_ms)
+        if stored is None:
+            raise InstanceNotFoundError(
+                f"the changelog of task hub {self.settings.task_hub!r} has nothing of instance "
+                f"{instance_id!r} at {iso(at_ms)} (not started yet, purged, or compacted away)"
+            )
+        history = stored.history
+        source: Literal["changelog", "history"] = "changelog"
+        if stored.state is not None:
+            status = stored.state.status
+        else:
+            status, source = _status_from_history(instance_id, history), "history"
+        return InstanceAt(
+            at=iso(at_ms) or "",
+            at_ms=at_ms,
+            instance=InstanceDetail.of(status),
+            status_from=source,
+            complete=any(e.kind is EventKind.EXECUTION_STARTED for e in history[:2]),
+            pending=[s for s in timeline(history) if s.outcome == "pending"],
+            history=[HistoryEntry.of(e) for e in history],
+        )
 
     def instance_page(self, instance_id: str) -> InstancePageView:
         """Status, children, timeline and history of one instance (one changelog scan).
@@ -301,6 +356,119 @@ class Management:
                 "instance can be restarted: terminate it first"
             )
         return self.client.restart(instance_id)
+
+    # -- repairs ---------------------------------------------------------------------
+
+    def rewind(self, instance_id: str, reason: str | None = None) -> None:
+        """Put a Failed instance back to Running, retrying the calls that failed it.
+
+        Checked first against the instance's history and the app's code (the
+        same plan the processor makes, :func:`durafka.runtime.rewind.plan_rewind`),
+        so what cannot be rewound is refused here with the reason.
+
+        Raises:
+            InstanceNotFoundError: no such instance.
+            RewindError: it is not Failed, or its failure cannot be rewound.
+        """
+        current = self._status(instance_id)
+        if current.runtime_status is not RuntimeStatus.FAILED:
+            raise RewindError(
+                f"instance {instance_id!r} is {current.runtime_status.value}; only a Failed "
+                "instance can be rewound (reset works in any status)"
+            )
+        planned = self._plannable(instance_id, current.name)
+        if planned is not None:
+            history, generation = planned
+            plan_rewind(
+                self.registry,
+                instance_id,
+                history,
+                generation=generation,
+                max_payload_bytes=self.settings.max_payload_bytes,
+            )
+        self.client.rewind(instance_id, reason)
+
+    def reset(self, instance_id: str, to_event: int, reason: str | None = None) -> str:
+        """Run an instance again from event ``to_event`` of its history (a new execution).
+
+        Checked first against the history and the app's code
+        (:func:`durafka.runtime.rewind.plan_reset`).
+
+        Returns:
+            The new execution's id.
+
+        Raises:
+            InstanceNotFoundError: no such instance.
+            RewindError: the point is outside the history, the code does not replay
+                the events before it, or it is inside an entity lock.
+        """
+        current = self._status(instance_id)
+        planned = self._plannable(instance_id, current.name)
+        if planned is not None:
+            history, generation = planned
+            plan_reset(
+                self.registry,
+                instance_id,
+                history,
+                to_event,
+                generation=generation,
+                max_payload_bytes=self.settings.max_payload_bytes,
+            )
+        return self.client.reset(instance_id, to_event=to_event, reason=reason)
+
+    def _plannable(self, instance_id: str, name: str) -> tuple[list[HistoryEvent], int] | None:
+        """The history and generation to plan a repair on; None when the app does not
+        register the orchestration (the processor, which runs it, still checks)."""
+        if name not in self.registry.orchestration_versions:
+            return None
+        stored = self._stored(instance_id)
+        if stored is None or stored.state is None:
+            return None
+        return stored.history, stored.state.generation
+
+    def _stored(self, instance_id: str, at_ms: int | None = None) -> StoredInstance | None:
+        """The instance's header and history, read from its changelog partition."""
+        partition = partition_for(
+            instance_id.encode(), self.transport.partition_count(self.topics.changelog)
+        )
+        found = read_instances(
+            self.transport, self.topics, partition, instance_id=instance_id, at_ms=at_ms
+        )
+        return found[0] if found else None
+
+    # -- changing running code -----------------------------------------------------
+
+    def replay_check(
+        self,
+        *,
+        finished_since: datetime | None = None,
+        partitions: Sequence[int] | None = None,
+        on_progress: Callable[[ReplayCheckProgress], None] | None = None,
+    ) -> ReplayCheckReport:
+        """Replay every running instance's history against the app's code (see :mod:`.replaycheck`).
+
+        Args:
+            finished_since: also check instances that finished at or after this time.
+            partitions: only these partitions of the changelog.
+            on_progress: progress callback (a progress bar).
+
+        Raises:
+            ValueError: ``finished_since`` has no time zone.
+        """
+        since_ms = None
+        if finished_since is not None:
+            if finished_since.tzinfo is None:
+                raise ValueError("finished_since needs a time zone")
+            since_ms = int(finished_since.timestamp() * 1000)
+        return replay_check(
+            self.transport,
+            self.topics,
+            self.registry,
+            finished_since_ms=since_ms,
+            partitions=partitions,
+            max_payload_bytes=self.settings.max_payload_bytes,
+            on_progress=on_progress,
+        )
 
     # -- entities ------------------------------------------------------------------
 
@@ -484,3 +652,34 @@ def _validated(adapter: TypeAdapter[Any] | None, value: Any, what: str) -> Any:
         return adapter.validate_python(value)
     except ValidationError as exc:
         raise SerializationError(f"the {what} does not match its type: {exc}") from None
+
+
+def _status_from_history(instance_id: str, history: list[HistoryEvent]) -> OrchestrationStatus:
+    """A status inferred from a history alone (its header of the time is gone)."""
+    start = next((e for e in history if e.kind is EventKind.EXECUTION_STARTED), None)
+    runtime = RuntimeStatus.RUNNING
+    failure = None
+    for e in history:
+        if e.kind is EventKind.EXECUTION_COMPLETED:
+            runtime = RuntimeStatus.COMPLETED
+        elif e.kind is EventKind.EXECUTION_FAILED:
+            runtime, failure = RuntimeStatus.FAILED, e.failure
+        elif e.kind is EventKind.EXECUTION_TERMINATED:
+            runtime = RuntimeStatus.TERMINATED
+        elif e.kind is EventKind.EXECUTION_REWOUND or e.kind is EventKind.EXECUTION_RESET:
+            runtime, failure = RuntimeStatus.RUNNING, None
+    first = history[0].timestamp if history else 0
+    last = history[-1].timestamp if history else 0
+    return OrchestrationStatus(
+        instance_id,
+        start.name or "" if start is not None else "",
+        runtime,
+        start.payload if start is not None else None,
+        None,
+        failure,
+        None,
+        first,
+        last,
+        start.instance_id if start is not None else None,
+        start.execution_id if start is not None else None,
+    )

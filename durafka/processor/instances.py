@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from durafka.codec.records import InstanceState, decode_chunk, decode_state
 from durafka.runtime.executor import OrchestrationExecutor
-from durafka.runtime.history import HistoryEvent
+from durafka.runtime.history import HistoryEvent, count_rewinds
 from durafka.state.keys import history_prefix, instance_key
 from durafka.state.transaction import StoreTransaction
 
@@ -105,4 +105,6 @@ def load_instance(tx: StoreTransaction, instance_id: str, partition: int) -> Ins
     history: list[HistoryEvent] = []
     for _, chunk in tx.iter_prefix(history_prefix(instance_id)):
         history.extend(decode_chunk(chunk))
-    return Instance(instance_id, partition, decode_state(raw), history)
+    state = decode_state(raw)
+    state.rewinds = count_rewinds(history)
+    return Instance(instance_id, partition, state, history)

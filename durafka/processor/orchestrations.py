@@ -20,6 +20,7 @@ sizes in its reason, and its FAILED status is cut to fit.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -31,11 +32,12 @@ from durafka.activities.local import LocalActivities
 from durafka.codec.records import (
     ActivityTask,
     InstanceState,
+    decode_chunk,
     encode_chunks,
     encode_state,
     encode_status,
 )
-from durafka.errors import FailureDetails, RecordTooLargeError
+from durafka.errors import FailureDetails, RecordTooLargeError, RewindError
 from durafka.observability import metrics
 from durafka.observability.tracing import Tracing
 from durafka.processor.batch import Batch, Outbox, PartitionBatch
@@ -49,8 +51,10 @@ from durafka.runtime.history import (
     EventKind,
     HistoryEvent,
     IdReusePolicy,
+    count_rewinds,
     reuse_allowed,
 )
+from durafka.runtime.rewind import plan_reset, plan_rewind, rewound_event
 from durafka.settings import Settings
 from durafka.state.keys import history_key, history_prefix, instance_key, timer_key
 from durafka.state.transaction import StoreTransaction
@@ -176,6 +180,15 @@ class Orchestrations:
                 else:
                     log.warning("dropped a purge of instance %r: it is %s", iid, status.value)
                 continue
+            if kind is EventKind.EXECUTION_REWOUND or kind is EventKind.EXECUTION_RESET:
+                if incoming and status is RuntimeStatus.RUNNING:
+                    self._step(batch, share, inst, incoming)
+                incoming = []
+                if kind is EventKind.EXECUTION_REWOUND:
+                    self._rewind(batch, share, inst, ev)
+                else:
+                    self._reset(batch, share, inst, ev)
+                continue
             if status in TERMINAL_STATUSES:
                 log.debug("dropped %s for finished instance %r", kind.value, iid)
                 continue
@@ -270,6 +283,13 @@ class Orchestrations:
         previous: Instance | None,
     ) -> Instance:
         if previous is not None:  # a finished instance started again under the same id
+            if previous.status_dirty:
+                # It ended in this batch (e.g. terminated by a reset of its parent, which
+                # starts it again right after): that end is published too.
+                ended = encode_status(previous.state.status)
+                record = OutgoingRecord(self.topics.status, previous.partition, iid.encode(), ended)
+                share.emit(record, iid)
+                previous.status_dirty = False
             self._delete_history(batch, share.tx, previous)
         now = batch.now_ms
         status = OrchestrationStatus(
@@ -328,7 +348,7 @@ class Orchestrations:
             for e in incoming:
                 if e.kind not in COMPLETION_KINDS or self._expected(inst, ex, token, e):
                     new.append(e)
-            if len(new) == 1 and ex.has_started:
+            if len(new) == 1 and ex.has_started and not ex.has_new_actions:
                 return
             status = inst.state.status
             span = (
@@ -516,6 +536,7 @@ class Orchestrations:
         inst.history = []
         inst.state.history_chunks = 0
         inst.state.history_length = 0
+        inst.state.rewinds = 0
 
     def _finish(
         self, batch: Batch, share: PartitionBatch, inst: Instance, completion: HistoryEvent
@@ -602,6 +623,211 @@ class Orchestrations:
         key = inst.instance_id.encode()
         share.emit(OutgoingRecord(self.topics.status, inst.partition, key, None), inst.instance_id)
 
+    # -- repairs: rewind and reset (durafka/runtime/rewind.py plans them) ---------------
+
+    def _rewind(
+        self, batch: Batch, share: PartitionBatch, inst: Instance, ev: HistoryEvent
+    ) -> None:
+        """Rewind a failed instance, or re-attach a child to its rewound or reset parent.
+
+        A client's rewind carries only a reason. A parent's carries its id and new
+        token: the child answers to that token from now on, reports again a result
+        the parent's old execution dropped, and rewinds itself if it failed (or
+        reports the failure again when it cannot be rewound).
+        """
+        iid = inst.instance_id
+        status = inst.state.status
+        runtime = status.runtime_status
+        from_parent = ev.instance_id is not None and ev.parent_execution_id is not None
+        if from_parent:
+            if ev.instance_id != status.parent_instance_id:
+                log.warning("dropped a rewind of %r from %r, not its parent", iid, ev.instance_id)
+                return
+            inst.state.parent_execution_id = ev.parent_execution_id
+            self._touch(batch, inst)
+            if runtime is RuntimeStatus.COMPLETED:
+                done = HistoryEvent(
+                    EventKind.EXECUTION_COMPLETED, batch.now_ms, payload=status.serialized_output
+                )
+                self._notify_parent(share, inst, done)
+                return
+            if runtime is RuntimeStatus.TERMINATED:
+                self._notify_parent(share, inst, self._terminated_failure(batch, status))
+                return
+            if runtime is not RuntimeStatus.FAILED:
+                return  # still active: it reports to the new token when it ends
+        elif runtime is not RuntimeStatus.FAILED:
+            log.warning("dropped a rewind of instance %r: it is %s", iid, runtime.value)
+            return
+        try:
+            retried = plan_rewind(
+                self.registry,
+                iid,
+                inst.history,
+                generation=inst.state.generation,
+                max_payload_bytes=self.settings.max_payload_bytes,
+            )
+        except RewindError as exc:
+            log.warning("refused a rewind: %s", exc)
+            if from_parent:
+                failed = HistoryEvent(
+                    EventKind.EXECUTION_FAILED, batch.now_ms, failure=status.failure_details
+                )
+                self._notify_parent(share, inst, failed)
+            return
+        reason = (
+            f"parent {ev.instance_id} was rewound or reset" if from_parent else _text(ev.payload)
+        )
+        now = batch.now_ms
+        self._append_history(
+            batch,
+            inst,
+            [
+                HistoryEvent(EventKind.ORCHESTRATOR_STARTED, now),
+                rewound_event(now, reason, retried),
+            ],
+        )
+        # A new token: what the failed attempt still delivers is dropped.
+        inst.state.rewinds += 1
+        self._update_status(batch, inst, runtime_status=RuntimeStatus.RUNNING, failure_details=None)
+        self._touch(batch, inst)
+        inst.executor = None
+        self._reissue(batch, share, inst)
+        self._step(batch, share, inst, [])  # calls the replay made that were not recorded
+
+    def _reset(self, batch: Batch, share: PartitionBatch, inst: Instance, ev: HistoryEvent) -> None:
+        """Start a new execution that replays the history up to event ``ev.seq`` and goes on.
+
+        The current execution ends (terminated, reason "reset", if it was still
+        active): its children started after the point are terminated, its entity
+        locks released, its timers deleted; what it has in flight carries its old
+        token and is dropped. Calls pending at the point are issued again.
+        """
+        iid = inst.instance_id
+        status = inst.state.status
+        execution = ev.execution_id or uuid.uuid4().hex
+        if execution == status.execution_id:
+            log.debug("dropped a repeated reset of instance %r", iid)
+            return
+        try:
+            plan = plan_reset(
+                self.registry,
+                iid,
+                inst.history,
+                ev.seq,
+                generation=inst.state.generation,
+                max_payload_bytes=self.settings.max_payload_bytes,
+            )
+        except RewindError as exc:
+            log.warning("refused a reset: %s", exc)
+            return
+        now = batch.now_ms
+        if status.runtime_status not in TERMINAL_STATUSES:
+            kept = {
+                e.instance_id or f"{iid}:{e.seq}"
+                for e in plan.prefix
+                if e.kind is EventKind.SUB_ORCHESTRATION_CREATED
+            }
+            reason = json.dumps("reset").encode()
+            for child in self._running_children(inst):
+                if child not in kept:
+                    self._outbox.send(
+                        share,
+                        child,
+                        HistoryEvent(EventKind.EXECUTION_TERMINATED, now, payload=reason),
+                        iid,
+                    )
+            self._end_execution(share, inst)
+            self._update_status(
+                batch, inst, runtime_status=RuntimeStatus.TERMINATED, serialized_output=reason
+            )
+        reapplied = [*plan.reapplied, *inst.state.pending_events]
+        inst.state.pending_events = []
+        rest = self._truncate_history(batch, share.tx, inst, len(plan.prefix))
+        marker = HistoryEvent(
+            EventKind.EXECUTION_RESET, now, seq=ev.seq, execution_id=execution, payload=ev.payload
+        )
+        self._append_history(
+            batch, inst, [*rest, HistoryEvent(EventKind.ORCHESTRATOR_STARTED, now), marker]
+        )
+        inst.state.rewinds = count_rewinds(plan.prefix)
+        self._update_status(
+            batch,
+            inst,
+            runtime_status=RuntimeStatus.RUNNING,
+            execution_id=execution,
+            serialized_output=None,
+            failure_details=None,
+        )
+        self._touch(batch, inst)
+        inst.executor = None
+        self._reissue(batch, share, inst)
+        # A step: the re-applied events, and the calls the code makes after the point.
+        self._step(batch, share, inst, reapplied)
+
+    def _truncate_history(
+        self, batch: Batch, tx: StoreTransaction, inst: Instance, keep: int
+    ) -> list[HistoryEvent]:
+        """Cut the history to its first ``keep`` events; the kept events to write again.
+
+        Stored chunks wholly before the cut stay as they are (a long prefix is not
+        rewritten as one record, and stays readable as of earlier times); the
+        others are deleted, and the kept events they held are returned.
+        """
+        self._delete_pending_timers(tx, inst)
+        batch.pending_chunks.pop(inst.instance_id, None)
+        kept_chunks = kept_events = 0
+        cutting = False
+        for key, value in list(tx.iter_prefix(history_prefix(inst.instance_id))):
+            size = len(decode_chunk(value))
+            if not cutting and kept_events + size <= keep:
+                kept_chunks += 1
+                kept_events += size
+            else:
+                cutting = True
+                tx.delete(key)
+        state = inst.state
+        state.history_chunks, state.history_length = kept_chunks, kept_events
+        rest = inst.history[kept_events:keep]
+        inst.history = inst.history[:kept_events]
+        return rest
+
+    def _reissue(self, batch: Batch, share: PartitionBatch, inst: Instance) -> None:
+        """Issue again, with the current token, every recorded call the replayed code waits for.
+
+        Activities run again (at-least-once), timers are stored again at their
+        recorded due time, children are re-attached (see :meth:`_rewind`).
+        """
+        ex = self._executor(inst)
+        recorded = {
+            e.seq: e
+            for e in inst.history
+            if e.kind in (EventKind.TASK_SCHEDULED, EventKind.TIMER_CREATED)
+            or e.kind is EventKind.SUB_ORCHESTRATION_CREATED
+        }
+        iid = inst.instance_id
+        for seq, kind in sorted(ex.pending_calls().items()):
+            action = recorded.get(seq)
+            if action is None or action.kind is not kind:
+                continue  # taken by the replay but not recorded: the next step emits it
+            if kind is EventKind.SUB_ORCHESTRATION_CREATED:
+                reattach = HistoryEvent(
+                    EventKind.EXECUTION_REWOUND,
+                    batch.now_ms,
+                    seq=seq,
+                    instance_id=iid,
+                    parent_execution_id=inst.state.execution_token,
+                )
+                self._outbox.send(share, action.instance_id or f"{iid}:{seq}", reattach, iid)
+            else:
+                self._route_action(batch, share, inst, action)
+
+    @staticmethod
+    def _terminated_failure(batch: Batch, status: OrchestrationStatus) -> HistoryEvent:
+        reason = _text(status.serialized_output)
+        failure = FailureDetails("durafka.Terminated", f"terminated: {reason}")
+        return HistoryEvent(EventKind.EXECUTION_FAILED, batch.now_ms, failure=failure)
+
     def _running_children(self, inst: Instance) -> list[str]:
         created: dict[int, str] = {}
         for e in inst.history:
@@ -635,12 +861,7 @@ class Orchestrations:
             batch, inst, runtime_status=RuntimeStatus.TERMINATED, serialized_output=ev.payload
         )
         if inst.state.status.parent_instance_id:
-            failure = FailureDetails(
-                "durafka.Terminated", f"terminated: {ev.payload.decode() if ev.payload else ''}"
-            )
-            self._notify_parent(
-                share, inst, HistoryEvent(EventKind.EXECUTION_FAILED, batch.now_ms, failure=failure)
-            )
+            self._notify_parent(share, inst, self._terminated_failure(batch, inst.state.status))
         self._touch(batch, inst)
 
     def fail_internally(
@@ -863,3 +1084,14 @@ def _status_sizes(state: InstanceState) -> str:
         f"custom status {len(status.serialized_custom_status or b''):,}, "
         f"failure {failure_size:,} bytes"
     )
+
+
+def _text(payload: bytes | None) -> str:
+    """A reason payload (a JSON string) as text; anything else as its JSON."""
+    if payload is None:
+        return ""
+    try:
+        value = json.loads(payload)
+    except ValueError:
+        return payload.decode(errors="replace")
+    return value if isinstance(value, str) else json.dumps(value)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
@@ -49,9 +50,12 @@ from durafka.errors import (
 from durafka.ids import check_orchestration_id
 from durafka.registry import Registry
 from durafka.runtime.context import ContinueAsNew, OrchestrationContext
-from durafka.runtime.history import ACTION_KINDS, EventKind, HistoryEvent
+from durafka.runtime.history import ACTION_KINDS, EventKind, HistoryEvent, undone_events
 from durafka.runtime.retry import RetryPolicy
 from durafka.runtime.tasks import CompletableTask, Task
+
+#: Frames in durafka's own code are left out of code locations.
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 _DESCRIBE = {
     EventKind.TASK_SCHEDULED: "call_activity",
@@ -232,6 +236,9 @@ class OrchestrationExecutor:
             for e in history
             if e.kind is EventKind.MARKER_RECORDED and e.name is not None
         }
+        if any(e.kind is EventKind.EXECUTION_REWOUND for e in history):
+            undone = undone_events(history)
+            history = [e for i, e in enumerate(history) if i not in undone]
         self.is_replaying = True
         try:
             for event in history:
@@ -261,6 +268,29 @@ class OrchestrationExecutor:
         actions.extend(self._unmatched[s] for s in sorted(self._unmatched))
         self._unmatched.clear()
         return StepResult(actions, self._completion, self._custom_status, self._carried)
+
+    @property
+    def completion(self) -> HistoryEvent | None:
+        """How the code ended the execution (completed, failed, continued as new), if it did.
+
+        Set by the code itself, live or during a replay; a completion that the
+        replayed history recorded but the code did not reach leaves it None.
+        """
+        return self._completion
+
+    @property
+    def has_new_actions(self) -> bool:
+        """Whether the replay took calls its history did not record (the next step emits them)."""
+        return bool(self._new_actions)
+
+    def pending_calls(self) -> dict[int, EventKind]:
+        """The calls still waiting for their completion: sequence id -> the call's kind."""
+        return {seq: p.kind for seq, p in self._pending.items()}
+
+    @property
+    def lock_requested(self) -> bool:
+        """Whether the orchestrator is inside a ``ctx.lock`` block (requested or granted)."""
+        return self._lock is not None
 
     @property
     def has_started(self) -> bool:
@@ -400,7 +430,10 @@ class OrchestrationExecutor:
                 f"recorded {_describe(e)} as sequence #{e.seq}, but on replay the orchestrator "
                 f"did not make that call at this point. Likely cause: the code changed while "
                 f"the instance was running, or it branched on wall-clock time, randomness or I/O "
-                f"outside ctx."
+                f"outside ctx.",
+                seq=e.seq,
+                recorded=_describe(e),
+                location=self.code_location(),
             )
         if (
             taken.kind is not e.kind
@@ -412,8 +445,30 @@ class OrchestrationExecutor:
                 f"non-deterministic orchestration {self.name!r} ({self.instance_id}): at "
                 f"sequence #{e.seq} history recorded {_describe(e)} but the orchestrator now "
                 f"called {_describe(taken)}. Likely cause: the code changed while the instance "
-                f"was running; deploy changes under a new orchestration name or version."
+                f"was running; deploy changes under a new orchestration name or version.",
+                seq=e.seq,
+                recorded=_describe(e),
+                taken=_describe(taken),
+                location=self.code_location(),
             )
+
+    def code_location(self) -> str | None:
+        """``file:line in function`` where the orchestrator's code waits now.
+
+        The innermost frame of the awaiting chain outside durafka (a helper
+        coroutine the orchestrator awaits counts as its code); None when the
+        orchestrator has returned or not started.
+        """
+        obj: Any = self._coro
+        where: str | None = None
+        while obj is not None:
+            frame = getattr(obj, "cr_frame", None) or getattr(obj, "gi_frame", None)
+            if frame is None:
+                break
+            if not frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+                where = f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+            obj = getattr(obj, "cr_await", None) or getattr(obj, "gi_yieldfrom", None)
+        return where
 
     # -- the coroutine -----------------------------------------------------------
 

@@ -44,6 +44,14 @@ MARKER_RECORDED             seq, name=patch id (ctx.patched: the execution took 
 LOCK_RELEASED               seq, payload=JSON list of the entity ids; to an entity:
                             instance_id=orchestration, payload=the ids when the release
                             must follow the request's path (lock not known to be granted)
+EXECUTION_REWOUND           a command: payload=reason (JSON string); to a child from its
+                            rewound or reset parent: instance_id=parent, seq=parent seq,
+                            parent_execution_id=the parent's new token. In a history:
+                            payload={"reason": ..., "retried": [seq, ...]}: the failures of
+                            those calls before it (and the execution's failure) are undone
+EXECUTION_RESET             a command: seq=the event index to reset to, execution_id=the
+                            new execution, payload=reason; in a history: the point where
+                            the new execution took over the replayed prefix
 =========================== ==========================================================
 
 Entity ids are ``@<name>@<key>`` (see :class:`durafka.entities.EntityId`); they share
@@ -52,6 +60,8 @@ Entity ids are ``@<name>@<key>`` (see :class:`durafka.entities.EntityId`); they 
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -89,6 +99,8 @@ class EventKind(StrEnum):
     LOCK_GRANTED = "LOCK_GRANTED"
     LOCK_RELEASED = "LOCK_RELEASED"
     MARKER_RECORDED = "MARKER_RECORDED"
+    EXECUTION_REWOUND = "EXECUTION_REWOUND"
+    EXECUTION_RESET = "EXECUTION_RESET"
 
 
 #: Kinds that answer a call the orchestrator made (they carry its ``seq``).
@@ -191,3 +203,47 @@ class HistoryEvent:
     parent_execution_id: str | None = None
     id_reuse_policy: IdReusePolicy = IdReusePolicy.REJECT_DUPLICATE
     version: str | None = None
+
+
+#: Completions a rewind can undo (the call is retried).
+REWINDABLE_FAILURE_KINDS = frozenset({EventKind.TASK_FAILED, EventKind.SUB_ORCHESTRATION_FAILED})
+
+
+def rewound_seqs(event: HistoryEvent) -> list[int]:
+    """The sequence ids an ``EXECUTION_REWOUND`` history event retries."""
+    try:
+        data = json.loads(event.payload or b"{}")
+    except ValueError:
+        return []
+    retried = data.get("retried") if isinstance(data, dict) else None
+    return [s for s in retried if isinstance(s, int)] if isinstance(retried, list) else []
+
+
+def count_rewinds(history: Sequence[HistoryEvent]) -> int:
+    """How many times the execution of ``history`` was rewound (part of its execution token)."""
+    return sum(1 for e in history if e.kind is EventKind.EXECUTION_REWOUND)
+
+
+def undone_events(history: Sequence[HistoryEvent]) -> set[int]:
+    """The indexes of the events of ``history`` that a rewind undid (replay skips them).
+
+    Each ``EXECUTION_REWOUND`` undoes, before it, the last failure of each call it
+    retries that no earlier rewind undid, and the execution's last failure
+    (``EXECUTION_FAILED``). A call that fails again after a rewind is undone by
+    the next rewind, so rewinds of rewinds replay too.
+    """
+    undone: set[int] = set()
+    for j, e in enumerate(history):
+        if e.kind is not EventKind.EXECUTION_REWOUND:
+            continue
+        for seq in rewound_seqs(e):
+            for i in range(j - 1, -1, -1):
+                f = history[i]
+                if f.seq == seq and f.kind in REWINDABLE_FAILURE_KINDS and i not in undone:
+                    undone.add(i)
+                    break
+        for i in range(j - 1, -1, -1):
+            if history[i].kind is EventKind.EXECUTION_FAILED and i not in undone:
+                undone.add(i)
+                break
+    return undone

@@ -192,3 +192,38 @@ def test_a_server_without_a_token_is_refused_unless_local_and_insecure() -> None
     check_exposure(ApiTokens(admin=ADMIN), "0.0.0.0")
     assert ApiTokens(insecure_local=True).role_of(None) == "admin"
     assert ApiTokens(admin=ADMIN, insecure_local=True).role_of(None) is None
+
+
+def test_repairs_over_http(base_url: str) -> None:
+    with client(base_url) as http:
+        assert http.post(
+            "/api/instances", json={"name": "failing", "input": "boom", "instance_id": "f/1"}
+        ).is_success
+        wait_until(lambda: status(http, "f/1") == "FAILED", timeout=60)
+        # Looking back: the instance as it was a moment after the failure.
+        after = http.get("/api/instances/f/1").json()["last_updated_at"]
+        past = http.get("/api/instances/f/1/at", params={"time": after})
+        assert past.status_code == 200, past.text
+        assert past.json()["instance"]["status"] == "FAILED"
+
+        rewound = http.post("/api/instances/f/1/rewind", json={"reason": "try again"})
+        assert rewound.status_code == 202, rewound.text
+        # The activity always fails: the rewind runs it again and the instance fails again.
+        wait_until(
+            lambda: (
+                sum(
+                    e["kind"] == "TASK_FAILED"
+                    for e in http.get("/api/instances/f/1/history").json()
+                )
+                == 2
+            ),
+            timeout=60,
+        )
+        wait_until(lambda: status(http, "f/1") == "FAILED", timeout=60)
+
+        refused = http.post("/api/instances/f/1/reset", json={"to_event": 999})
+        assert refused.status_code == 409 and "choose an index" in refused.text
+        reset = http.post("/api/instances/f/1/reset", json={"to_event": 2, "reason": "again"})
+        assert reset.status_code == 202, reset.text
+        assert reset.json()["execution_id"]
+        assert http.post("/api/instances/nope/rewind").status_code == 404
