@@ -13,7 +13,7 @@ import resource
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -25,7 +25,14 @@ from durafka.bench.results import ProcessUsage
 from durafka.errors import BenchmarkError
 from durafka.settings import Settings
 
-__all__ = ["EmbeddedHost", "Host", "SeparateHost", "role_env", "split_partitions"]
+__all__ = [
+    "EmbeddedHost",
+    "Host",
+    "SeparateHost",
+    "broker_cpu",
+    "role_env",
+    "split_partitions",
+]
 
 #: The app the role processes serve.
 BENCH_APP = "durafka.bench.workloads:app"
@@ -117,6 +124,36 @@ class _Probe:
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             return peak if sys.platform == "darwin" else peak * 1024
         return int(self.process.memory_info().rss)
+
+
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]", "0.0.0.0"})
+
+
+def broker_cpu(bootstrap: str) -> Callable[[], dict[str, float]]:
+    """A reading of the broker's CPU seconds, when it runs on this machine.
+
+    The broker is the process listening on the first bootstrap address, if that
+    address is on loopback; the reading is ``{"broker": seconds}`` since this
+    call, or ``{}`` when the broker is elsewhere or cannot be seen. On a shared
+    broker, it includes what other clients made it do.
+    """
+    host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
+    if host not in _LOOPBACK or not port.isdigit():
+        return dict
+    try:
+        pids = {
+            c.pid
+            for c in psutil.net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == int(port)
+        }
+        pids.discard(None)
+        if len(pids) != 1:
+            return dict
+        probe = _Probe("broker", ["broker"], psutil.Process(pids.pop()))
+        probe.mark()
+    except psutil.Error:
+        return dict
+    return lambda: {"broker": sum(probe.read())}
 
 
 def _own_probe(roles: list[str]) -> _Probe:

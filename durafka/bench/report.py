@@ -19,9 +19,10 @@ from rich.progress import (
 from rich.progress import Progress as RichProgressBar
 from rich.table import Table
 
+from durafka.bench.compare import Comparison, format_ratio, format_target, format_value
 from durafka.bench.results import BenchResult, Measurement, Metrics, RunResult
 
-__all__ = ["RichProgress", "median_table", "run_tables", "write_json"]
+__all__ = ["RichProgress", "comparison_table", "median_table", "run_tables", "write_json"]
 
 _TITLES = {
     "w1_throughput": "W1 throughput",
@@ -195,3 +196,28 @@ def write_json(result: BenchResult, path: Path) -> None:
     """Write every run and the medians to ``path`` as JSON."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result.model_dump(mode="json"), indent=2) + "\n")
+
+
+def comparison_table(comparison: Comparison) -> Table:
+    """durafka against Restate, one sitting: both medians, the ratio and its target."""
+    m = comparison.machine
+    table = Table(
+        title=(
+            f"durafka / Restate on {m['cpu_model']}, {m['cores']} cores, "
+            f"{m['memory_gib']} GiB (load {m['load_average'][0]:.1f} at the end)"
+        ),
+        title_justify="left",
+        caption="* a throughput run under 10 s on a side: its ratio is not stable",
+        caption_justify="left",
+    )
+    for column in ("workload", "Restate", "durafka", "durafka / Restate", "target"):
+        table.add_column(column, justify="left" if column == "workload" else "right")
+    for row in comparison.rows:
+        table.add_row(
+            row.title + (" *" if row.short else ""),
+            format_value(row.restate, row.unit),
+            format_value(row.durafka, row.unit),
+            format_ratio(row),
+            format_target(row),
+        )
+    return table

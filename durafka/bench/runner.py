@@ -18,7 +18,7 @@ import durafka
 from durafka.app import App
 from durafka.bench import drivers, workloads
 from durafka.bench.config import BenchConfig, ProcessMode, Workload
-from durafka.bench.hosting import EmbeddedHost, Host, SeparateHost
+from durafka.bench.hosting import EmbeddedHost, Host, SeparateHost, broker_cpu
 from durafka.bench.progress import NoProgress, Progress
 from durafka.bench.results import BenchResult, Measurement, Metrics, RunResult, median_metrics
 from durafka.client import AsyncClient
@@ -93,7 +93,12 @@ def _run_once(config: BenchConfig, index: int, progress: Progress) -> RunResult:
                 host = EmbeddedHost(app)
             host.start()
             try:
-                measurements = asyncio.run(_measure(app, host, config, progress, label))
+                broker = broker_cpu(bootstrap) if config.transport == "kafka" else dict
+
+                def cpu() -> dict[str, float]:
+                    return {**host.cpu_seconds(), **broker()}
+
+                measurements = asyncio.run(_measure(app, host, cpu, config, progress, label))
                 usage = host.usage()
             except BenchmarkError as exc:
                 tails = host.log_tails()
@@ -126,15 +131,20 @@ def _run_once(config: BenchConfig, index: int, progress: Progress) -> RunResult:
 
 
 async def _measure(
-    app: App, host: Host, config: BenchConfig, progress: Progress, label: str
+    app: App,
+    host: Host,
+    cpu: Callable[[], dict[str, float]],
+    config: BenchConfig,
+    progress: Progress,
+    label: str,
 ) -> dict[str, Measurement]:
     out: dict[str, Measurement] = {}
     asyncio.get_running_loop().set_exception_handler(_quiet_cancellation)
 
     async def phase(name: str, workload: Workload, work: Awaitable[Metrics]) -> None:
-        before = host.cpu_seconds()
+        before = cpu()
         metrics = await work
-        after = host.cpu_seconds()
+        after = cpu()
         out[name] = Measurement(
             name=name,
             workload=workload,
