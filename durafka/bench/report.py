@@ -22,7 +22,14 @@ from rich.table import Table
 from durafka.bench.compare import Comparison, format_ratio, format_target, format_value
 from durafka.bench.results import BenchResult, Measurement, Metrics, RunResult
 
-__all__ = ["RichProgress", "comparison_table", "median_table", "run_tables", "write_json"]
+__all__ = [
+    "RichProgress",
+    "breakdown_tables",
+    "comparison_table",
+    "median_table",
+    "run_tables",
+    "write_json",
+]
 
 _TITLES = {
     "w1_throughput": "W1 throughput",
@@ -221,3 +228,32 @@ def comparison_table(comparison: Comparison) -> Table:
             format_target(row),
         )
     return table
+
+
+def breakdown_tables(breakdown: dict[str, Any]) -> list[Table]:
+    """The hops of one W1 instance (p50 / p99 / mean), and the bare Kafka floors."""
+    hops = breakdown["hops"]
+    count = hops.get("instances", {})
+    table = Table(
+        title=(
+            f"W1 latency hop by hop: {count.get('complete', 0)} of {count.get('run', 0)} "
+            f"instances one at a time, Kafka, one process, {breakdown['partitions']} partitions"
+        ),
+        title_justify="left",
+    )
+    for column in ("hop", "p50 ms", "p99 ms", "mean ms"):
+        table.add_column(column, justify="left" if column == "hop" else "right")
+    for hop, values in hops.items():
+        if hop != "instances":
+            table.add_row(
+                hop,
+                f"{values['p50_ms']:.2f}",
+                f"{values['p99_ms']:.2f}",
+                f"{values['mean_ms']:.2f}",
+            )
+    floors = Table(title="Floors: bare Kafka operations on the same broker", title_justify="left")
+    for column in ("operation", "p50 ms", "p99 ms"):
+        floors.add_column(column, justify="left" if column == "operation" else "right")
+    for name, values in breakdown["floors"].items():
+        floors.add_row(name, f"{values['p50_ms']:.2f}", f"{values['p99_ms']:.2f}")
+    return [table, floors]

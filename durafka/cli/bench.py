@@ -300,7 +300,24 @@ def _compare(
 
 
 def _breakdown(config: BenchConfig, console: Console, json_path: Path | None) -> None:
-    raise NotImplementedError
+    import json
+
+    from rich.console import Console
+
+    from durafka.bench.breakdown import run_breakdown
+    from durafka.bench.report import RichProgress, breakdown_tables
+
+    try:
+        with RichProgress(Console(stderr=True)) as progress:
+            breakdown = run_breakdown(config, progress)
+    except DurafkaError as exc:
+        fail(str(exc))
+    for table in breakdown_tables(breakdown):
+        console.print(table)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(breakdown, indent=2) + "\n")
+        typer.echo(f"results written to {json_path}", err=True)
 
 
 def register(cli: typer.Typer) -> None:
