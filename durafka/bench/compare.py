@@ -297,7 +297,7 @@ def format_ratio(row: Row) -> str:
     """``3.1x`` for a throughput, ``0.85x`` for a latency or a cost (lower is better)."""
     if row.ratio is None:
         return "-"
-    if row.ratio < 0.1:
+    if row.ratio < 0.1 or (row.target is not None and row.target < 0.1):
         return f"1/{1 / row.ratio:.1f}"
     return f"{row.ratio:.2f}x"
 

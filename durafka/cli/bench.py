@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 _ALL = ("W1", "W2", "W3", "W4")
 _MODES = ("COMPARE", "BREAKDOWN")
 #: durafka's sizes in ``compare`` mode: each throughput run lasts 10 s or more here.
-_COMPARE_W1_N = 40_000
-_COMPARE_W2_N = 20_000
+_COMPARE_W1_N = 80_000
+_COMPARE_W2_N = 40_000
 _COMPARE_W3_M = 200  # the peer's fan-out
 
 
