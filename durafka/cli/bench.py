@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -236,17 +239,8 @@ def bench(
         for table in run_tables(run):
             console.print(table)
 
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        with RichProgress(Console(stderr=True)) as progress:
-            result = run_benchmark(config, progress, on_run=show)
-    except KeyboardInterrupt:
-        typer.echo("interrupted; the role processes were stopped", err=True)
-        raise typer.Exit(130) from None
-    except DurafkaError as exc:
-        fail(str(exc))
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with _interruptible(), RichProgress(Console(stderr=True)) as progress:
+        result = run_benchmark(config, progress, on_run=show)
     if runs > 1:
         console.print(median_table(result))
     if json_path is not None:
@@ -265,26 +259,45 @@ def _compare(
     peer_n_seq: int,
     peer_results: Path | None,
 ) -> None:
-    import json
-
     from rich.console import Console
 
     from durafka.bench.compare import default_peers_dir, run_comparison
     from durafka.bench.report import RichProgress, comparison_table
 
+    with _interruptible(), RichProgress(Console(stderr=True)) as progress:
+        comparison = run_comparison(
+            config,
+            peers_dir=peers or default_peers_dir(),
+            peer_work_dir=peer_workdir or Path(".durafka/peers/restate").resolve(),
+            peer_runs=config.runs,
+            peer_n_hello=peer_n_hello,
+            peer_n_seq=peer_n_seq,
+            peer_results=peer_results,
+            progress=progress,
+        )
+    console.print(comparison_table(comparison))
+    _write(json_path, comparison.to_json())
+
+
+def _breakdown(config: BenchConfig, console: Console, json_path: Path | None) -> None:
+    from rich.console import Console
+
+    from durafka.bench.breakdown import run_breakdown
+    from durafka.bench.report import RichProgress, breakdown_tables
+
+    with _interruptible(), RichProgress(Console(stderr=True)) as progress:
+        breakdown = run_breakdown(config, progress)
+    for table in breakdown_tables(breakdown):
+        console.print(table)
+    _write(json_path, breakdown)
+
+
+@contextmanager
+def _interruptible() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C; an interrupt or a durafka error ends the command cleanly."""
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        with RichProgress(Console(stderr=True)) as progress:
-            comparison = run_comparison(
-                config,
-                peers_dir=peers or default_peers_dir(),
-                peer_work_dir=peer_workdir or Path(".durafka/peers/restate").resolve(),
-                peer_runs=config.runs,
-                peer_n_hello=peer_n_hello,
-                peer_n_seq=peer_n_seq,
-                peer_results=peer_results,
-                progress=progress,
-            )
+        yield
     except KeyboardInterrupt:
         typer.echo("interrupted; the role processes were stopped", err=True)
         raise typer.Exit(130) from None
@@ -292,31 +305,12 @@ def _compare(
         fail(str(exc))
     finally:
         signal.signal(signal.SIGTERM, previous)
-    console.print(comparison_table(comparison))
+
+
+def _write(json_path: Path | None, data: Any) -> None:
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(comparison.to_json(), indent=2, default=str) + "\n")
-        typer.echo(f"results written to {json_path}", err=True)
-
-
-def _breakdown(config: BenchConfig, console: Console, json_path: Path | None) -> None:
-    import json
-
-    from rich.console import Console
-
-    from durafka.bench.breakdown import run_breakdown
-    from durafka.bench.report import RichProgress, breakdown_tables
-
-    try:
-        with RichProgress(Console(stderr=True)) as progress:
-            breakdown = run_breakdown(config, progress)
-    except DurafkaError as exc:
-        fail(str(exc))
-    for table in breakdown_tables(breakdown):
-        console.print(table)
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(breakdown, indent=2) + "\n")
+        json_path.write_text(json.dumps(data, indent=2, default=str) + "\n")
         typer.echo(f"results written to {json_path}", err=True)
 
 
