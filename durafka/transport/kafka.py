@@ -459,6 +459,16 @@ class KafkaConsumer:
             for p in found
         }
 
+    def committed_metadata(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, str]:
+        """The metadata committed with the group's offsets ("" where none was)."""
+        if self._group_id is None:
+            raise ConfigurationError("committed_metadata() needs a consumer with a group_id")
+        wanted = [_kafka_tp(tp) for tp in partitions]
+        found = _request(
+            "committed offsets", lambda timeout: self._consumer.committed(wanted, timeout)
+        )
+        return {TopicPartition(p.topic, p.partition): p.metadata or "" for p in found}
+
     def watermarks(self, partition: TopicPartition) -> tuple[int, int]:
         """``(low, high)``; with read_committed, high is the last stable offset."""
         wanted = _kafka_tp(partition)
@@ -607,9 +617,20 @@ class KafkaTransactionalProducer(KafkaProducer):
             # this way; the transaction cannot be committed, aborting tells more.
             raise TransactionError(f"flush failed for {self._transactional_id!r}: {exc}") from exc
 
-    def send_offsets(self, offsets: Mapping[TopicPartition, int], group_metadata: Any) -> None:
+    def send_offsets(
+        self,
+        offsets: Mapping[TopicPartition, int],
+        group_metadata: Any,
+        metadata: Mapping[TopicPartition, str] | None = None,
+    ) -> None:
         """Commit these consumer offsets (next offset to read) with the transaction."""
-        positions = [_kafka_tp(tp, offset) for tp, offset in offsets.items()]
+        notes = metadata or {}
+        positions = [
+            KafkaTopicPartition(tp.topic, tp.partition, offset, notes[tp])
+            if tp in notes
+            else _kafka_tp(tp, offset)
+            for tp, offset in offsets.items()
+        ]
 
         def send(timeout: float) -> None:
             self._producer.send_offsets_to_transaction(positions, group_metadata, timeout)
