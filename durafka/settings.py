@@ -191,6 +191,26 @@ class Settings(BaseSettings):
             "TestEnvironment does not purge unless the app sets it."
         ),
     )
+    max_activity_deliveries: int = Field(
+        5,
+        ge=1,
+        description=(
+            "A worker fails an activity task (PoisonTaskError, never retried) instead of "
+            "running it again once it was delivered this many times without a result: its "
+            "worker died or lost the partition while running it each time (an activity that "
+            "crashes its process, runs out of memory, or is killed)."
+        ),
+    )
+    unknown_activity_grace_ms: int = Field(
+        300_000,
+        ge=0,
+        description=(
+            "How long a worker keeps a task of an activity it does not register, waiting for "
+            "a worker that does (a rolling upgrade: the partition moves to an upgraded worker), "
+            "before it fails the task with UnknownFunctionError. Counted from the task's "
+            "scheduling time; 0 fails such tasks at once."
+        ),
+    )
     client_config: dict[str, str] = Field(
         default_factory=dict,
         description=(

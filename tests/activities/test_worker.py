@@ -7,6 +7,7 @@ a thread and reads what it committed to ``H.orchestrations`` (read_committed).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 from collections import Counter
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from durafka.activities.deliveries import decode_note
 from durafka.activities.worker import ActivityWorker
 from durafka.codec.payload import encode_payload
 from durafka.codec.records import (
@@ -514,7 +516,9 @@ def test_stop_abandons_activities_after_the_drain_timeout(
     tp = TopicPartition(HubTopics(hub).activities, partition_for(b"d", ACTIVITY_PARTITIONS))
     probe = transport.consumer(f"{hub}.workers")
     try:
-        assert probe.committed([tp])[tp] is None  # so the next owner runs it again
+        assert probe.committed([tp])[tp] in (None, 0)  # so the next owner runs it again...
+        note = decode_note(probe.committed_metadata([tp])[tp])
+        assert note.started == {0}  # ...and counts this delivery
     finally:
         probe.close()
 
@@ -595,7 +599,13 @@ def test_crash_before_commit_reruns_the_activities(
     tasks = [task(f"w{n}", "work", n) for n in range(6)]
     produce_tasks(transport, hub, tasks)
 
-    crashing = _FaultyTransport(transport, lambda: RuntimeError("simulated crash before commit"))
+    # The first commit only says which tasks start (they start after it); the crash
+    # comes with the commit of their results.
+    commits = itertools.count()
+    crashing = _FaultyTransport(
+        transport,
+        lambda: RuntimeError("simulated crash before commit") if next(commits) else None,
+    )
     first = start_worker(registry, via=crashing, worker_id="w1")
     first.thread.join(20.0)
     assert isinstance(first.error, RuntimeError), first.error
@@ -616,7 +626,8 @@ def test_abortable_commit_failure_rewinds_and_reruns(
 ) -> None:
     runs: Counter[str] = Counter()
     registry = _counting_registry(runs)
-    failures = iter([TransactionError("injected commit failure")])
+    # The first commit only says which tasks start; the second carries their results.
+    failures = iter([None, TransactionError("injected commit failure")])
     flaky = _FaultyTransport(transport, lambda: next(failures, None))
     tasks = [task(f"w{n}", "work", n) for n in range(6)]
     produce_tasks(transport, hub, tasks)
