@@ -228,6 +228,8 @@ class ActivityWorker:
         # return, and a job starts only once a committed note lists it as started.
         self._backlog: deque[_Job] = deque()
         self._running = 0
+        # Of the running jobs, those abandoned (see _abandon).
+        self._abandoned = 0
         # The job running alone (see _Job.isolated), if any.
         self._alone: _Job | None = None
         # Running jobs with a deadline or a heartbeat timeout.
@@ -376,7 +378,8 @@ class ActivityWorker:
         self._waiting.clear()
         self._set_paused(True)
         deadline = time.monotonic() + self._drain_timeout
-        while self._running:
+        # Abandoned jobs (past their deadline or heartbeat timeout) are not waited for.
+        while self._running > self._abandoned:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -384,12 +387,12 @@ class ActivityWorker:
             self._commit()
         self._collect(0.0)
         self._commit()
-        if self._running:
+        if self._running > self._abandoned:
             log.warning(
                 "worker %s abandons %d activities still running after %.1fs; "
                 "they were not committed and will run again",
                 self.worker_id,
-                self._running,
+                self._running - self._abandoned,
                 self._drain_timeout,
             )
 
@@ -663,6 +666,7 @@ class ActivityWorker:
         if self._alone is job:
             self._alone = None
         if job.abandoned:
+            self._abandoned -= 1
             return  # its attempt failed already; the offset was released
         if isinstance(outcome, HistoryEvent):
             event = outcome
@@ -750,6 +754,7 @@ class ActivityWorker:
         one is cancelled.
         """
         job.abandoned = True
+        self._abandoned += 1
         self.expired += 1
         self._watched.discard(job)
         log.warning(

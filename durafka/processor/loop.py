@@ -67,6 +67,7 @@ from durafka.ids import check_instance_id
 from durafka.processor.batch import Batch, Outbox, OwnedPartition, PartitionBatch
 from durafka.processor.checkpoint import Checkpoint, CheckpointOutcome
 from durafka.processor.entities import EntityProcessor
+from durafka.processor.heartbeats import HEARTBEAT_TIMER_MARK, Heartbeats
 from durafka.processor.instances import InstanceCache
 from durafka.processor.malformed import MalformedKeys, first_due
 from durafka.processor.orchestrations import Orchestrations
@@ -168,6 +169,8 @@ class Processor:
             f"processor {self._processor_id}",
         )
         self._malformed = MalformedKeys(self.topics, self.dead_letters)
+        #: Heartbeats of running activities, and their timers.
+        self.heartbeats = Heartbeats()
         self._consumer: Consumer = transport.consumer(
             group_id=self.topics.processor_group,
             **for_client(settings.client_config, "consumer"),
@@ -318,6 +321,7 @@ class Processor:
                 self._release(part, clean=True)
         self.cache.drop_partitions(gone)
         self._malformed.forget(gone)
+        self.heartbeats.forget(gone)
         log.info("revoked partitions %s of %s", sorted(gone), self.topics.orchestrations)
 
     def _release(self, part: OwnedPartition, *, clean: bool = False) -> None:
@@ -588,6 +592,12 @@ class Processor:
             share.next_offset = offset + 1
             share.out.append(self.dead_letters.of_record(r, str(exc), share.now_ms))
             return
+        kind = event.kind
+        if kind is EventKind.TASK_HEARTBEAT:
+            # Never reaches the instance (nor takes one of the batch's instance slots).
+            share.next_offset = offset + 1
+            self.heartbeats.beat(share, iid, event)
+            return
         instances = batch.instances
         if iid not in instances:
             if len(instances) >= self.settings.max_concurrent_orchestrations:
@@ -597,6 +607,8 @@ class Processor:
                 return
             instances.add(iid)
         share.next_offset = offset + 1
+        if kind is EventKind.TASK_COMPLETED or kind is EventKind.TASK_FAILED:
+            self.heartbeats.completed(share, iid, event)
         share.add(iid, event)
 
     def _collect_due_timers(self, batch: Batch) -> None:
@@ -625,6 +637,9 @@ class Processor:
                         break
                     instances.add(iid)
                 tx.delete(key)
+                if value.startswith(HEARTBEAT_TIMER_MARK):
+                    self.heartbeats.fired(share, iid, seq, due, value)
+                    continue
                 # The value names the execution that set the timer (empty: older timers).
                 execution = value.decode() if value else None
                 fired_event = HistoryEvent(
@@ -803,6 +818,7 @@ class Processor:
         """Process the shares' input again: from the committed offsets, on the stored state."""
         numbers = {s.number for s in shares}
         self.cache.drop_partitions(numbers)
+        self.heartbeats.forget(numbers)
         topic = self.topics.orchestrations
         for share in shares:
             part = share.part
@@ -815,6 +831,7 @@ class Processor:
         """Close partitions dirty: drop their state, restore it, read from the committed offsets."""
         log.warning("restoring partitions %s from the changelog: %s", partitions, reason)
         self.cache.drop_partitions(set(partitions))
+        self.heartbeats.forget(partitions)
         topic = self.topics.orchestrations
         for p in partitions:
             part = self._owned.pop(p, None)

@@ -128,6 +128,20 @@ def read_results(transport: Transport, hub: str, count: int) -> dict[tuple[str, 
     return results
 
 
+def read_events(
+    transport: Transport, hub: str, done: Callable[[list[HistoryEvent]], bool]
+) -> list[HistoryEvent]:
+    """Every event the worker committed to ``H.orchestrations`` once ``done(events)``."""
+    events: list[HistoryEvent] = []
+
+    def probe(records: list[Any]) -> bool:
+        events[:] = [decode_message(r.value())[1] for r in records]
+        return done(events)
+
+    read_topic(transport, HubTopics(hub).orchestrations, ORCHESTRATION_PARTITIONS, probe)
+    return events
+
+
 def assert_all_committed(transport: Transport, hub: str) -> None:
     """The group ``H.workers`` committed every partition of ``H.activities`` to its end."""
     topic = HubTopics(hub).activities
