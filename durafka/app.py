@@ -241,10 +241,31 @@ class App:
         return ActivityWorker(self.settings, self.registry, self.transport, **kwargs)
 
     def runner(
-        self, *, processor: bool = True, worker: bool = True, partitions: list[int] | None = None
+        self,
+        *,
+        processor: bool = True,
+        worker: bool = True,
+        partitions: list[int] | None = None,
+        exit_when_stuck: bool = False,
     ) -> Runner:
-        """A runner hosting a processor and/or a worker on background threads (not started)."""
-        runner = Runner(gc_young_threshold=self.settings.gc_young_threshold)
+        """A runner hosting a processor and/or a worker on background threads (not started).
+
+        Args:
+            processor: host a processor.
+            worker: host an activity worker.
+            partitions: the processor's static partitions (None: the consumer group).
+            exit_when_stuck: a Kafka call stuck past its bound ends the process with
+                status 75 (the command line's choice); else the runner stops its
+                roles and reports ``StuckCallError`` (see :mod:`durafka.watchdog`).
+        """
+        runner = Runner(
+            gc_young_threshold=self.settings.gc_young_threshold,
+            # memory:// makes no blocking client calls to watch.
+            watchdog_grace=None
+            if self.settings.is_memory
+            else self.settings.watchdog_grace_ms / 1000,
+            exit_when_stuck=exit_when_stuck,
+        )
         local = None
         if processor:
             if worker and self.settings.local_activities:

@@ -169,6 +169,15 @@ class TransportError(DurafkaError):
     """
 
 
+class StuckCallError(TransportError):
+    """A blocking Kafka client call ran far past its timeout (see :mod:`durafka.watchdog`).
+
+    librdkafka did not return; the role thread that made the call is lost. The
+    command line exits (a supervisor restarts it); an embedded runner stops its
+    roles and raises this error.
+    """
+
+
 class StoreError(DurafkaError):
     """The partition state store could not be opened, restored or written."""
 

@@ -2,18 +2,23 @@
 
 The embedded runner (both, in the app's process) is what ``app.run()`` starts;
 ``durafka processor`` and ``durafka worker`` run one role each, as deployed in
-production (one process per core is the way to use several cores).
+production (one process per core is the way to use several cores). A runner
+also hosts the watchdog of its roles' Kafka calls (:mod:`durafka.watchdog`).
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from durafka.errors import DurafkaError
+from durafka.errors import DurafkaError, StuckCallError
+from durafka.transport.calls import InFlightCall
+from durafka.watchdog import EXIT_STUCK, Watchdog, stuck_error
 
 log = logging.getLogger("durafka.runner")
 
@@ -47,23 +52,41 @@ def tune_garbage_collector(young_threshold: int) -> None:
 class Runner:
     """Runs roles (callables taking a stop event) on daemon threads and stops them together.
 
+    With ``watchdog_grace``, a :class:`~durafka.watchdog.Watchdog` watches the
+    roles' Kafka calls: one stuck past its bound plus the grace either ends the
+    process at once with :data:`~durafka.watchdog.EXIT_STUCK` (``exit_when_stuck``,
+    what ``durafka processor|worker|run`` do: a supervisor restarts it), or is
+    recorded as the runner's failure (a :class:`~durafka.errors.StuckCallError`)
+    while every role is asked to stop (embedded: the process is the application's).
+
     Example:
         >>> runner = Runner()
         >>> runner.add("processor", processor.run)
         >>> runner.start(); ...; runner.stop()
     """
 
-    def __init__(self, *, gc_young_threshold: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        gc_young_threshold: int = 0,
+        watchdog_grace: float | None = None,
+        exit_when_stuck: bool = False,
+    ) -> None:
         self._roles: list[_Role] = []
         self._stop = threading.Event()
         self.gc_young_threshold = gc_young_threshold
+        self._exit_when_stuck = exit_when_stuck
+        self._stuck: DurafkaError | None = None
+        self._watchdog = (
+            Watchdog(watchdog_grace, self._on_stuck) if watchdog_grace is not None else None
+        )
 
     def add(self, name: str, target: Callable[[threading.Event], None]) -> None:
         """Register a role; ``target(stop)`` must return soon after ``stop`` is set."""
         self._roles.append(_Role(name, target))
 
     def start(self) -> None:
-        """Start every role on its own thread."""
+        """Start every role on its own thread (and the watchdog)."""
         tune_garbage_collector(self.gc_young_threshold)
         self._stop.clear()
         for role in self._roles:
@@ -71,6 +94,8 @@ class Runner:
                 target=self._run_role, args=(role,), name=f"durafka-{role.name}", daemon=True
             )
             role.thread.start()
+        if self._watchdog is not None:
+            self._watchdog.start()
 
     def _run_role(self, role: _Role) -> None:
         try:
@@ -80,24 +105,54 @@ class Runner:
             log.exception("durafka %s stopped with an error", role.name)
             self._stop.set()
 
+    def _on_stuck(self, calls: list[InFlightCall]) -> None:
+        if self._exit_when_stuck:
+            log.critical(
+                "exiting with status %d so that the supervisor starts this process again",
+                EXIT_STUCK,
+            )
+            logging.shutdown()  # flush the handlers: os._exit skips it
+            os._exit(EXIT_STUCK)
+        self._stuck = stuck_error(calls)
+        self._stop.set()
+
     @property
     def failed(self) -> BaseException | None:
-        """The first error a role stopped with, if any."""
+        """The first error a role stopped with (or the stuck call), if any."""
+        if self._stuck is not None:
+            return self._stuck
         return next((r.error for r in self._roles if r.error is not None), None)
+
+    @property
+    def alive(self) -> list[str]:
+        """The roles whose thread still runs."""
+        return [r.name for r in self._roles if r.thread is not None and r.thread.is_alive()]
 
     def request_stop(self) -> None:
         """Signal every role to stop, without waiting (safe in a signal handler)."""
         self._stop.set()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Signal every role to stop and wait for them; re-raise a role's error."""
+        """Signal every role to stop and wait for them, ``timeout`` seconds in all.
+
+        Roles still running then are left behind (daemon threads) with a warning.
+
+        Raises:
+            DurafkaError: a role stopped with an error, or a call got stuck
+                (``StuckCallError``).
+        """
         self._stop.set()
+        deadline = time.monotonic() + timeout
         for role in self._roles:
             if role.thread is not None:
-                role.thread.join(timeout)
+                role.thread.join(max(0.0, deadline - time.monotonic()))
                 if role.thread.is_alive():
                     log.warning("durafka %s did not stop within %.0fs", role.name, timeout)
+        if self._watchdog is not None:
+            self._watchdog.stop()
         err = self.failed
+        if isinstance(err, StuckCallError):
+            raise err
         if err is not None:
             raise DurafkaError(f"a durafka role failed: {err}") from err
 

@@ -211,6 +211,16 @@ class Settings(BaseSettings):
             "scheduling time; 0 fails such tasks at once."
         ),
     )
+    watchdog_grace_ms: int = Field(
+        60_000,
+        ge=1000,
+        description=(
+            "How long past its own timeout a blocking Kafka call of a processor or worker may "
+            "run before the watchdog calls it stuck: `durafka processor|worker|run` then exits "
+            "with status 75 for its supervisor to restart it; an embedded runner stops its roles "
+            "and raises StuckCallError (see docs/architecture.md, 'The watchdog')."
+        ),
+    )
     client_config: dict[str, str] = Field(
         default_factory=dict,
         description=(

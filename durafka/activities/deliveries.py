@@ -108,6 +108,7 @@ class PartitionTrack:
         "deliveries",
         "done",
         "floor",
+        "last_note",
         "note_dirty",
         "pending",
         "started",
@@ -121,6 +122,8 @@ class PartitionTrack:
         self.pending: deque[int] = deque()
         self.done: set[int] = set()
         note = note or Note()
+        #: The note committed with ``committed`` (a rewind starts over from it).
+        self.last_note = note
         # Below the floor, an offset not carried over has a committed outcome.
         self.floor = max(note.reserved, committed)
         # Earlier owners' unfinished tasks not taken again yet: offset -> deliveries.
@@ -175,9 +178,11 @@ class PartitionTrack:
             counts,
         )
 
-    def committed_to(self, end: int) -> None:
-        """The commit of offset ``end`` (and its note) succeeded."""
+    def committed_to(self, end: int, note: Note) -> None:
+        """The commit of offset ``end`` and ``note`` succeeded."""
         self.committed = end
+        self.last_note = note
+        self.floor = note.reserved
         self.note_dirty = False
         if self.deliveries:
             self.deliveries = {o: n for o, n in self.deliveries.items() if o >= end}

@@ -207,6 +207,7 @@ class ActivityWorker:
         self._drain_timeout = drain_timeout.total_seconds()
         self._local = local_activities
 
+        self._stop: threading.Event | None = None
         self._consumer: Consumer | None = None
         self._producer: TransactionalProducer | None = None
         self._pool: CallbackThreadPool | None = None
@@ -263,6 +264,7 @@ class ActivityWorker:
         if self._started:
             raise DurafkaError("ActivityWorker.run() can be called once; create a new worker")
         self._started = True
+        self._stop = stop
         try:
             self._open()
             log.info(
@@ -323,15 +325,7 @@ class ActivityWorker:
             self._transport.partition_count(self._topics.dead_letters),
             f"worker {self.worker_id}",
         )
-        producer = self._transport.transactional_producer(
-            self.transactional_id,
-            **{
-                **for_client(config, "producer"),
-                "transaction.timeout.ms": str(self._settings.transaction_timeout_ms),
-            },
-        )
-        self._producer = producer
-        producer.init_transactions()
+        self._producer = self._new_producer()
         consumer = self._transport.consumer(self.group_id, **for_client(config, "consumer"))
         self._consumer = consumer
         consumer.subscribe(
@@ -828,27 +822,79 @@ class ActivityWorker:
             self._abort_and_rewind()
             return
         for tp, end in offsets.items():
-            track = self._tracks[tp]
-            track.committed_to(end)
-            track.floor = notes[tp].reserved
+            self._tracks[tp].committed_to(end, notes[tp])
         for job in to_reserve:
             job.reserved = True
 
     def _abort_and_rewind(self) -> None:
         producer, consumer = self._producer, self._consumer
         assert producer is not None and consumer is not None
-        producer.abort_transaction()
+        try:
+            producer.abort_transaction()
+        except TransactionError as exc:
+            if exc.fatal:
+                raise
+            # The broker or the coordinator is unreachable: a new producer with the
+            # same transactional.id aborts what is left once it gets through.
+            log.warning(
+                "worker %s: aborting failed (%s); recreating the producer", self.worker_id, exc
+            )
+            self._replace_producer()
         assigned = set(consumer.assignment())
         for tp, track in self._tracks.items():
             if tp in assigned:  # always, as revocations drop tracks; never crash-loop on it
                 consumer.seek(tp, track.committed)
-        # Fresh tracks start again at the committed offsets, from the committed notes
-        # (read back: the failed transaction may have left the last one unknown).
-        # Running jobs keep the old tracks and produce their result without offsets.
-        kept = [tp for tp in self._tracks if tp in assigned]
-        self._tracks = self._read_tracks(kept)
+        # Fresh tracks start again at the committed offsets and notes (taken over: what
+        # was started runs again). Running jobs keep the old tracks and produce their
+        # result without offsets.
+        self._tracks = {
+            tp: PartitionTrack(track.committed, track.last_note)
+            for tp, track in self._tracks.items()
+            if tp in assigned
+        }
         self._backlog.clear()
         self._waiting.clear()
+
+    def _replace_producer(self) -> None:
+        """Close the producer and make a new one with the same ``transactional.id``.
+
+        Its ``init_transactions`` fences the old one and completes or aborts its
+        open transaction; retried (with a backoff) until it succeeds or the worker
+        is asked to stop.
+        """
+        old = self._producer
+        self._producer = None
+        if old is not None:
+            try:
+                old.close()
+            except Exception:
+                log.debug("closing the old producer failed", exc_info=True)
+        delay = 0.1
+        while True:
+            try:
+                self._producer = self._new_producer()
+                return
+            except TransactionError as exc:
+                if exc.fatal or (self._stop is not None and self._stop.is_set()):
+                    raise
+                log.warning("worker %s: a new producer failed, retrying: %s", self.worker_id, exc)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _new_producer(self) -> TransactionalProducer:
+        producer = self._transport.transactional_producer(
+            self.transactional_id,
+            **{
+                **for_client(self._settings.client_config, "producer"),
+                "transaction.timeout.ms": str(self._settings.transaction_timeout_ms),
+            },
+        )
+        try:
+            producer.init_transactions()
+        except BaseException:
+            producer.close()
+            raise
+        return producer
 
     def _read_tracks(
         self, partitions: list[TopicPartition]
