@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from durafka.hosting import Runner
+from durafka.hosting import CleanExitMarker, Runner
 from durafka.registry import Registry
 from durafka.settings import Settings
 from durafka.state.base import StoreFactory
@@ -18,6 +19,11 @@ if TYPE_CHECKING:
     from durafka.client import AsyncClient, Client
     from durafka.processor import Processor
     from durafka.transport import Transport
+
+log = logging.getLogger("durafka.app")
+
+#: After an unclean exit, activities do not run next to the processor for this long.
+LOCAL_ACTIVITY_PAUSE_S = 600.0
 
 F = TypeVar("F", bound=Callable[..., Any])
 # An Entity subclass (callable: its constructor) or an entity function.
@@ -277,12 +283,39 @@ class App:
                     max_concurrent=self.settings.max_concurrent_activities,
                     max_payload_bytes=self.settings.max_payload_bytes,
                     wait_seconds=self.settings.local_activity_wait_ms / 1000,
+                    paused_for=self._local_activity_pause(runner),
                 )
             proc = self.processor(partitions, local_activities=local)
             runner.add("processor", proc.run)
         if worker:
             runner.add("worker", self.worker(local_activities=local).run)
         return runner
+
+    def _local_activity_pause(self, runner: Runner) -> float:
+        """How long local activities wait: :data:`LOCAL_ACTIVITY_PAUSE_S` after an unclean exit.
+
+        A marker in the state dir exists while a runner with local activities runs
+        and is removed when it stops cleanly. Found at start, the last process died
+        (a crash, ``kill -9``, the OOM killer), maybe by an activity it ran locally,
+        which the worker would never have counted: for a while every task goes
+        through ``H.activities``, where its deliveries are counted.
+        """
+        if self.settings.is_memory:
+            return 0.0
+        marker = CleanExitMarker(
+            self.settings.state_dir / f"{self.settings.task_hub}.local-activities.running"
+        )
+        runner.on_clean_stop(marker.remove)
+        if not marker.begin():
+            return 0.0
+        log.warning(
+            "the last process on %s did not stop cleanly: activities run through the worker "
+            "(which counts the deliveries of a task that takes its process down) for the "
+            "first %.0f s",
+            self.settings.state_dir,
+            LOCAL_ACTIVITY_PAUSE_S,
+        )
+        return LOCAL_ACTIVITY_PAUSE_S
 
     @contextmanager
     def running(self, *, processor: bool = True, worker: bool = True) -> Iterator[Runner]:

@@ -8,6 +8,8 @@ also hosts the watchdog of its roles' Kafka calls (:mod:`durafka.watchdog`).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import gc
 import logging
 import os
@@ -15,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from durafka.errors import DurafkaError, StuckCallError
 from durafka.transport.calls import InFlightCall
@@ -49,6 +52,44 @@ def tune_garbage_collector(young_threshold: int) -> None:
         gc.set_threshold(young_threshold, middle, old)
 
 
+class CleanExitMarker:
+    """A file that exists while a process runs and is removed when it stops cleanly.
+
+    Found when the next process starts, it says the last one died (a crash,
+    ``kill -9``, the OOM killer). It is locked while its process lives: a second
+    live process on the same state dir does not take it for a dead one's.
+
+    Args:
+        path: the marker file.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def begin(self) -> bool:
+        """Create (or take over) the marker; whether the last process left it behind."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        existed = self.path.exists()
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False  # a live process has it: nothing died
+        self._fd = fd
+        return existed
+
+    def remove(self) -> None:
+        """The process stops cleanly: delete the marker (idempotent)."""
+        if self._fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        os.close(self._fd)
+        self._fd = None
+
+
 class Runner:
     """Runs roles (callables taking a stop event) on daemon threads and stops them together.
 
@@ -73,6 +114,7 @@ class Runner:
         exit_when_stuck: bool = False,
     ) -> None:
         self._roles: list[_Role] = []
+        self._clean_stop: list[Callable[[], None]] = []
         self._stop = threading.Event()
         self.gc_young_threshold = gc_young_threshold
         self._exit_when_stuck = exit_when_stuck
@@ -84,6 +126,10 @@ class Runner:
     def add(self, name: str, target: Callable[[threading.Event], None]) -> None:
         """Register a role; ``target(stop)`` must return soon after ``stop`` is set."""
         self._roles.append(_Role(name, target))
+
+    def on_clean_stop(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when :meth:`stop` finds every role stopped without an error."""
+        self._clean_stop.append(callback)
 
     def start(self) -> None:
         """Start every role on its own thread (and the watchdog)."""
@@ -151,6 +197,9 @@ class Runner:
         if self._watchdog is not None:
             self._watchdog.stop()
         err = self.failed
+        if err is None and not self.alive:
+            for callback in self._clean_stop:
+                callback()
         if isinstance(err, StuckCallError):
             raise err
         if err is not None:

@@ -65,6 +65,10 @@ class LocalActivities:
         max_concurrent: threads for sync activities (started as needed).
         max_payload_bytes: the result size limit.
         wait_seconds: how long a batch waits for its local activities at most.
+        paused_for: run nothing locally for this many seconds: every task goes through
+            ``H.activities``, where the worker counts its deliveries. For a process
+            started after an unclean exit: a task run locally that takes the process
+            down would be run again on every restart, uncounted.
     """
 
     def __init__(
@@ -74,8 +78,10 @@ class LocalActivities:
         max_concurrent: int,
         max_payload_bytes: int,
         wait_seconds: float,
+        paused_for: float = 0.0,
     ) -> None:
         self.registry = registry
+        self._paused_until = time.monotonic() + paused_for if paused_for > 0 else 0.0
         self.max_payload_bytes = max_payload_bytes
         self.wait_seconds = wait_seconds
         self._threads = CallbackThreadPool(max_concurrent, "durafka-local-activity")
@@ -88,7 +94,10 @@ class LocalActivities:
         self._closed = False
 
     def start(self, task: ActivityTask) -> LocalRun | None:
-        """Start ``task`` locally; None when it is not registered here (a worker must run it)."""
+        """Start ``task`` locally; None when it is not registered here (a worker must run
+        it), or while local runs are paused."""
+        if self._paused_until and time.monotonic() < self._paused_until:
+            return None
         try:
             fdef = self.registry.activity(task.name)
         except UnknownFunctionError:
