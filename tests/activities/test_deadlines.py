@@ -17,15 +17,13 @@ from collections.abc import Callable
 import durafka
 from durafka.codec.payload import encode_payload
 from durafka.codec.records import ActivityTask
-from durafka.partitioning import partition_for
 from durafka.registry import Registry
 from durafka.runtime.history import EventKind
-from durafka.topology import HubTopics
-from durafka.transport import TopicPartition, Transport
+from durafka.transport import Transport
 from tests.activities.workers import (
-    ACTIVITY_PARTITIONS,
     Running,
     assert_all_committed,
+    committed_offset,
     produce_tasks,
     read_events,
     read_results,
@@ -66,17 +64,6 @@ def _registry(gate: threading.Event, runs: Counter[str]) -> Registry:
     return registry
 
 
-def _committed(transport: Transport, hub: str, instance: str) -> int | None:
-    tp = TopicPartition(
-        HubTopics(hub).activities, partition_for(instance.encode(), ACTIVITY_PARTITIONS)
-    )
-    probe = transport.consumer(f"{hub}.workers")
-    try:
-        return probe.committed([tp])[tp]
-    finally:
-        probe.close()
-
-
 def test_a_task_past_its_deadline_is_not_started(
     transport: Transport, hub: str, start_worker: Callable[..., Running]
 ) -> None:
@@ -103,7 +90,9 @@ def test_a_task_past_its_deadline_no_longer_holds_back_the_offsets(
         hung = _task("p", "hangs", 1, deadline=_now_ms() + 1000)
         produce_tasks(transport, hub, [hung, _task("p", "quick", 2), _task("p", "quick", 3)])
         read_results(transport, hub, 3)
-        wait_until(lambda: _committed(transport, hub, "p") == 4, what="offsets past the hung task")
+        wait_until(
+            lambda: committed_offset(transport, hub, "p") == 4, what="offsets past the hung task"
+        )
         assert runs["hangs"] == 1  # still hanging
     finally:
         gate.set()
@@ -121,7 +110,9 @@ def test_a_task_without_heartbeats_no_longer_holds_back_the_offsets(
     produce_tasks(transport, hub, [hung, _task("h", "quick", 1)])
     try:
         start_worker(_registry(gate, runs))
-        wait_until(lambda: _committed(transport, hub, "h") == 2, what="offsets past the hung task")
+        wait_until(
+            lambda: committed_offset(transport, hub, "h") == 2, what="offsets past the hung task"
+        )
         events = read_events(transport, hub, lambda es: len(es) >= 2)
     finally:
         gate.set()

@@ -31,6 +31,7 @@ from tests.activities.workers import (
     DEAD_LETTER_PARTITIONS,
     Running,
     assert_all_committed,
+    committed_offset,
     produce_tasks,
     read_results,
     task,
@@ -61,15 +62,6 @@ def _registry(runs: Counter[str], *names: str) -> Registry:
     return registry
 
 
-def _committed(transport: Transport, hub: str, instance: str) -> int | None:
-    tp = TopicPartition(HubTopics(hub).activities, partition_for(instance.encode(), 2))
-    probe = transport.consumer(f"{hub}.workers")
-    try:
-        return probe.committed([tp])[tp]
-    finally:
-        probe.close()
-
-
 def test_a_task_of_an_unknown_activity_waits_for_a_worker_that_knows_it(
     transport: Transport, hub: str, start_worker: Callable[..., Running]
 ) -> None:
@@ -81,7 +73,7 @@ def test_a_task_of_an_unknown_activity_waits_for_a_worker_that_knows_it(
     assert read_results(transport, hub, 1)[("u", 1, 1)].event.payload == b'"old(2)"'
     threading.Event().wait(0.5)  # time to fail "new" at once, as before
     assert len(read_results(transport, hub, 1)) == 1  # it did not
-    assert _committed(transport, hub, "u") in (None, 0)  # and its offset is kept
+    assert committed_offset(transport, hub, "u") in (None, 0)  # and its offset is kept
     older.join()  # the rolling upgrade replaces the older worker
 
     start_worker(_registry(runs, "old", "new"))
@@ -136,7 +128,7 @@ def test_a_task_of_a_newer_schema_stops_its_partition_and_loses_nothing(
     assert running.worker.blocked_partitions == {TopicPartition(topics.activities, p)}
     threading.Event().wait(0.5)
     assert runs == Counter({"work": 1})
-    assert _committed(transport, hub, "n") in (None, 0)
+    assert committed_offset(transport, hub, "n") in (None, 0)
     assert any("Upgrade this worker" in r.getMessage() for r in caplog.records)
     assert _records(transport, topics.dead_letters, DEAD_LETTER_PARTITIONS, quiet=1.0) == []
 

@@ -142,6 +142,18 @@ def read_events(
     return events
 
 
+def committed_offset(transport: Transport, hub: str, instance: str) -> int | None:
+    """The offset ``H.workers`` committed on the ``H.activities`` partition of ``instance``."""
+    tp = TopicPartition(
+        HubTopics(hub).activities, partition_for(instance.encode(), ACTIVITY_PARTITIONS)
+    )
+    probe = transport.consumer(f"{hub}.workers")
+    try:
+        return probe.committed([tp])[tp]
+    finally:
+        probe.close()
+
+
 def assert_all_committed(transport: Transport, hub: str) -> None:
     """The group ``H.workers`` committed every partition of ``H.activities`` to its end."""
     topic = HubTopics(hub).activities
