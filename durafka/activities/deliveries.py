@@ -154,6 +154,9 @@ class PartitionTrack:
         if self.pending and self.pending[-1] == offset:
             self.pending.pop()
             self.taken_end = offset
+            if offset < self.floor:
+                # Carried over from an earlier owner: still unfinished, counts kept.
+                self.carried[offset] = self.deliveries.pop(offset, 0)
 
     def take_prefix(self) -> int | None:
         """Drop the contiguous done prefix; the offset to commit if it moved, else None."""

@@ -367,7 +367,10 @@ class ActivityWorker:
 
     def _drain(self) -> None:
         """Stop taking work; commit what finishes within the drain timeout."""
-        # Not started yet: uncommitted, so whoever owns the partition next runs them.
+        # Not started yet: uncommitted, so whoever owns the partition next runs them
+        # (not counted as delivered: they never started).
+        for job in self._backlog:
+            job.track.started.discard(job.offset)
         self._backlog.clear()
         self._waiting.clear()
         self._set_paused(True)

@@ -69,6 +69,18 @@ def test_a_track_skips_what_an_earlier_owner_finished() -> None:
     assert note.reserved == 10 and note.unfinished == {7, 9} and note.counts == {}
 
 
+def test_an_offset_given_back_stays_unfinished_with_its_count() -> None:
+    track = PartitionTrack(5, Note(8, {5, 6}, {6}, {6: 2}))
+    assert track.take(5) == (True, 0)
+    assert track.take(6) == (True, 3)
+    track.untake(6)  # its partition stops there (a record of a newer schema)
+    track.done.add(5)
+    assert track.take_prefix() == 6
+    note = track.note(6)
+    assert note.unfinished == {6} and note.counts == {6: 3}
+    assert note.started == set()  # given back before it started
+
+
 def test_foreign_or_malformed_metadata_is_an_empty_note() -> None:
     assert decode_note("") == Note()
     assert decode_note("written by someone else") == Note()
