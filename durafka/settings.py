@@ -212,7 +212,7 @@ class Settings(BaseSettings):
         ),
     )
     watchdog_grace_ms: int = Field(
-        60_000,
+        30_000,
         ge=1000,
         description=(
             "How long past its own timeout a blocking Kafka call of a processor or worker may "

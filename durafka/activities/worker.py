@@ -868,10 +868,9 @@ class ActivityWorker:
         old = self._producer
         self._producer = None
         if old is not None:
-            try:
-                old.close()
-            except Exception:
-                log.debug("closing the old producer failed", exc_info=True)
+            # Not closed: that would try to abort again (and can hang); the new producer
+            # fences it.
+            old.abandon()
         delay = 0.1
         while True:
             try:

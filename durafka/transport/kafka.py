@@ -707,11 +707,18 @@ class KafkaTransactionalProducer(KafkaProducer):
         if self._closed:
             return
         self._closed = True
-        self._producer.purge()
-        with warnings.catch_warnings():
-            # confluent-kafka's close() tries to abort and warns when it cannot.
-            warnings.simplefilter("ignore", RuntimeWarning)
-            self._producer.close()
+        client = self._producer
+
+        def destroy() -> None:
+            with contextlib.suppress(Exception), warnings.catch_warnings():
+                # confluent-kafka's close() tries to abort and warns when it cannot.
+                warnings.simplefilter("ignore", RuntimeWarning)
+                client.purge()
+                client.close()
+
+        # Not waited for (nor watched): librdkafka's destroy of a producer whose broker
+        # was unreachable was seen blocking for minutes, and nothing needs it done.
+        threading.Thread(target=destroy, name="durafka-abandoned-producer", daemon=True).start()
 
     def close(self) -> None:
         """Abort an open transaction (readers would wait for its timeout), then close."""
