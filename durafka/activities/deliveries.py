@@ -13,15 +13,23 @@ string per partition kept with the offset, ``offset.metadata.max.bytes`` =
   committed outcome yet; every other offset below ``r`` has one (a result
   committed past a task still running, a task given up): the next owner does
   not run those again;
-* ``s``: the ones of ``u`` that were started. A worker commits a note
-  listing a task in ``s`` *before* it starts it, so a crash can never hide a
-  started task;
+* ``s``: the ones of ``u`` that were started;
 * ``n``: how many owners delivered each task of ``u`` without a result.
 
 When a worker is assigned a partition (a *takeover*: after a crash, a
 rebalance, a restart), every task in ``s`` was delivered without a result
-once more: its count goes up by one, committed before anything of the
-partition starts. A task whose
+once more: its count goes up by one, committed (with a note saying it owns
+the partition now) before anything of the partition starts. The last owner may
+also have started tasks past ``r``
+after its last commit (a commit follows every iteration, but a task can kill
+its worker within microseconds): the new owner takes each task of the next
+``2 * max_concurrent_activities`` offsets past ``r`` (the *careful window*;
+transaction markers take offsets too) as delivered once, and starts a task of
+the window, or one with deliveries, only once a committed note lists it in
+``s``, so that no crash there goes unrecorded. Past the window, and on a
+partition in steady state, tasks start at once and the note rides on the
+commit of their results: the counting costs no transaction of its own. A task
+whose
 count reached ``max_activity_deliveries`` fails with
 :class:`~durafka.errors.PoisonTaskError` instead of running; a task with a
 count of 2 or more runs *alone* in its worker, so that the next crash is
@@ -29,9 +37,9 @@ blamed on it only and not on the innocent tasks that happened to run beside
 it (they are counted at most twice: for the crashes that revealed the poison,
 before it was isolated).
 
-The note costs no extra transaction while tasks keep flowing: it rides on the
-commit that every worker iteration makes anyway; only the first task after an
-idle spell waits for one commit before it starts.
+A poison task therefore runs ``max_activity_deliveries`` times: its first
+crash (unrecorded, in steady state) is counted by the window, the later ones
+by ``s``.
 """
 
 from __future__ import annotations
@@ -99,10 +107,14 @@ class PartitionTrack:
     Args:
         committed: the group's committed offset (where reading starts).
         note: the delivery note committed with it (by the last owner, or by this
-            worker before a rewind).
+            worker before a rewind); None when there is none.
+        careful_span: how many offsets past the last owner's reservation it may
+            have started since its last commit (the *careful window*: see the
+            module docstring); 0 for a track that owes nothing to anybody.
     """
 
     __slots__ = (
+        "careful_end",
         "carried",
         "committed",
         "deliveries",
@@ -113,14 +125,16 @@ class PartitionTrack:
         "pending",
         "started",
         "taken_end",
+        "unknown_from",
     )
 
-    def __init__(self, committed: int, note: Note | None = None) -> None:
+    def __init__(self, committed: int, note: Note | None = None, careful_span: int = 0) -> None:
         # Where to rewind after an aborted transaction: the committed offset, then
         # each commit.
         self.committed = committed
         self.pending: deque[int] = deque()
         self.done: set[int] = set()
+        known = note is not None
         note = note or Note()
         #: The note committed with ``committed`` (a rewind starts over from it).
         self.last_note = note
@@ -132,8 +146,16 @@ class PartitionTrack:
         # Of the taken offsets: earlier deliveries (when any) and the started ones.
         self.deliveries: dict[int, int] = {}
         self.started: set[int] = set()
-        # The takeover counted deliveries: commit them before anything starts.
-        self.note_dirty = any(o >= committed for o in note.started)
+        # A takeover commits a note before anything of the partition starts: the
+        # counts it made, and the fact that somebody owns the partition now.
+        self.note_dirty = careful_span > 0 or any(o >= committed for o in note.started)
+        # Tasks below careful_end start only once a committed note lists them: the last
+        # owner may have started some past its last note (uncounted) before it died.
+        # No note at all: nobody ever started anything here (an owner commits one
+        # before its first start), so there is no window.
+        self.careful_end = self.floor + careful_span if known else committed
+        # Past the last note nothing is known of them: each is taken as delivered once.
+        self.unknown_from: int | None = self.floor if known and careful_span else None
 
     def take(self, offset: int) -> tuple[bool, int]:
         """Take ``offset``: whether it is still to do, and its earlier deliveries."""
@@ -144,10 +166,17 @@ class PartitionTrack:
             if offset < self.floor:  # finished by an earlier owner
                 self.done.add(offset)
                 return False, 0
-            return True, 0
+            unknown = self.unknown_from
+            if unknown is None or not unknown <= offset < self.careful_end:
+                return True, 0
+            deliveries = 1  # maybe started by the last owner, after its last note
         if deliveries:
             self.deliveries[offset] = deliveries
         return True, deliveries
+
+    def careful(self, offset: int) -> bool:
+        """Whether a task at ``offset`` may start only once a note lists it as started."""
+        return offset < self.careful_end or offset in self.deliveries
 
     def untake(self, offset: int) -> None:
         """Give back the offset just taken (its partition stops before it)."""
@@ -214,8 +243,8 @@ def encode_note(note: Note) -> str:
     return text if len(text) <= MAX_NOTE_CHARS else ""
 
 
-def decode_note(text: str) -> Note:
-    """The note of a metadata string; an empty or foreign one is an empty note.
+def decode_note(text: str) -> Note | None:
+    """The note of a metadata string; None for none (an empty or foreign string).
 
     Never raises: metadata written by something else (or a later format) must
     not stop the worker; it only loses the counts.
@@ -223,7 +252,7 @@ def decode_note(text: str) -> Note:
     if not text.startswith(_VERSION + ";"):
         if text:
             log.warning("ignoring offset metadata that is not a delivery note: %.80r", text)
-        return Note()
+        return None
     note = Note()
     try:
         for part in text.split(";")[1:]:
@@ -241,7 +270,7 @@ def decode_note(text: str) -> Note:
                         note.counts[offset] = int(count)
     except ValueError:
         log.warning("ignoring a malformed delivery note: %.80r", text)
-        return Note()
+        return None
     return note
 
 

@@ -18,8 +18,9 @@ not the worker's business: the orchestration schedules them with durable timers.
 Each transaction also commits, with every partition's offset, a delivery note
 (:mod:`durafka.activities.deliveries`): which tasks past the committed offset
 are started, finished or waiting, and how often each was delivered without a
-result. A task starts only once a note that lists it as started is committed,
-so a task that kills its worker is counted, and fails with
+result. After a takeover, a task of the careful window (or one delivered
+before) starts only once a note that lists it as started is committed, so a
+task that kills its worker is counted, and fails with
 :class:`~durafka.errors.PoisonTaskError` after ``max_activity_deliveries``
 instead of running forever; the next owner of a partition does not run again
 what was finished past a task still running.
@@ -125,8 +126,8 @@ class _Job:
     fdef: FunctionDef
     #: Earlier deliveries without a result (from the partition's delivery note).
     deliveries: int = 0
-    #: Listed as started in a committed note: it may start.
-    reserved: bool = False
+    #: It may start: outside a careful window, or listed as started in a committed note.
+    reserved: bool = True
     ctx: ActivityContext | None = None
     future: Future[HistoryEvent] | None = None
     #: Past its deadline or heartbeat timeout: the offset was released, the result is dropped.
@@ -203,6 +204,9 @@ class ActivityWorker:
         self.transactional_id = f"{settings.task_hub}.worker.{self.worker_id}"
         self._max_running = settings.max_concurrent_activities
         self._max_deliveries = settings.max_activity_deliveries
+        # How far past its last note a dead owner may have started tasks (markers
+        # take offsets too): see durafka.activities.deliveries.
+        self._careful_span = 2 * self._max_running
         self._grace_ms = settings.unknown_activity_grace_ms
         self._drain_timeout = drain_timeout.total_seconds()
         self._local = local_activities
@@ -383,7 +387,9 @@ class ActivityWorker:
             self._collect(min(_FULL_WAIT_S, remaining))
             self._commit()
         self._collect(0.0)
-        self._commit()
+        # Also with nothing new: the note then lists what still runs, for the next
+        # owner to count.
+        self._commit(force=True)
         if self._running > self._abandoned:
             log.warning(
                 "worker %s abandons %d activities still running after %.1fs; "
@@ -485,7 +491,9 @@ class ActivityWorker:
         except UnknownFunctionError as exc:
             self._unknown(tp, offset, track, task, exc)
             return
-        self._backlog.append(_Job(tp, offset, track, task, fdef, deliveries))
+        # Outside a careful window (and never delivered before) it starts at once.
+        reserved = not track.careful(offset)
+        self._backlog.append(_Job(tp, offset, track, task, fdef, deliveries, reserved))
 
     def _fail_poison(
         self, track: PartitionTrack, offset: int, task: ActivityTask, deliveries: int
@@ -595,8 +603,8 @@ class ActivityWorker:
         backlog = self._backlog
         while backlog and self._alone is None and self._running < self._max_running:
             job = backlog[0]
-            if not job.reserved:
-                return
+            if not job.reserved or job.track.note_dirty:
+                return  # waits for the commit of its note
             if job.isolated:
                 if self._running:
                     return
@@ -606,6 +614,8 @@ class ActivityWorker:
 
     def _start(self, job: _Job) -> None:
         self._running += 1
+        if self._tracks.get(job.tp) is job.track:
+            job.track.started.add(job.offset)  # in the next note
         task = job.task
         future: Future[HistoryEvent] | None = None
         if self._local is not None:
@@ -769,11 +779,11 @@ class ActivityWorker:
 
     # -- committing -----------------------------------------------------------------
 
-    def _commit(self) -> None:
+    def _commit(self, *, force: bool = False) -> None:
         """Produce the outbox and commit the completed prefixes and notes, in one transaction.
 
-        The notes list as started the jobs about to start (:meth:`_plan_starts`):
-        they start only once this transaction committed.
+        The notes list as started the careful jobs about to start
+        (:meth:`_plan_starts`): they start only once this transaction committed.
         """
         offsets: dict[TopicPartition, int] = {}
         for tp, track in self._tracks.items():
@@ -785,7 +795,7 @@ class ActivityWorker:
             if self._tracks.get(job.tp) is job.track:
                 job.track.started.add(job.offset)
         dirty = any(t.note_dirty for t in self._tracks.values())
-        if not self._outbox and not offsets and not to_reserve and not dirty:
+        if not (force or self._outbox or offsets or to_reserve or dirty):
             return
         producer, consumer = self._producer, self._consumer
         assert producer is not None and consumer is not None
@@ -851,7 +861,7 @@ class ActivityWorker:
         # was started runs again). Running jobs keep the old tracks and produce their
         # result without offsets.
         self._tracks = {
-            tp: PartitionTrack(track.committed, track.last_note)
+            tp: PartitionTrack(track.committed, track.last_note, self._careful_span)
             for tp, track in self._tracks.items()
             if tp in assigned
         }
@@ -914,7 +924,7 @@ class ActivityWorker:
             if offset is None:
                 offset = consumer.watermarks(tp)[0]
             note = decode_note(notes.get(tp, ""))
-            tracks[tp] = PartitionTrack(offset, note)
+            tracks[tp] = PartitionTrack(offset, note, self._careful_span)
             suspects = {o: n for o, n in tracks[tp].carried.items() if n}
             if suspects:
                 log.warning(

@@ -69,6 +69,22 @@ def test_a_track_skips_what_an_earlier_owner_finished() -> None:
     assert note.reserved == 10 and note.unfinished == {7, 9} and note.counts == {}
 
 
+def test_past_the_last_note_a_takeover_is_careful_and_counts_one_delivery() -> None:
+    # The last owner committed r=10, then may have started 10, 11, ... and died.
+    track = PartitionTrack(8, Note(10, {8}, {8}, {}), careful_span=4)
+    assert track.note_dirty  # the takeover's note is committed before anything starts
+    assert track.take(8) == (True, 1)
+    assert track.take(10) == (True, 1)  # maybe started after the last note
+    assert track.take(13) == (True, 1)
+    assert track.take(14) == (True, 0)  # past the window: nobody started it
+    assert [track.careful(o) for o in (8, 10, 13, 14)] == [True, True, True, False]
+
+
+def test_without_any_note_there_is_no_careful_window() -> None:
+    track = PartitionTrack(0, None, careful_span=512)
+    assert track.take(0) == (True, 0) and not track.careful(0)
+
+
 def test_an_offset_given_back_stays_unfinished_with_its_count() -> None:
     track = PartitionTrack(5, Note(8, {5, 6}, {6}, {6: 2}))
     assert track.take(5) == (True, 0)
@@ -82,16 +98,18 @@ def test_an_offset_given_back_stays_unfinished_with_its_count() -> None:
 
 
 def test_foreign_or_malformed_metadata_is_an_empty_note() -> None:
-    assert decode_note("") == Note()
-    assert decode_note("written by someone else") == Note()
-    assert decode_note("d1;rX;u1") == Note()
+    assert decode_note("") is None
+    assert decode_note("written by someone else") is None
+    assert decode_note("d1;rX;u1") is None
+    assert decode_note("d1;r0;u;s;n") == Note()  # a note saying nothing is one
 
 
 def test_a_note_that_would_not_fit_drops_counts_then_everything() -> None:
     scattered = set(range(0, 4000, 2))
     counts = dict.fromkeys(scattered, 1)
     too_many = encode_note(Note(5000, set(range(0, 1000, 2)), set(), counts))
-    assert len(too_many) <= MAX_NOTE_CHARS and decode_note(too_many).counts == {}
+    decoded = decode_note(too_many)
+    assert len(too_many) <= MAX_NOTE_CHARS and decoded is not None and decoded.counts == {}
     assert encode_note(Note(5000, scattered, scattered, counts)) == ""  # runs all again
 
 

@@ -344,7 +344,7 @@ def test_stop_abandons_activities_after_the_drain_timeout(
     try:
         assert probe.committed([tp])[tp] in (None, 0)  # so the next owner runs it again...
         note = decode_note(probe.committed_metadata([tp])[tp])
-        assert note.started == {0}  # ...and counts this delivery
+        assert note is not None and note.started == {0}  # ...and counts this delivery
     finally:
         probe.close()
 
