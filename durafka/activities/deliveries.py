@@ -17,29 +17,27 @@ string per partition kept with the offset, ``offset.metadata.max.bytes`` =
 * ``n``: how many owners delivered each task of ``u`` without a result.
 
 When a worker is assigned a partition (a *takeover*: after a crash, a
-rebalance, a restart), every task in ``s`` was delivered without a result
-once more: its count goes up by one, committed (with a note saying it owns
-the partition now) before anything of the partition starts. The last owner may
-also have started tasks past ``r``
-after its last commit (a commit follows every iteration, but a task can kill
-its worker within microseconds): the new owner takes each task of the next
-``2 * max_concurrent_activities`` offsets past ``r`` (the *careful window*;
-transaction markers take offsets too) as delivered once, and starts a task of
-the window, or one with deliveries, only once a committed note lists it in
-``s``, so that no crash there goes unrecorded. Past the window, and on a
-partition in steady state, tasks start at once and the note rides on the
-commit of their results: the counting costs no transaction of its own. A task
-whose
-count reached ``max_activity_deliveries`` fails with
+rebalance, a restart), every task in ``s`` was delivered without a result once
+more: its count goes up by one, committed (with a note saying it owns the
+partition now) before anything of the partition starts. The last owner may
+also have started tasks past ``r`` after its last commit (a commit follows
+every iteration, but a task can kill its worker within microseconds): the new
+owner takes each task of the next ``2 * max_concurrent_activities`` offsets
+past ``r`` (the *careful window*; transaction markers take offsets too) as
+delivered once, and starts a task of the window, or one with deliveries, only
+once a committed note lists it in ``s``, so that no crash there goes
+unrecorded. Past the window, and on a partition in steady state, tasks start at
+once and the note rides on the commit of their results: counting costs no
+transaction of its own.
+
+A task whose count reached ``max_activity_deliveries`` fails with
 :class:`~durafka.errors.PoisonTaskError` instead of running; a task with a
 count of 2 or more runs *alone* in its worker, so that the next crash is
-blamed on it only and not on the innocent tasks that happened to run beside
-it (they are counted at most twice: for the crashes that revealed the poison,
-before it was isolated).
-
-A poison task therefore runs ``max_activity_deliveries`` times: its first
-crash (unrecorded, in steady state) is counted by the window, the later ones
-by ``s``.
+blamed on it only and not on the innocent tasks that happened to run beside it
+(they are counted at most twice: for the crashes that revealed the poison,
+before it was isolated). A poison task therefore runs
+``max_activity_deliveries`` times: its first crash (unrecorded, in steady
+state) is counted by the window, the later ones by ``s``.
 """
 
 from __future__ import annotations
