@@ -264,13 +264,15 @@ class App:
                 status 75 (the command line's choice); else the runner stops its
                 roles and reports ``StuckCallError`` (see :mod:`durafka.watchdog`).
         """
+        s = self.settings
         runner = Runner(
-            gc_young_threshold=self.settings.gc_young_threshold,
+            gc_young_threshold=s.gc_young_threshold,
             # memory:// makes no blocking client calls to watch.
-            watchdog_grace=None
-            if self.settings.is_memory
-            else self.settings.watchdog_grace_ms / 1000,
+            watchdog_grace=None if s.is_memory else s.watchdog_grace_ms / 1000,
             exit_when_stuck=exit_when_stuck,
+            metrics_port=s.metrics_port,
+            metrics_host=s.metrics_host,
+            health_timeout=s.health_timeout_ms / 1000,
         )
         local = None
         if processor:
@@ -286,9 +288,10 @@ class App:
                     paused_for=self._local_activity_pause(runner),
                 )
             proc = self.processor(partitions, local_activities=local)
-            runner.add("processor", proc.run)
+            runner.add("processor", proc.run, proc.metrics)
         if worker:
-            runner.add("worker", self.worker(local_activities=local).run)
+            activity_worker = self.worker(local_activities=local)
+            runner.add("worker", activity_worker.run, activity_worker.metrics)
         return runner
 
     def _local_activity_pause(self, runner: Runner) -> float:

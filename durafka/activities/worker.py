@@ -73,11 +73,14 @@ from durafka.errors import (
     DurafkaError,
     InvalidInstanceIdError,
     PoisonTaskError,
+    RecordTooLargeError,
     TransactionError,
     UnknownFunctionError,
     UnknownSchemaError,
 )
 from durafka.ids import check_instance_id
+from durafka.observability.metrics import WorkerMetrics
+from durafka.observability.tracing import Tracing
 from durafka.partitioning import partition_for
 from durafka.registry import FunctionDef, Registry
 from durafka.runtime.history import EventKind, HistoryEvent
@@ -87,11 +90,13 @@ from durafka.transport.base import (
     Consumer,
     OutgoingRecord,
     Record,
+    RecordHeaders,
     TopicPartition,
     TransactionalProducer,
     Transport,
 )
 from durafka.transport.client_config import for_client
+from durafka.transport.limits import RecordLimits, record_size
 
 __all__ = ["ActivityWorker"]
 
@@ -134,6 +139,9 @@ class _Job:
     abandoned: bool = False
     beats_sent: int = 0
     beat_sent_at: float = 0.0
+    #: When it started (perf_counter), for the metrics and the trace.
+    started: float = 0.0
+    headers: RecordHeaders = None  # only kept when tracing is on
 
     @property
     def isolated(self) -> bool:
@@ -220,6 +228,8 @@ class ActivityWorker:
         self._closed = False
 
         self._orchestration_partitions = 0
+        # The largest result record (H.orchestrations' record size limit); set by run.
+        self._result_limit = 0
         #: Builds (and counts) this worker's dead letters (set when ``run`` starts).
         self.dead_letters: DeadLetters | None = None
         self.poisoned = 0
@@ -250,6 +260,19 @@ class ActivityWorker:
         self._paused = False
         self._repause = False
         self._unknown_names: set[str] = set()
+        self._tracing = Tracing.for_settings(settings)
+        #: This worker's Prometheus metrics, liveness and readiness.
+        self.metrics = WorkerMetrics(
+            transport,
+            settings.client_config,
+            group=self.group_id,
+            topic=self._topics.activities,
+            owned=self._owned,
+            ready=lambda: self._consumer is not None and not self._closed,
+            position=lambda tp: None if self._consumer is None else self._consumer.position(tp),
+            running=lambda: self._running,
+            dead_letters=lambda: self.dead_letters,
+        )
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -324,6 +347,8 @@ class ActivityWorker:
         self._orchestration_partitions = self._transport.partition_count(
             self._topics.orchestrations
         )
+        limits = RecordLimits.for_hub(self._settings.task_hub, for_client(config, "producer"))
+        self._result_limit = limits.of(self._topics.orchestrations)
         self.dead_letters = DeadLetters.for_settings(
             self._settings,
             self._transport.partition_count(self._topics.dead_letters),
@@ -364,6 +389,7 @@ class ActivityWorker:
         # One transaction: results so far, offsets, and the notes that let the
         # jobs about to start start.
         self._commit()
+        self.metrics.iteration()
         self._start_backlog()
         if not self._running or self._outbox:
             return
@@ -473,7 +499,9 @@ class ActivityWorker:
         except (DecodeError, InvalidInstanceIdError) as exc:
             dead_letters = self.dead_letters
             assert dead_letters is not None
-            self._outbox.append(dead_letters.of_record(record, str(exc), _now_ms()))
+            self._outbox.append(
+                dead_letters.of_record(record, str(exc), _now_ms(), cause=type(exc).__name__)
+            )
             track.done.add(offset)
             return
         if deliveries >= self._max_deliveries:
@@ -493,7 +521,10 @@ class ActivityWorker:
             return
         # Outside a careful window (and never delivered before) it starts at once.
         reserved = not track.careful(offset)
-        self._backlog.append(_Job(tp, offset, track, task, fdef, deliveries, reserved))
+        job = _Job(tp, offset, track, task, fdef, deliveries, reserved)
+        if self._tracing is not None:
+            job.headers = record.headers()
+        self._backlog.append(job)
 
     def _fail_poison(
         self, track: PartitionTrack, offset: int, task: ActivityTask, deliveries: int
@@ -570,14 +601,18 @@ class ActivityWorker:
     def _outbox_event(self, task: ActivityTask, event: HistoryEvent) -> None:
         key = task.instance_id.encode()
         partition = partition_for(key, self._orchestration_partitions)
-        self._outbox.append(
-            OutgoingRecord(
-                self._topics.orchestrations,
-                partition,
-                key,
-                encode_message(task.instance_id, event),
+        value = encode_message(task.instance_id, event)
+        size = record_size(key, value)
+        if size > self._result_limit:
+            # Produced, it would fail every transaction (and the activity re-run forever):
+            # the activity fails instead, with a failure that always fits.
+            too_large = RecordTooLargeError(
+                f"the result of activity {task.name!r} makes a record of {size:,} bytes, more "
+                f"than the {self._result_limit:,} bytes a record of "
+                f"{self._topics.orchestrations} may hold"
             )
-        )
+            value = encode_message(task.instance_id, failed_event(task, too_large))
+        self._outbox.append(OutgoingRecord(self._topics.orchestrations, partition, key, value))
 
     # -- running activities -----------------------------------------------------------
 
@@ -614,6 +649,7 @@ class ActivityWorker:
 
     def _start(self, job: _Job) -> None:
         self._running += 1
+        job.started = time.perf_counter()
         if self._tracks.get(job.tp) is job.track:
             job.track.started.add(job.offset)  # in the next note
         task = job.task
@@ -683,6 +719,10 @@ class ActivityWorker:
             exc = outcome.exception()
             # BaseExceptions escape the activity wrappers (e.g. SystemExit in user code).
             event = outcome.result() if exc is None else failed_event(job.task, exc)
+        seconds = time.perf_counter() - job.started
+        self.metrics.activity_done(job.task.name, event, seconds)
+        if self._tracing is not None:
+            self._tracing.activity(job.task, job.headers, event, seconds)
         self._outbox_event(job.task, event)
         # Results of revoked or rewound partitions are still produced, without offsets.
         if self._tracks.get(job.tp) is job.track:
@@ -812,10 +852,11 @@ class ActivityWorker:
             )
             return
         notes = {tp: self._tracks[tp].note(end) for tp, end in offsets.items()}
+        started = time.perf_counter()
         try:
             producer.begin_transaction()
-            for topic, partition, key, value in outbox:
-                producer.produce(topic, partition, key, value)
+            for topic, partition, key, value, headers in outbox:
+                producer.produce(topic, partition, key, value, headers=headers)
             producer.send_offsets(
                 offsets,
                 consumer.group_metadata(),
@@ -823,6 +864,9 @@ class ActivityWorker:
             )
             producer.commit_transaction()
         except TransactionError as exc:
+            self.metrics.committed(
+                len(outbox), time.perf_counter() - started, "fenced" if exc.fatal else "aborted"
+            )
             if exc.fatal:
                 raise
             log.warning(
@@ -834,6 +878,7 @@ class ActivityWorker:
             )
             self._abort_and_rewind()
             return
+        self.metrics.committed(len(outbox), time.perf_counter() - started, "committed")
         for tp, end in offsets.items():
             self._tracks[tp].committed_to(end, notes[tp])
         for job in to_reserve:

@@ -104,6 +104,16 @@ STOP_BOUND_S = 25.0
 #: The exit status when a role did not stop within :data:`STOP_BOUND_S`.
 EXIT_NOT_STOPPED = 1
 
+MetricsPortOption = Annotated[
+    int | None,
+    typer.Option(
+        help="Serve Prometheus /metrics and the probes /healthz, /readyz on this port "
+        "(default: DURAFKA_METRICS_PORT, else not served).",
+        min=0,
+        max=65535,
+    ),
+]
+
 
 def _serve(
     spec: str,
@@ -116,6 +126,7 @@ def _serve(
     processor: bool,
     worker: bool,
     pod: PodRange | None = None,
+    metrics_port: int | None = None,
 ) -> None:
     """Host the roles until SIGTERM or Ctrl-C; exit within :data:`STOP_BOUND_S` after it.
 
@@ -129,25 +140,31 @@ def _serve(
         settings = setup(bootstrap, hub, log_level, log_format, app=app, in_process=True)
         if pod is not None:
             ranges = pod.partitions(settings.partition_count())
+        if metrics_port is not None:
+            app.settings = settings = settings.model_copy(update={"metrics_port": metrics_port})
         runner = app.runner(
             processor=processor, worker=worker, partitions=ranges, exit_when_stuck=True
         )
-    stopping: list[float] = []
+        stopping: list[float] = []
 
-    def on_term(*_: object) -> None:
-        stopping.append(time.monotonic())
-        runner.request_stop()
+        def on_term(*_: object) -> None:
+            stopping.append(time.monotonic())
+            runner.request_stop()
 
-    signal.signal(signal.SIGTERM, on_term)
-    with contextlib.suppress(ValueError, RuntimeError):  # no SIGUSR1 (or not main thread)
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
-    runner.start()
+        signal.signal(signal.SIGTERM, on_term)
+        with contextlib.suppress(ValueError, RuntimeError):  # no SIGUSR1 (or not main thread)
+            faulthandler.register(signal.SIGUSR1, all_threads=True)
+        runner.start()
+    served = (
+        f"; metrics on :{runner.metrics_port}/metrics" if runner.metrics_port is not None else ""
+    )
     log.info(
-        "serving task hub %r on %s (processor=%s, worker=%s); Ctrl-C to stop",
+        "serving task hub %r on %s (processor=%s, worker=%s)%s; Ctrl-C to stop",
         settings.task_hub,
         settings.bootstrap,
         processor,
         worker,
+        served,
     )
     with contextlib.suppress(KeyboardInterrupt):
         runner.wait()
@@ -184,9 +201,23 @@ def run(
     hub: HubOption = None,
     log_level: LogLevelOption = LogLevel.INFO,
     log_format: LogFormatOption = LogFormat.TEXT,
+    metrics_port: MetricsPortOption = None,
 ) -> None:
-    """Run a processor and an activity worker for APP in this process."""
-    _serve(app, partitions, bootstrap, hub, log_level, log_format, processor=True, worker=True)
+    """Run a processor and an activity worker for APP in this process.
+
+    Example: durafka run examples.hello:app --metrics-port 9464
+    """
+    _serve(
+        app,
+        partitions,
+        bootstrap,
+        hub,
+        log_level,
+        log_format,
+        processor=True,
+        worker=True,
+        metrics_port=metrics_port,
+    )
 
 
 def processor(
@@ -214,6 +245,7 @@ def processor(
     hub: HubOption = None,
     log_level: LogLevelOption = LogLevel.INFO,
     log_format: LogFormatOption = LogFormat.TEXT,
+    metrics_port: MetricsPortOption = None,
 ) -> None:
     """Run a processor for APP (consumer group, or a static partition range).
 
@@ -231,6 +263,7 @@ def processor(
         processor=True,
         worker=False,
         pod=pod,
+        metrics_port=metrics_port,
     )
 
 
@@ -254,9 +287,20 @@ def worker(
     hub: HubOption = None,
     log_level: LogLevelOption = LogLevel.INFO,
     log_format: LogFormatOption = LogFormat.TEXT,
+    metrics_port: MetricsPortOption = None,
 ) -> None:
     """Run an activity worker for APP."""
-    _serve(app, None, bootstrap, hub, log_level, log_format, processor=False, worker=True)
+    _serve(
+        app,
+        None,
+        bootstrap,
+        hub,
+        log_level,
+        log_format,
+        processor=False,
+        worker=True,
+        metrics_port=metrics_port,
+    )
 
 
 def start(

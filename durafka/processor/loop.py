@@ -36,11 +36,14 @@ full. Stores of partitions no longer owned are deleted after
 ``state_cleanup_delay_ms`` (:class:`~durafka.state.cleanup.StoreCleaner`).
 
 **Outcomes.** An aborted transaction seeks the shares back to their committed
-offsets and drops their cached instances. A commit whose outcome stays unknown
-(``commit_timeout_ms``) is never treated as aborted: the producer is recreated
-(``init_transactions`` completes or aborts the pending transaction) and the
-partitions are restored from the changelog and read again from the committed
-offsets ("closed dirty").
+offsets and drops their cached instances. A rejected one (a record Kafka
+refuses for good) does the same after marking whose processing made the
+record (:mod:`durafka.processor.poison`), so the batch processed again gives
+that instance, entity or record a visible outcome instead of failing again. A
+commit whose outcome stays unknown (``commit_timeout_ms``) is never treated as
+aborted: the producer is recreated (``init_transactions`` completes or aborts
+the pending transaction) and the partitions are restored from the changelog and
+read again from the committed offsets ("closed dirty").
 """
 
 from __future__ import annotations
@@ -58,19 +61,24 @@ from durafka.entities import is_entity_id
 from durafka.errors import (
     DecodeError,
     DurafkaError,
+    FailureDetails,
     InvalidInstanceIdError,
     MalformedKeyError,
     PartitionOwnershipError,
     TransactionError,
 )
 from durafka.ids import check_instance_id
+from durafka.observability import metrics
+from durafka.observability.metrics import ProcessorMetrics
+from durafka.observability.tracing import Tracing
 from durafka.processor.batch import Batch, Outbox, OwnedPartition, PartitionBatch
-from durafka.processor.checkpoint import Checkpoint, CheckpointOutcome
+from durafka.processor.checkpoint import Checkpoint, CheckpointOutcome, Rejection
 from durafka.processor.entities import EntityProcessor
 from durafka.processor.heartbeats import HEARTBEAT_TIMER_MARK, Heartbeats
 from durafka.processor.instances import InstanceCache
 from durafka.processor.malformed import MalformedKeys, first_due
-from durafka.processor.orchestrations import Orchestrations
+from durafka.processor.orchestrations import TOO_LARGE, Orchestrations
+from durafka.processor.poison import PoisonSources
 from durafka.registry import Registry
 from durafka.runtime.history import EventKind, HistoryEvent
 from durafka.settings import Settings
@@ -92,6 +100,7 @@ from durafka.transport.base import (
     Transport,
 )
 from durafka.transport.client_config import for_client
+from durafka.transport.limits import RecordLimits
 
 log = logging.getLogger("durafka.processor")
 
@@ -142,9 +151,27 @@ class Processor:
         self._outbox = Outbox(
             self.topics, n_orchestrations, transport.partition_count(self.topics.activities)
         )
-        self._entities = EntityProcessor(
-            registry, self.topics, self._outbox.send, max_payload_bytes=settings.max_payload_bytes
+        self._processor_id = processor_id or uuid.uuid4().hex[:12]
+        #: Builds (and counts) this processor's dead letters.
+        self.dead_letters = DeadLetters.for_settings(
+            settings,
+            transport.partition_count(self.topics.dead_letters),
+            f"processor {self._processor_id}",
         )
+        self._limits = RecordLimits.for_hub(
+            settings.task_hub, for_client(settings.client_config, "producer")
+        )
+        #: Sources of records Kafka refused, marked for the batch processed again.
+        self.poison = PoisonSources()
+        self._entities = EntityProcessor(
+            registry,
+            self.topics,
+            self._outbox.send,
+            max_payload_bytes=settings.max_payload_bytes,
+            limits=self._limits,
+            dead_letters=self.dead_letters,
+        )
+        self._tracing = Tracing.for_settings(settings)
         self._orchestrations = Orchestrations(
             settings,
             registry,
@@ -153,6 +180,8 @@ class Processor:
             self._outbox,
             self._entities,
             local_activities,
+            self._tracing,
+            self._limits,
         )
         if self.static_partitions is not None:
             bad = [p for p in self.static_partitions if not 0 <= p < n_orchestrations]
@@ -161,13 +190,6 @@ class Processor:
                     f"partitions {bad} do not exist: {self.topics.orchestrations} has "
                     f"{n_orchestrations} partitions"
                 )
-        self._processor_id = processor_id or uuid.uuid4().hex[:12]
-        #: Builds (and counts) this processor's dead letters.
-        self.dead_letters = DeadLetters.for_settings(
-            settings,
-            transport.partition_count(self.topics.dead_letters),
-            f"processor {self._processor_id}",
-        )
         self._malformed = MalformedKeys(self.topics, self.dead_letters)
         #: Heartbeats of running activities, and their timers.
         self.heartbeats = Heartbeats()
@@ -182,6 +204,9 @@ class Processor:
             reject=self._malformed.screen,
             max_records=settings.restore_records_per_iteration,
             retention_ms=TombstoneRetention.of_hub(transport, settings.task_hub, settings.topology),
+            progress=lambda tp, done, total: self.metrics.restore_progress(
+                tp.partition, done, total
+            ),
         )
         delay = settings.state_cleanup_delay_ms
         self._cleaner = (
@@ -202,6 +227,21 @@ class Processor:
         self._next_coverage_check = time.monotonic() + COVERAGE_CHECK_INTERVAL_S
         self._coverage: dict[int, tuple[int, float]] = {}
         self.batches_committed = 0
+        #: This processor's Prometheus metrics, liveness and readiness.
+        self.metrics = ProcessorMetrics(
+            registry,
+            transport,
+            settings.client_config,
+            group=self.topics.processor_group,
+            topic=self.topics.orchestrations,
+            owned=self._owned,
+            ready=lambda: self.is_ready,
+            position=self._consumer.position,
+            cache=self.cache,
+            orchestrations=self._orchestrations,
+            dead_letters=self.dead_letters,
+            restoring=lambda: self._restorer.partitions,
+        )
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -263,6 +303,7 @@ class Processor:
             self._check_coverage()
         if self._cleaner is not None and self._cleaner.due:
             self._cleaner.step({*self._owned, *self._restorer.partitions})
+        self.metrics.iteration(len(records))
         return len(records)
 
     def close(self) -> None:
@@ -322,6 +363,7 @@ class Processor:
         self.cache.drop_partitions(gone)
         self._malformed.forget(gone)
         self.heartbeats.forget(gone)
+        self.poison.forget(gone)
         log.info("revoked partitions %s of %s", sorted(gone), self.topics.orchestrations)
 
     def _release(self, part: OwnedPartition, *, clean: bool = False) -> None:
@@ -380,6 +422,7 @@ class Processor:
         part.next_timer_ms = self._malformed.first_due(p, store.iter_prefix(TIMER_PREFIX))
         self._owned[p] = part
         self._consumer.resume([tp])
+        self.metrics.restored(p, restored.applied, restored.seconds)
         log.info(
             "partition %d ready at offset %d: restored %d changelog records in %.2fs%s",
             p,
@@ -475,6 +518,15 @@ class Processor:
         return not self._restorer.busy
 
     @property
+    def is_ready(self) -> bool:
+        """Partitions assigned and every one of them restored (``/readyz``).
+
+        A processor that owns no partition (more processors than partitions) is
+        not ready: it processes nothing.
+        """
+        return self._started and bool(self._owned) and not self._restorer.busy
+
+    @property
     def owned_partitions(self) -> list[int]:
         """The partitions this processor currently processes."""
         return sorted(self._owned)
@@ -533,9 +585,11 @@ class Processor:
 
     def _process(self, records: list[Record], owned_before: dict[int, OwnedPartition]) -> None:
         batch = Batch(now_ms=int(self.clock() * 1000))
+        self.poison.new_batch()
         for r in records:
             self._accept(batch, r, owned_before)
         self._malformed.drain(batch, self._owned)
+        self._drop_poisoned_letters(batch)
         self._collect_due_timers(batch)
         if batch.is_empty():
             return
@@ -551,6 +605,10 @@ class Processor:
         self, batch: Batch, share: PartitionBatch, iid: str, events: list[HistoryEvent]
     ) -> None:
         """Hand one instance's (or entity's) events of the batch to what processes them."""
+        marks = self.poison.of(share.number)
+        mark = None if marks is None else marks.get(iid)
+        if mark is not None and mark.strikes > 1:
+            return  # not even its failure could be written: its input was dead-lettered
         try:
             if is_entity_id(iid):
                 self._entities.process(share, iid, events)
@@ -561,6 +619,13 @@ class Processor:
             # instance fails with the internal error and the batch goes on.
             log.exception("internal error processing instance %r", iid)
             self._orchestrations.fail_internally(batch, share, iid, exc)
+        if mark is not None and self.poison.use(share.number, iid, "instance failed"):
+            failure = FailureDetails(
+                mark.error_type,
+                f"a record of instance {iid!r} cannot be written, so it failed for its "
+                f"partition to go on: {mark.reason}",
+            )
+            self._orchestrations.fail_instance(batch, share, iid, failure)
 
     def _accept(self, batch: Batch, r: Record, owned_before: dict[int, OwnedPartition]) -> None:
         p = r.partition()
@@ -574,6 +639,20 @@ class Processor:
         if p in batch.deferred:
             return  # an earlier record of the partition waits: keep the order
         share = batch.of(part)
+        marks = self.poison.of(p)
+        if marks is not None and offset in marks:
+            # Even its dead letter was refused: all that is left is the log.
+            share.next_offset = offset + 1
+            if self.poison.use(p, offset, "record dropped"):
+                log.error(
+                    "dropped %s[%d]@%d (key %r): its dead letter cannot be written: %s",
+                    r.topic(),
+                    p,
+                    offset,
+                    r.key(),
+                    marks[offset].reason,
+                )
+            return
         value = r.value()
         try:
             if value is None:
@@ -590,7 +669,10 @@ class Processor:
                 )
         except (DecodeError, InvalidInstanceIdError) as exc:
             share.next_offset = offset + 1
-            share.out.append(self.dead_letters.of_record(r, str(exc), share.now_ms))
+            share.emit(
+                self.dead_letters.of_record(r, str(exc), share.now_ms, cause=type(exc).__name__),
+                offset,
+            )
             return
         kind = event.kind
         if kind is EventKind.TASK_HEARTBEAT:
@@ -598,6 +680,15 @@ class Processor:
             share.next_offset = offset + 1
             self.heartbeats.beat(share, iid, event)
             return
+        if marks is not None and iid in marks:
+            mark = marks[iid]
+            if is_entity_id(iid) or mark.strikes > 1:
+                # Its records cannot be written: its input goes where people look.
+                share.next_offset = offset + 1
+                self.poison.use(p, iid, "input dead-lettered")
+                reason = f"the records of {iid!r} cannot be written: {mark.reason}"
+                share.emit(self.dead_letters.of_record(r, reason, share.now_ms), offset)
+                return
         instances = batch.instances
         if iid not in instances:
             if len(instances) >= self.settings.max_concurrent_orchestrations:
@@ -610,6 +701,21 @@ class Processor:
         if kind is EventKind.TASK_COMPLETED or kind is EventKind.TASK_FAILED:
             self.heartbeats.completed(share, iid, event)
         share.add(iid, event)
+
+    def _drop_poisoned_letters(self, batch: Batch) -> None:
+        """Malformed store keys whose dead letter was refused: deleted without one."""
+        for share in batch.partitions.values():
+            marks = self.poison.of(share.number)
+            if marks is None:
+                continue
+            for source in [s for s in share.sources if isinstance(s, bytes) and s in marks]:
+                if self.poison.use(share.number, source, "dead letter dropped"):
+                    log.error(
+                        "deleted store key %r without a dead letter, which cannot be written: %s",
+                        source,
+                        marks[source].reason,
+                    )
+                share.discard(source)
 
     def _collect_due_timers(self, batch: Batch) -> None:
         now = batch.now_ms
@@ -646,6 +752,7 @@ class Processor:
                     EventKind.TIMER_FIRED, now, seq=seq, fire_at=due, execution_id=execution
                 )
                 share.add(iid, fired_event)
+                metrics.timer_fired(share, due, now)
             else:
                 part.next_timer_ms = self._malformed.first_due(
                     part.number, tx.iter_range(timer_upper_bound(now), TIMER_END)
@@ -674,6 +781,10 @@ class Processor:
                 self._outbox.activity_task(batch.partitions[partition_of[id(run)]], run.task)
             results: dict[tuple[int, str], list[HistoryEvent]] = {}
             for run in finished:
+                if run.result is not None:
+                    self.metrics.activity_done(run.task.name, run.result, run.seconds)
+                    if self._tracing is not None:
+                        self._tracing.activity(run.task, None, run.result, run.seconds)
                 p = partition_of.get(id(run))
                 if p is None or run.result is None:
                     continue  # left over from a batch that failed before collecting it
@@ -712,14 +823,20 @@ class Processor:
                 assert producer is not None
                 checkpoints.append(self._checkpoint(producer, [share]))
         for checkpoint in checkpoints:
+            started = time.perf_counter()
             outcome = checkpoint.commit()
+            self.metrics.checkpointed(checkpoint, time.perf_counter() - started)
             if outcome is CheckpointOutcome.COMMITTED:
                 if checkpoint.producer is self._producer:
                     self._last_commit_at = began
+                for share in checkpoint.shares:
+                    self.poison.committed(share.number)
                 if checkpoint.dirty:
                     self._reset([s.number for s in checkpoint.dirty], "store write failed")
                 self._read_deferred_again(batch, checkpoint.shares)
                 continue
+            if outcome is CheckpointOutcome.REJECTED:
+                self._mark(checkpoint.rejected)
             self._after_failed_commit(checkpoint)
         self.cache.trim()
         self.batches_committed += 1
@@ -746,10 +863,19 @@ class Processor:
             shares,
             input_topic=self.topics.orchestrations,
             changelog_topic=self.topics.changelog,
+            limits=self._limits,
             group_metadata=self._consumer.group_metadata,
             commit_timeout=self.settings.commit_timeout_ms / 1000,
             stop=self._stop,
         )
+
+    def _mark(self, rejected: list[Rejection]) -> None:
+        """Mark whose processing made each refused record (the retried batch acts on it)."""
+        for rejection in rejected:
+            share = rejection.share
+            source = share.source_of(rejection.record, self.topics.changelog)
+            error_type = TOO_LARGE if rejection.too_large else "durafka.errors.RecordRejectedError"
+            self.poison.mark(share.number, source, rejection.reason, error_type)
 
     def _after_failed_commit(self, checkpoint: Checkpoint) -> None:
         outcome = checkpoint.outcome
@@ -759,6 +885,7 @@ class Processor:
             partitions,
             {
                 CheckpointOutcome.ABORTED: "aborted, processing the batch again",
+                CheckpointOutcome.REJECTED: "refused a record, processing the batch again",
                 CheckpointOutcome.FENCED: "fenced",
                 CheckpointOutcome.UNKNOWN: "has an unknown outcome, restoring the partitions",
             }.get(outcome, str(outcome))
@@ -772,7 +899,7 @@ class Processor:
             return
         if checkpoint.producer_unusable:
             self._replace_producer(checkpoint.producer, partitions)
-        if outcome is CheckpointOutcome.ABORTED:
+        if outcome is CheckpointOutcome.ABORTED or outcome is CheckpointOutcome.REJECTED:
             self._rewind(checkpoint.shares)
         else:
             # The commit may have happened: the stores and positions from before it are

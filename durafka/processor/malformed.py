@@ -39,6 +39,10 @@ __all__ = ["MalformedKeys", "first_due"]
 log = logging.getLogger("durafka.processor")
 
 
+#: The ``reason`` label of these dead letters in the metrics.
+_CAUSE = MalformedKeyError.__name__
+
+
 @dataclass(slots=True)
 class _Found:
     key: bytes
@@ -126,7 +130,9 @@ class MalformedKeys:
             for item in found.values():
                 share.tx.delete(item.key)
                 if item.record is not None:
-                    letter = self._dead_letters.of_record(item.record, item.reason, batch.now_ms)
+                    letter = self._dead_letters.of_record(
+                        item.record, item.reason, batch.now_ms, cause=_CAUSE
+                    )
                 else:
                     letter = self._dead_letters.build(
                         f"{item.reason} (found in the store)",
@@ -136,8 +142,9 @@ class MalformedKeys:
                         key=item.key,
                         value=item.value,
                         now_ms=batch.now_ms,
+                        cause=_CAUSE,
                     )
-                share.out.append(letter)
+                share.emit(letter, item.key)
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Drop what was found on revoked ``partitions`` (their next owner finds it again)."""

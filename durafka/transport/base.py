@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 from durafka.errors import DurafkaError
 from durafka.topology import TopicSpec
@@ -44,12 +44,17 @@ class TopicPartition:
 
 
 class OutgoingRecord(NamedTuple):
-    """A record to produce: where it goes and what it holds (``value`` None: a tombstone)."""
+    """A record to produce: where it goes and what it holds (``value`` None: a tombstone).
+
+    ``headers``: Kafka record headers, in order (a record forwarded as it came keeps
+    its headers; durafka's own records have none).
+    """
 
     topic: str
     partition: int
     key: bytes | None
     value: bytes | None
+    headers: Headers | None = None
 
 
 class Record(Protocol):
@@ -76,7 +81,31 @@ RecordHeaders = Sequence[tuple[str, str | bytes | None]] | Mapping[str, str | by
 """What :meth:`Record.headers` returns."""
 
 DeliveryCallback = Callable[[Any, Record], None]
-"""``on_delivery(err, record)``; ``err`` is ``None`` on success, ``record.offset()`` is set."""
+"""``on_delivery(err, record)``; ``err`` is ``None`` on success, ``record.offset()`` is set.
+
+On failure ``err`` is the client's error (confluent-kafka's ``KafkaError``; the
+``memory://`` producer refuses records at ``produce()`` instead and never reports one).
+"""
+
+#: Kafka protocol errors about one record (or the batch it was sent in) that sending
+#: it again cannot fix: CORRUPT_MESSAGE, INVALID_FETCH_SIZE (sic, the record's size),
+#: MESSAGE_TOO_LARGE, RECORD_LIST_TOO_LARGE, INVALID_TIMESTAMP, INVALID_RECORD.
+RECORD_ERROR_CODES: Final = frozenset({2, 4, 10, 18, 32, 87})
+
+
+def record_error(err: Any) -> str | None:
+    """The error's name when a failed delivery is the record's own fault, else None.
+
+    Such an error (:data:`RECORD_ERROR_CODES`, e.g. ``MSG_SIZE_TOO_LARGE`` when the
+    topic's ``max.message.bytes`` is below the record) comes back every time the
+    same record is produced; anything else (timeouts, leaders moving) may pass.
+    """
+    code = getattr(err, "code", None)
+    if not callable(code) or code() not in RECORD_ERROR_CODES:
+        return None
+    name = getattr(err, "name", None)
+    return str(name()) if callable(name) else str(code())
+
 
 PartitionsCallback = Callable[[list[TopicPartition]], None]
 
