@@ -308,8 +308,11 @@ class App:
         marker = CleanExitMarker(
             self.settings.state_dir / f"{self.settings.task_hub}.local-activities.running"
         )
+        # Taken when the roles start: a process that fails before (an unreachable
+        # cluster) ran nothing and leaves nothing behind.
+        runner.on_start(marker.begin)
         runner.on_clean_stop(marker.remove)
-        if not marker.begin():
+        if not marker.left_behind():
             return 0.0
         log.warning(
             "the last process on %s did not stop cleanly: activities run through the worker "

@@ -78,18 +78,37 @@ class CleanExitMarker:
         self.path = path
         self._fd: int | None = None
 
-    def begin(self) -> bool:
-        """Create (or take over) the marker; whether the last process left it behind."""
+    def left_behind(self) -> bool:
+        """Whether a process that is gone left the marker (one alive holds its lock)."""
+        try:
+            fd = os.open(self.path, os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # a live process has it: nothing died
+        finally:
+            os.close(fd)  # also releases the lock taken to look
+        return True
+
+    def begin(self) -> None:
+        """Create (or take over) the marker and hold it until :meth:`remove`.
+
+        Call it when the process starts the work the marker is about, not before:
+        a process that failed before that (an unreachable cluster) left nothing to
+        recover from and must not leave the marker behind.
+        """
+        if self._fd is not None:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        existed = self.path.exists()
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            os.close(fd)
-            return False  # a live process has it: nothing died
+            os.close(fd)  # another live process on the same state dir holds it
+            return
         self._fd = fd
-        return existed
 
     def remove(self) -> None:
         """The process stops cleanly: delete the marker (idempotent)."""
@@ -139,6 +158,7 @@ class Runner:
         health_timeout: float = 120.0,
     ) -> None:
         self._roles: list[_Role] = []
+        self._on_start: list[Callable[[], None]] = []
         self._clean_stop: list[Callable[[], None]] = []
         self._stop = threading.Event()
         self.gc_young_threshold = gc_young_threshold
@@ -170,6 +190,10 @@ class Runner:
         """The port ``/metrics`` is served on (None: not served, or not started)."""
         return None if self._server is None else self._server.port
 
+    def on_start(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` in :meth:`start`, right before the roles start."""
+        self._on_start.append(callback)
+
     def on_clean_stop(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` when :meth:`stop` finds every role stopped without an error."""
         self._clean_stop.append(callback)
@@ -185,6 +209,8 @@ class Runner:
         self._stop.clear()
         if self._metrics_port is not None and self._server is None:
             self._serve_metrics(self._metrics_port)
+        for callback in self._on_start:
+            callback()
         for role in self._roles:
             role.thread = threading.Thread(
                 target=self._run_role, args=(role,), name=f"durafka-{role.name}", daemon=True
