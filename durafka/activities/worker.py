@@ -69,6 +69,7 @@ from durafka.codec.records import (
 )
 from durafka.deadletters import DeadLetters
 from durafka.errors import (
+    CommitOutcomeUnknownError,
     DecodeError,
     DurafkaError,
     InvalidInstanceIdError,
@@ -863,6 +864,20 @@ class ActivityWorker:
                 {tp: encode_note(note) for tp, note in notes.items()},
             )
             producer.commit_transaction()
+        except CommitOutcomeUnknownError as exc:
+            # Aborting now could fail, or race the commit: the producer is abandoned and
+            # its successor's init_transactions completes or aborts the transaction.
+            self.metrics.committed(len(outbox), time.perf_counter() - started, "unknown")
+            log.warning(
+                "worker %s: the outcome of a transaction of %d records is unknown (%s); "
+                "replacing the producer and reading on from what the group committed",
+                self.worker_id,
+                len(outbox),
+                exc,
+            )
+            self._replace_producer()
+            self._rewind(self._read_tracks(self._assigned_tracks()))
+            return
         except TransactionError as exc:
             self.metrics.committed(
                 len(outbox), time.perf_counter() - started, "fenced" if exc.fatal else "aborted"
@@ -885,8 +900,8 @@ class ActivityWorker:
             job.reserved = True
 
     def _abort_and_rewind(self) -> None:
-        producer, consumer = self._producer, self._consumer
-        assert producer is not None and consumer is not None
+        producer = self._producer
+        assert producer is not None
         try:
             producer.abort_transaction()
         except TransactionError as exc:
@@ -898,23 +913,41 @@ class ActivityWorker:
                 "worker %s: aborting failed (%s); recreating the producer", self.worker_id, exc
             )
             self._replace_producer()
+        # Nothing of the transaction was committed: the tracks' own offsets and notes
+        # are the group's (taken over: what was started runs again).
+        self._rewind(
+            {
+                tp: PartitionTrack(
+                    self._tracks[tp].committed, self._tracks[tp].last_note, self._careful_span
+                )
+                for tp in self._assigned_tracks()
+            }
+        )
+
+    def _assigned_tracks(self) -> list[TopicPartition]:
+        """The tracked partitions still assigned (always all, as revocations drop tracks)."""
+        consumer = self._consumer
+        assert consumer is not None
         assigned = set(consumer.assignment())
-        for tp, track in self._tracks.items():
-            if tp in assigned:  # always, as revocations drop tracks; never crash-loop on it
-                consumer.seek(tp, track.committed)
-        # Fresh tracks start again at the committed offsets and notes (taken over: what
-        # was started runs again). Running jobs keep the old tracks and produce their
-        # result without offsets.
-        self._tracks = {
-            tp: PartitionTrack(track.committed, track.last_note, self._careful_span)
-            for tp, track in self._tracks.items()
-            if tp in assigned
-        }
+        return [tp for tp in self._tracks if tp in assigned]
+
+    def _rewind(self, tracks: dict[TopicPartition, PartitionTrack]) -> None:
+        """Read the partitions of ``tracks`` again from their committed offsets.
+
+        Jobs not started are dropped (taken again); running ones keep their old
+        tracks and produce their result without offsets.
+        """
+        consumer = self._consumer
+        assert consumer is not None
+        for tp, track in tracks.items():
+            consumer.seek(tp, track.committed)
+        self._tracks = tracks
         self._backlog.clear()
         self._waiting.clear()
 
     def _replace_producer(self) -> None:
-        """Close the producer and make a new one with the same ``transactional.id``.
+        """Abandon the producer (its transaction's state is unknown) and make a new one
+        with the same ``transactional.id``.
 
         Its ``init_transactions`` fences the old one and completes or aborts its
         open transaction; retried (with a backoff) until it succeeds or the worker

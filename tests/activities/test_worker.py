@@ -17,7 +17,7 @@ from durafka.activities.deliveries import decode_note
 from durafka.codec.records import (
     decode_dead_letter,
 )
-from durafka.errors import TransactionError
+from durafka.errors import CommitOutcomeUnknownError, TransactionError
 from durafka.partitioning import partition_for
 from durafka.registry import Registry
 from durafka.runtime.history import EventKind
@@ -464,6 +464,111 @@ def test_abortable_commit_failure_rewinds_and_reruns(
     assert max(runs.values()) == 2  # the aborted batch ran again
     assert_all_committed(transport, hub)
     assert running.error is None and running.thread.is_alive()
+
+
+class _UnknownOutcomeProducer:
+    """The first commit carrying records reports its outcome unknown, as librdkafka does
+    when the coordinator's reply is lost: after committing (``committed``), or without,
+    and then every commit does, as with a coordinator that stopped answering."""
+
+    def __init__(self, inner: TransactionalProducer, committed: bool, log: list[str]) -> None:
+        self._inner = inner
+        self._committed = committed
+        self._log = log
+        self._keys: list[bytes | None] = []
+        self._broken = False
+        #: The keys of the records of the transaction committed with an unknown outcome.
+        self.unknown_keys: list[bytes | None] = []
+
+    def begin_transaction(self) -> None:
+        self._keys = []
+        self._inner.begin_transaction()
+
+    def produce(self, topic: str, partition: int, key: bytes | None, *args: Any, **kw: Any) -> None:
+        self._keys.append(key)
+        self._inner.produce(topic, partition, key, *args, **kw)
+
+    def commit_transaction(self, timeout: float = 30.0) -> None:
+        self._log.append("commit")
+        if self._broken or (self._keys and not self.unknown_keys):
+            if self._committed:
+                self._inner.commit_transaction(timeout)
+                self.unknown_keys = self._keys
+            else:
+                self._broken = True
+            raise CommitOutcomeUnknownError("no reply from the transaction coordinator (test)")
+        self._inner.commit_transaction(timeout)
+
+    def abort_transaction(self, timeout: float = 30.0) -> None:
+        self._log.append("abort")
+        self._inner.abort_transaction(timeout)
+
+    def abandon(self) -> None:
+        self._log.append("abandon")
+        self._inner.abandon()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _UnknownOutcomeTransport:
+    """A transport whose first transactional producer has a commit of unknown outcome."""
+
+    def __init__(self, inner: Transport, committed: bool) -> None:
+        self._inner = inner
+        self._committed = committed
+        self.log: list[str] = []
+        self.faulty: _UnknownOutcomeProducer | None = None
+
+    def transactional_producer(self, transactional_id: str, **config: Any) -> Any:
+        producer = self._inner.transactional_producer(transactional_id, **config)
+        if self.faulty is not None:
+            return producer
+        self.faulty = _UnknownOutcomeProducer(producer, self._committed, self.log)
+        return self.faulty
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+@pytest.mark.parametrize("committed", [True, False], ids=["committed", "not-committed"])
+def test_a_commit_of_unknown_outcome_abandons_the_producer(
+    transport: Transport, hub: str, start_worker: Callable[..., Running], committed: bool
+) -> None:
+    """Aborting after a commit whose reply was lost could race it: the producer is
+    abandoned, its successor settles the transaction, and the worker reads on from what
+    the group committed. Before: it aborted and rewound to the offsets from before the
+    commit (the committed results ran again), or, with a coordinator that stopped
+    answering, retried with the same producer for ever."""
+    runs: Counter[str] = Counter()
+    lost = _UnknownOutcomeTransport(transport, committed)
+    tasks = [task(f"w{n}", "work", n) for n in range(6)]
+    produce_tasks(transport, hub, tasks)
+    running = start_worker(_counting_registry(runs), via=lost)
+
+    results = read_results(transport, hub, len(tasks))
+    assert {key[0] for key in results} == {t.instance_id for t in tasks}
+    # One task more on every partition: once they ran, so did anything taken again
+    # before them (a partition's tasks start in order).
+    later = [task(f"w{n}", "work", n) for n in (6, 7, 8, 9, 10, 11)]
+    assert {partition_for(t.instance_id.encode(), ACTIVITY_PARTITIONS) for t in later} == set(
+        range(ACTIVITY_PARTITIONS)
+    )
+    produce_tasks(transport, hub, later)
+    read_results(transport, hub, len(tasks) + len(later))
+    assert_all_committed(transport, hub)
+    assert running.error is None and running.thread.is_alive()
+    after = lost.log[lost.log.index("abandon") - 1 :]
+    assert after[:2] == ["commit", "abandon"], lost.log  # abandoned, not aborted
+    assert "abort" not in lost.log
+    faulty = lost.faulty
+    assert faulty is not None
+    if committed:
+        # What that commit made durable is not run again.
+        assert faulty.unknown_keys
+        for key in faulty.unknown_keys:
+            assert key is not None
+            assert runs[key.decode()] == 1, (key, runs)
 
 
 def test_fatal_commit_failure_stops_the_worker(
