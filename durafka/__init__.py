@@ -11,6 +11,7 @@ Example:
     ...     return await ctx.call_activity(say_hello, name)
 """
 
+from durafka.activities.context import ActivityContext
 from durafka.app import App
 from durafka.entities import Entity, EntityContext, EntityId, EntityMetadata
 from durafka.errors import (
@@ -27,6 +28,7 @@ from durafka.errors import (
     NonDeterminismError,
     OrchestrationFailed,
     PayloadTooLargeError,
+    PoisonTaskError,
     RecordTooLargeError,
     SubOrchestrationFailed,
     TaskFailedError,
@@ -41,6 +43,7 @@ from durafka.status import OrchestrationStatus, RuntimeStatus
 from durafka.version import __version__
 
 __all__ = [
+    "ActivityContext",
     "ActivityFailed",
     "ActivityTimeoutError",
     "App",
@@ -62,6 +65,7 @@ __all__ = [
     "OrchestrationFailed",
     "OrchestrationStatus",
     "PayloadTooLargeError",
+    "PoisonTaskError",
     "RecordTooLargeError",
     "RetryPolicy",
     "RuntimeStatus",

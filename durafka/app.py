@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from durafka.hosting import Runner
+from durafka.hosting import CleanExitMarker, Runner
 from durafka.registry import Registry
 from durafka.settings import Settings
 from durafka.state.base import StoreFactory
@@ -18,6 +19,11 @@ if TYPE_CHECKING:
     from durafka.client import AsyncClient, Client
     from durafka.processor import Processor
     from durafka.transport import Transport
+
+log = logging.getLogger("durafka.app")
+
+#: After an unclean exit, activities do not run next to the processor for this long.
+LOCAL_ACTIVITY_PAUSE_S = 600.0
 
 F = TypeVar("F", bound=Callable[..., Any])
 # An Entity subclass (callable: its constructor) or an entity function.
@@ -241,12 +247,29 @@ class App:
         return ActivityWorker(self.settings, self.registry, self.transport, **kwargs)
 
     def runner(
-        self, *, processor: bool = True, worker: bool = True, partitions: list[int] | None = None
+        self,
+        *,
+        processor: bool = True,
+        worker: bool = True,
+        partitions: list[int] | None = None,
+        exit_when_stuck: bool = False,
     ) -> Runner:
-        """A runner hosting a processor and/or a worker on background threads (not started)."""
+        """A runner hosting a processor and/or a worker on background threads (not started).
+
+        Args:
+            processor: host a processor.
+            worker: host an activity worker.
+            partitions: the processor's static partitions (None: the consumer group).
+            exit_when_stuck: a Kafka call stuck past its bound ends the process with
+                status 75 (the command line's choice); else the runner stops its
+                roles and reports ``StuckCallError`` (see :mod:`durafka.watchdog`).
+        """
         s = self.settings
         runner = Runner(
             gc_young_threshold=s.gc_young_threshold,
+            # memory:// makes no blocking client calls to watch.
+            watchdog_grace=None if s.is_memory else s.watchdog_grace_ms / 1000,
+            exit_when_stuck=exit_when_stuck,
             metrics_port=s.metrics_port,
             metrics_host=s.metrics_host,
             health_timeout=s.health_timeout_ms / 1000,
@@ -262,6 +285,7 @@ class App:
                     max_concurrent=self.settings.max_concurrent_activities,
                     max_payload_bytes=self.settings.max_payload_bytes,
                     wait_seconds=self.settings.local_activity_wait_ms / 1000,
+                    paused_for=self._local_activity_pause(runner),
                 )
             proc = self.processor(partitions, local_activities=local)
             runner.add("processor", proc.run, proc.metrics)
@@ -269,6 +293,35 @@ class App:
             activity_worker = self.worker(local_activities=local)
             runner.add("worker", activity_worker.run, activity_worker.metrics)
         return runner
+
+    def _local_activity_pause(self, runner: Runner) -> float:
+        """How long local activities wait: :data:`LOCAL_ACTIVITY_PAUSE_S` after an unclean exit.
+
+        A marker in the state dir exists while a runner with local activities runs
+        and is removed when it stops cleanly. Found at start, the last process died
+        (a crash, ``kill -9``, the OOM killer), maybe by an activity it ran locally,
+        which the worker would never have counted: for a while every task goes
+        through ``H.activities``, where its deliveries are counted.
+        """
+        if self.settings.is_memory:
+            return 0.0
+        marker = CleanExitMarker(
+            self.settings.state_dir / f"{self.settings.task_hub}.local-activities.running"
+        )
+        # Taken when the roles start: a process that fails before (an unreachable
+        # cluster) ran nothing and leaves nothing behind.
+        runner.on_start(marker.begin)
+        runner.on_clean_stop(marker.remove)
+        if not marker.left_behind():
+            return 0.0
+        log.warning(
+            "the last process on %s did not stop cleanly: activities run through the worker "
+            "(which counts the deliveries of a task that takes its process down) for the "
+            "first %.0f s",
+            self.settings.state_dir,
+            LOCAL_ACTIVITY_PAUSE_S,
+        )
+        return LOCAL_ACTIVITY_PAUSE_S
 
     @contextmanager
     def running(self, *, processor: bool = True, worker: bool = True) -> Iterator[Runner]:

@@ -85,6 +85,16 @@ class DecodeError(DurafkaError):
     """A Kafka record could not be decoded (bad Avro, unknown schema fingerprint)."""
 
 
+class UnknownSchemaError(DecodeError):
+    """A record carries a schema fingerprint this version does not know.
+
+    The record is Avro single-object encoded (it has the marker) but was written
+    with a schema this version has never seen: by a newer durafka, during a
+    rolling upgrade. It is not garbage: reading it needs an upgrade, and
+    dropping it would lose work.
+    """
+
+
 class InvalidInstanceIdError(DurafkaError, ValueError):
     """An instance or entity id breaks the id rules (:mod:`durafka.ids`); nothing was written."""
 
@@ -220,6 +230,15 @@ class TransportError(DurafkaError):
     """
 
 
+class StuckCallError(TransportError):
+    """A blocking Kafka client call ran far past its timeout (see :mod:`durafka.watchdog`).
+
+    librdkafka did not return; the role thread that made the call is lost. The
+    command line exits (a supervisor restarts it); an embedded runner stops its
+    roles and raises this error.
+    """
+
+
 class StoreError(DurafkaError):
     """The partition state store could not be opened, restored or written."""
 
@@ -230,6 +249,16 @@ class MalformedKeyError(StoreError):
 
 class BenchmarkError(DurafkaError):
     """A ``durafka bench`` run is invalid: a wrong result, a dead role process, or a timeout."""
+
+
+class PoisonTaskError(DurafkaError):
+    """An activity task was delivered ``max_activity_deliveries`` times without a result.
+
+    Each time, the worker running it died (the activity crashed the process,
+    was killed, ran out of memory) or lost its partition before the result was
+    committed. The task fails with this error instead of running again; a
+    :class:`~durafka.RetryPolicy` never retries it.
+    """
 
 
 class WaitTimeoutError(DurafkaError, TimeoutError):

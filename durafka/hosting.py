@@ -2,7 +2,8 @@
 
 The embedded runner (both, in the app's process) is what ``app.run()`` starts;
 ``durafka processor`` and ``durafka worker`` run one role each, as deployed in
-production (one process per core is the way to use several cores).
+production (one process per core is the way to use several cores). A runner
+also hosts the watchdog of its roles' Kafka calls (:mod:`durafka.watchdog`).
 
 With a ``metrics_port``, the runner also serves its roles' metrics and health
 (:mod:`durafka.observability.server`): liveness is each role's thread running
@@ -12,14 +13,21 @@ own (see :meth:`Runner.health`, :meth:`Runner.readiness`).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import gc
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from durafka.errors import DurafkaError
+from durafka.errors import DurafkaError, StuckCallError
+from durafka.transport.calls import InFlightCall
+from durafka.watchdog import EXIT_STUCK, Watchdog, stuck_error
 
 if TYPE_CHECKING:
     from durafka.observability.metrics import RoleMetrics
@@ -55,11 +63,79 @@ def tune_garbage_collector(young_threshold: int) -> None:
         gc.set_threshold(young_threshold, middle, old)
 
 
+class CleanExitMarker:
+    """A file that exists while a process runs and is removed when it stops cleanly.
+
+    Found when the next process starts, it says the last one died (a crash,
+    ``kill -9``, the OOM killer). It is locked while its process lives: a second
+    live process on the same state dir does not take it for a dead one's.
+
+    Args:
+        path: the marker file.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def left_behind(self) -> bool:
+        """Whether a process that is gone left the marker (one alive holds its lock)."""
+        try:
+            fd = os.open(self.path, os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # a live process has it: nothing died
+        finally:
+            os.close(fd)  # also releases the lock taken to look
+        return True
+
+    def begin(self) -> None:
+        """Create (or take over) the marker and hold it until :meth:`remove`.
+
+        Call it when the process starts the work the marker is about, not before:
+        a process that failed before that (an unreachable cluster) left nothing to
+        recover from and must not leave the marker behind.
+        """
+        if self._fd is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)  # another live process on the same state dir holds it
+            return
+        self._fd = fd
+
+    def remove(self) -> None:
+        """The process stops cleanly: delete the marker (idempotent)."""
+        if self._fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        os.close(self._fd)
+        self._fd = None
+
+
 class Runner:
     """Runs roles (callables taking a stop event) on daemon threads and stops them together.
 
+    With ``watchdog_grace``, a :class:`~durafka.watchdog.Watchdog` watches the
+    roles' Kafka calls: one stuck past its bound plus the grace either ends the
+    process at once with :data:`~durafka.watchdog.EXIT_STUCK` (``exit_when_stuck``,
+    what ``durafka processor|worker|run`` do: a supervisor restarts it), or is
+    recorded as the runner's failure (a :class:`~durafka.errors.StuckCallError`)
+    while every role is asked to stop (embedded: the process is the application's).
+
     Args:
         gc_young_threshold: see :func:`tune_garbage_collector`.
+        watchdog_grace: seconds a Kafka call may run past its own bound before it
+            counts as stuck; None: no watchdog.
+        exit_when_stuck: a stuck call ends the process (status
+            :data:`~durafka.watchdog.EXIT_STUCK`) instead of stopping the roles.
         metrics_port: serve ``/metrics``, ``/healthz`` and ``/readyz`` on this port
             (0: any free one, see :attr:`metrics_port`); None: do not serve.
         metrics_host: the address to serve them on.
@@ -75,13 +151,22 @@ class Runner:
         self,
         *,
         gc_young_threshold: int = 0,
+        watchdog_grace: float | None = None,
+        exit_when_stuck: bool = False,
         metrics_port: int | None = None,
         metrics_host: str = "0.0.0.0",
         health_timeout: float = 120.0,
     ) -> None:
         self._roles: list[_Role] = []
+        self._on_start: list[Callable[[], None]] = []
+        self._clean_stop: list[Callable[[], None]] = []
         self._stop = threading.Event()
         self.gc_young_threshold = gc_young_threshold
+        self._exit_when_stuck = exit_when_stuck
+        self._stuck: DurafkaError | None = None
+        self._watchdog = (
+            Watchdog(watchdog_grace, self._on_stuck) if watchdog_grace is not None else None
+        )
         self._metrics_port = metrics_port
         self._metrics_host = metrics_host
         self.health_timeout = health_timeout
@@ -105,8 +190,17 @@ class Runner:
         """The port ``/metrics`` is served on (None: not served, or not started)."""
         return None if self._server is None else self._server.port
 
+    def on_start(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` in :meth:`start`, right before the roles start."""
+        self._on_start.append(callback)
+
+    def on_clean_stop(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when :meth:`stop` finds every role stopped without an error."""
+        self._clean_stop.append(callback)
+
     def start(self) -> None:
-        """Start every role on its own thread (and the metrics endpoint, if configured).
+        """Start every role on its own thread (and the watchdog, and the metrics
+        endpoint if configured).
 
         Raises:
             ConfigurationError: the metrics port cannot be bound.
@@ -115,11 +209,15 @@ class Runner:
         self._stop.clear()
         if self._metrics_port is not None and self._server is None:
             self._serve_metrics(self._metrics_port)
+        for callback in self._on_start:
+            callback()
         for role in self._roles:
             role.thread = threading.Thread(
                 target=self._run_role, args=(role,), name=f"durafka-{role.name}", daemon=True
             )
             role.thread.start()
+        if self._watchdog is not None:
+            self._watchdog.start()
 
     def _run_role(self, role: _Role) -> None:
         try:
@@ -129,23 +227,51 @@ class Runner:
             log.exception("durafka %s stopped with an error", role.name)
             self._stop.set()
 
+    def _on_stuck(self, calls: list[InFlightCall]) -> None:
+        if self._exit_when_stuck:
+            log.critical(
+                "exiting with status %d so that the supervisor starts this process again",
+                EXIT_STUCK,
+            )
+            logging.shutdown()  # flush the handlers: os._exit skips it
+            os._exit(EXIT_STUCK)
+        self._stuck = stuck_error(calls)
+        self._stop.set()
+
     @property
     def failed(self) -> BaseException | None:
-        """The first error a role stopped with, if any."""
+        """The first error a role stopped with (or the stuck call), if any."""
+        if self._stuck is not None:
+            return self._stuck
         return next((r.error for r in self._roles if r.error is not None), None)
+
+    @property
+    def alive(self) -> list[str]:
+        """The roles whose thread still runs."""
+        return [r.name for r in self._roles if r.thread is not None and r.thread.is_alive()]
 
     def request_stop(self) -> None:
         """Signal every role to stop, without waiting (safe in a signal handler)."""
         self._stop.set()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Signal every role to stop and wait for them; re-raise a role's error."""
+        """Signal every role to stop and wait for them, ``timeout`` seconds in all.
+
+        Roles still running then are left behind (daemon threads) with a warning.
+
+        Raises:
+            DurafkaError: a role stopped with an error, or a call got stuck
+                (``StuckCallError``).
+        """
         self._stop.set()
+        deadline = time.monotonic() + timeout
         for role in self._roles:
             if role.thread is not None:
-                role.thread.join(timeout)
+                role.thread.join(max(0.0, deadline - time.monotonic()))
                 if role.thread.is_alive():
                     log.warning("durafka %s did not stop within %.0fs", role.name, timeout)
+        if self._watchdog is not None:
+            self._watchdog.stop()
         server, self._server = self._server, None
         if server is not None:
             server.stop()
@@ -153,6 +279,11 @@ class Runner:
             if role.metrics is not None:
                 role.metrics.close()
         err = self.failed
+        if err is None and not self.alive:
+            for callback in self._clean_stop:
+                callback()
+        if isinstance(err, StuckCallError):
+            raise err
         if err is not None:
             raise DurafkaError(f"a durafka role failed: {err}") from err
 

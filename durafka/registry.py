@@ -14,6 +14,7 @@ from typing import Any, get_type_hints
 
 from pydantic import TypeAdapter
 
+from durafka.activities.context import ActivityContext
 from durafka.codec.payload import adapter_for
 from durafka.entities import Entity, state_type_of
 from durafka.errors import ConfigurationError, UnknownFunctionError
@@ -40,6 +41,8 @@ class FunctionDef:
         output_adapter: encodes/decodes the result.
         version: an orchestration's code version (``@app.orchestration(version="2")``),
             None when unversioned.
+        takes_context: an activity whose first parameter is an
+            :class:`~durafka.activities.context.ActivityContext` (passed before the input).
     """
 
     name: str
@@ -49,6 +52,7 @@ class FunctionDef:
     input_adapter: TypeAdapter[Any] | None
     output_adapter: TypeAdapter[Any] | None
     version: str | None = None
+    takes_context: bool = False
 
 
 def _adapters(
@@ -94,6 +98,22 @@ def _adapters(
         adapter_for(in_type) if in_type is not None else None,
         adapter_for(out_type) if out_type is not None else None,
     )
+
+
+def _takes_activity_context(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn``'s first positional parameter is annotated ``ActivityContext``."""
+    params = [
+        p
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    if not params:
+        return False
+    first = params[0]
+    hint = _hints(fn).get(first.name, first.annotation)
+    if isinstance(hint, str):  # an annotation that did not resolve: go by its name
+        return hint.rsplit(".", 1)[-1] == "ActivityContext"
+    return isinstance(hint, type) and issubclass(hint, ActivityContext)
 
 
 def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
@@ -297,10 +317,22 @@ class Registry:
         return found
 
     def add_activity(self, fn: Callable[..., Any], name: str | None = None) -> FunctionDef:
-        """Register an activity: ``def`` or ``async def`` taking at most one input."""
-        takes_input, in_ad, out_ad = _adapters(fn, skip=0)
+        """Register an activity: ``def`` or ``async def`` taking at most one input.
+
+        A first parameter annotated ``ActivityContext`` gets the activity's
+        context (``(ctx, input)`` or ``(ctx)``).
+        """
+        takes_context = _takes_activity_context(fn)
+        shapes = "(ctx, input) or (ctx)" if takes_context else "(input) or ()"
+        takes_input, in_ad, out_ad = _adapters(fn, skip=int(takes_context), shapes=shapes)
         d = FunctionDef(
-            name or fn.__name__, fn, inspect.iscoroutinefunction(fn), takes_input, in_ad, out_ad
+            name or fn.__name__,
+            fn,
+            inspect.iscoroutinefunction(fn),
+            takes_input,
+            in_ad,
+            out_ad,
+            takes_context=takes_context,
         )
         self._put(self.activities, "activity", d)
         return d

@@ -191,6 +191,36 @@ class Settings(BaseSettings):
             "TestEnvironment does not purge unless the app sets it."
         ),
     )
+    max_activity_deliveries: int = Field(
+        5,
+        ge=1,
+        description=(
+            "A worker fails an activity task (PoisonTaskError, never retried) instead of "
+            "running it again once it was delivered this many times without a result: its "
+            "worker died or lost the partition while running it each time (an activity that "
+            "crashes its process, runs out of memory, or is killed)."
+        ),
+    )
+    unknown_activity_grace_ms: int = Field(
+        300_000,
+        ge=0,
+        description=(
+            "How long a worker keeps a task of an activity it does not register, waiting for "
+            "a worker that does (a rolling upgrade: the partition moves to an upgraded worker), "
+            "before it fails the task with UnknownFunctionError. Counted from the task's "
+            "scheduling time; 0 fails such tasks at once."
+        ),
+    )
+    watchdog_grace_ms: int = Field(
+        30_000,
+        ge=1000,
+        description=(
+            "How long past its own timeout a blocking Kafka call of a processor or worker may "
+            "run before the watchdog calls it stuck: `durafka processor|worker|run` then exits "
+            "with status 75 for its supervisor to restart it; an embedded runner stops its roles "
+            "and raises StuckCallError (see docs/architecture.md, 'The watchdog')."
+        ),
+    )
     client_config: dict[str, str] = Field(
         default_factory=dict,
         description=(

@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from durafka.activities.context import ActivityContext, activate, deactivate
 from durafka.codec.payload import decode_payload, encode_payload
 from durafka.codec.records import ActivityTask
 from durafka.errors import FailureDetails
@@ -24,39 +25,61 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def run_activity(task: ActivityTask, fdef: FunctionDef, max_payload_bytes: int) -> HistoryEvent:
+def run_activity(
+    task: ActivityTask,
+    fdef: FunctionDef,
+    max_payload_bytes: int,
+    ctx: ActivityContext | None = None,
+) -> HistoryEvent:
     """Run a sync activity; its result (or failure) as the event to send to the instance.
+
+    ``ctx`` is the attempt's context (made here if not given): passed to an
+    activity that takes one, and :meth:`ActivityContext.current` meanwhile.
 
     Never raises: it runs on a pool thread that must go on, so even a
     ``BaseException`` raised by user code (e.g. ``SystemExit``) becomes a
     ``TASK_FAILED`` event.
     """
+    ctx = ctx or ActivityContext(task)
+    token = activate(ctx)
     try:
-        args = _arguments(task, fdef)
+        args = _arguments(task, fdef, ctx)
         return _completed(task, fdef, fdef.fn(*args), max_payload_bytes)
     except BaseException as exc:
         return failed_event(task, exc)
+    finally:
+        deactivate(token)
 
 
 async def run_activity_async(
-    task: ActivityTask, fdef: FunctionDef, max_payload_bytes: int
+    task: ActivityTask,
+    fdef: FunctionDef,
+    max_payload_bytes: int,
+    ctx: ActivityContext | None = None,
 ) -> HistoryEvent:
     """Run an async activity; its result (or failure) as the event to send to the instance.
+
+    ``ctx`` as for :func:`run_activity` (the variable is set in this task's own
+    context, so concurrent activities each see theirs).
 
     A ``BaseException`` (the loop's ``CancelledError`` at shutdown above all)
     propagates: the caller decides what a cancelled run means.
     """
+    ctx = ctx or ActivityContext(task)
+    activate(ctx)  # in this task's own copy of the context: nothing to undo
     try:
-        args = _arguments(task, fdef)
+        args = _arguments(task, fdef, ctx)
         return _completed(task, fdef, await fdef.fn(*args), max_payload_bytes)
     except Exception as exc:
         return failed_event(task, exc)
 
 
-def _arguments(task: ActivityTask, fdef: FunctionDef) -> Sequence[Any]:
+def _arguments(task: ActivityTask, fdef: FunctionDef, ctx: ActivityContext) -> Sequence[Any]:
+    args: tuple[Any, ...] = (ctx,) if fdef.takes_context else ()
     if not fdef.takes_input:
-        return ()
+        return args
     return (
+        *args,
         decode_payload(task.input, fdef.input_adapter, what=f"input of activity {task.name!r}"),
     )
 

@@ -23,6 +23,7 @@ import time
 from concurrent.futures import Future
 from queue import Empty, SimpleQueue
 
+from durafka.activities.context import ActivityContext
 from durafka.activities.execute import run_activity, run_activity_async
 from durafka.activities.pool import CallbackThreadPool, EventLoopThread
 from durafka.codec.records import ActivityTask
@@ -42,11 +43,13 @@ class LocalRun:
     ``seconds``: from its start to its result (for the metrics).
     """
 
-    __slots__ = ("adopter", "fdef", "result", "seconds", "started", "task")
+    __slots__ = ("adopter", "ctx", "fdef", "result", "seconds", "started", "task")
 
     def __init__(self, task: ActivityTask, fdef: FunctionDef) -> None:
         self.task = task
         self.fdef = fdef
+        # Made here so that the worker adopting the run sees its heartbeats.
+        self.ctx = ActivityContext(task)
         self.result: HistoryEvent | None = None
         self.adopter: Future[HistoryEvent] | None = None
         self.started = time.perf_counter()
@@ -65,6 +68,10 @@ class LocalActivities:
         max_concurrent: threads for sync activities (started as needed).
         max_payload_bytes: the result size limit.
         wait_seconds: how long a batch waits for its local activities at most.
+        paused_for: run nothing locally for this many seconds: every task goes through
+            ``H.activities``, where the worker counts its deliveries. For a process
+            started after an unclean exit: a task run locally that takes the process
+            down would be run again on every restart, uncounted.
     """
 
     def __init__(
@@ -74,21 +81,26 @@ class LocalActivities:
         max_concurrent: int,
         max_payload_bytes: int,
         wait_seconds: float,
+        paused_for: float = 0.0,
     ) -> None:
         self.registry = registry
+        self._paused_until = time.monotonic() + paused_for if paused_for > 0 else 0.0
         self.max_payload_bytes = max_payload_bytes
         self.wait_seconds = wait_seconds
         self._threads = CallbackThreadPool(max_concurrent, "durafka-local-activity")
         self._done: SimpleQueue[LocalRun] = SimpleQueue()
         # By (instance, execution, sequence id): sequence ids restart with each
         # execution, so the same pair of another execution is another task.
-        self._handed_off: dict[_TaskKey, tuple[float, Future[HistoryEvent]]] = {}
+        self._handed_off: dict[_TaskKey, tuple[float, LocalRun]] = {}
         self._loop_thread = EventLoopThread("durafka-local-activity-loop")
         self._lock = threading.Lock()
         self._closed = False
 
     def start(self, task: ActivityTask) -> LocalRun | None:
-        """Start ``task`` locally; None when it is not registered here (a worker must run it)."""
+        """Start ``task`` locally; None when it is not registered here (a worker must run
+        it), or while local runs are paused."""
+        if self._paused_until and time.monotonic() < self._paused_until:
+            return None
         try:
             fdef = self.registry.activity(task.name)
         except UnknownFunctionError:
@@ -159,22 +171,27 @@ class LocalActivities:
             if run.result is not None:
                 adopter.set_result(run.result)
             run.adopter = adopter
-            handed_off[_key(run.task)] = (now, adopter)
+            handed_off[_key(run.task)] = (now, run)
         # Tasks consumed by a worker in another process are never adopted here.
         for key in [k for k, (at, _) in handed_off.items() if now - at > _HAND_OFF_TTL]:
             del handed_off[key]
 
-    def adopt(self, task: ActivityTask) -> Future[HistoryEvent] | None:
-        """The running local execution of ``task``, if the processor handed it off."""
+    def adopt(self, task: ActivityTask) -> tuple[Future[HistoryEvent], ActivityContext] | None:
+        """The running local execution of ``task`` (its outcome, its context), if the
+        processor handed it off."""
         with self._lock:
             entry = self._handed_off.pop(_key(task), None)
-        return None if entry is None else entry[1]
+        if entry is None:
+            return None
+        run = entry[1]
+        assert run.adopter is not None
+        return run.adopter, run.ctx
 
     def _run_sync(self, run: LocalRun) -> None:
-        self._finish(run, run_activity(run.task, run.fdef, self.max_payload_bytes))
+        self._finish(run, run_activity(run.task, run.fdef, self.max_payload_bytes, run.ctx))
 
     def _start_async(self, run: LocalRun) -> None:
-        coro = run_activity_async(run.task, run.fdef, self.max_payload_bytes)
+        coro = run_activity_async(run.task, run.fdef, self.max_payload_bytes, run.ctx)
         task = asyncio.ensure_future(coro)
 
         def done(t: asyncio.Future[HistoryEvent]) -> None:

@@ -44,7 +44,11 @@ class CallbackThreadPool:
         self._name = name
         self._calls: SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = SimpleQueue()
         self._threads: list[threading.Thread] = []
-        self._idle = 0  # threads waiting for a call, or about to (guarded by _lock)
+        # Guarded by _lock. An idle thread is promised to one call at submit time, so a
+        # call never counts on a thread another call is about to take (a hung call
+        # would otherwise hold back the calls submitted right after it).
+        self._idle = 0  # threads waiting for a call and promised to none
+        self._unpromised = 0  # calls queued while every thread was busy, at the limit
         self._lock = threading.Lock()
         self._shut_down = False
 
@@ -52,22 +56,28 @@ class CallbackThreadPool:
         """Run ``fn(*args)`` on a pool thread."""
         if self._shut_down:
             raise RuntimeError(f"the {self._name} pool is shut down")
-        self._calls.put((fn, args))
         with self._lock:
-            spawn = self._idle == 0 and len(self._threads) < self._max_threads
-            if spawn:
-                self._idle += 1  # counted before it starts, so one call spawns one thread
-        if spawn:
-            thread = threading.Thread(target=self._work, name=self._name, daemon=True)
-            self._threads.append(thread)
+            if self._idle:
+                self._idle -= 1
+                spawn = False
+            else:
+                spawn = len(self._threads) < self._max_threads
+                if spawn:
+                    # Counted now, so that concurrent submits see it.
+                    self._threads.append(
+                        threading.Thread(target=self._work, name=self._name, daemon=True)
+                    )
+                else:
+                    self._unpromised += 1
+            thread = self._threads[-1] if spawn else None
+        self._calls.put((fn, args))
+        if thread is not None:
             thread.start()
 
     def _work(self) -> None:
         calls, lock = self._calls, self._lock
         while True:
             item = calls.get()
-            with lock:
-                self._idle -= 1
             if item is None:
                 return
             fn, args = item
@@ -76,7 +86,10 @@ class CallbackThreadPool:
             except BaseException:
                 log.exception("a call on the %s pool raised", self._name)
             with lock:
-                self._idle += 1
+                if self._unpromised:
+                    self._unpromised -= 1  # the next get() takes one of those
+                else:
+                    self._idle += 1
 
     def shutdown(self) -> None:
         """Drop the calls not started yet and let the threads end after their current one."""

@@ -14,6 +14,29 @@ A result beyond the prefix is produced right away; if the worker dies before
 the prefix catches up, the task runs again and the processor drops the
 duplicate result by (instance, sequence id, attempt). Retries and timeouts are
 not the worker's business: the orchestration schedules them with durable timers.
+
+Each transaction also commits, with every partition's offset, a delivery note
+(:mod:`durafka.activities.deliveries`): which tasks past the committed offset
+are started, finished or waiting, and how often each was delivered without a
+result. After a takeover, a task of the careful window (or one delivered
+before) starts only once a note that lists it as started is committed, so a
+task that kills its worker is counted, and fails with
+:class:`~durafka.errors.PoisonTaskError` after ``max_activity_deliveries``
+instead of running forever; the next owner of a partition does not run again
+what was finished past a task still running.
+
+What else a worker does not run, or stops waiting for:
+
+* a task whose deadline (the call's ``timeout``) passed before it started;
+* a running task past its deadline, or whose heartbeats stopped for longer than
+  its heartbeat timeout: the orchestration has failed that attempt, so the
+  offset is released (the thread cannot be interrupted; its late result is
+  dropped);
+* a task of an activity this worker does not register waits, not started,
+  for ``unknown_activity_grace_ms`` after it was scheduled (an upgraded worker
+  may take the partition meanwhile), then fails with ``UnknownFunctionError``;
+* a task written with a schema this version does not know (a newer durafka)
+  stops the partition: the worker takes nothing more of it and says to upgrade.
 """
 
 from __future__ import annotations
@@ -29,6 +52,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import timedelta
 
+from durafka.activities.context import ActivityContext
+from durafka.activities.deliveries import (
+    SUSPECT_DELIVERIES,
+    PartitionTrack,
+    decode_note,
+    encode_note,
+)
 from durafka.activities.execute import failed_event, run_activity, run_activity_async
 from durafka.activities.local import LocalActivities
 from durafka.activities.pool import CallbackThreadPool, EventLoopThread
@@ -39,19 +69,22 @@ from durafka.codec.records import (
 )
 from durafka.deadletters import DeadLetters
 from durafka.errors import (
+    CommitOutcomeUnknownError,
     DecodeError,
     DurafkaError,
     InvalidInstanceIdError,
+    PoisonTaskError,
     RecordTooLargeError,
     TransactionError,
     UnknownFunctionError,
+    UnknownSchemaError,
 )
 from durafka.ids import check_instance_id
 from durafka.observability.metrics import WorkerMetrics
 from durafka.observability.tracing import Tracing
 from durafka.partitioning import partition_for
 from durafka.registry import FunctionDef, Registry
-from durafka.runtime.history import HistoryEvent
+from durafka.runtime.history import EventKind, HistoryEvent
 from durafka.settings import Settings
 from durafka.topology import HubTopics
 from durafka.transport.base import (
@@ -78,50 +111,54 @@ _IDLE_POLL_S = 0.1
 _BUSY_WAIT_S = 0.002
 # Every slot busy: partitions are paused, only completions (and callbacks) matter.
 _FULL_WAIT_S = 0.05
+# How often heartbeats, deadlines and waiting tasks are looked at.
+_TEND_INTERVAL_S = 0.1
+# A heartbeat goes to the orchestration at most every this fraction of its timeout.
+_HEARTBEAT_SEND_FRACTION = 0.5
 
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class _Track:
-    """Offsets of one assigned partition taken since the last commit.
-
-    A new track replaces the old one after a revocation or a rewind, so jobs
-    started under an old track (which keep a reference to it) can tell that
-    their offset no longer counts.
-    """
-
-    __slots__ = ("committed", "done", "pending")
-
-    def __init__(self, first_offset: int) -> None:
-        # Where to rewind after an aborted transaction: the first offset taken (the
-        # group's committed offset or later, skipping only markers), then each commit.
-        self.committed = first_offset
-        self.pending: deque[int] = deque()
-        self.done: set[int] = set()
-
-    def take_prefix(self) -> int | None:
-        """Drop the contiguous done prefix; the offset to commit if it moved, else None."""
-        last: int | None = None
-        pending, done = self.pending, self.done
-        while pending and pending[0] in done:
-            last = pending.popleft()
-            done.discard(last)
-        return None if last is None else last + 1
-
-
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Job:
     """One activity task taken from a record."""
 
     tp: TopicPartition
     offset: int
-    track: _Track
+    track: PartitionTrack
     task: ActivityTask
     fdef: FunctionDef
+    #: Earlier deliveries without a result (from the partition's delivery note).
+    deliveries: int = 0
+    #: It may start: outside a careful window, or listed as started in a committed note.
+    reserved: bool = True
+    ctx: ActivityContext | None = None
+    future: Future[HistoryEvent] | None = None
+    #: Past its deadline or heartbeat timeout: the offset was released, the result is dropped.
+    abandoned: bool = False
+    beats_sent: int = 0
+    beat_sent_at: float = 0.0
+    #: When it started (perf_counter), for the metrics and the trace.
     started: float = 0.0
     headers: RecordHeaders = None  # only kept when tracing is on
+
+    @property
+    def isolated(self) -> bool:
+        """Runs alone: its earlier deliveries suggest it takes its worker down."""
+        return self.deliveries >= SUSPECT_DELIVERIES
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """A task of an activity this worker does not register, waiting for its grace period."""
+
+    tp: TopicPartition
+    offset: int
+    track: PartitionTrack
+    task: ActivityTask
+    until_ms: int
 
 
 class ActivityWorker:
@@ -136,7 +173,8 @@ class ActivityWorker:
 
     Args:
         settings: task hub, ``max_concurrent_activities``, ``max_payload_bytes``,
-            ``transaction_timeout_ms`` and ``client_config`` are used.
+            ``transaction_timeout_ms``, ``max_activity_deliveries``,
+            ``unknown_activity_grace_ms`` and ``client_config`` are used.
         registry: the activities this worker can run.
         transport: the cluster (or ``memory://`` broker) to work with.
         worker_id: names the ``transactional.id`` (``H.worker.<worker_id>``); a
@@ -151,6 +189,9 @@ class ActivityWorker:
         worker_id: this worker's id (given or random).
         group_id: the consumer group, ``H.workers``.
         transactional_id: the producer's ``transactional.id``, ``H.worker.<worker_id>``.
+        poisoned: tasks failed with ``PoisonTaskError`` by this worker.
+        expired: tasks not started, or not waited for, past their deadline.
+        blocked_partitions: partitions stopped at a record of a newer schema.
     """
 
     def __init__(
@@ -171,9 +212,15 @@ class ActivityWorker:
         self.group_id = f"{settings.task_hub}.workers"
         self.transactional_id = f"{settings.task_hub}.worker.{self.worker_id}"
         self._max_running = settings.max_concurrent_activities
+        self._max_deliveries = settings.max_activity_deliveries
+        # How far past its last note a dead owner may have started tasks (markers
+        # take offsets too): see durafka.activities.deliveries.
+        self._careful_span = 2 * self._max_running
+        self._grace_ms = settings.unknown_activity_grace_ms
         self._drain_timeout = drain_timeout.total_seconds()
         self._local = local_activities
 
+        self._stop: threading.Event | None = None
         self._consumer: Consumer | None = None
         self._producer: TransactionalProducer | None = None
         self._pool: CallbackThreadPool | None = None
@@ -186,14 +233,25 @@ class ActivityWorker:
         self._result_limit = 0
         #: Builds (and counts) this worker's dead letters (set when ``run`` starts).
         self.dead_letters: DeadLetters | None = None
-        self._tracks: dict[TopicPartition, _Track] = {}
+        self.poisoned = 0
+        self.expired = 0
+        self.blocked_partitions: set[TopicPartition] = set()
+        self._tracks: dict[TopicPartition, PartitionTrack] = {}
         self._owned: set[TopicPartition] = set()
         # Partitions revoked during the current poll (see _poll).
         self._revoked_in_poll: set[TopicPartition] = set()
-        # Jobs taken while every slot was busy (e.g. from a partition assigned while
-        # the others were paused): the concurrency bound holds no matter what polls return.
+        # Jobs taken, not started: the concurrency bound holds no matter what polls
+        # return, and a job starts only once a committed note lists it as started.
         self._backlog: deque[_Job] = deque()
         self._running = 0
+        # Of the running jobs, those abandoned (see _abandon).
+        self._abandoned = 0
+        # The job running alone (see _Job.isolated), if any.
+        self._alone: _Job | None = None
+        # Running jobs with a deadline or a heartbeat timeout.
+        self._watched: set[_Job] = set()
+        self._waiting: list[_Waiting] = []
+        self._next_tend = 0.0
         # A sync activity reports its event; adopted and async ones their future.
         self._completions: queue.SimpleQueue[tuple[_Job, HistoryEvent | Future[HistoryEvent]]] = (
             queue.SimpleQueue()
@@ -234,6 +292,7 @@ class ActivityWorker:
         if self._started:
             raise DurafkaError("ActivityWorker.run() can be called once; create a new worker")
         self._started = True
+        self._stop = stop
         try:
             self._open()
             log.info(
@@ -296,15 +355,7 @@ class ActivityWorker:
             self._transport.partition_count(self._topics.dead_letters),
             f"worker {self.worker_id}",
         )
-        producer = self._transport.transactional_producer(
-            self.transactional_id,
-            **{
-                **for_client(config, "producer"),
-                "transaction.timeout.ms": str(self._settings.transaction_timeout_ms),
-            },
-        )
-        self._producer = producer
-        producer.init_transactions()
+        self._producer = self._new_producer()
         consumer = self._transport.consumer(self.group_id, **for_client(config, "consumer"))
         self._consumer = consumer
         consumer.subscribe(
@@ -314,13 +365,15 @@ class ActivityWorker:
     # -- the loop -------------------------------------------------------------------
 
     def _step(self) -> None:
-        """One iteration: take records, collect completions, commit once."""
-        consumer = self._consumer
-        assert consumer is not None
+        """One iteration: take records, commit (results, offsets, notes), start, collect."""
+        if time.monotonic() >= self._next_tend:
+            self._tend()
         self._start_backlog()
         free = self._max_running - self._running - len(self._backlog)
         self._set_paused(free <= 0)
-        if free > 0 and self._running == 0:
+        # Something to commit: do not wait for records.
+        wait = not self._outbox and not self._running and not self._backlog
+        if free > 0 and wait:
             # Wait for one record only: confluent-kafka's batch consume waits out its
             # whole timeout unless the batch fills, which would delay an idle worker.
             records = self._poll(1, _IDLE_POLL_S)
@@ -333,34 +386,43 @@ class ActivityWorker:
             records = self._poll(1, 0.0)
         for record in records:
             self._take(record)
-        self._start_backlog()
-        if records or self._outbox or not self._running:
-            self._collect(0.0)
-        else:
-            self._collect(_BUSY_WAIT_S if free > 0 else _FULL_WAIT_S)
+        self._collect(0.0)
+        # One transaction: results so far, offsets, and the notes that let the
+        # jobs about to start start.
         self._commit()
         self.metrics.iteration()
+        self._start_backlog()
+        if not self._running or self._outbox:
+            return
+        self._collect(_BUSY_WAIT_S if free > 0 else _FULL_WAIT_S)
 
     def _drain(self) -> None:
         """Stop taking work; commit what finishes within the drain timeout."""
-        # Not started yet: uncommitted, so whoever owns the partition next runs them.
+        # Not started yet: uncommitted, so whoever owns the partition next runs them
+        # (not counted as delivered: they never started).
+        for job in self._backlog:
+            job.track.started.discard(job.offset)
         self._backlog.clear()
+        self._waiting.clear()
         self._set_paused(True)
         deadline = time.monotonic() + self._drain_timeout
-        while self._running:
+        # Abandoned jobs (past their deadline or heartbeat timeout) are not waited for.
+        while self._running > self._abandoned:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             self._collect(min(_FULL_WAIT_S, remaining))
             self._commit()
         self._collect(0.0)
-        self._commit()
-        if self._running:
+        # Also with nothing new: the note then lists what still runs, for the next
+        # owner to count.
+        self._commit(force=True)
+        if self._running > self._abandoned:
             log.warning(
                 "worker %s abandons %d activities still running after %.1fs; "
                 "they were not committed and will run again",
                 self.worker_id,
-                self._running,
+                self._running - self._abandoned,
                 self._drain_timeout,
             )
 
@@ -373,7 +435,8 @@ class ActivityWorker:
         if paused:
             consumer.pause(assignment)
         else:
-            consumer.resume(assignment)
+            # A partition stopped at a record of a newer schema stays paused.
+            consumer.resume([tp for tp in assignment if tp not in self.blocked_partitions])
         self._paused = paused
         self._repause = False
 
@@ -415,10 +478,14 @@ class ActivityWorker:
         topic, partition, offset = record.topic(), record.partition(), record.offset()
         assert topic is not None and partition is not None and offset is not None
         tp = TopicPartition(topic, partition)
+        if tp in self.blocked_partitions:
+            return  # behind a record this version cannot read: left for an upgraded worker
         track = self._tracks.get(tp)
         if track is None:
-            track = self._tracks[tp] = _Track(offset)
-        track.pending.append(offset)
+            track = self._tracks[tp] = PartitionTrack(offset)
+        todo, deliveries = track.take(offset)
+        if not todo:
+            return  # its outcome was committed by an earlier owner
         value = record.value()
         try:
             if value is None:
@@ -426,6 +493,10 @@ class ActivityWorker:
             task = decode_activity_task(value)
             # Its result could reach no instance (and an id with NUL, a wrong one).
             check_instance_id(task.instance_id)
+        except UnknownSchemaError as exc:
+            track.untake(offset)
+            self._block(tp, offset, exc)
+            return
         except (DecodeError, InvalidInstanceIdError) as exc:
             dead_letters = self.dead_letters
             assert dead_letters is not None
@@ -434,20 +505,99 @@ class ActivityWorker:
             )
             track.done.add(offset)
             return
+        if deliveries >= self._max_deliveries:
+            self._fail_poison(track, offset, task, deliveries)
+            return
+        if task.deadline is not None and _now_ms() >= task.deadline:
+            # The orchestration's timeout fired: that attempt failed (and may have
+            # been retried as a new task); running it would only waste the slot.
+            self.expired += 1
+            log.debug("worker %s skips expired task %s", self.worker_id, _describe(task))
+            track.done.add(offset)
+            return
         try:
             fdef = self._registry.activity(task.name)
         except UnknownFunctionError as exc:
-            if task.name not in self._unknown_names:
-                # Once per name: a worker deployed without an activity fails every call of it.
-                self._unknown_names.add(task.name)
-                log.warning("worker %s fails tasks of unknown activity: %s", self.worker_id, exc)
-            self._outbox_event(task, failed_event(task, exc))
-            track.done.add(offset)
+            self._unknown(tp, offset, track, task, exc)
             return
-        job = _Job(tp, offset, track, task, fdef)
+        # Outside a careful window (and never delivered before) it starts at once.
+        reserved = not track.careful(offset)
+        job = _Job(tp, offset, track, task, fdef, deliveries, reserved)
         if self._tracing is not None:
             job.headers = record.headers()
         self._backlog.append(job)
+
+    def _fail_poison(
+        self, track: PartitionTrack, offset: int, task: ActivityTask, deliveries: int
+    ) -> None:
+        self.poisoned += 1
+        message = (
+            f"activity {task.name!r} was delivered {deliveries} times without a result: its "
+            "worker crashed, was killed or lost the partition while running it each time "
+            f"(max_activity_deliveries={self._max_deliveries}); it is not run again"
+        )
+        log.error("worker %s fails task %s: %s", self.worker_id, _describe(task), message)
+        self._outbox_event(task, failed_event(task, PoisonTaskError(message)))
+        track.done.add(offset)
+
+    def _unknown(
+        self,
+        tp: TopicPartition,
+        offset: int,
+        track: PartitionTrack,
+        task: ActivityTask,
+        exc: UnknownFunctionError,
+    ) -> None:
+        """A task of an activity not registered here: wait for its grace period, then fail it.
+
+        During a rolling upgrade an older worker meets tasks of activities only the
+        new version has; the partition moves to an upgraded worker when this one
+        stops, which then runs them (this one commits nothing past them).
+        """
+        until_ms = task.scheduled_at + self._grace_ms
+        if task.name not in self._unknown_names:
+            # Once per name: a worker deployed without an activity meets all its calls.
+            self._unknown_names.add(task.name)
+            log.warning(
+                "worker %s does not register activity %r: its tasks wait up to %.0f s after "
+                "they were scheduled for a worker that does, then fail (%s)",
+                self.worker_id,
+                task.name,
+                self._grace_ms / 1000,
+                exc,
+            )
+        waiting = _Waiting(tp, offset, track, task, until_ms)
+        if _now_ms() >= until_ms:
+            self._give_up_unknown(waiting)
+        else:
+            self._waiting.append(waiting)
+
+    def _give_up_unknown(self, waiting: _Waiting) -> None:
+        task = waiting.task
+        exc = UnknownFunctionError(
+            f"no worker registered activity {task.name!r} within "
+            f"{self._grace_ms / 1000:g} s after it was scheduled (unknown_activity_grace_ms); "
+            f"this worker knows {sorted(self._registry.activities) or 'none'}: deploy a "
+            "worker that registers it"
+        )
+        self._outbox_event(task, failed_event(task, exc))
+        waiting.track.done.add(waiting.offset)
+
+    def _block(self, tp: TopicPartition, offset: int, exc: UnknownSchemaError) -> None:
+        """Stop taking ``tp`` at a record this version cannot read (written by a newer one)."""
+        self.blocked_partitions.add(tp)
+        consumer = self._consumer
+        assert consumer is not None
+        consumer.pause([tp])
+        log.error(
+            "worker %s stops taking tasks from %s at offset %d: the task there was written "
+            "by a newer durafka (%s). Upgrade this worker: the partition waits, nothing is "
+            "lost, and tasks before it are still finished and committed",
+            self.worker_id,
+            tp,
+            offset,
+            exc,
+        )
 
     def _outbox_event(self, task: ActivityTask, event: HistoryEvent) -> None:
         key = task.instance_id.encode()
@@ -467,33 +617,75 @@ class ActivityWorker:
 
     # -- running activities -----------------------------------------------------------
 
+    def _plan_starts(self) -> list[_Job]:
+        """The backlog jobs that start right after the next commit, in order."""
+        if self._alone is not None:
+            return []
+        slots = self._max_running - self._running
+        planned: list[_Job] = []
+        for job in self._backlog:
+            if slots <= 0:
+                break
+            if job.isolated:
+                # Alone: once nothing else runs, and nothing starts beside it.
+                if not planned and self._running == 0:
+                    planned.append(job)
+                break
+            planned.append(job)
+            slots -= 1
+        return planned
+
     def _start_backlog(self) -> None:
-        while self._backlog and self._running < self._max_running:
-            self._start(self._backlog.popleft())
+        backlog = self._backlog
+        while backlog and self._alone is None and self._running < self._max_running:
+            job = backlog[0]
+            if not job.reserved or job.track.note_dirty:
+                return  # waits for the commit of its note
+            if job.isolated:
+                if self._running:
+                    return
+                self._alone = job
+            backlog.popleft()
+            self._start(job)
 
     def _start(self, job: _Job) -> None:
         self._running += 1
         job.started = time.perf_counter()
+        if self._tracks.get(job.tp) is job.track:
+            job.track.started.add(job.offset)  # in the next note
+        task = job.task
         future: Future[HistoryEvent] | None = None
         if self._local is not None:
             # Already running next to the co-located processor: take it over.
-            future = self._local.adopt(job.task)
+            adopted = self._local.adopt(task)
+            if adopted is not None:
+                future, job.ctx = adopted
+        if job.ctx is None:
+            job.ctx = ActivityContext(task, delivery=job.deliveries)
+        if task.deadline is not None or task.heartbeat_timeout_ms is not None:
+            self._watched.add(job)
+            if task.heartbeat_timeout_ms is not None:
+                # The first heartbeat arms the orchestration's heartbeat timer.
+                self._send_heartbeat(job, time.monotonic())
         if future is None and not job.fdef.is_async:
             self._thread_pool().submit(self._call_sync, job)
             return
         if future is None:
             loop = self._loop_thread.loop()
             future = asyncio.run_coroutine_threadsafe(self._call_async(job), loop)
+        job.future = future
         completions = self._completions
         future.add_done_callback(lambda f: completions.put((job, f)))
 
     def _call_sync(self, job: _Job) -> None:
         self._completions.put(
-            (job, run_activity(job.task, job.fdef, self._settings.max_payload_bytes))
+            (job, run_activity(job.task, job.fdef, self._settings.max_payload_bytes, job.ctx))
         )
 
     async def _call_async(self, job: _Job) -> HistoryEvent:
-        return await run_activity_async(job.task, job.fdef, self._settings.max_payload_bytes)
+        return await run_activity_async(
+            job.task, job.fdef, self._settings.max_payload_bytes, job.ctx
+        )
 
     def _collect(self, timeout: float) -> None:
         """Handle finished activities, waiting up to ``timeout`` seconds for the first."""
@@ -514,6 +706,12 @@ class ActivityWorker:
 
     def _finish(self, job: _Job, outcome: HistoryEvent | Future[HistoryEvent]) -> None:
         self._running -= 1
+        self._watched.discard(job)
+        if self._alone is job:
+            self._alone = None
+        if job.abandoned:
+            self._abandoned -= 1
+            return  # its attempt failed already; the offset was released
         if isinstance(outcome, HistoryEvent):
             event = outcome
         elif outcome.cancelled():  # only at shutdown
@@ -538,16 +736,107 @@ class ActivityWorker:
             )
         return self._pool
 
+    # -- heartbeats, deadlines, waiting tasks -------------------------------------------
+
+    def _tend(self) -> None:
+        """Send due heartbeats, release jobs past their deadline, end expired waits."""
+        now = time.monotonic()
+        self._next_tend = now + _TEND_INTERVAL_S
+        if self._watched:
+            now_ms = _now_ms()
+            for job in list(self._watched):
+                self._tend_job(job, now, now_ms)
+        if self._waiting:
+            now_ms = _now_ms()
+            still: list[_Waiting] = []
+            for waiting in self._waiting:
+                if self._tracks.get(waiting.tp) is not waiting.track:
+                    continue  # revoked or rewound: taken again from the committed offset
+                if now_ms >= waiting.until_ms:
+                    self._give_up_unknown(waiting)
+                else:
+                    still.append(waiting)
+            self._waiting = still
+
+    def _tend_job(self, job: _Job, now: float, now_ms: int) -> None:
+        task, ctx = job.task, job.ctx
+        assert ctx is not None
+        timeout_ms = task.heartbeat_timeout_ms
+        if timeout_ms is not None:
+            timeout = timeout_ms / 1000
+            if now - ctx.last_heartbeat > timeout:
+                self._abandon(job, f"it sent no heartbeat within {timedelta(seconds=timeout)}")
+                return
+            if ctx.beats > job.beats_sent and now - job.beat_sent_at >= (
+                timeout * _HEARTBEAT_SEND_FRACTION
+            ):
+                self._send_heartbeat(job, now)
+        if task.deadline is not None and now_ms >= task.deadline:
+            self._abandon(job, "its deadline (the call's timeout) passed")
+
+    def _send_heartbeat(self, job: _Job, now: float) -> None:
+        task, ctx = job.task, job.ctx
+        assert ctx is not None
+        job.beats_sent = ctx.beats
+        job.beat_sent_at = now
+        self._outbox_event(
+            task,
+            HistoryEvent(
+                EventKind.TASK_HEARTBEAT,
+                _now_ms(),
+                seq=task.seq,
+                name=task.name,
+                payload=ctx.details,
+                attempt=task.attempt,
+                execution_id=task.execution_id,
+                heartbeat_timeout_ms=task.heartbeat_timeout_ms,
+            ),
+        )
+
+    def _abandon(self, job: _Job, why: str) -> None:
+        """Stop waiting for a running job whose attempt the orchestration failed already.
+
+        Its offset counts as done, so the partition's commit is not held back by a
+        hung activity (and a rebalance does not run it again). A sync activity's
+        thread cannot be interrupted and keeps its slot until it returns; an async
+        one is cancelled.
+        """
+        job.abandoned = True
+        self._abandoned += 1
+        self.expired += 1
+        self._watched.discard(job)
+        log.warning(
+            "worker %s stops waiting for activity %s: %s; the orchestration fails (or "
+            "retries) that attempt, and its late result will be dropped",
+            self.worker_id,
+            _describe(job.task),
+            why,
+        )
+        if self._tracks.get(job.tp) is job.track:
+            job.track.done.add(job.offset)
+            job.track.note_dirty = True
+        if job.future is not None:
+            job.future.cancel()
+
     # -- committing -----------------------------------------------------------------
 
-    def _commit(self) -> None:
-        """Produce the outbox and commit the completed prefixes, in one transaction."""
+    def _commit(self, *, force: bool = False) -> None:
+        """Produce the outbox and commit the completed prefixes and notes, in one transaction.
+
+        The notes list as started the careful jobs about to start
+        (:meth:`_plan_starts`): they start only once this transaction committed.
+        """
         offsets: dict[TopicPartition, int] = {}
         for tp, track in self._tracks.items():
             end = track.take_prefix()
             if end is not None:
                 offsets[tp] = end
-        if not self._outbox and not offsets:
+        to_reserve = [job for job in self._plan_starts() if not job.reserved]
+        for job in to_reserve:
+            if self._tracks.get(job.tp) is job.track:
+                job.track.started.add(job.offset)
+        dirty = any(t.note_dirty for t in self._tracks.values())
+        if not (force or self._outbox or offsets or to_reserve or dirty):
             return
         producer, consumer = self._producer, self._consumer
         assert producer is not None and consumer is not None
@@ -563,13 +852,32 @@ class ActivityWorker:
                 "worker %s drops %d results of revoked partitions", self.worker_id, len(outbox)
             )
             return
+        notes = {tp: self._tracks[tp].note(end) for tp, end in offsets.items()}
         started = time.perf_counter()
         try:
             producer.begin_transaction()
             for topic, partition, key, value, headers in outbox:
                 producer.produce(topic, partition, key, value, headers=headers)
-            producer.send_offsets(offsets, consumer.group_metadata())
+            producer.send_offsets(
+                offsets,
+                consumer.group_metadata(),
+                {tp: encode_note(note) for tp, note in notes.items()},
+            )
             producer.commit_transaction()
+        except CommitOutcomeUnknownError as exc:
+            # Aborting now could fail, or race the commit: the producer is abandoned and
+            # its successor's init_transactions completes or aborts the transaction.
+            self.metrics.committed(len(outbox), time.perf_counter() - started, "unknown")
+            log.warning(
+                "worker %s: the outcome of a transaction of %d records is unknown (%s); "
+                "replacing the producer and reading on from what the group committed",
+                self.worker_id,
+                len(outbox),
+                exc,
+            )
+            self._replace_producer()
+            self._rewind(self._read_tracks(self._assigned_tracks()))
+            return
         except TransactionError as exc:
             self.metrics.committed(
                 len(outbox), time.perf_counter() - started, "fenced" if exc.fatal else "aborted"
@@ -587,22 +895,127 @@ class ActivityWorker:
             return
         self.metrics.committed(len(outbox), time.perf_counter() - started, "committed")
         for tp, end in offsets.items():
-            self._tracks[tp].committed = end
+            self._tracks[tp].committed_to(end, notes[tp])
+        for job in to_reserve:
+            job.reserved = True
 
     def _abort_and_rewind(self) -> None:
-        producer, consumer = self._producer, self._consumer
-        assert producer is not None and consumer is not None
-        producer.abort_transaction()
+        producer = self._producer
+        assert producer is not None
+        try:
+            producer.abort_transaction()
+        except TransactionError as exc:
+            if exc.fatal:
+                raise
+            # The broker or the coordinator is unreachable: a new producer with the
+            # same transactional.id aborts what is left once it gets through.
+            log.warning(
+                "worker %s: aborting failed (%s); recreating the producer", self.worker_id, exc
+            )
+            self._replace_producer()
+        # Nothing of the transaction was committed: the tracks' own offsets and notes
+        # are the group's (taken over: what was started runs again).
+        self._rewind(
+            {
+                tp: PartitionTrack(
+                    self._tracks[tp].committed, self._tracks[tp].last_note, self._careful_span
+                )
+                for tp in self._assigned_tracks()
+            }
+        )
+
+    def _assigned_tracks(self) -> list[TopicPartition]:
+        """The tracked partitions still assigned (always all, as revocations drop tracks)."""
+        consumer = self._consumer
+        assert consumer is not None
         assigned = set(consumer.assignment())
-        for tp, track in self._tracks.items():
-            if tp in assigned:  # always, as revocations drop tracks; never crash-loop on it
-                consumer.seek(tp, track.committed)
-        # Fresh tracks start again at the committed offsets; running jobs keep the old
-        # ones and therefore produce their result without moving any offset.
-        self._tracks = {
-            tp: _Track(track.committed) for tp, track in self._tracks.items() if tp in assigned
-        }
+        return [tp for tp in self._tracks if tp in assigned]
+
+    def _rewind(self, tracks: dict[TopicPartition, PartitionTrack]) -> None:
+        """Read the partitions of ``tracks`` again from their committed offsets.
+
+        Jobs not started are dropped (taken again); running ones keep their old
+        tracks and produce their result without offsets.
+        """
+        consumer = self._consumer
+        assert consumer is not None
+        for tp, track in tracks.items():
+            consumer.seek(tp, track.committed)
+        self._tracks = tracks
         self._backlog.clear()
+        self._waiting.clear()
+
+    def _replace_producer(self) -> None:
+        """Abandon the producer (its transaction's state is unknown) and make a new one
+        with the same ``transactional.id``.
+
+        Its ``init_transactions`` fences the old one and completes or aborts its
+        open transaction; retried (with a backoff) until it succeeds or the worker
+        is asked to stop.
+        """
+        old = self._producer
+        self._producer = None
+        if old is not None:
+            # Not closed: that would try to abort again (and can hang); the new producer
+            # fences it.
+            old.abandon()
+        delay = 0.1
+        while True:
+            try:
+                self._producer = self._new_producer()
+                return
+            except TransactionError as exc:
+                if exc.fatal or (self._stop is not None and self._stop.is_set()):
+                    raise
+                log.warning("worker %s: a new producer failed, retrying: %s", self.worker_id, exc)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _new_producer(self) -> TransactionalProducer:
+        producer = self._transport.transactional_producer(
+            self.transactional_id,
+            **{
+                **for_client(self._settings.client_config, "producer"),
+                "transaction.timeout.ms": str(self._settings.transaction_timeout_ms),
+            },
+        )
+        try:
+            producer.init_transactions()
+        except BaseException:
+            producer.close()
+            raise
+        return producer
+
+    def _read_tracks(
+        self, partitions: list[TopicPartition]
+    ) -> dict[TopicPartition, PartitionTrack]:
+        """Tracks for ``partitions`` from the group's committed offsets and notes."""
+        if not partitions:
+            return {}
+        consumer = self._consumer
+        assert consumer is not None
+        committed = consumer.committed(partitions)
+        notes = consumer.committed_metadata(partitions)
+        tracks: dict[TopicPartition, PartitionTrack] = {}
+        for tp in partitions:
+            offset = committed.get(tp)
+            if offset is None:
+                offset = consumer.watermarks(tp)[0]
+            note = decode_note(notes.get(tp, ""))
+            tracks[tp] = PartitionTrack(offset, note, self._careful_span)
+            suspects = {o: n for o, n in tracks[tp].carried.items() if n}
+            if suspects:
+                log.warning(
+                    "worker %s takes over %s with %d tasks delivered before without a result "
+                    "(most: %d times); tasks delivered %d times or more run alone, at %d they fail",
+                    self.worker_id,
+                    tp,
+                    len(suspects),
+                    max(suspects.values()),
+                    SUSPECT_DELIVERIES,
+                    self._max_deliveries,
+                )
+        return tracks
 
     # -- rebalancing ------------------------------------------------------------------
 
@@ -610,6 +1023,7 @@ class ActivityWorker:
         log.info("worker %s assigned %s", self.worker_id, ", ".join(map(str, partitions)))
         # Reading restarts at the committed offset: forget anything older.
         self._forget(partitions)
+        self._tracks.update(self._read_tracks(partitions))
         self._owned.update(partitions)
         # New partitions are not paused: pause them too on the next step if full.
         self._repause = self._paused
@@ -625,5 +1039,12 @@ class ActivityWorker:
         gone = set(partitions)
         for tp in gone:
             self._tracks.pop(tp, None)
+            self.blocked_partitions.discard(tp)
         if self._backlog:
             self._backlog = deque(j for j in self._backlog if j.tp not in gone)
+        if self._waiting:
+            self._waiting = [w for w in self._waiting if w.tp not in gone]
+
+
+def _describe(task: ActivityTask) -> str:
+    return f"{task.name!r} #{task.seq} of instance {task.instance_id!r}"

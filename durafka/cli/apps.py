@@ -13,10 +13,14 @@ explicit ``memory://``.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import json
 import logging
+import os
 import signal
 import socket
+import sys
+import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -47,6 +51,7 @@ from durafka.errors import (
     SerializationError,
     UnknownFunctionError,
 )
+from durafka.hosting import Runner
 from durafka.ids import check_orchestration_id
 from durafka.status import OrchestrationStatus
 
@@ -93,6 +98,12 @@ class PodRange:
         return parse_partition_list(pod_range(partition_count, self.pods, index))
 
 
+#: After SIGTERM (or Ctrl-C), a role process exits within this many seconds: Kubernetes
+#: waits 30 s (terminationGracePeriodSeconds) before it kills a pod.
+STOP_BOUND_S = 25.0
+#: The exit status when a role did not stop within :data:`STOP_BOUND_S`.
+EXIT_NOT_STOPPED = 1
+
 MetricsPortOption = Annotated[
     int | None,
     typer.Option(
@@ -117,6 +128,12 @@ def _serve(
     pod: PodRange | None = None,
     metrics_port: int | None = None,
 ) -> None:
+    """Host the roles until SIGTERM or Ctrl-C; exit within :data:`STOP_BOUND_S` after it.
+
+    A role stuck in a Kafka call ends the process with status 75 at once (the
+    watchdog, :mod:`durafka.watchdog`); a supervisor starts it again. ``kill
+    -USR1`` prints every thread's stack to stderr.
+    """
     ranges = parse_partitions(partitions)
     with failures():
         app = load_app(spec)
@@ -125,8 +142,18 @@ def _serve(
             ranges = pod.partitions(settings.partition_count())
         if metrics_port is not None:
             app.settings = settings = settings.model_copy(update={"metrics_port": metrics_port})
-        runner = app.runner(processor=processor, worker=worker, partitions=ranges)
-        signal.signal(signal.SIGTERM, lambda *_: runner.request_stop())
+        runner = app.runner(
+            processor=processor, worker=worker, partitions=ranges, exit_when_stuck=True
+        )
+        stopping: list[float] = []
+
+        def on_term(*_: object) -> None:
+            stopping.append(time.monotonic())
+            runner.request_stop()
+
+        signal.signal(signal.SIGTERM, on_term)
+        with contextlib.suppress(ValueError, RuntimeError):  # no SIGUSR1 (or not main thread)
+            faulthandler.register(signal.SIGUSR1, all_threads=True)
         runner.start()
     served = (
         f"; metrics on :{runner.metrics_port}/metrics" if runner.metrics_port is not None else ""
@@ -141,11 +168,30 @@ def _serve(
     )
     with contextlib.suppress(KeyboardInterrupt):
         runner.wait()
+    began = stopping[0] if stopping else time.monotonic()
     try:
-        runner.stop()
+        runner.stop(timeout=max(0.0, began + STOP_BOUND_S - time.monotonic()))
     except DurafkaError as exc:
         # The role logged its traceback; the exit code and one line are for the supervisor.
+        _exit_now_if_stuck(runner)
         fail(str(exc))
+    _exit_now_if_stuck(runner)
+
+
+def _exit_now_if_stuck(runner: Runner) -> None:
+    """A role that did not stop may sit in a Kafka call that never returns: leave it."""
+    alive = runner.alive
+    if not alive:
+        return
+    log.error(
+        "%s did not stop within %.0f s; exiting anyway (work not committed runs again)",
+        " and ".join(alive),
+        STOP_BOUND_S,
+    )
+    logging.shutdown()
+    sys.stderr.flush()
+    # Interpreter shutdown would wait on the Kafka clients the stuck thread still uses.
+    os._exit(EXIT_NOT_STOPPED)
 
 
 def run(

@@ -125,6 +125,14 @@ def _opt_bytes(b: bytes | None, out: bytearray) -> None:
         write_bytes(b, out)
 
 
+def _opt_long(n: int | None, out: bytearray) -> None:
+    if n is None:
+        out.append(0)
+    else:
+        out.append(2)
+        write_long(n, out)
+
+
 def _opt_failure(f: FailureDetails | None, out: bytearray) -> None:
     if f is None:
         out.append(0)
@@ -144,16 +152,13 @@ def write_event(e: HistoryEvent, out: bytearray) -> None:
     _opt_bytes(e.payload, out)
     _opt_failure(e.failure, out)
     _opt_str(e.instance_id, out)
-    if e.fire_at is None:
-        out.append(0)
-    else:
-        out.append(2)
-        write_long(e.fire_at, out)
+    _opt_long(e.fire_at, out)
     write_long(e.attempt, out)
     _opt_str(e.execution_id, out)
     _opt_str(e.parent_execution_id, out)
     out.append(_POLICY_INDEX[e.id_reuse_policy] << 1)
     _opt_str(e.version, out)
+    _opt_long(e.heartbeat_timeout_ms, out)
 
 
 def _write_events(events: Iterable[HistoryEvent], count: int, out: bytearray) -> None:
@@ -281,6 +286,8 @@ def encode_activity_task(
     input: bytes | None,
     scheduled_at: int,
     execution_id: str | None,
+    deadline: int | None,
+    heartbeat_timeout_ms: int | None,
 ) -> bytes:
     """An ``ActivityTask`` value (single-object encoded)."""
     out = bytearray(TASK_HEADER)
@@ -291,6 +298,8 @@ def encode_activity_task(
     _opt_bytes(input, out)
     write_long(scheduled_at, out)
     _opt_str(execution_id, out)
+    _opt_long(deadline, out)
+    _opt_long(heartbeat_timeout_ms, out)
     return bytes(out)
 
 
@@ -337,6 +346,12 @@ def _read_opt_bytes(b: bytes, pos: int) -> tuple[bytes | None, int]:
     return _read_bytes(b, pos + 1)
 
 
+def _read_opt_long(b: bytes, pos: int) -> tuple[int | None, int]:
+    if b[pos] == 0:
+        return None, pos + 1
+    return read_long(b, pos + 1)
+
+
 def _read_opt_str(b: bytes, pos: int) -> tuple[str | None, int]:
     raw, pos = _read_opt_bytes(b, pos)
     return (None if raw is None else raw.decode()), pos
@@ -365,11 +380,7 @@ def _read_event(b: bytes, pos: int) -> tuple[HistoryEvent, int]:
     payload, pos = _read_opt_bytes(b, pos)
     failure, pos = _read_opt_failure(b, pos)
     instance_id, pos = _read_opt_str(b, pos)
-    if b[pos] == 0:
-        fire_at = None
-        pos += 1
-    else:
-        fire_at, pos = read_long(b, pos + 1)
+    fire_at, pos = _read_opt_long(b, pos)
     attempt, pos = read_long(b, pos)
     execution_id, pos = _read_opt_str(b, pos)
     parent_execution_id, pos = _read_opt_str(b, pos)
@@ -377,6 +388,7 @@ def _read_event(b: bytes, pos: int) -> tuple[HistoryEvent, int]:
     if not 0 <= policy < len(_POLICIES):
         raise ValueError(f"id reuse policy number {policy} is out of range")
     version, pos = _read_opt_str(b, pos)
+    heartbeat_timeout_ms, pos = _read_opt_long(b, pos)
     return HistoryEvent(
         kind,
         timestamp,
@@ -391,6 +403,7 @@ def _read_event(b: bytes, pos: int) -> tuple[HistoryEvent, int]:
         parent_execution_id,
         _POLICIES[policy],
         version,
+        heartbeat_timeout_ms,
     ), pos
 
 
@@ -431,7 +444,7 @@ def _read_message(b: bytes, pos: int) -> tuple[tuple[str, HistoryEvent], int]:
     return (instance_id, event), pos
 
 
-_Task = tuple[str, int, int, str, bytes | None, int, str | None]
+_Task = tuple[str, int, int, str, bytes | None, int, str | None, int | None, int | None]
 
 
 def _read_task(b: bytes, pos: int) -> tuple[_Task, int]:
@@ -442,7 +455,20 @@ def _read_task(b: bytes, pos: int) -> tuple[_Task, int]:
     input_, pos = _read_opt_bytes(b, pos)
     scheduled_at, pos = read_long(b, pos)
     execution_id, pos = _read_opt_str(b, pos)
-    return (instance_id, seq, attempt, name, input_, scheduled_at, execution_id), pos
+    deadline, pos = _read_opt_long(b, pos)
+    heartbeat_timeout_ms, pos = _read_opt_long(b, pos)
+    task = (
+        instance_id,
+        seq,
+        attempt,
+        name,
+        input_,
+        scheduled_at,
+        execution_id,
+        deadline,
+        heartbeat_timeout_ms,
+    )
+    return task, pos
 
 
 def _read_events(b: bytes, pos: int) -> tuple[list[HistoryEvent], int]:

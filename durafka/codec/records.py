@@ -56,6 +56,7 @@ def event_to_dict(e: HistoryEvent) -> dict[str, Any]:
         "parent_execution_id": e.parent_execution_id,
         "id_reuse_policy": e.id_reuse_policy.value,
         "version": e.version,
+        "heartbeat_timeout_ms": e.heartbeat_timeout_ms,
     }
 
 
@@ -76,6 +77,7 @@ def event_from_dict(d: dict[str, Any]) -> HistoryEvent:
         d.get("parent_execution_id"),
         _POLICIES.get(d.get("id_reuse_policy", ""), IdReusePolicy.REJECT_DUPLICATE),
         d.get("version"),
+        d.get("heartbeat_timeout_ms"),
     )
 
 
@@ -100,7 +102,19 @@ def decode_message(data: bytes) -> tuple[str, HistoryEvent]:
 
 @dataclass(slots=True)
 class ActivityTask:
-    """One attempt of an activity, on ``H.activities``."""
+    """One attempt of an activity, on ``H.activities``.
+
+    Attributes:
+        instance_id: the orchestration that scheduled it.
+        seq: the sequence id of the ``call_activity``.
+        attempt: the retry policy's attempt number (1-based).
+        name: the activity's registered name.
+        input: its JSON input.
+        scheduled_at: when it was scheduled, ms since the Unix epoch.
+        execution_id: the execution token waiting for its result.
+        deadline: when the attempt times out (ms since the epoch; None: no timeout).
+        heartbeat_timeout_ms: the longest time between two heartbeats (None: none).
+    """
 
     instance_id: str
     seq: int
@@ -109,12 +123,22 @@ class ActivityTask:
     input: bytes | None
     scheduled_at: int
     execution_id: str | None = None
+    deadline: int | None = None
+    heartbeat_timeout_ms: int | None = None
 
 
 def encode_activity_task(t: ActivityTask) -> bytes:
     """A record value for ``H.activities``."""
     return fast.encode_activity_task(
-        t.instance_id, t.seq, t.attempt, t.name, t.input, t.scheduled_at, t.execution_id
+        t.instance_id,
+        t.seq,
+        t.attempt,
+        t.name,
+        t.input,
+        t.scheduled_at,
+        t.execution_id,
+        t.deadline,
+        t.heartbeat_timeout_ms,
     )
 
 
@@ -131,6 +155,8 @@ def decode_activity_task(data: bytes) -> ActivityTask:
         d["input"],
         d["scheduled_at"],
         d.get("execution_id"),
+        d.get("deadline"),
+        d.get("heartbeat_timeout_ms"),
     )
 
 

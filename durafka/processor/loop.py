@@ -74,6 +74,7 @@ from durafka.observability.tracing import Tracing
 from durafka.processor.batch import Batch, Outbox, OwnedPartition, PartitionBatch
 from durafka.processor.checkpoint import Checkpoint, CheckpointOutcome, Rejection
 from durafka.processor.entities import EntityProcessor
+from durafka.processor.heartbeats import HEARTBEAT_TIMER_MARK, Heartbeats
 from durafka.processor.instances import InstanceCache
 from durafka.processor.malformed import MalformedKeys, first_due
 from durafka.processor.orchestrations import TOO_LARGE, Orchestrations
@@ -190,6 +191,8 @@ class Processor:
                     f"{n_orchestrations} partitions"
                 )
         self._malformed = MalformedKeys(self.topics, self.dead_letters)
+        #: Heartbeats of running activities, and their timers.
+        self.heartbeats = Heartbeats()
         self._consumer: Consumer = transport.consumer(
             group_id=self.topics.processor_group,
             **for_client(settings.client_config, "consumer"),
@@ -359,6 +362,7 @@ class Processor:
                 self._release(part, clean=True)
         self.cache.drop_partitions(gone)
         self._malformed.forget(gone)
+        self.heartbeats.forget(gone)
         self.poison.forget(gone)
         log.info("revoked partitions %s of %s", sorted(gone), self.topics.orchestrations)
 
@@ -670,6 +674,12 @@ class Processor:
                 offset,
             )
             return
+        kind = event.kind
+        if kind is EventKind.TASK_HEARTBEAT:
+            # Never reaches the instance (nor takes one of the batch's instance slots).
+            share.next_offset = offset + 1
+            self.heartbeats.beat(share, iid, event)
+            return
         if marks is not None and iid in marks:
             mark = marks[iid]
             if is_entity_id(iid) or mark.strikes > 1:
@@ -688,6 +698,8 @@ class Processor:
                 return
             instances.add(iid)
         share.next_offset = offset + 1
+        if kind is EventKind.TASK_COMPLETED or kind is EventKind.TASK_FAILED:
+            self.heartbeats.completed(share, iid, event)
         share.add(iid, event)
 
     def _drop_poisoned_letters(self, batch: Batch) -> None:
@@ -731,6 +743,9 @@ class Processor:
                         break
                     instances.add(iid)
                 tx.delete(key)
+                if value.startswith(HEARTBEAT_TIMER_MARK):
+                    self.heartbeats.fired(share, iid, seq, due, value)
+                    continue
                 # The value names the execution that set the timer (empty: older timers).
                 execution = value.decode() if value else None
                 fired_event = HistoryEvent(
@@ -930,6 +945,7 @@ class Processor:
         """Process the shares' input again: from the committed offsets, on the stored state."""
         numbers = {s.number for s in shares}
         self.cache.drop_partitions(numbers)
+        self.heartbeats.forget(numbers)
         topic = self.topics.orchestrations
         for share in shares:
             part = share.part
@@ -942,6 +958,7 @@ class Processor:
         """Close partitions dirty: drop their state, restore it, read from the committed offsets."""
         log.warning("restoring partitions %s from the changelog: %s", partitions, reason)
         self.cache.drop_partitions(set(partitions))
+        self.heartbeats.forget(partitions)
         topic = self.topics.orchestrations
         for p in partitions:
             part = self._owned.pop(p, None)

@@ -445,7 +445,17 @@ class Orchestrations:
         kind = a.kind
         token = inst.state.execution_token
         if kind is EventKind.TASK_SCHEDULED:
-            task = ActivityTask(iid, a.seq, 1, a.name or "", a.payload, batch.now_ms, token)
+            task = ActivityTask(
+                iid,
+                a.seq,
+                1,
+                a.name or "",
+                a.payload,
+                batch.now_ms,
+                token,
+                deadline=a.fire_at,
+                heartbeat_timeout_ms=a.heartbeat_timeout_ms,
+            )
             local = self._local.start(task) if self._local is not None else None
             if local is not None:
                 batch.local.append((inst.partition, local))

@@ -202,6 +202,7 @@ class OrchestrationContext:
         *,
         retry: RetryPolicy | None = None,
         timeout: timedelta | None = None,
+        heartbeat_timeout: timedelta | None = None,
     ) -> Task[T]: ...
 
     @overload
@@ -212,6 +213,7 @@ class OrchestrationContext:
         *,
         retry: RetryPolicy | None = None,
         timeout: timedelta | None = None,
+        heartbeat_timeout: timedelta | None = None,
     ) -> Task[T]: ...
 
     @overload
@@ -222,6 +224,7 @@ class OrchestrationContext:
         *,
         retry: RetryPolicy | None = None,
         timeout: timedelta | None = None,
+        heartbeat_timeout: timedelta | None = None,
     ) -> Task[T]: ...
 
     @overload
@@ -232,6 +235,7 @@ class OrchestrationContext:
         *,
         retry: RetryPolicy | None = None,
         timeout: timedelta | None = None,
+        heartbeat_timeout: timedelta | None = None,
     ) -> Task[Any]: ...
 
     def call_activity(
@@ -241,6 +245,7 @@ class OrchestrationContext:
         *,
         retry: RetryPolicy | None = None,
         timeout: timedelta | None = None,
+        heartbeat_timeout: timedelta | None = None,
     ) -> Task[Any]:
         """Schedule an activity; await the task for its result.
 
@@ -250,13 +255,24 @@ class OrchestrationContext:
             retry: a durable retry policy; without one a failure is final.
             timeout: schedule-to-close limit of each attempt (a durable timer); on
                 expiry the task fails with ``ActivityTimeoutError`` and a late
-                result is dropped.
+                result is dropped. A worker does not start an attempt past it, nor
+                hold back its partition's offsets for it.
+            heartbeat_timeout: the longest time a running attempt may go without
+                calling :meth:`ActivityContext.heartbeat
+                <durafka.activities.context.ActivityContext.heartbeat>` (counted from
+                its start): past it the attempt fails with ``ActivityTimeoutError``
+                ("no heartbeat within ...") and is retried under ``retry``. Detects a
+                hung activity, or a worker that died, long before ``timeout``.
+
+        Raises:
+            ValueError: ``heartbeat_timeout`` is not positive.
 
         Raises (when awaited):
             ActivityFailed: the activity raised (after all retries); ``details`` has
                 the original type, message and traceback.
+            ActivityTimeoutError: the attempt timed out (after all retries).
         """
-        return self._ex.schedule_activity(activity, input, retry, timeout)
+        return self._ex.schedule_activity(activity, input, retry, timeout, heartbeat_timeout)
 
     def call_sub_orchestrator(
         self,

@@ -325,9 +325,11 @@ class OrchestrationExecutor:
                 p = self._pending.pop(e.seq, None)
                 if p is not None:
                     details = e.failure or FailureDetails("unknown", "no failure details")
-                    err_cls = (
+                    err_cls: type[TaskFailedError] = (
                         ActivityFailed if kind is EventKind.TASK_FAILED else SubOrchestrationFailed
                     )
+                    if err_cls is ActivityFailed and details.is_caused_by(ActivityTimeoutError):
+                        err_cls = ActivityTimeoutError  # no heartbeat in time (the processor)
                     what = "activity" if kind is EventKind.TASK_FAILED else "sub-orchestration"
                     p.task.fail(
                         err_cls(
@@ -598,6 +600,7 @@ class OrchestrationExecutor:
         input: Any,
         retry: RetryPolicy | None,
         timeout: timedelta | None = None,
+        heartbeat_timeout: timedelta | None = None,
     ) -> Task[Any]:
         name = self.registry.name_of(activity, self.registry.activities)
         d = self.registry.activities.get(name)
@@ -607,6 +610,9 @@ class OrchestrationExecutor:
             input, in_adapter, max_bytes=self.max_payload_bytes, what=f"input of activity {name!r}"
         )
 
+        heartbeat_ms = _positive_ms(heartbeat_timeout, "heartbeat_timeout")
+        timeout_ms = None if timeout is None else int(timeout.total_seconds() * 1000)
+
         def attempt() -> Task[Any]:
             task: CompletableTask[Any] = CompletableTask()
             e = HistoryEvent(
@@ -615,6 +621,9 @@ class OrchestrationExecutor:
                 seq=self._take_seq(),
                 name=name,
                 payload=payload,
+                # The attempt's deadline: the worker neither starts it nor waits for it later.
+                fire_at=None if timeout_ms is None else self.current_time_ms + timeout_ms,
+                heartbeat_timeout_ms=heartbeat_ms,
             )
             self._record(e, task, out_adapter)
             if timeout is not None:
@@ -943,6 +952,15 @@ class OrchestrationExecutor:
             return
         timer = self.create_timer(self.current_time_ms + int(delay.total_seconds() * 1000))
         _Callback(timer, lambda _t: self._next_attempt(outer))
+
+
+def _positive_ms(value: timedelta | None, what: str) -> int | None:
+    """``value`` in whole milliseconds (at least 1); None stays None."""
+    if value is None:
+        return None
+    if value <= timedelta(0):
+        raise ValueError(f"{what} must be positive, got {value}")
+    return max(1, int(value.total_seconds() * 1000))
 
 
 class _Callback:

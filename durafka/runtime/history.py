@@ -13,9 +13,12 @@ kind                        fields
 EXECUTION_STARTED           name, version, payload=input, execution_id, id_reuse_policy,
                             instance_id=parent id, seq=parent seq, parent_execution_id
 ORCHESTRATOR_STARTED        timestamp (the time ``ctx.now()`` returns for this step)
-TASK_SCHEDULED              seq, name, payload=input
+TASK_SCHEDULED              seq, name, payload=input, fire_at=the attempt's timeout (its
+                            deadline), heartbeat_timeout_ms
 TASK_COMPLETED              seq, attempt, payload=result, execution_id
 TASK_FAILED                 seq, attempt, failure, execution_id
+TASK_HEARTBEAT              (worker to processor, never in a history) seq, attempt,
+                            name, payload=details, execution_id, heartbeat_timeout_ms
 TIMER_CREATED               seq, fire_at
 TIMER_FIRED                 seq, fire_at, execution_id
 SUB_ORCHESTRATION_CREATED   seq, name, instance_id=child id, payload=input
@@ -101,6 +104,7 @@ class EventKind(StrEnum):
     MARKER_RECORDED = "MARKER_RECORDED"
     EXECUTION_REWOUND = "EXECUTION_REWOUND"
     EXECUTION_RESET = "EXECUTION_RESET"
+    TASK_HEARTBEAT = "TASK_HEARTBEAT"
 
 
 #: Kinds that answer a call the orchestrator made (they carry its ``seq``).
@@ -188,6 +192,7 @@ class HistoryEvent:
         parent_execution_id: a sub-orchestration's start: the parent execution.
         id_reuse_policy: a start: what to do if the id's last execution finished.
         version: a start: the version of the orchestration's code it runs.
+        heartbeat_timeout_ms: an activity call's (and its heartbeats') heartbeat timeout.
     """
 
     kind: EventKind
@@ -203,6 +208,7 @@ class HistoryEvent:
     parent_execution_id: str | None = None
     id_reuse_policy: IdReusePolicy = IdReusePolicy.REJECT_DUPLICATE
     version: str | None = None
+    heartbeat_timeout_ms: int | None = None
 
 
 #: Completions a rewind can undo (the call is retried).

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from durafka.errors import FailureDetails
+from durafka.errors import FailureDetails, PoisonTaskError
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,13 @@ class RetryPolicy:
         return min(timedelta(seconds=seconds), self.max_interval)
 
     def is_retryable(self, failure: FailureDetails) -> bool:
-        """Whether a failure with these details may be retried."""
+        """Whether a failure with these details may be retried.
+
+        A :class:`~durafka.errors.PoisonTaskError` (a task that took its worker down
+        ``max_activity_deliveries`` times) never is.
+        """
+        if failure.is_caused_by(PoisonTaskError):
+            return False
         for err in self.non_retryable_errors:
             if isinstance(err, str):
                 if failure.error_type == err or failure.error_type.rsplit(".", 1)[-1] == err:

@@ -163,6 +163,10 @@ class Consumer(Protocol):
         """The group's committed offsets (None where nothing was committed)."""
         ...
 
+    def committed_metadata(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, str]:
+        """The metadata committed with the group's offsets ("" where none was)."""
+        ...
+
     def watermarks(self, partition: TopicPartition) -> tuple[int, int]:
         """``(low, high)`` offsets of ``partition`` (high: offset after the last stable record)."""
         ...
@@ -220,8 +224,18 @@ class TransactionalProducer(Producer, Protocol):
     def init_transactions(self, timeout: float = 30.0) -> None: ...
     def begin_transaction(self) -> None: ...
 
-    def send_offsets(self, offsets: Mapping[TopicPartition, int], group_metadata: Any) -> None:
-        """Commit these consumer offsets (next offset to read) as part of the transaction."""
+    def send_offsets(
+        self,
+        offsets: Mapping[TopicPartition, int],
+        group_metadata: Any,
+        metadata: Mapping[TopicPartition, str] | None = None,
+    ) -> None:
+        """Commit these consumer offsets (next offset to read) as part of the transaction.
+
+        ``metadata`` is Kafka's offset commit metadata: a string per partition, at
+        most ``offset.metadata.max.bytes`` (4096 by default), kept with the offset
+        and read back with :meth:`Consumer.committed_metadata`.
+        """
         ...
 
     def commit_transaction(self, timeout: float = 30.0) -> None:

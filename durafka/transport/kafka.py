@@ -60,6 +60,7 @@ from durafka.transport.base import (
     Record,
     TopicPartition,
 )
+from durafka.transport.calls import tracked
 from durafka.transport.client_config import ClientKind, for_client
 from durafka.transport.connection import (
     CONNECT_TIMEOUT_S,
@@ -140,6 +141,12 @@ _REQUEST_TIMEOUT_S: Final = 10.0
 _SEND_OFFSETS_TIMEOUT_S: Final = 30.0
 _QUEUE_FULL_TIMEOUT_S: Final = 30.0
 _CLOSE_TIMEOUT_S: Final = 10.0
+# A poll may also run rebalance callbacks, whose own requests are bounded (and tracked).
+_POLL_CALLBACKS_S: Final = 60.0
+# Closing a client: leaving the group, aborting a transaction, delivering what is queued.
+_CLOSE_BOUND_S: Final = 60.0
+# What a bounded call may take beyond its timeout (a last retry, a backoff).
+_SLACK_S: Final = 5.0
 _POSITION_RESET_TIMEOUT_S: Final = 2.0
 
 
@@ -183,17 +190,18 @@ def _request(what: str, call: Callable[[float], _T], timeout: float = _REQUEST_T
     and a group coordinator may still be loading.
     """
     deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return call(max(deadline - time.monotonic(), 0.1))
-        except KafkaException as exc:
-            error, text = _describe(exc)
-            transient = error is not None and (
-                error.retriable() or error.code() in _TRANSIENT_REQUEST_ERRORS
-            )
-            if not transient or time.monotonic() + 0.05 >= deadline:
-                raise TransportError(f"{what} unavailable: {text}") from exc
-            time.sleep(0.05)
+    with tracked(what, timeout + _SLACK_S):
+        while True:
+            try:
+                return call(max(deadline - time.monotonic(), 0.1))
+            except KafkaException as exc:
+                error, text = _describe(exc)
+                transient = error is not None and (
+                    error.retriable() or error.code() in _TRANSIENT_REQUEST_ERRORS
+                )
+                if not transient or time.monotonic() + 0.05 >= deadline:
+                    raise TransportError(f"{what} unavailable: {text}") from exc
+                time.sleep(0.05)
 
 
 def _describe(exc: KafkaException) -> tuple[KafkaError | None, str]:
@@ -312,14 +320,16 @@ class KafkaConsumer:
             raise TransportError("the consumer is closed")
         consumer = self._consumer
         try:
-            # librdkafka's consume(n, timeout) waits out the whole timeout unless n
-            # records arrive; wait for the first record only, then take what is buffered.
-            first = consumer.poll(timeout)
-            if first is None:
-                return []
-            messages = [first]
-            if max_records > 1:
-                messages.extend(consumer.consume(max_records - 1, 0))
+            with tracked("consumer poll", timeout + _POLL_CALLBACKS_S):
+                # librdkafka's consume(n, timeout) waits out the whole timeout unless n
+                # records arrive; wait for the first record only, then take what is
+                # buffered.
+                first = consumer.poll(timeout)
+                if first is None:
+                    return []
+                messages = [first]
+                if max_records > 1:
+                    messages.extend(consumer.consume(max_records - 1, 0))
         except KafkaException as exc:
             raise TransportError(f"Kafka consumer failed: {_describe(exc)[1]}") from exc
         for message in messages:
@@ -466,6 +476,16 @@ class KafkaConsumer:
             for p in found
         }
 
+    def committed_metadata(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, str]:
+        """The metadata committed with the group's offsets ("" where none was)."""
+        if self._group_id is None:
+            raise ConfigurationError("committed_metadata() needs a consumer with a group_id")
+        wanted = [_kafka_tp(tp) for tp in partitions]
+        found = _request(
+            "committed offsets", lambda timeout: self._consumer.committed(wanted, timeout)
+        )
+        return {TopicPartition(p.topic, p.partition): p.metadata or "" for p in found}
+
     def watermarks(self, partition: TopicPartition) -> tuple[int, int]:
         """``(low, high)``; with read_committed, high is the last stable offset."""
         wanted = _kafka_tp(partition)
@@ -484,7 +504,8 @@ class KafkaConsumer:
         """Leave the group (``on_revoke`` runs for the owned partitions); idempotent."""
         if not self._closed:
             self._closed = True
-            self._consumer.close()
+            with tracked("consumer close", _CLOSE_BOUND_S):
+                self._consumer.close()
 
 
 class KafkaProducer:
@@ -508,6 +529,7 @@ class KafkaProducer:
         deadline: float | None = None
         while True:
             try:
+                # Only a full queue waits (bounded below); no tracking on the hot path.
                 self._producer.produce(
                     topic,
                     value,
@@ -526,7 +548,8 @@ class KafkaProducer:
                         f"the producer queue stayed full for {_QUEUE_FULL_TIMEOUT_S:.0f} s; "
                         "is the broker reachable?"
                     ) from None
-                self._producer.poll(0.1)
+                with tracked("producer poll (queue full)", 0.1 + _SLACK_S):
+                    self._producer.poll(0.1)
             except KafkaException as exc:
                 raise self._produce_error(topic, partition, exc) from exc
 
@@ -539,17 +562,19 @@ class KafkaProducer:
 
     def flush(self, timeout: float = 30.0) -> int:
         """Wait for every record to be delivered; returns how many are still pending."""
-        return self._producer.flush(timeout)
+        with tracked("producer flush", timeout + _SLACK_S):
+            return self._producer.flush(timeout)
 
     def close(self) -> None:
         """Deliver what is queued (bounded wait) and release the client; idempotent."""
         if self._closed:
             return
         self._closed = True
-        left = self._producer.flush(_CLOSE_TIMEOUT_S)
-        if left:
-            log.warning("producer closed with %d undelivered records", left)
-        self._producer.close()
+        with tracked("producer close", _CLOSE_BOUND_S):
+            left = self._producer.flush(_CLOSE_TIMEOUT_S)
+            if left:
+                log.warning("producer closed with %d undelivered records", left)
+            self._producer.close()
 
 
 class KafkaTransactionalProducer(KafkaProducer):
@@ -625,9 +650,20 @@ class KafkaTransactionalProducer(KafkaProducer):
             # this way; the transaction cannot be committed, aborting tells more.
             raise TransactionError(f"flush failed for {self._transactional_id!r}: {exc}") from exc
 
-    def send_offsets(self, offsets: Mapping[TopicPartition, int], group_metadata: Any) -> None:
+    def send_offsets(
+        self,
+        offsets: Mapping[TopicPartition, int],
+        group_metadata: Any,
+        metadata: Mapping[TopicPartition, str] | None = None,
+    ) -> None:
         """Commit these consumer offsets (next offset to read) with the transaction."""
-        positions = [_kafka_tp(tp, offset) for tp, offset in offsets.items()]
+        notes = metadata or {}
+        positions = [
+            KafkaTopicPartition(tp.topic, tp.partition, offset, notes[tp])
+            if tp in notes
+            else _kafka_tp(tp, offset)
+            for tp, offset in offsets.items()
+        ]
 
         def send(timeout: float) -> None:
             self._producer.send_offsets_to_transaction(positions, group_metadata, timeout)
@@ -652,7 +688,8 @@ class KafkaTransactionalProducer(KafkaProducer):
         backoff = 0.05
         while True:
             try:
-                self._producer.commit_transaction(max(deadline - time.monotonic(), 0.001))
+                with tracked(f"commit_transaction({self._transactional_id})", timeout + _SLACK_S):
+                    self._producer.commit_transaction(max(deadline - time.monotonic(), 0.001))
                 self._in_transaction = False
                 return
             except KafkaException as exc:
@@ -688,11 +725,18 @@ class KafkaTransactionalProducer(KafkaProducer):
         if self._closed:
             return
         self._closed = True
-        self._producer.purge()
-        with warnings.catch_warnings():
-            # confluent-kafka's close() tries to abort and warns when it cannot.
-            warnings.simplefilter("ignore", RuntimeWarning)
-            self._producer.close()
+        client = self._producer
+
+        def destroy() -> None:
+            with contextlib.suppress(Exception), warnings.catch_warnings():
+                # confluent-kafka's close() tries to abort and warns when it cannot.
+                warnings.simplefilter("ignore", RuntimeWarning)
+                client.purge()
+                client.close()
+
+        # Not waited for (nor watched): librdkafka's destroy of a producer whose broker
+        # was unreachable was seen blocking for minutes, and nothing needs it done.
+        threading.Thread(target=destroy, name="durafka-abandoned-producer", daemon=True).start()
 
     def close(self) -> None:
         """Abort an open transaction (readers would wait for its timeout), then close."""
@@ -703,7 +747,10 @@ class KafkaTransactionalProducer(KafkaProducer):
             # would still try to abort and warn about it.
             self._closed = True
             self._producer.purge()
-            with warnings.catch_warnings():
+            with (
+                warnings.catch_warnings(),
+                tracked(f"producer close ({self._transactional_id})", _CLOSE_BOUND_S),
+            ):
                 warnings.simplefilter("ignore", RuntimeWarning)
                 self._producer.close()
             return
@@ -724,7 +771,8 @@ class KafkaTransactionalProducer(KafkaProducer):
         backoff = 0.05
         while True:
             try:
-                call(max(deadline - time.monotonic(), 0.001))
+                with tracked(f"{operation}({self._transactional_id})", timeout + _SLACK_S):
+                    call(max(deadline - time.monotonic(), 0.001))
                 return
             except KafkaException as exc:
                 error, text = _describe(exc)
@@ -866,7 +914,8 @@ class KafkaTransport:
             future = self.admin().describe_consumer_groups(
                 [group_id], request_timeout=_REQUEST_TIMEOUT_S
             )[group_id]
-            description = future.result()
+            with tracked(f"describe group {group_id}", _REQUEST_TIMEOUT_S + _SLACK_S):
+                description = future.result()
         except KafkaException as exc:
             raise TransportError(
                 f"describing consumer group {group_id!r} failed: {_describe(exc)[1]}"
@@ -884,7 +933,8 @@ class KafkaTransport:
         if count is not None:
             return count
         try:
-            metadata = self.admin().list_topics(topic, timeout=_REQUEST_TIMEOUT_S)
+            with tracked(f"metadata of {topic}", _REQUEST_TIMEOUT_S + _SLACK_S):
+                metadata = self.admin().list_topics(topic, timeout=_REQUEST_TIMEOUT_S)
         except KafkaException as exc:
             raise TransportError(f"metadata of topic {topic!r}: {_describe(exc)[1]}") from exc
         found = metadata.topics.get(topic)

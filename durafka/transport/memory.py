@@ -336,7 +336,16 @@ class _Topic:
 class _Txn:
     """An open transaction of one producer epoch."""
 
-    __slots__ = ("abort_reason", "deadline", "epoch", "logs", "offsets", "records", "tid")
+    __slots__ = (
+        "abort_reason",
+        "deadline",
+        "epoch",
+        "logs",
+        "metadata",
+        "offsets",
+        "records",
+        "tid",
+    )
 
     def __init__(self, tid: str, epoch: int, deadline: float) -> None:
         self.tid = tid
@@ -345,6 +354,7 @@ class _Txn:
         self.records: list[MemoryRecord] = []
         self.logs: list[_PartitionLog] = []
         self.offsets: dict[str, dict[TopicPartition, int]] = {}
+        self.metadata: dict[str, dict[TopicPartition, str]] = {}
         self.abort_reason: str | None = None
 
 
@@ -360,10 +370,11 @@ class _Member:
 
 
 class _Group:
-    __slots__ = ("committed", "generation", "members", "owner", "target", "version")
+    __slots__ = ("committed", "generation", "members", "metadata", "owner", "target", "version")
 
     def __init__(self) -> None:
         self.committed: dict[TopicPartition, int] = {}
+        self.metadata: dict[TopicPartition, str] = {}
         self.members: dict[str, _Member] = {}  # insertion order = join order
         self.target: dict[TopicPartition, _Member] = {}
         self.owner: dict[TopicPartition, _Member] = {}
@@ -579,7 +590,12 @@ class MemoryBroker:
             for record in txn.records:
                 record._visible = True
             for group_id, offsets in txn.offsets.items():
-                self._group(group_id).committed.update(offsets)
+                group = self._group(group_id)
+                group.committed.update(offsets)
+                # As Kafka: an offset committed without metadata clears it.
+                notes = txn.metadata.get(group_id, {})
+                for tp in offsets:
+                    group.metadata[tp] = notes.get(tp, "")
         for log in txn.logs:
             del log.open_txns[txn]
             log.append(None, None, visible=False)  # the control marker takes an offset
@@ -832,6 +848,14 @@ class MemoryConsumer:
             committed = self._broker._group(self._group_id).committed
             return {tp: committed.get(tp) for tp in partitions}
 
+    def committed_metadata(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, str]:
+        """The metadata committed with the group's offsets ("" where none was)."""
+        if self._group_id is None:
+            raise ConfigurationError("committed_metadata() needs a consumer with a group_id")
+        with self._broker._lock:
+            notes = self._broker._group(self._group_id).metadata
+            return {tp: notes.get(tp, "") for tp in partitions}
+
     def watermarks(self, partition: TopicPartition) -> tuple[int, int]:
         """``(low, high)``: low is always 0 (no retention), high the last stable offset."""
         broker = self._broker
@@ -1029,13 +1053,24 @@ class MemoryTransactionalProducer(MemoryProducer):
         if on_delivery is not None:
             self._deliveries.append((on_delivery, record))
 
-    def send_offsets(self, offsets: Mapping[TopicPartition, int], group_metadata: Any) -> None:
-        """Commit these consumer offsets together with the transaction."""
+    def send_offsets(
+        self,
+        offsets: Mapping[TopicPartition, int],
+        group_metadata: Any,
+        metadata: Mapping[TopicPartition, str] | None = None,
+    ) -> None:
+        """Commit these consumer offsets (and their metadata) together with the transaction."""
         broker = self._broker
         with broker._lock:
             txn = self._live_txn("send_offsets")
             group_id = broker._check_group_metadata(group_metadata)
             txn.offsets.setdefault(group_id, {}).update(offsets)
+            notes = txn.metadata.setdefault(group_id, {})
+            for tp in offsets:
+                if metadata is not None and tp in metadata:
+                    notes[tp] = metadata[tp]
+                else:
+                    notes.pop(tp, None)
 
     def commit_transaction(self, timeout: float = 30.0) -> None:
         """Make the records and offsets of the transaction visible, atomically."""

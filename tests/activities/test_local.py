@@ -151,8 +151,10 @@ def test_a_slow_run_is_handed_off_and_adopted(local: LocalActivities) -> None:
     finished, unfinished = local.collect([slow_run, quick_run], 0.05)
     assert finished == [quick_run]
     assert unfinished == [slow_run]
-    future = local.adopt(slow_run.task)
-    assert future is not None
+    adopted = local.adopt(slow_run.task)
+    assert adopted is not None
+    future, ctx = adopted
+    assert ctx is slow_run.ctx  # the worker sees the run's heartbeats
     assert future.result(timeout=5).payload == b"101"
     assert local.adopt(slow_run.task) is None  # adopted once only
     assert _runs["slow-1"] == 1
@@ -165,8 +167,10 @@ def test_hand_off_keeps_a_finished_result_for_the_worker(local: LocalActivities)
     while run.result is None and time.monotonic() < deadline:
         time.sleep(0.001)
     local.hand_off([run])
-    future = local.adopt(run.task)
-    assert future is not None and future.done()
+    adopted = local.adopt(run.task)
+    assert adopted is not None
+    future = adopted[0]
+    assert future.done()
     assert future.result().payload == b"14"
     # Handed off, it is not reported again as finished to the next round.
     assert local.collect([], 0.0) == ([], [])
@@ -190,8 +194,8 @@ def test_close_cancels_the_async_activities_still_running() -> None:
     local.close()
     # The loop's thread cancels what is left on it before it closes the loop.
     assert _cancelled.wait(5)
-    future = local.adopt(run.task)
-    assert future is not None and not future.done()  # a cancelled run reports nothing
+    adopted = local.adopt(run.task)
+    assert adopted is not None and not adopted[0].done()  # a cancelled run reports nothing
 
 
 # -- in an app, on both transports ----------------------------------------------------------------

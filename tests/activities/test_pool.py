@@ -43,6 +43,35 @@ def test_threads_grow_to_the_limit_and_no_further() -> None:
     assert len(first | set(rest)) == 3 and len(pool._threads) == 3
 
 
+def test_calls_queued_behind_a_hung_one_get_threads_of_their_own() -> None:
+    """An idle thread is taken by one call only: the calls submitted right after a
+    call that hangs must not wait behind it (they did: the idle thread counted as
+    free for every call submitted before it woke up)."""
+    pool = CallbackThreadPool(8, "t")
+    done: SimpleQueue[int] = SimpleQueue()
+    pool.submit(done.put, 0)
+    assert done.get(timeout=5) == 0  # one thread, idle now
+    release = threading.Event()
+    try:
+        pool.submit(release.wait, 30)  # hangs
+        for n in (1, 2, 3):
+            pool.submit(done.put, n)
+        assert sorted(done.get(timeout=5) for _ in range(3)) == [1, 2, 3]
+    finally:
+        release.set()
+        pool.shutdown()
+
+
+def test_idle_threads_are_reused_before_new_ones_start() -> None:
+    pool = CallbackThreadPool(8, "t")
+    done: SimpleQueue[int] = SimpleQueue()
+    for n in range(50):
+        pool.submit(done.put, n)
+        assert done.get(timeout=5) == n
+    pool.shutdown()
+    assert len(pool._threads) == 1
+
+
 def test_a_call_that_raises_is_logged_and_the_pool_goes_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

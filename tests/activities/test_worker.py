@@ -1,212 +1,40 @@
-"""The activity worker, on memory:// and on the real broker.
-
-Each test produces ``ActivityTask`` records to a fresh task hub, runs a worker in
-a thread and reads what it committed to ``H.orchestrations`` (read_committed).
-"""
+"""The activity worker, on memory:// and on the real broker (helpers: workers.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from durafka.activities.worker import ActivityWorker
-from durafka.codec.payload import encode_payload
+from durafka.activities.deliveries import decode_note
 from durafka.codec.records import (
-    ActivityTask,
     decode_dead_letter,
-    decode_message,
-    encode_activity_task,
 )
-from durafka.errors import TransactionError
+from durafka.errors import CommitOutcomeUnknownError, TransactionError
 from durafka.partitioning import partition_for
 from durafka.registry import Registry
-from durafka.runtime.history import EventKind, HistoryEvent
-from durafka.settings import Settings
-from durafka.topology import HubTopics, TopicSpec
-from durafka.transport import TopicPartition, TransactionalProducer, Transport, open_transport
+from durafka.runtime.history import EventKind
+from durafka.topology import HubTopics
+from durafka.transport import TopicPartition, TransactionalProducer, Transport
+from tests.activities.workers import (
+    ACTIVITY_PARTITIONS,
+    DEAD_LETTER_PARTITIONS,
+    ORCHESTRATION_PARTITIONS,
+    Running,
+    assert_all_committed,
+    produce_tasks,
+    read_results,
+    read_topic,
+    task,
+)
 from tests.support.waiting import wait_until
-
-ORCHESTRATION_PARTITIONS = 3
-ACTIVITY_PARTITIONS = 2
-DEAD_LETTER_PARTITIONS = 2
-
-
-# -- fixtures and helpers (``bootstrap``: tests/conftest.py, memory:// and Kafka) ---------
-
-
-@pytest.fixture
-def transport(bootstrap: str, hub: str) -> Iterator[Transport]:
-    """A transport with the worker's topics of ``hub`` created."""
-    t = open_transport(bootstrap)
-    topics = HubTopics(hub)
-    t.ensure_topics(
-        [
-            TopicSpec(topics.orchestrations, ORCHESTRATION_PARTITIONS),
-            TopicSpec(topics.activities, ACTIVITY_PARTITIONS),
-            TopicSpec(topics.dead_letters, DEAD_LETTER_PARTITIONS),
-        ]
-    )
-    yield t
-    t.close()
-
-
-def make_settings(bootstrap: str, hub: str, **overrides: Any) -> Settings:
-    return Settings(
-        task_hub=hub,
-        bootstrap_servers=bootstrap,
-        transaction_timeout_ms=overrides.pop("transaction_timeout_ms", 10_000),
-        **overrides,
-    )
-
-
-class Running:
-    """A worker running in a thread; remembers what ``run`` raised."""
-
-    def __init__(self, worker: ActivityWorker) -> None:
-        self.worker = worker
-        self.stop = threading.Event()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="test-worker", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.worker.run(self.stop)
-        except BaseException as exc:
-            self.error = exc
-
-    def join(self, timeout: float = 20.0) -> None:
-        self.stop.set()
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the worker did not stop"
-
-
-@pytest.fixture
-def start_worker(
-    bootstrap: str, hub: str, transport: Transport
-) -> Iterator[Callable[..., Running]]:
-    """Starts workers on ``hub``; stops every one at the end of the test."""
-    started: list[Running] = []
-
-    def start(
-        registry: Registry,
-        *,
-        via: Transport | None = None,
-        worker_id: str | None = None,
-        drain_timeout: timedelta = timedelta(seconds=5),
-        **settings: Any,
-    ) -> Running:
-        worker = ActivityWorker(
-            make_settings(bootstrap, hub, **settings),
-            registry,
-            via or transport,
-            worker_id=worker_id,
-            drain_timeout=drain_timeout,
-        )
-        running = Running(worker)
-        started.append(running)
-        return running
-
-    yield start
-    for running in started:
-        running.join()
-
-
-def task(
-    instance: str, name: str, value: Any = None, *, seq: int = 0, attempt: int = 1
-) -> ActivityTask:
-    data = None if value is None else encode_payload(value)
-    return ActivityTask(instance, seq, attempt, name, data, 1_700_000_000_000)
-
-
-def produce_tasks(transport: Transport, hub: str, tasks: Sequence[ActivityTask]) -> None:
-    producer = transport.producer()
-    topic = HubTopics(hub).activities
-    for t in tasks:
-        key = t.instance_id.encode()
-        producer.produce(
-            topic, partition_for(key, ACTIVITY_PARTITIONS), key, encode_activity_task(t)
-        )
-    assert producer.flush(10.0) == 0
-    producer.close()
-
-
-@dataclass
-class Result:
-    instance_id: str
-    event: HistoryEvent
-    partition: int
-    key: bytes | None
-
-
-def read_topic(
-    transport: Transport,
-    topic: str,
-    partitions: int,
-    done: Callable[[list[Any]], bool],
-    timeout: float = 30.0,
-) -> list[Any]:
-    """Records of ``topic`` (read_committed, from the beginning) once ``done(records)``."""
-    consumer = transport.consumer(None)
-    consumer.assign({TopicPartition(topic, p): None for p in range(partitions)})
-    records: list[Any] = []
-    try:
-
-        def probe() -> bool:
-            records.extend(consumer.poll_batch(100, 0.1))
-            return done(records)
-
-        wait_until(probe, timeout=timeout, interval=0.0, what=f"records on {topic}")
-    finally:
-        consumer.close()
-    return records
-
-
-def read_results(transport: Transport, hub: str, count: int) -> dict[tuple[str, int, int], Result]:
-    """The worker's results by (instance id, seq, attempt), once ``count`` distinct ones arrived.
-
-    Duplicates (at-least-once) collapse into one entry.
-    """
-    results: dict[tuple[str, int, int], Result] = {}
-
-    def done(records: list[Any]) -> bool:
-        for r in records[len(seen) :]:
-            instance_id, event = decode_message(r.value())
-            results[(instance_id, event.seq, event.attempt)] = Result(
-                instance_id, event, r.partition(), r.key()
-            )
-        seen[:] = records
-        return len(results) >= count
-
-    seen: list[Any] = []
-    read_topic(transport, HubTopics(hub).orchestrations, ORCHESTRATION_PARTITIONS, done)
-    return results
-
-
-def assert_all_committed(transport: Transport, hub: str) -> None:
-    """The group ``H.workers`` committed every partition of ``H.activities`` to its end."""
-    topic = HubTopics(hub).activities
-    consumer = transport.consumer(f"{hub}.workers")
-    try:
-        tps = [TopicPartition(topic, p) for p in range(ACTIVITY_PARTITIONS)]
-        ends = {tp: consumer.watermarks(tp)[1] for tp in tps}
-
-        def probe() -> bool:
-            committed = consumer.committed(tps)
-            return all((committed[tp] or 0) == ends[tp] for tp in tps)
-
-        wait_until(probe, timeout=15.0, what=f"committed offsets {ends}")
-    finally:
-        consumer.close()
-
 
 # -- results ------------------------------------------------------------------------------
 
@@ -514,7 +342,9 @@ def test_stop_abandons_activities_after_the_drain_timeout(
     tp = TopicPartition(HubTopics(hub).activities, partition_for(b"d", ACTIVITY_PARTITIONS))
     probe = transport.consumer(f"{hub}.workers")
     try:
-        assert probe.committed([tp])[tp] is None  # so the next owner runs it again
+        assert probe.committed([tp])[tp] in (None, 0)  # so the next owner runs it again...
+        note = decode_note(probe.committed_metadata([tp])[tp])
+        assert note is not None and note.started == {0}  # ...and counts this delivery
     finally:
         probe.close()
 
@@ -595,7 +425,13 @@ def test_crash_before_commit_reruns_the_activities(
     tasks = [task(f"w{n}", "work", n) for n in range(6)]
     produce_tasks(transport, hub, tasks)
 
-    crashing = _FaultyTransport(transport, lambda: RuntimeError("simulated crash before commit"))
+    # The first commit only says which tasks start (they start after it); the crash
+    # comes with the commit of their results.
+    commits = itertools.count()
+    crashing = _FaultyTransport(
+        transport,
+        lambda: RuntimeError("simulated crash before commit") if next(commits) else None,
+    )
     first = start_worker(registry, via=crashing, worker_id="w1")
     first.thread.join(20.0)
     assert isinstance(first.error, RuntimeError), first.error
@@ -616,7 +452,8 @@ def test_abortable_commit_failure_rewinds_and_reruns(
 ) -> None:
     runs: Counter[str] = Counter()
     registry = _counting_registry(runs)
-    failures = iter([TransactionError("injected commit failure")])
+    # The first commit only says which tasks start; the second carries their results.
+    failures = iter([None, TransactionError("injected commit failure")])
     flaky = _FaultyTransport(transport, lambda: next(failures, None))
     tasks = [task(f"w{n}", "work", n) for n in range(6)]
     produce_tasks(transport, hub, tasks)
@@ -627,6 +464,111 @@ def test_abortable_commit_failure_rewinds_and_reruns(
     assert max(runs.values()) == 2  # the aborted batch ran again
     assert_all_committed(transport, hub)
     assert running.error is None and running.thread.is_alive()
+
+
+class _UnknownOutcomeProducer:
+    """The first commit carrying records reports its outcome unknown, as librdkafka does
+    when the coordinator's reply is lost: after committing (``committed``), or without,
+    and then every commit does, as with a coordinator that stopped answering."""
+
+    def __init__(self, inner: TransactionalProducer, committed: bool, log: list[str]) -> None:
+        self._inner = inner
+        self._committed = committed
+        self._log = log
+        self._keys: list[bytes | None] = []
+        self._broken = False
+        #: The keys of the records of the transaction committed with an unknown outcome.
+        self.unknown_keys: list[bytes | None] = []
+
+    def begin_transaction(self) -> None:
+        self._keys = []
+        self._inner.begin_transaction()
+
+    def produce(self, topic: str, partition: int, key: bytes | None, *args: Any, **kw: Any) -> None:
+        self._keys.append(key)
+        self._inner.produce(topic, partition, key, *args, **kw)
+
+    def commit_transaction(self, timeout: float = 30.0) -> None:
+        self._log.append("commit")
+        if self._broken or (self._keys and not self.unknown_keys):
+            if self._committed:
+                self._inner.commit_transaction(timeout)
+                self.unknown_keys = self._keys
+            else:
+                self._broken = True
+            raise CommitOutcomeUnknownError("no reply from the transaction coordinator (test)")
+        self._inner.commit_transaction(timeout)
+
+    def abort_transaction(self, timeout: float = 30.0) -> None:
+        self._log.append("abort")
+        self._inner.abort_transaction(timeout)
+
+    def abandon(self) -> None:
+        self._log.append("abandon")
+        self._inner.abandon()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _UnknownOutcomeTransport:
+    """A transport whose first transactional producer has a commit of unknown outcome."""
+
+    def __init__(self, inner: Transport, committed: bool) -> None:
+        self._inner = inner
+        self._committed = committed
+        self.log: list[str] = []
+        self.faulty: _UnknownOutcomeProducer | None = None
+
+    def transactional_producer(self, transactional_id: str, **config: Any) -> Any:
+        producer = self._inner.transactional_producer(transactional_id, **config)
+        if self.faulty is not None:
+            return producer
+        self.faulty = _UnknownOutcomeProducer(producer, self._committed, self.log)
+        return self.faulty
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+@pytest.mark.parametrize("committed", [True, False], ids=["committed", "not-committed"])
+def test_a_commit_of_unknown_outcome_abandons_the_producer(
+    transport: Transport, hub: str, start_worker: Callable[..., Running], committed: bool
+) -> None:
+    """Aborting after a commit whose reply was lost could race it: the producer is
+    abandoned, its successor settles the transaction, and the worker reads on from what
+    the group committed. Before: it aborted and rewound to the offsets from before the
+    commit (the committed results ran again), or, with a coordinator that stopped
+    answering, retried with the same producer for ever."""
+    runs: Counter[str] = Counter()
+    lost = _UnknownOutcomeTransport(transport, committed)
+    tasks = [task(f"w{n}", "work", n) for n in range(6)]
+    produce_tasks(transport, hub, tasks)
+    running = start_worker(_counting_registry(runs), via=lost)
+
+    results = read_results(transport, hub, len(tasks))
+    assert {key[0] for key in results} == {t.instance_id for t in tasks}
+    # One task more on every partition: once they ran, so did anything taken again
+    # before them (a partition's tasks start in order).
+    later = [task(f"w{n}", "work", n) for n in (6, 7, 8, 9, 10, 11)]
+    assert {partition_for(t.instance_id.encode(), ACTIVITY_PARTITIONS) for t in later} == set(
+        range(ACTIVITY_PARTITIONS)
+    )
+    produce_tasks(transport, hub, later)
+    read_results(transport, hub, len(tasks) + len(later))
+    assert_all_committed(transport, hub)
+    assert running.error is None and running.thread.is_alive()
+    after = lost.log[lost.log.index("abandon") - 1 :]
+    assert after[:2] == ["commit", "abandon"], lost.log  # abandoned, not aborted
+    assert "abort" not in lost.log
+    faulty = lost.faulty
+    assert faulty is not None
+    if committed:
+        # What that commit made durable is not run again.
+        assert faulty.unknown_keys
+        for key in faulty.unknown_keys:
+            assert key is not None
+            assert runs[key.decode()] == 1, (key, runs)
 
 
 def test_fatal_commit_failure_stops_the_worker(

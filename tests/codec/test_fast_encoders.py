@@ -52,6 +52,7 @@ _events = st.builds(
     _opt_text,
     st.sampled_from(list(IdReusePolicy)),
     _opt_text,
+    st.none() | _longs,
 )
 _statuses = st.builds(
     OrchestrationStatus,
@@ -120,6 +121,8 @@ def test_activity_task_bytes_equal_fastavro() -> None:
             record["input"],
             record["scheduled_at"],
             record["execution_id"],
+            record["deadline"],
+            record["heartbeat_timeout_ms"],
         )
         assert encoded == _fastavro("ActivityTask", record)
 
@@ -178,7 +181,17 @@ def test_state_decodes_to_what_was_encoded(  # type: ignore[no-untyped-def]
 def test_activity_task_decodes_like_fastavro() -> None:
     for record in generate_many(codec("ActivityTask").schema, 50):
         data = _fastavro("ActivityTask", record)
-        fields = ("instance_id", "seq", "attempt", "name", "input", "scheduled_at", "execution_id")
+        fields = (
+            "instance_id",
+            "seq",
+            "attempt",
+            "name",
+            "input",
+            "scheduled_at",
+            "execution_id",
+            "deadline",
+            "heartbeat_timeout_ms",
+        )
         assert fast.decode_activity_task(data) == tuple(record[f] for f in fields)
 
 

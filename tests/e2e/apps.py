@@ -58,6 +58,25 @@ def crash_marker(x: int) -> int:
     return x
 
 
+@app.activity
+def takes_its_worker_down(x: int) -> int:
+    """Kills the process that runs it at once, as a segfault or the OOM killer would."""
+    os._exit(3)
+
+
+@app.orchestration
+async def survives_a_poison_activity(ctx: OrchestrationContext, n: int) -> dict[str, object]:
+    """Runs ``n`` innocent activities beside one that takes its worker down."""
+    innocent = [ctx.call_activity(add_one, i) for i in range(n)]
+    retry = durafka.RetryPolicy(max_attempts=3, first_interval=timedelta(milliseconds=100))
+    try:
+        await ctx.call_activity(takes_its_worker_down, 0, retry=retry)
+        poison = "completed"
+    except durafka.ActivityFailed as exc:
+        poison = f"{exc.details.error_type}: {exc.details.message}"
+    return {"poison": poison, "innocent": sum(await ctx.when_all(innocent))}
+
+
 @app.orchestration
 async def hello_world(ctx: OrchestrationContext, name: str) -> str:
     return await ctx.call_activity(say_hello, name)

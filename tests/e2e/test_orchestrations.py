@@ -84,13 +84,17 @@ def test_unknown_orchestration_fails_with_clear_message(running_app: durafka.App
         assert client.wait_for_completion(ok, timeout=60) == "Hello, after!"
 
 
-def test_unknown_activity_fails_with_clear_message(running_app: durafka.App) -> None:
-    with running_app.sync_client() as client:
+def test_unknown_activity_fails_with_clear_message_after_the_grace_period(
+    app_factory: Callable[..., durafka.App],
+) -> None:
+    app = app_factory(unknown_activity_grace_ms=500)
+    with app.running(), app.sync_client() as client:
         iid = client.start_new(apps.calls_unknown_activity)
         status = client.wait_for_status(iid, timeout=60)
         assert status.runtime_status is RuntimeStatus.FAILED
         assert status.failure_details is not None
         assert "no_such_activity" in status.failure_details.message
+        assert "unknown_activity_grace_ms" in status.failure_details.message
 
 
 def test_payload_over_limit_is_rejected_before_writing(

@@ -269,6 +269,64 @@ async def times_out(ctx: OrchestrationContext, inp: TimeoutInput) -> str:
     return outcome
 
 
+# -- heartbeats ---------------------------------------------------------------------------
+
+
+@dataclass
+class Beating:
+    """Input of :func:`beating`: runs up to ``hang_runs`` hang (no heartbeat), later ones beat."""
+
+    directory: str
+    key: str
+    seconds: float
+    hang_runs: int = 0
+    hang_seconds: float = 5.0
+
+
+@app.activity
+def beating(ctx: durafka.ActivityContext, req: Beating) -> str:
+    """Works for ``seconds``, heartbeating every 0.1 s, unless this run is one that hangs."""
+    n = _count_run(req.directory, req.key)
+    if n <= req.hang_runs:
+        time.sleep(req.hang_seconds)  # stuck in a call that never heartbeats
+        return f"hung run {n} came back"
+    deadline = time.monotonic() + req.seconds
+    beats = 0
+    while time.monotonic() < deadline:
+        beats += 1
+        ctx.heartbeat({"beat": beats})
+        time.sleep(0.1)
+    return f"run {n} beat"
+
+
+@dataclass
+class HeartbeatCall:
+    """Input of :func:`calls_with_heartbeats`."""
+
+    beating: Beating
+    heartbeat_timeout_seconds: float
+    max_attempts: int = 1
+
+
+@app.orchestration
+async def calls_with_heartbeats(ctx: OrchestrationContext, req: HeartbeatCall) -> str:
+    """Calls :func:`beating` with a heartbeat timeout (and a retry policy for more attempts)."""
+    retry = (
+        RetryPolicy(max_attempts=req.max_attempts, first_interval=timedelta(milliseconds=100))
+        if req.max_attempts > 1
+        else None
+    )
+    try:
+        return await ctx.call_activity(
+            beating,
+            req.beating,
+            retry=retry,
+            heartbeat_timeout=timedelta(seconds=req.heartbeat_timeout_seconds),
+        )
+    except ActivityTimeoutError as exc:
+        return f"{type(exc).__name__}: {exc.details.message}"
+
+
 # -- continue_as_new ---------------------------------------------------------------------
 
 

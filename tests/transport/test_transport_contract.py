@@ -258,6 +258,34 @@ def test_send_offsets_commits_group_offsets_with_the_transaction(env: Env) -> No
     assert values(poll_until(reader, 1, env.deadline) + poll_for(reader, env.quiet)) == [b"out"]
 
 
+def test_offset_metadata_is_committed_with_the_transaction(env: Env) -> None:
+    source = env.topic(partitions=2)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    tp0, tp1 = TopicPartition(source, 0), TopicPartition(source, 1)
+    worker = env.consumer(group)
+    worker.assign({tp0: None, tp1: None})
+    assert worker.committed_metadata([tp0, tp1]) == {tp0: "", tp1: ""}
+    producer = env.transactional()
+
+    producer.begin_transaction()
+    producer.send_offsets({tp0: 0, tp1: 0}, worker.group_metadata(), {tp0: "aborted"})
+    producer.abort_transaction()
+    assert worker.committed_metadata([tp0]) == {tp0: ""}
+
+    producer.begin_transaction()
+    producer.send_offsets({tp0: 0, tp1: 0}, worker.group_metadata(), {tp0: "r=5;n=3:2"})
+    producer.commit_transaction()
+    other = env.consumer(group)
+    assert other.committed_metadata([tp0, tp1]) == {tp0: "r=5;n=3:2", tp1: ""}
+    assert other.committed([tp0]) == {tp0: 0}
+
+    # An offset committed again without metadata clears it (as Kafka does).
+    producer.begin_transaction()
+    producer.send_offsets({tp0: 0}, worker.group_metadata())
+    producer.commit_transaction()
+    assert other.committed_metadata([tp0]) == {tp0: ""}
+
+
 def test_manual_assign_seek_position_and_watermarks(env: Env) -> None:
     topic = env.topic()
     tp = TopicPartition(topic, 0)
