@@ -526,8 +526,8 @@ class ActivityWorker:
             return
         try:
             producer.begin_transaction()
-            for topic, partition, key, value in outbox:
-                producer.produce(topic, partition, key, value)
+            for topic, partition, key, value, headers in outbox:
+                producer.produce(topic, partition, key, value, headers=headers)
             producer.send_offsets(offsets, consumer.group_metadata())
             producer.commit_transaction()
         except TransactionError as exc:

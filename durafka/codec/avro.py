@@ -35,7 +35,7 @@ from typing import Any, cast
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import to_parsing_canonical_form
 
-from durafka.errors import DecodeError
+from durafka.errors import DecodeError, UnknownSchemaError
 from durafka.resources import resource_dir
 
 MARKER = b"\xc3\x01"
@@ -223,9 +223,11 @@ class SchemaCodec:
         fp = _HEADER.unpack_from(data)[1]
         writer = self.writers.get(fp)
         if writer is None:
-            raise DecodeError(
-                f"unknown schema fingerprint {fp:016x} for {self.name}: written by a newer or "
-                "foreign durafka version? Deploy the schemas/ that wrote it."
+            raise UnknownSchemaError(
+                f"unknown schema fingerprint {fp:016x} for {self.name}: written by a newer "
+                "durafka release (upgrade this process) or by a foreign producer",
+                schema=self.name,
+                fingerprint=fp,
             )
         try:
             buf = io.BytesIO(data)

@@ -125,7 +125,9 @@ class Checkpoint:
         delivered = self._changelog_delivered
         for share in self.shares:
             for record in share.out:
-                producer.produce(record.topic, record.partition, record.key, record.value)
+                producer.produce(
+                    record.topic, record.partition, record.key, record.value, headers=record.headers
+                )
             for key, value in share.tx.prepare().items():
                 producer.produce(changelog, share.number, key, value, delivered)
         remaining = producer.flush(_FLUSH_TIMEOUT_S)

@@ -32,6 +32,18 @@ else by a release that follows the request's path from the first entity (an
 entity that holds the lock unlocks and forwards it; one where the request still
 waits drops the request and stops it), so a request still travelling is never
 overtaken by its release.
+
+Poison: a message the entity cannot apply (a malformed lock request or release,
+a signal to an unregistered entity, a kind entities do not take) or whose
+processing raises (a bug) is taken out alone: the entity's record and the
+batch's output go back to what they were before that message, the message is
+dead-lettered with the reason, and a caller waiting for it gets an error (a call
+its ``ENTITY_RESPONSE``, a lock request a ``LOCK_GRANTED`` carrying the failure,
+which ``ctx.lock`` raises as :class:`~durafka.errors.EntityLockFailed`). The
+entity's other messages of the batch apply. An entity record in the store that
+does not decode quarantines the entity: every message to it is dead-lettered
+(callers get the error) except a delete, which removes the record (dead-lettering
+its bytes); one written by a newer release stops the partition instead.
 """
 
 from __future__ import annotations
@@ -41,10 +53,17 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from durafka.codec.newer import written_by_newer_release
 from durafka.codec.records import EntityRecord, decode_entity, encode_entity
 from durafka.entities import DELETE_OPERATION, EntityId
-from durafka.errors import FailureDetails
+from durafka.errors import (
+    FailureDetails,
+    InvalidMessageError,
+    UnknownSchemaError,
+    UpgradeRequiredError,
+)
 from durafka.processor.batch import PartitionBatch
+from durafka.processor.rejects import Rejects
 from durafka.registry import Registry
 from durafka.runtime.entity_executor import OperationOutcome, run_operation
 from durafka.runtime.history import EventKind, HistoryEvent
@@ -63,11 +82,22 @@ Send = Callable[[Any, str, HistoryEvent], None]
 
 
 def _ids(payload: bytes | None) -> list[str]:
-    """The entity ids of a lock request or release (a JSON list)."""
+    """The entity ids of a lock request or release (a JSON list of strings).
+
+    Raises:
+        InvalidMessageError: the payload is not a JSON list of strings.
+    """
     if payload is None:
         return []
-    ids = json.loads(payload)
-    return [str(i) for i in ids] if isinstance(ids, list) else []
+    try:
+        ids = json.loads(payload)
+    except ValueError:
+        ids = None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise InvalidMessageError(
+            f"the lock payload {payload[:100]!r} is not a JSON list of entity ids"
+        )
+    return ids
 
 
 def open_lock(history: list[HistoryEvent]) -> tuple[list[str], bool] | None:
@@ -110,44 +140,199 @@ class EntityProcessor:
         registry: the app's entity definitions.
         topics: the task hub's topics (``H.entities`` is written here).
         send: produces a message to an instance or entity within the batch.
+        rejects: dead-letters the messages an entity cannot apply (see the module
+            docstring, "Poison").
         max_payload_bytes: limit of states, results and signal inputs.
     """
 
     def __init__(
-        self, registry: Registry, topics: HubTopics, send: Send, *, max_payload_bytes: int
+        self,
+        registry: Registry,
+        topics: HubTopics,
+        send: Send,
+        rejects: Rejects,
+        *,
+        max_payload_bytes: int,
     ) -> None:
         self.registry = registry
         self.topics = topics
         self._send = send
+        self._rejects = rejects
         self.max_payload_bytes = max_payload_bytes
 
     # -- events addressed to an entity -----------------------------------------------------
 
     def process(self, batch: PartitionBatch, entity_id: str, events: list[HistoryEvent]) -> None:
-        """Apply one batch's events for ``entity_id``, in order, and store the result."""
+        """Apply one batch's events for ``entity_id``, in order, and store the result.
+
+        A message that cannot be applied is dead-lettered and its caller answered
+        with an error; the others apply (module docstring, "Poison").
+
+        Raises:
+            UpgradeRequiredError: the entity's stored record is a newer release's.
+        """
         try:
             entity = EntityId.parse(entity_id)
         except ValueError as exc:
-            log.warning("dropped %d events for %r: %s", len(events), entity_id, exc)
+            for ev in events:
+                self._refuse(batch, entity_id, ev, InvalidMessageError(str(exc)))
             return
         key = entity_key(entity_id)
         tx = batch.tx
-        sent_before = len(batch.out)
+        raw = tx.get(key)
         try:
-            raw = tx.get(key)
             record = (
                 decode_entity(raw) if raw is not None else EntityRecord(entity.name, entity.key)
             )
-            run = _Run(batch, entity, record)
+        except Exception as exc:
+            assert raw is not None
+            self._quarantined(batch, entity_id, key, raw, events, exc)
+            return
+        sent_before = len(batch.out)
+        run = _Run(batch, entity, record)
+        try:
             for ev in events:
-                self._handle(run, ev)
+                self._guarded(run, ev)
             if run.dirty:
                 self._store(run, batch.number, tx, key, existed=raw is not None)
-        except Exception:
-            # A bug (user errors never get here): nothing of this entity's batch may
-            # leave without its state, so its responses and signals go too.
+        except Exception as exc:
+            # Storing failed (a bug): nothing of this entity's batch may leave without
+            # its state, so its responses and signals go too, and every message is refused.
+            log.exception("entity %s: storing its batch failed", entity_id)
             del batch.out[sent_before:]
-            raise
+            for ev in events:
+                self._refuse(batch, entity_id, ev, exc)
+
+    def _guarded(self, run: _Run, ev: HistoryEvent) -> None:
+        """Handle ``ev``; if that raises, undo it alone and refuse it."""
+        rec = run.record
+        queue = rec.queue
+        # What handling a message can change: the fields, the queue (appended to, or
+        # replaced by a new list), and the batch's output (appended to).
+        before = (
+            rec.state,
+            rec.last_modified_at,
+            rec.locked_by,
+            queue,
+            len(queue),
+            rec.error_count,
+            rec.last_error,
+            run.dirty,
+            len(run.batch.out),
+        )
+        try:
+            self._handle(run, ev)
+        except Exception as exc:
+            (
+                rec.state,
+                rec.last_modified_at,
+                rec.locked_by,
+                rec.queue,
+                queued,
+                rec.error_count,
+                rec.last_error,
+                run.dirty,
+                sent,
+            ) = before
+            del queue[queued:]
+            del run.batch.out[sent:]
+            if not isinstance(exc, InvalidMessageError):
+                log.exception("entity %s: processing %s raised", run.entity_id, ev.kind.value)
+            self._refuse(run.batch, run.entity_id, ev, exc)
+
+    def _refuse(
+        self, batch: PartitionBatch, entity_id: str, ev: HistoryEvent, exc: BaseException
+    ) -> None:
+        """Dead-letter ``ev`` with the reason; a caller waiting for it gets the error."""
+        if isinstance(exc, InvalidMessageError):
+            detail = str(exc)
+            failure = FailureDetails.from_exception(exc)
+        else:
+            detail = f"durafka internal error: {type(exc).__name__}: {exc}"
+            original = FailureDetails.from_exception(exc)
+            failure = FailureDetails(original.error_type, detail, original.stack_trace)
+        reason = f"entity {entity_id} cannot apply {ev.kind.value}: {detail}"
+        self._rejects.event(batch, entity_id, ev, reason)
+        caller = ev.instance_id
+        if caller is None:
+            return
+        failure = FailureDetails(failure.error_type, reason, failure.stack_trace)
+        if ev.kind is EventKind.ENTITY_OPERATION and ev.seq >= 0:
+            answer = EventKind.ENTITY_RESPONSE
+        elif ev.kind is EventKind.LOCK_REQUESTED:
+            answer = EventKind.LOCK_GRANTED
+        else:
+            return  # nobody waits for a signal or a release
+        self._send(
+            batch,
+            caller,
+            HistoryEvent(
+                answer,
+                batch.now_ms,
+                seq=ev.seq,
+                failure=failure,
+                instance_id=entity_id,
+                execution_id=ev.execution_id,
+            ),
+        )
+
+    def _quarantined(
+        self,
+        batch: PartitionBatch,
+        entity_id: str,
+        key: bytes,
+        raw: bytes,
+        events: list[HistoryEvent],
+        exc: Exception,
+    ) -> None:
+        """The stored record of ``entity_id`` does not decode: refuse its messages.
+
+        A delete in the batch removes the record (its bytes go to the dead letters)
+        and applies; the batch's other messages are refused. A record of a newer
+        release stops the partition instead.
+        """
+        if isinstance(exc, UnknownSchemaError) and written_by_newer_release(
+            raw, exc.schema, entity_id
+        ):
+            raise UpgradeRequiredError(
+                f"partition {batch.number} stopped: the stored record of entity {entity_id} "
+                f"was written by a newer durafka release ({exc}); upgrade this processor "
+                "(nothing is lost: the partition goes on once an upgraded processor takes it)",
+                partition=batch.number,
+            ) from exc
+        quarantine = InvalidMessageError(
+            f"entity {entity_id} is quarantined: its stored record could not be decoded "
+            f"({exc}); delete the entity to start it afresh"
+        )
+        log.error("%s", quarantine)
+        deleted = False
+        for ev in events:
+            if (
+                not deleted
+                and ev.kind is EventKind.ENTITY_OPERATION
+                and ev.name == DELETE_OPERATION
+            ):
+                deleted = True
+                if ev.instance_id is not None and ev.seq >= 0:
+                    self._send(
+                        batch,
+                        ev.instance_id,
+                        HistoryEvent(
+                            EventKind.ENTITY_RESPONSE,
+                            batch.now_ms,
+                            seq=ev.seq,
+                            instance_id=entity_id,
+                            execution_id=ev.execution_id,
+                        ),
+                    )
+            else:
+                self._refuse(batch, entity_id, ev, quarantine)
+        if deleted:
+            batch.tx.delete(key)
+            batch.out.append(
+                OutgoingRecord(self.topics.entities, batch.number, entity_id.encode(), None)
+            )
+            self._rejects.stored(batch, key, raw, f"deleted: {quarantine}")
 
     def _handle(self, run: _Run, ev: HistoryEvent) -> None:
         kind = ev.kind
@@ -167,10 +352,8 @@ class EntityProcessor:
         elif kind is EventKind.LOCK_RELEASED:
             self._release(run, ev)
         else:
-            log.warning(
-                "dropped %s for entity %s: entities take operations and lock messages only",
-                kind.value,
-                run.entity_id,
+            raise InvalidMessageError(
+                f"entities do not take {kind.value} messages (only operations and lock messages)"
             )
 
     def _execute(self, run: _Run, ev: HistoryEvent) -> None:
@@ -189,6 +372,11 @@ class EntityProcessor:
             )
         elif operation == DELETE_OPERATION:  # deleting needs no code: any processor can
             outcome = OperationOutcome(None)
+        elif ev.instance_id is None or ev.seq < 0:  # a signal: nobody to tell but the dead letters
+            known = sorted(self.registry.entities) or "none"
+            raise InvalidMessageError(
+                f"no entity named {entity.name!r} is registered (known: {known})"
+            )
         else:
             known = sorted(self.registry.entities) or "none"
             outcome = OperationOutcome(
@@ -243,8 +431,10 @@ class EntityProcessor:
         ids = _ids(ev.payload)
         owner = ev.instance_id
         if owner is None or run.entity_id not in ids:
-            log.warning("dropped a malformed lock request for entity %s: %r", run.entity_id, ev)
-            return
+            raise InvalidMessageError(
+                f"malformed lock request (owner {owner!r}, entities {ids!r}): it needs an "
+                f"owner and must name entity {run.entity_id}"
+            )
         run.record.locked_by = owner
         run.dirty = True
         now = run.batch.now_ms
@@ -272,13 +462,13 @@ class EntityProcessor:
     def _release(self, run: _Run, ev: HistoryEvent) -> None:
         rec = run.record
         owner = ev.instance_id
+        ids = _ids(ev.payload)
         if owner is None:
-            return
+            raise InvalidMessageError("malformed lock release: it names no owner")
         if rec.locked_by == owner:
             rec.locked_by = None
             run.dirty = True
             if ev.payload is not None:  # following the request's path: pass it on
-                ids = _ids(ev.payload)
                 if run.entity_id in ids:
                     position = ids.index(run.entity_id)
                     if position + 1 < len(ids):
@@ -303,7 +493,7 @@ class EntityProcessor:
             if rec.locked_by is not None and item.instance_id != rec.locked_by:
                 rec.queue.append(item)
             else:
-                self._handle(run, item)
+                self._guarded(run, item)
 
     def _store(
         self, run: _Run, partition: int, tx: StoreTransaction, key: bytes, *, existed: bool

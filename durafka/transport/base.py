@@ -44,12 +44,17 @@ class TopicPartition:
 
 
 class OutgoingRecord(NamedTuple):
-    """A record to produce: where it goes and what it holds (``value`` None: a tombstone)."""
+    """A record to produce: where it goes and what it holds (``value`` None: a tombstone).
+
+    ``headers``: Kafka record headers, in order (a record forwarded as it came keeps
+    its headers; durafka's own records have none).
+    """
 
     topic: str
     partition: int
     key: bytes | None
     value: bytes | None
+    headers: Headers | None = None
 
 
 class Record(Protocol):
@@ -73,6 +78,14 @@ class Record(Protocol):
 
 
 RecordHeaders = Sequence[tuple[str, str | bytes | None]] | Mapping[str, str | bytes | None] | None
+
+
+def header_pairs(headers: RecordHeaders) -> list[tuple[str, bytes | None]]:
+    """A consumed record's headers as ``(name, bytes | None)`` pairs, in order."""
+    if not headers:
+        return []
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    return [(k, v.encode() if isinstance(v, str) else v) for k, v in pairs]
 """What :meth:`Record.headers` returns."""
 
 DeliveryCallback = Callable[[Any, Record], None]

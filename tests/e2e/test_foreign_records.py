@@ -1,0 +1,133 @@
+"""Records of other services that durafka cannot apply as they are (issue 11, case 5).
+
+A start produced to the wrong partition (a partitioner other than murmur2) was
+accepted there and its instance hung, since every later event went to the right
+partition; records that could not be applied (an event for an unknown instance, a
+message kind its target does not take, a signal to an unknown entity, a purge of a
+running instance) were only logged and dropped. Now a misplaced record is
+forwarded to its partition and the others are dead-lettered with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import pytest
+
+import durafka
+from durafka.codec.records import encode_message
+from durafka.runtime.history import EventKind, HistoryEvent
+from durafka.topology import HubTopics, partition_for
+from tests.e2e import apps
+from tests.support.dead_letters import read_dead_letters
+from tests.support.foreign import RawRecord, ids_on, produce_raw, produce_records
+from tests.support.waiting import wait_until
+
+
+def test_a_start_and_an_event_on_the_wrong_partition_are_forwarded_in_order(
+    app_factory: Callable[..., durafka.App],
+) -> None:
+    app = app_factory()
+    app.ensure_topics()
+    topics = HubTopics(app.settings.task_hub)
+    n = app.settings.partitions
+    iid = "misplaced-order"
+    wrong = (partition_for(iid.encode(), n) + 1) % n
+    start = encode_message(
+        iid,
+        HistoryEvent(
+            EventKind.EXECUTION_STARTED,
+            0,
+            name="greets_after_event",
+            payload=b'"from afar"',
+        ),
+    )
+    go = encode_message(iid, HistoryEvent(EventKind.EVENT_RAISED, 0, name="go", payload=b'"!"'))
+    headers = [("traceparent", b"00-abc-def-01")]
+    produce_records(
+        app,
+        [
+            RawRecord(topics.orchestrations, wrong, iid.encode(), start, headers),
+            RawRecord(topics.orchestrations, wrong, iid.encode(), go),
+        ],
+    )
+    with app.running(), app.sync_client() as client:
+        assert client.wait_for_completion(iid, timeout=60) == "Hello, from afar! !"
+
+
+class Unapplicable(NamedTuple):
+    target: str
+    event: HistoryEvent
+    reason: str
+
+
+RUNNING = "running-target"
+CASES = {
+    "event for an unknown instance": Unapplicable(
+        "nobody-here", HistoryEvent(EventKind.EVENT_RAISED, 0, name="go"), "unknown instance"
+    ),
+    "completion for an unknown instance": Unapplicable(
+        "nobody-here",
+        HistoryEvent(EventKind.TASK_COMPLETED, 0, seq=0, payload=b"1"),
+        "unknown instance",
+    ),
+    "action kind sent to an orchestration": Unapplicable(
+        RUNNING,
+        HistoryEvent(EventKind.TASK_SCHEDULED, 0, seq=7, name="say_hello"),
+        "orchestrations do not take TASK_SCHEDULED",
+    ),
+    "entity message sent to an orchestration": Unapplicable(
+        RUNNING,
+        HistoryEvent(EventKind.ENTITY_OPERATION, 0, name="add"),
+        "orchestrations do not take ENTITY_OPERATION",
+    ),
+    "purge of a running instance": Unapplicable(
+        RUNNING, HistoryEvent(EventKind.EXECUTION_PURGED, 0), "is RUNNING"
+    ),
+    "event sent to an entity": Unapplicable(
+        "@Counter@x",
+        HistoryEvent(EventKind.EVENT_RAISED, 0, name="go"),
+        "entities do not take EVENT_RAISED",
+    ),
+    "signal to an unknown entity": Unapplicable(
+        "@Nobody@x",
+        HistoryEvent(EventKind.ENTITY_OPERATION, 0, name="add", payload=b"1"),
+        "no entity named 'Nobody'",
+    ),
+    "malformed lock release": Unapplicable(
+        "@Counter@x",
+        HistoryEvent(EventKind.LOCK_RELEASED, 0, payload=b"{", instance_id="o"),
+        "LOCK_RELEASED",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=list(CASES))
+def test_a_record_that_cannot_be_applied_is_dead_lettered(
+    app_factory: Callable[..., durafka.App], case: Unapplicable
+) -> None:
+    app = app_factory()
+    topics = HubTopics(app.settings.task_hub)
+    n = app.settings.partitions
+    partition = partition_for(case.target.encode(), n)
+    value = encode_message(case.target, case.event)
+    with app.running(), app.sync_client() as client:
+        client.start_new(apps.waits_forever, instance_id=RUNNING)
+        wait_until(lambda: client.get_status(RUNNING), timeout=60, what="the running target")
+        offset = produce_raw(app, topics.orchestrations, partition, case.target.encode(), value)
+        [letter] = read_dead_letters(app.transport, app.settings.task_hub)
+        # The partition goes on.
+        [after] = ids_on(partition, n, "after", 1)
+        client.start_new(apps.hello_world, after, instance_id=after)
+        assert client.wait_for_completion(after, timeout=60) == f"Hello, {after}!"
+    assert (letter["source_topic"], letter["source_partition"]) == (
+        topics.orchestrations,
+        partition,
+    )
+    assert (letter["source_offset"], letter["key"], letter["value"]) == (
+        offset,
+        case.target.encode(),
+        value,
+    )
+    assert case.reason in letter["reason"]
