@@ -8,7 +8,18 @@ from __future__ import annotations
 
 import typer
 
-from durafka.cli import apps, bench, deploy, devbroker, export, manage, serve, topology
+from durafka.cli import (
+    apps,
+    bench,
+    deadletters,
+    deploy,
+    devbroker,
+    export,
+    instances,
+    manage,
+    serve,
+    topology,
+)
 
 app = typer.Typer(
     name="durafka",
@@ -20,6 +31,8 @@ app.add_typer(devbroker.app, name="dev-broker")
 app.add_typer(topology.app, name="topology")
 app.add_typer(deploy.app, name="deploy")
 app.add_typer(export.app, name="export")
+app.add_typer(deadletters.app, name="dead-letters")
+app.add_typer(instances.app, name="instances")
 apps.register(app)
 manage.register(app)
 serve.register(app)

@@ -33,7 +33,7 @@ def build(
     headers: list[tuple[str, bytes | None]] | None = None,
     reason: str = "undecodable",
 ) -> tuple[bytes | None, dict[str, object], int]:
-    topic, partition, out_key, encoded = dead.build(
+    topic, partition, out_key, encoded, _ = dead.build(
         reason,
         topic="h.orchestrations",
         partition=2,
