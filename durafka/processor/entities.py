@@ -468,11 +468,11 @@ class EntityProcessor:
         if rec.locked_by == owner:
             rec.locked_by = None
             run.dirty = True
-            if ev.payload is not None:  # following the request's path: pass it on
-                if run.entity_id in ids:
-                    position = ids.index(run.entity_id)
-                    if position + 1 < len(ids):
-                        self._send(run.batch, ids[position + 1], ev)
+            # A release with ids follows the request's path: pass it on.
+            if run.entity_id in ids:
+                position = ids.index(run.entity_id)
+                if position + 1 < len(ids):
+                    self._send(run.batch, ids[position + 1], ev)
             self._drain(run)
             return
         # The request still waits here, so it never reached the entities after this one.
