@@ -282,6 +282,13 @@ def codec(short_name: str) -> SchemaCodec:
     return _CODECS[short_name]
 
 
+def known_fingerprint(fp: int) -> bool:
+    """Whether any schema of this release, current or older, has fingerprint ``fp``."""
+    codec("OrchestrationMessage")  # parses the schemas once
+    assert _CODECS is not None
+    return any(fp in c.writers for c in _CODECS.values())
+
+
 def bound(
     short_name: str,
 ) -> tuple[Callable[[dict[str, Any]], bytes], Callable[[bytes], dict[str, Any]]]:

@@ -21,8 +21,10 @@ always starts:
   first): a block of at least one event whose kind number is below 128 and whose
   timestamp lies in 2000-2200 (the chunk has no id to compare).
 
-Garbage passes this only if it copies the key into the right place (or, for a
-chunk, a plausible event start); everything else with an unknown fingerprint is
+A fingerprint of another record type this release knows (an ``ActivityTask``
+produced to ``H.orchestrations``) is no newer release's either. Garbage passes
+this only if it copies the key into the right place (or, for a chunk, a
+plausible event start); everything else with an unknown fingerprint is
 dead-lettered like any undecodable value.
 """
 
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from durafka.codec.avro import MARKER
+from durafka.codec.avro import MARKER, known_fingerprint
 
 __all__ = ["avro_string", "written_by_newer_release"]
 
@@ -104,6 +106,8 @@ def written_by_newer_release(data: bytes, schema: str, record_id: str | None) ->
     """
     if len(data) <= _BODY or data[:2] != MARKER:
         return False
+    if known_fingerprint(int.from_bytes(data[2:_BODY], "little")):
+        return False  # another record type of this release: misplaced, not newer
     short = schema.rsplit(".", 1)[-1]
     if short == "HistoryChunk":
         return _chunk_start_is_plausible(data)

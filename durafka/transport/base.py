@@ -86,6 +86,8 @@ def header_pairs(headers: RecordHeaders) -> list[tuple[str, bytes | None]]:
         return []
     pairs = headers.items() if isinstance(headers, Mapping) else headers
     return [(k, v.encode() if isinstance(v, str) else v) for k, v in pairs]
+
+
 """What :meth:`Record.headers` returns."""
 
 DeliveryCallback = Callable[[Any, Record], None]

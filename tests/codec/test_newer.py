@@ -9,8 +9,10 @@ import pytest
 from durafka.codec.avro import MARKER, SCHEMA_FILES, schema_dir
 from durafka.codec.newer import avro_string, written_by_newer_release
 from durafka.codec.records import (
+    ActivityTask,
     EntityRecord,
     InstanceState,
+    encode_activity_task,
     encode_chunk,
     encode_entity,
     encode_message,
@@ -35,6 +37,12 @@ def test_a_newer_message_starts_with_the_id_of_its_key() -> None:
     assert not written_by_newer_release(value, "OrchestrationMessage", "order-2")
     assert not written_by_newer_release(value, "OrchestrationMessage", None)
     assert not written_by_newer_release(value, "InstanceStatus", "order-1")  # not listed
+
+
+def test_a_record_of_another_known_type_is_not_a_newer_release_s() -> None:
+    # An ActivityTask on H.orchestrations starts with its instance id too.
+    task = encode_activity_task(ActivityTask("order-1", 0, 1, "charge", None, NOW))
+    assert not written_by_newer_release(task, "OrchestrationMessage", "order-1")
 
 
 def test_a_newer_header_and_entity_start_with_their_ids() -> None:
