@@ -7,6 +7,7 @@ and kill the loop (issue 11, case 11 found such inputs by fuzzing).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -64,9 +65,7 @@ def test_a_decoder_returns_or_raises_decode_error(name: str) -> None:
     @settings(max_examples=400, deadline=None, database=None)
     @given(garbage(schema))
     def check(value: bytes) -> None:
-        try:
+        with contextlib.suppress(DecodeError):  # anything else fails the test
             decode(value)
-        except DecodeError:
-            pass
 
     check()
