@@ -17,15 +17,18 @@ import pytest
 
 import durafka
 from durafka.codec.records import encode_message
+from durafka.processor.rejects import FORWARDED_FROM_HEADER
 from durafka.runtime.history import EventKind, HistoryEvent
 from durafka.topology import HubTopics, partition_for
+from durafka.transport import TopicPartition
+from durafka.transport.base import Record
 from tests.e2e import apps
 from tests.support.dead_letters import read_dead_letters
 from tests.support.foreign import RawRecord, ids_on, produce_raw, produce_records
 from tests.support.waiting import wait_until
 
 
-def test_a_start_and_an_event_on_the_wrong_partition_are_forwarded_in_order(
+def test_a_start_on_the_wrong_partition_is_forwarded_with_its_headers(
     app_factory: Callable[..., durafka.App],
 ) -> None:
     app = app_factory()
@@ -33,27 +36,82 @@ def test_a_start_and_an_event_on_the_wrong_partition_are_forwarded_in_order(
     topics = HubTopics(app.settings.task_hub)
     n = app.settings.partitions
     iid = "misplaced-order"
-    wrong = (partition_for(iid.encode(), n) + 1) % n
+    right = partition_for(iid.encode(), n)
+    wrong = (right + 1) % n
     start = encode_message(
         iid,
         HistoryEvent(
-            EventKind.EXECUTION_STARTED,
-            0,
-            name="greets_after_event",
-            payload=b'"from afar"',
+            EventKind.EXECUTION_STARTED, 0, name="greets_after_event", payload=b'"from afar"'
         ),
     )
+    offset = produce_raw(
+        app, topics.orchestrations, wrong, iid.encode(), start, [("traceparent", b"00-ab-01")]
+    )
+    with app.running(), app.sync_client() as client:
+        wait_until(
+            lambda: (s := client.get_status(iid)) is not None and s.custom_status == "waiting",
+            timeout=60,
+            what="the instance waiting for its event",
+        )
+        # The client sends the event where the id hashes to: the instance must be there.
+        client.raise_event(iid, "go", "!")
+        assert client.wait_for_completion(iid, timeout=60) == "Hello, from afar! !"
+    forwarded = [r for r in records_of(app, topics.orchestrations, right) if r.value() == start]
+    [record] = forwarded
+    assert list(record.headers() or []) == [
+        ("traceparent", b"00-ab-01"),
+        (FORWARDED_FROM_HEADER, f"{topics.orchestrations}[{wrong}]@{offset}".encode()),
+    ]
+
+
+def test_a_start_and_an_event_on_the_wrong_partition_stay_in_order(
+    app_factory: Callable[..., durafka.App],
+) -> None:
+    app = app_factory()
+    app.ensure_topics()
+    topics = HubTopics(app.settings.task_hub)
+    n = app.settings.partitions
+    iid = "misplaced-pair"
+    wrong = (partition_for(iid.encode(), n) + 1) % n
+    start = encode_message(
+        iid,
+        HistoryEvent(EventKind.EXECUTION_STARTED, 0, name="greets_after_event", payload=b'"pair"'),
+    )
     go = encode_message(iid, HistoryEvent(EventKind.EVENT_RAISED, 0, name="go", payload=b'"!"'))
-    headers = [("traceparent", b"00-abc-def-01")]
     produce_records(
         app,
         [
-            RawRecord(topics.orchestrations, wrong, iid.encode(), start, headers),
+            RawRecord(topics.orchestrations, wrong, iid.encode(), start),
             RawRecord(topics.orchestrations, wrong, iid.encode(), go),
         ],
     )
     with app.running(), app.sync_client() as client:
-        assert client.wait_for_completion(iid, timeout=60) == "Hello, from afar! !"
+        assert client.wait_for_completion(iid, timeout=60) == "Hello, pair! !"
+        assert read_dead_letters_now(app) == []
+
+
+def records_of(app: durafka.App, topic: str, partition: int) -> list[Record]:
+    consumer = app.transport.consumer(None)
+    tp = TopicPartition(topic, partition)
+    end = consumer.watermarks(tp)[1]
+    consumer.assign({tp: None})
+    out: list[Record] = []
+    try:
+        while consumer.position(tp) < end:
+            out.extend(consumer.poll_batch(500, 0.2))
+    finally:
+        consumer.close()
+    return out
+
+
+def read_dead_letters_now(app: durafka.App) -> list[bytes | None]:
+    """What ``H.dead-letters`` holds now (no waiting)."""
+    topic = HubTopics(app.settings.task_hub).dead_letters
+    return [
+        r.value()
+        for p in range(app.transport.partition_count(topic))
+        for r in records_of(app, topic, p)
+    ]
 
 
 class Unapplicable(NamedTuple):
