@@ -34,7 +34,7 @@ from typing import Final
 
 from durafka.codec.avro import MARKER, known_fingerprint
 
-__all__ = ["avro_string", "written_by_newer_release"]
+__all__ = ["avro_long", "avro_string", "written_by_newer_release"]
 
 _BODY: Final = 10  # marker (2) + fingerprint (8)
 _MIN_TIMESTAMP_MS: Final = 946_684_800_000  # 2000-01-01
@@ -42,8 +42,8 @@ _MAX_TIMESTAMP_MS: Final = 7_258_118_400_000  # 2200-01-01
 _MAX_KIND: Final = 128
 
 
-def _zigzag(n: int) -> bytes:
-    """Avro's ``long`` encoding of ``n``."""
+def avro_long(n: int) -> bytes:
+    """Avro's encoding of an ``int`` or ``long`` ``n`` (a zigzag varint)."""
     z = (n << 1) ^ (n >> 63)
     out = bytearray()
     while z > 0x7F:
@@ -70,7 +70,7 @@ def _read_long(data: bytes, pos: int) -> tuple[int, int] | None:
 def avro_string(text: str) -> bytes:
     """The Avro encoding of a string: its UTF-8 length as a ``long``, then the bytes."""
     raw = text.encode("utf-8", "surrogatepass")
-    return _zigzag(len(raw)) + raw
+    return avro_long(len(raw)) + raw
 
 
 def _chunk_start_is_plausible(data: bytes) -> bool:

@@ -253,23 +253,37 @@ class EntityProcessor:
             failure = FailureDetails(original.error_type, detail, original.stack_trace)
         reason = f"entity {entity_id} cannot apply {ev.kind.value}: {detail}"
         self._rejects.event(batch, entity_id, ev, reason)
-        caller = ev.instance_id
-        if caller is None:
+        if ev.instance_id is None:
             return
-        failure = FailureDetails(failure.error_type, reason, failure.stack_trace)
         if ev.kind is EventKind.ENTITY_OPERATION and ev.seq >= 0:
             answer = EventKind.ENTITY_RESPONSE
         elif ev.kind is EventKind.LOCK_REQUESTED:
             answer = EventKind.LOCK_GRANTED
         else:
             return  # nobody waits for a signal or a release
+        failure = FailureDetails(failure.error_type, reason, failure.stack_trace)
+        self._answer(batch, entity_id, ev, answer, failure=failure)
+
+    def _answer(
+        self,
+        batch: PartitionBatch,
+        entity_id: str,
+        ev: HistoryEvent,
+        kind: EventKind,
+        *,
+        payload: bytes | None = None,
+        failure: FailureDetails | None = None,
+    ) -> None:
+        """Answer the caller of ``ev``: a call's response, a lock request's grant."""
+        assert ev.instance_id is not None
         self._send(
             batch,
-            caller,
+            ev.instance_id,
             HistoryEvent(
-                answer,
+                kind,
                 batch.now_ms,
                 seq=ev.seq,
+                payload=payload,
                 failure=failure,
                 instance_id=entity_id,
                 execution_id=ev.execution_id,
@@ -314,17 +328,7 @@ class EntityProcessor:
             ):
                 deleted = True
                 if ev.instance_id is not None and ev.seq >= 0:
-                    self._send(
-                        batch,
-                        ev.instance_id,
-                        HistoryEvent(
-                            EventKind.ENTITY_RESPONSE,
-                            batch.now_ms,
-                            seq=ev.seq,
-                            instance_id=entity_id,
-                            execution_id=ev.execution_id,
-                        ),
-                    )
+                    self._answer(batch, entity_id, ev, EventKind.ENTITY_RESPONSE)
             else:
                 self._refuse(batch, entity_id, ev, quarantine)
         if deleted:
@@ -413,18 +417,13 @@ class EntityProcessor:
                     outcome.failure.message,
                 )
         if ev.instance_id is not None and ev.seq >= 0:
-            self._send(
+            self._answer(
                 batch,
-                ev.instance_id,
-                HistoryEvent(
-                    EventKind.ENTITY_RESPONSE,
-                    batch.now_ms,
-                    seq=ev.seq,
-                    payload=outcome.result,
-                    failure=outcome.failure,
-                    instance_id=run.entity_id,
-                    execution_id=ev.execution_id,
-                ),
+                run.entity_id,
+                ev,
+                EventKind.ENTITY_RESPONSE,
+                payload=outcome.result,
+                failure=outcome.failure,
             )
 
     def _lock(self, run: _Run, ev: HistoryEvent) -> None:
@@ -450,14 +449,7 @@ class EntityProcessor:
             )
             self._send(run.batch, ids[position + 1], forward)
         else:
-            granted = HistoryEvent(
-                EventKind.LOCK_GRANTED,
-                now,
-                seq=ev.seq,
-                instance_id=run.entity_id,
-                execution_id=ev.execution_id,
-            )
-            self._send(run.batch, owner, granted)
+            self._answer(run.batch, run.entity_id, ev, EventKind.LOCK_GRANTED)
 
     def _release(self, run: _Run, ev: HistoryEvent) -> None:
         rec = run.record

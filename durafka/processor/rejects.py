@@ -69,31 +69,27 @@ class Rejects:
             self.record(share, origin, reason)
             return
         key = target.encode("utf-8", "surrogatepass")
-        share.out.append(
-            self._dead_letters.build(
-                reason,
-                topic=self._topics.orchestrations,
-                partition=share.number,
-                offset=-1,
-                key=key,
-                value=encode_message(target, event),
-                now_ms=share.now_ms,
-            )
-        )
+        value = encode_message(target, event)
+        self._unconsumed(share, self._topics.orchestrations, key, value, reason)
 
     def stored(self, share: PartitionBatch, key: bytes, value: bytes | None, reason: str) -> None:
         """Dead-letter a value found in ``share``'s store (source: the changelog, offset -1)."""
-        share.out.append(
-            self._dead_letters.build(
-                reason,
-                topic=self._topics.changelog,
-                partition=share.number,
-                offset=-1,
-                key=key,
-                value=value,
-                now_ms=share.now_ms,
-            )
+        self._unconsumed(share, self._topics.changelog, key, value, reason)
+
+    def _unconsumed(
+        self, share: PartitionBatch, topic: str, key: bytes, value: bytes | None, reason: str
+    ) -> None:
+        """A dead letter of something not read from a topic (offset -1)."""
+        letter = self._dead_letters.build(
+            reason,
+            topic=topic,
+            partition=share.number,
+            offset=-1,
+            key=key,
+            value=value,
+            now_ms=share.now_ms,
         )
+        share.out.append(letter)
 
     def right_partition(self, key: bytes, partition: int) -> int | None:
         """The partition ``key`` belongs on, if it is not ``partition`` (None: it is)."""

@@ -24,7 +24,13 @@ from durafka.transport import TopicPartition
 from durafka.transport.base import Record
 from tests.e2e import apps
 from tests.support.dead_letters import read_dead_letters
-from tests.support.foreign import RawRecord, ids_on, produce_raw, produce_records
+from tests.support.foreign import (
+    RawRecord,
+    ids_on,
+    produce_raw,
+    produce_records,
+    start_message,
+)
 from tests.support.waiting import wait_until
 
 
@@ -38,12 +44,7 @@ def test_a_start_on_the_wrong_partition_is_forwarded_with_its_headers(
     iid = "misplaced-order"
     right = partition_for(iid.encode(), n)
     wrong = (right + 1) % n
-    start = encode_message(
-        iid,
-        HistoryEvent(
-            EventKind.EXECUTION_STARTED, 0, name="greets_after_event", payload=b'"from afar"'
-        ),
-    )
+    start = start_message(iid, "greets_after_event", b'"from afar"')
     offset = produce_raw(
         app, topics.orchestrations, wrong, iid.encode(), start, [("traceparent", b"00-ab-01")]
     )
@@ -73,10 +74,7 @@ def test_a_start_and_an_event_on_the_wrong_partition_stay_in_order(
     n = app.settings.partitions
     iid = "misplaced-pair"
     wrong = (partition_for(iid.encode(), n) + 1) % n
-    start = encode_message(
-        iid,
-        HistoryEvent(EventKind.EXECUTION_STARTED, 0, name="greets_after_event", payload=b'"pair"'),
-    )
+    start = start_message(iid, "greets_after_event", b'"pair"')
     go = encode_message(iid, HistoryEvent(EventKind.EVENT_RAISED, 0, name="go", payload=b'"!"'))
     produce_records(
         app,

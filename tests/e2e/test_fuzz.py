@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 
 import durafka
 from durafka.codec.avro import MARKER, codec
-from durafka.codec.newer import avro_string
+from durafka.codec.newer import avro_long, avro_string
 from durafka.codec.records import (
     ActivityTask,
     decode_dead_letter,
@@ -44,7 +44,7 @@ from durafka.runtime.history import EventKind, HistoryEvent
 from durafka.topology import HubTopics
 from durafka.transport import TopicPartition
 from tests.e2e import apps
-from tests.support.foreign import RawRecord, produce_records
+from tests.support.foreign import RawRecord, produce_records, start_message
 from tests.support.waiting import wait_until
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10"))
@@ -85,20 +85,8 @@ def _schema(topic: str) -> str:
 
 def _valid(topic: str, iid: str) -> bytes:
     if topic == "orchestrations":
-        start = HistoryEvent(EventKind.EXECUTION_STARTED, 1, name="hello_world", payload=b'"x"')
-        return encode_message(iid, start)
+        return start_message(iid, "hello_world", b'"x"')
     return encode_activity_task(ActivityTask(iid, 0, 1, "say_hello", b'"x"', 1, "e:0"))
-
-
-def _long(n: int) -> bytes:
-    """Avro's encoding of an int (a zigzag varint)."""
-    z = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while z > 0x7F:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
 
 
 topics_ = st.sampled_from(["orchestrations", "activities"])
@@ -164,7 +152,7 @@ def bad_records(draw: st.DrawFn) -> Bad:
     if kind == "types":
         # The right header, then the id written as an int instead of a string, then
         # bytes: an empty id, an id with NUL, or a body that does not decode.
-        body = _long(draw(st.integers(0, 40))) + b"\x00" + draw(st.binary(max_size=100))
+        body = avro_long(draw(st.integers(0, 40))) + b"\x00" + draw(st.binary(max_size=100))
         return Bad(kind, topic, draw(keys), _header(_schema(topic)) + body)
     if kind == "null key":
         if topic == "orchestrations":  # a valid record without its key

@@ -6,7 +6,9 @@ import itertools
 from typing import Any, NamedTuple
 
 import durafka
+from durafka.codec.records import encode_message
 from durafka.partitioning import partition_for
+from durafka.runtime.history import EventKind, HistoryEvent
 from durafka.transport.limits import Headers
 
 
@@ -18,6 +20,12 @@ class RawRecord(NamedTuple):
     key: bytes | None
     value: bytes | None
     headers: Headers | None = None
+
+
+def start_message(instance_id: str, orchestration: str, payload: bytes | None) -> bytes:
+    """A start record's value as another service writes it (no execution id, no policy)."""
+    start = HistoryEvent(EventKind.EXECUTION_STARTED, 0, name=orchestration, payload=payload)
+    return encode_message(instance_id, start)
 
 
 def ids_on(partition: int, partitions: int, prefix: str, count: int) -> list[str]:
