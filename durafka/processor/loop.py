@@ -73,7 +73,7 @@ from durafka.errors import (
     UnknownSchemaError,
     UpgradeRequiredError,
 )
-from durafka.ids import check_instance_id
+from durafka.ids import ENTITY_ID_PREFIX, check_instance_id
 from durafka.processor.batch import Batch, Outbox, OwnedPartition, PartitionBatch
 from durafka.processor.checkpoint import Checkpoint, CheckpointOutcome
 from durafka.processor.entities import EntityProcessor
@@ -662,9 +662,11 @@ class Processor:
             share.next_offset = offset + 1
             self.rejects.record(share, r, str(exc))
             return
-        if event.kind is EventKind.EXECUTION_STARTED:
-            # A start from a producer that does not partition with murmur2: its instance
-            # lives where its id hashes to (every later event goes there).
+        if event.kind is EventKind.EXECUTION_STARTED or iid[0] == ENTITY_ID_PREFIX:
+            # From a producer that does not partition with murmur2: an instance or an
+            # entity lives where its id hashes to (every other event goes there), and
+            # would be split in two here. Other events are checked when their
+            # instance is not found (Orchestrations._unknown_instance).
             right = self.rejects.right_partition(key, p)
             if right is not None:
                 share.next_offset = offset + 1

@@ -108,6 +108,10 @@ class Orchestrations:
             UpgradeRequiredError: a stored value is a newer release's.
         """
         inst = batch.touched.get(iid) or self.cache.get(iid)
+        if inst is not None and inst.partition != share.number:
+            # The cache is shared by the partitions: an event produced to the wrong
+            # partition must not reach the instance from there (it is forwarded).
+            inst = None
         if inst is None:
             try:
                 inst = load_instance(share.tx, iid, share.number)

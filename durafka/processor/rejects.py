@@ -19,7 +19,8 @@ when the event came from one; an event the processor made itself (an entity's
 queued message, kept in its store record) is encoded as the message it was, with
 offset -1, so that it can be redriven like the others.
 
-A record on the wrong partition (a producer that does not partition with murmur2)
+A record on the wrong partition (a producer that does not partition with murmur2:
+a start, an entity message, or an event whose instance is not on the partition)
 is *forwarded*: produced again, as it came and with a ``durafka-forwarded-from``
 header, to the partition its key hashes to, in the batch's transaction.
 """
