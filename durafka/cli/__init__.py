@@ -15,7 +15,6 @@ from durafka.cli import (
     deploy,
     devbroker,
     export,
-    instances,
     manage,
     serve,
     topology,
@@ -32,7 +31,6 @@ app.add_typer(topology.app, name="topology")
 app.add_typer(deploy.app, name="deploy")
 app.add_typer(export.app, name="export")
 app.add_typer(deadletters.app, name="dead-letters")
-app.add_typer(instances.app, name="instances")
 apps.register(app)
 manage.register(app)
 serve.register(app)

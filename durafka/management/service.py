@@ -21,6 +21,7 @@ control records, history) and adds what an operator needs beyond the client:
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ from durafka.errors import (
     InstanceNotFinishedError,
     InstanceNotFoundError,
     InstanceNotRunningError,
+    InstanceQuarantinedError,
     SerializationError,
     UnknownFunctionError,
 )
@@ -45,6 +47,7 @@ from durafka.management.deadletters import (
     parse_dead_letter_id,
     read_dead_letter,
     read_dead_letters,
+    redriven,
 )
 from durafka.management.models import (
     ClusterInfo,
@@ -58,11 +61,14 @@ from durafka.management.models import (
     InstancePage,
     InstancePageView,
     InstanceSummary,
+    QuarantinedInstance,
+    RedriveOutcome,
     StatusCounts,
     TopologyReport,
     iso,
     json_payload,
 )
+from durafka.management.redrive import redrive
 from durafka.management.timeline import timeline
 from durafka.management.topics import topology_report
 from durafka.registry import Registry
@@ -71,6 +77,7 @@ from durafka.settings import Settings
 from durafka.status import ACTIVE_STATUSES, OrchestrationStatus, RuntimeStatus
 from durafka.topology import HubTopics
 from durafka.transport.base import Transport
+from durafka.transport.client_config import for_client
 from durafka.transport.factory import open_transport
 
 if TYPE_CHECKING:
@@ -380,7 +387,53 @@ class Management:
                 f"no dead letter {dead_letter_id} on {self.topics.dead_letters} "
                 "(expired, or another task hub)"
             )
+        found.redriven = redriven(self.transport, self.topics, partition, offset)
         return found
+
+    def redrive(self, dead_letter_ids: Sequence[str]) -> list[RedriveOutcome]:
+        """Produce dead letters' records again to their source topics, each at most once.
+
+        See :mod:`.redrive`. Refused ones (no such dead letter, redriven already, a
+        stored value, a value cut to fit) say why in their outcome.
+
+        Raises:
+            ValueError: an id is not ``<partition>:<offset>``.
+            DurafkaError: the transaction failed (nothing was redriven).
+        """
+        return redrive(
+            self.transport,
+            self.topics,
+            dead_letter_ids,
+            **for_client(self.settings.client_config, "producer"),
+        )
+
+    def quarantined(self) -> list[QuarantinedInstance]:
+        """The instances quarantined because their stored state did not decode.
+
+        FAILED with an ``InstanceQuarantinedError`` (see
+        :mod:`durafka.processor.quarantine`), oldest first; their stored values
+        are on the dead-letter topic.
+        """
+        found: list[QuarantinedInstance] = []
+        continuation: str | None = None
+        while True:
+            page = self.client.list_instances(
+                status=RuntimeStatus.FAILED, page_size=1000, continuation=continuation
+            )
+            for status in page.items:
+                details = status.failure_details
+                if details is not None and details.is_caused_by(InstanceQuarantinedError):
+                    found.append(
+                        QuarantinedInstance(
+                            instance_id=status.instance_id,
+                            name=status.name,
+                            quarantined_at=iso(status.last_updated_at_ms) or "",
+                            reason=details.message,
+                        )
+                    )
+            continuation = page.continuation
+            if continuation is None:
+                return found
 
     def partitions(self) -> ClusterInfo:
         """Owner, lag and state of every input partition (a new sample)."""

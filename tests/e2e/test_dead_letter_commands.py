@@ -1,8 +1,8 @@
-"""Reading dead letters back and redriving them after a fix (issue 11, case 4).
+"""Dead letters read back and redriven after a fix; quarantined instances (issue 11, 3 and 4).
 
-``durafka dead-letters list|show|redrive`` and ``durafka instances quarantined``:
-the functions under them on both transports, the commands themselves as child
-processes on the real broker.
+``durafka dead-letters list|show|redrive|quarantined``: the management layer under
+them on both transports, the commands themselves as child processes on the real
+broker.
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ from pathlib import Path
 
 import durafka
 from durafka.codec.records import encode_message
-from durafka.redrive import REDRIVEN_FROM_HEADER, read_dead_letters, redrive
+from durafka.management import Management
+from durafka.management.redrive import REDRIVEN_FROM_HEADER
 from durafka.runtime.history import EventKind, HistoryEvent
 from durafka.state.keys import instance_key
 from durafka.topology import HubTopics, partition_for
 from durafka.transport import TopicPartition
 from tests.e2e import apps
+from tests.support.apps import make_app
 from tests.support.foreign import produce_raw
 from tests.support.processes import REPO_ROOT, hub_env
 from tests.support.waiting import wait_until
@@ -35,25 +37,25 @@ def test_a_dead_letter_is_redriven_once_after_the_fix(
     app_factory: Callable[..., durafka.App],
 ) -> None:
     app = app_factory()
-    hub = app.settings.task_hub
-    topics = HubTopics(hub)
+    topics = HubTopics(app.settings.task_hub)
     n = app.settings.partitions
     iid = "early-event"
     partition = partition_for(iid.encode(), n)
-    with app.running(), app.sync_client() as client:
+    with app.running(), app.sync_client() as client, Management.for_app(app) as m:
         # An event that arrives before its instance exists: dead-lettered.
         produce_raw(
             app, topics.orchestrations, partition, iid.encode(), event_for(iid), [("trace", b"t1")]
         )
         garbage = produce_raw(app, topics.orchestrations, partition, b"junk", b"not avro")
-        entries = wait_until(
-            lambda: (found := read_dead_letters(app.transport, hub)) and len(found) == 2 and found,
+        page = wait_until(
+            lambda: (p := m.dead_letters()) and len(p.items) == 2 and p,
             timeout=60,
             what="two dead letters",
         )
-        [event_letter] = [e for e in entries if e.letter and e.letter["key"] == iid.encode()]
-        [junk_letter] = [e for e in entries if e.letter and e.letter["key"] == b"junk"]
-        assert junk_letter.letter is not None and junk_letter.letter["source_offset"] == garbage
+        by_key = {d.key: d for d in page.items}
+        early, junk = by_key[iid], by_key["junk"]
+        assert junk.source_offset == garbage
+        assert early.not_redrivable is None and "unknown instance" in early.reason
 
         # The fix: the instance now exists and waits for the event.
         client.start_new(apps.greets_after_event, "x", instance_id=iid)
@@ -61,19 +63,17 @@ def test_a_dead_letter_is_redriven_once_after_the_fix(
             lambda: (s := client.get_status(iid)) is not None and s.custom_status == "waiting",
             timeout=60,
         )
-        [outcome] = redrive(app.transport, hub, [event_letter.id])
+        assert m.dead_letter(early.id).redriven is False
+        [outcome] = m.redrive([early.id])
         assert outcome.refused is None and outcome.target == f"{topics.orchestrations}[{partition}]"
         assert client.wait_for_completion(iid, timeout=60) == "Hello, x! !"
 
-        # Never twice, whoever asks.
-        [again] = redrive(app.transport, hub, [event_letter.id])
+        # Never twice, whoever asks; the receipt is no dead letter.
+        [again] = m.redrive([early.id])
         assert again.refused == "it was redriven already"
-        after = {e.id: e for e in read_dead_letters(app.transport, hub)}
-        assert after[event_letter.id].redriven and not after[junk_letter.id].redriven
-        # Garbage goes back only as it came: nothing would apply it.
-        [junk] = redrive(app.transport, hub, [junk_letter.id])
-        assert junk.refused is None
-        [missing] = redrive(app.transport, hub, ["0:999999"])
+        assert m.dead_letter(early.id).redriven is True
+        assert {d.id for d in m.dead_letters().items} == {early.id, junk.id}
+        [missing] = m.redrive(["0:999999"])
         assert missing.refused == "no such dead letter"
 
     traced = [
@@ -82,8 +82,7 @@ def test_a_dead_letter_is_redriven_once_after_the_fix(
         if key == iid.encode() and ("trace", b"t1") in headers
     ]
     assert len(traced) == 2  # the original and the one redrive
-    headers = traced[1]
-    assert headers["trace"] == b"t1" and headers[REDRIVEN_FROM_HEADER] == event_letter.id.encode()
+    assert traced[1][REDRIVEN_FROM_HEADER] == early.id.encode()
 
 
 def raw_records(
@@ -117,74 +116,67 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 def test_the_commands_list_show_redrive_and_quarantined(
     kafka_bootstrap: str, hub: str, tmp_path: Path
 ) -> None:
-    from tests.support.apps import make_app
-
     app = make_app(kafka_bootstrap, hub, tmp_path / "state", apps.app.registry)
     topics = HubTopics(hub)
     n = app.settings.partitions
     iid = "cli-early"
     victim = "cli-victim"
+    env = hub_env(kafka_bootstrap, hub, tmp_path / "cli-state")
     try:
         with app.running(), app.sync_client() as client:
             client.start_new(apps.waits_forever, instance_id=victim)
             wait_until(lambda: client.get_status(victim), timeout=60)
-        # Corrupt the victim's header, then send it an event and an early event elsewhere.
+        # Corrupt the victim's header; then send it an event, and an early event elsewhere.
         vp = partition_for(victim.encode(), n)
         produce_raw(app, topics.changelog, vp, instance_key(victim), b"garbage")
         app.close()
         app = make_app(kafka_bootstrap, hub, tmp_path / "state", apps.app.registry)
         with app.running(), app.sync_client() as client:
             produce_raw(app, topics.orchestrations, vp, victim.encode(), event_for(victim))
-            produce_raw(
-                app,
-                topics.orchestrations,
-                partition_for(iid.encode(), n),
-                iid.encode(),
-                event_for(iid),
-            )
+            ip = partition_for(iid.encode(), n)
+            produce_raw(app, topics.orchestrations, ip, iid.encode(), event_for(iid))
             client.wait_for_status(victim, timeout=60)
-            wait_until(
-                lambda: len(read_dead_letters(app.transport, hub)) >= 3,
-                timeout=60,
-                what="the dead letters",
-            )
-            env = hub_env(kafka_bootstrap, hub, tmp_path / "cli-state")
-            spec = "tests.e2e.apps:app"
 
-            listed = cli(env, "dead-letters", "list", spec, "--json")
-            assert listed.returncode == 0, listed.stderr
-            rows = [json.loads(line) for line in listed.stdout.splitlines()]
+            def listed() -> list[dict[str, str]]:
+                out = cli(env, "dead-letters", "list", "--json")
+                assert out.returncode == 0, out.stderr
+                items: list[dict[str, str]] = json.loads(out.stdout)["items"]
+                return items if len(items) >= 4 else []
+
+            rows = wait_until(listed, timeout=60, what="the dead letters")
             by_key = {row["key"]: row for row in rows}
             assert "unknown instance" in by_key[iid]["reason"]
             assert "quarantined" in by_key[victim]["reason"]
             # Its header and its history chunk, as they were stored.
-            stored = [r for r in rows if r["source"].startswith(topics.changelog)]
+            stored = [r for r in rows if r["source_topic"] == topics.changelog]
             assert {r["key"][:2] for r in stored} == {"i/", "h/"}
             assert all("could not be decoded" in r["reason"] for r in stored)
 
-            shown = cli(env, "dead-letters", "show", spec, by_key[iid]["id"])
+            table = cli(env, "dead-letters", "list")
+            assert table.returncode == 0 and by_key[iid]["id"] in table.stdout
+
+            shown = cli(env, "dead-letters", "show", by_key[iid]["id"], "--json")
             assert shown.returncode == 0, shown.stderr
             detail = json.loads(shown.stdout)
-            assert detail["value"]["instance_id"] == iid
-            assert detail["value"]["event"]["kind"] == "EVENT_RAISED"
-            assert detail["redrivable"] is True
+            assert detail["source_offset"] >= 0 and detail["not_redrivable"] is None
+            assert detail["redriven"] is False
 
-            refused = cli(env, "dead-letters", "redrive", spec, stored[0]["id"])
-            assert refused.returncode == 1 and "not an input topic" in refused.stderr
+            refused = cli(env, "dead-letters", "redrive", stored[0]["id"])
+            assert refused.returncode == 1 and "not an input topic" in refused.stdout
 
             client.start_new(apps.greets_after_event, "c", instance_id=iid)
             wait_until(
                 lambda: (s := client.get_status(iid)) is not None and s.custom_status == "waiting",
                 timeout=60,
             )
-            redriven = cli(env, "dead-letters", "redrive", spec, by_key[iid]["id"])
+            redriven = cli(env, "dead-letters", "redrive", by_key[iid]["id"])
             assert redriven.returncode == 0, redriven.stderr
             assert f"redriven {by_key[iid]['id']}" in redriven.stdout
             assert client.wait_for_completion(iid, timeout=60) == "Hello, c! !"
 
-            quarantined = cli(env, "instances", "quarantined", spec, "--json")
+            quarantined = cli(env, "dead-letters", "quarantined", "--json")
             assert quarantined.returncode == 0, quarantined.stderr
-            [row] = [json.loads(line) for line in quarantined.stdout.splitlines()]
+            [row] = json.loads(quarantined.stdout)
             assert row["instance_id"] == victim and "could not be decoded" in row["reason"]
     finally:
         app.close()
