@@ -21,12 +21,11 @@ from fastavro import parse_schema, schemaless_writer
 import durafka
 from durafka.codec import avro
 from durafka.codec.records import event_to_dict
-from durafka.hosting import Runner
-from durafka.processor import Processor
 from durafka.runtime.history import EventKind, HistoryEvent
 from durafka.topology import HubTopics, partition_for
 from durafka.transport import TopicPartition
 from tests.e2e import apps
+from tests.support.apps import hosted
 from tests.support.dead_letters import read_dead_letters
 from tests.support.foreign import ids_on, produce_raw
 
@@ -60,14 +59,6 @@ def upgrade() -> Iterator[Callable[[], None]]:
     codec.writers.update(before)
 
 
-def hosted(app: durafka.App) -> tuple[Runner, Processor]:
-    runner = Runner()
-    processor = app.processor()
-    runner.add("processor", processor.run)
-    runner.add("worker", app.worker().run)
-    return runner, processor
-
-
 def test_an_old_processor_stops_the_partition_and_an_upgraded_one_goes_on(
     app_factory: Callable[..., durafka.App], upgrade: Callable[[], None]
 ) -> None:
@@ -88,26 +79,21 @@ def test_an_old_processor_stops_the_partition_and_an_upgraded_one_goes_on(
         if partition_for(i.encode(), n) != partition
     ][:3]
 
-    runner, processor = hosted(app)
-    runner.start()
-    try:
-        with app.sync_client() as client:
-            offset = produce_raw(app, topics.orchestrations, partition, future.encode(), newer)
-            for iid in behind + elsewhere:
-                client.start_new(apps.hello_world, iid, instance_id=iid)
-            # Every other partition goes on.
-            for iid in elsewhere:
-                assert client.wait_for_completion(iid, timeout=60) == f"Hello, {iid}!"
-            assert partition in processor.stopped_partitions
-            reason = processor.stopped_partitions[partition]
-            assert "upgrade" in reason and f"{offset}" in reason
-            consumer = app.transport.consumer(group_id=topics.processor_group)
-            tp = TopicPartition(topics.orchestrations, partition)
-            committed = consumer.committed([tp]).get(tp)
-            consumer.close()
-            assert committed is None or committed <= offset
-    finally:
-        runner.stop()
+    with hosted(app) as processor, app.sync_client() as client:
+        offset = produce_raw(app, topics.orchestrations, partition, future.encode(), newer)
+        for iid in behind + elsewhere:
+            client.start_new(apps.hello_world, iid, instance_id=iid)
+        # Every other partition goes on.
+        for iid in elsewhere:
+            assert client.wait_for_completion(iid, timeout=60) == f"Hello, {iid}!"
+        assert partition in processor.stopped_partitions
+        reason = processor.stopped_partitions[partition]
+        assert "upgrade" in reason and f"{offset}" in reason
+        consumer = app.transport.consumer(group_id=topics.processor_group)
+        tp = TopicPartition(topics.orchestrations, partition)
+        committed = consumer.committed([tp]).get(tp)
+        consumer.close()
+        assert committed is None or committed <= offset
 
     upgrade()
     with app.running(), app.sync_client() as client:
