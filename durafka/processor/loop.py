@@ -568,14 +568,14 @@ class Processor:
             for share in list(batch.partitions.values()):
                 for iid, events in share.work.items():
                     self._apply(batch, share, iid, events)
+            if batch.local:
+                self._run_local_activities(batch)
         except UpgradeRequiredError as exc:
             # A stored value of a newer release: stop its partition, and process the
             # others again without it (this batch has already applied some of it).
             self._rewind(list(batch.partitions.values()))
             self._stop_partition(self._owned[exc.partition], str(exc))
             return
-        if batch.local:
-            self._run_local_activities(batch)
         self._orchestrations.emit_instance_writes(batch)
         self._commit(batch)
 
