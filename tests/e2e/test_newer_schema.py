@@ -20,14 +20,17 @@ from fastavro import parse_schema, schemaless_writer
 
 import durafka
 from durafka.codec import avro
-from durafka.codec.records import event_to_dict
+from durafka.codec.records import encode_message, event_to_dict
 from durafka.runtime.history import EventKind, HistoryEvent
+from durafka.state.keys import instance_key
+from durafka.status import RuntimeStatus
 from durafka.topology import HubTopics, partition_for
 from durafka.transport import TopicPartition
 from tests.e2e import apps
 from tests.support.apps import hosted
 from tests.support.dead_letters import read_dead_letters
 from tests.support.foreign import ids_on, produce_raw
+from tests.support.waiting import wait_until
 
 
 def newer_message_schema() -> dict[str, Any]:
@@ -121,3 +124,48 @@ def test_garbage_behind_the_marker_is_dead_lettered_not_taken_for_a_newer_releas
         assert client.wait_for_completion(after, timeout=60) == f"Hello, {after}!"
     assert letter["source_offset"] == offset
     assert "unknown schema fingerprint" in letter["reason"]
+
+
+def test_a_stored_header_of_a_newer_release_stops_the_partition_not_the_instance(
+    app_factory: Callable[..., durafka.App],
+) -> None:
+    # What a newer processor left in the changelog before this one took the partition.
+    app = app_factory()
+    topics = HubTopics(app.settings.task_hub)
+    n = app.settings.partitions
+    iid = "upgraded-elsewhere"
+    partition = partition_for(iid.encode(), n)
+    with app.running(), app.sync_client() as client:
+        client.start_new(apps.greets_after_event, "z", instance_id=iid)
+        wait_until(
+            lambda: (s := client.get_status(iid)) is not None and s.custom_status == "waiting",
+            timeout=60,
+            what="the instance waiting for its event",
+        )
+    store = app.store_factory.open(app.settings.task_hub, partition)
+    header = store.get(instance_key(iid))
+    store.close()
+    assert header is not None
+    newer = avro.MARKER + (0x0BADC0FFEE).to_bytes(8, "little") + header[10:] + b"\x02"
+    produce_raw(app, topics.changelog, partition, instance_key(iid), newer)
+
+    app = app_factory()
+    go = encode_message(iid, HistoryEvent(EventKind.EVENT_RAISED, 0, name="go", payload=b'"!"'))
+    with hosted(app) as processor, app.sync_client() as client:
+        produce_raw(app, topics.orchestrations, partition, iid.encode(), go)
+        wait_until(
+            lambda: partition in processor.stopped_partitions,
+            timeout=60,
+            what=f"partition {partition} stopped",
+        )
+        assert "newer durafka release" in processor.stopped_partitions[partition]
+        elsewhere = next(
+            i
+            for i in (f"other-{k}" for k in range(50))
+            if partition_for(i.encode(), n) != partition
+        )
+        client.start_new(apps.hello_world, elsewhere, instance_id=elsewhere)
+        assert client.wait_for_completion(elsewhere, timeout=60) == f"Hello, {elsewhere}!"
+        status = client.get_status(iid)
+        assert status is not None and status.runtime_status is RuntimeStatus.RUNNING
+    assert processor.dead_letters.count == 0
