@@ -58,6 +58,7 @@ from durafka.transport.base import (
     TopicPartition,
     TransactionalProducer,
     Transport,
+    produce_outgoing,
 )
 from durafka.transport.client_config import for_client
 
@@ -526,8 +527,8 @@ class ActivityWorker:
             return
         try:
             producer.begin_transaction()
-            for topic, partition, key, value, headers in outbox:
-                producer.produce(topic, partition, key, value, headers=headers)
+            for record in outbox:
+                produce_outgoing(producer, record)
             producer.send_offsets(offsets, consumer.group_metadata())
             producer.commit_transaction()
         except TransactionError as exc:

@@ -28,7 +28,12 @@ from typing import Any
 
 from durafka.errors import CommitOutcomeUnknownError, StoreError, TransactionError
 from durafka.processor.batch import PartitionBatch
-from durafka.transport.base import Record, TopicPartition, TransactionalProducer
+from durafka.transport.base import (
+    Record,
+    TopicPartition,
+    TransactionalProducer,
+    produce_outgoing,
+)
 
 __all__ = ["Checkpoint", "CheckpointOutcome"]
 
@@ -125,9 +130,7 @@ class Checkpoint:
         delivered = self._changelog_delivered
         for share in self.shares:
             for record in share.out:
-                producer.produce(
-                    record.topic, record.partition, record.key, record.value, headers=record.headers
-                )
+                produce_outgoing(producer, record)
             for key, value in share.tx.prepare().items():
                 producer.produce(changelog, share.number, key, value, delivered)
         remaining = producer.flush(_FLUSH_TIMEOUT_S)

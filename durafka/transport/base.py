@@ -80,6 +80,16 @@ class Record(Protocol):
 RecordHeaders = Sequence[tuple[str, str | bytes | None]] | Mapping[str, str | bytes | None] | None
 
 
+def produce_outgoing(producer: Producer, record: OutgoingRecord) -> None:
+    """Queue ``record`` (headers only when it has any: most records have none)."""
+    if record.headers is None:
+        producer.produce(record.topic, record.partition, record.key, record.value)
+    else:
+        producer.produce(
+            record.topic, record.partition, record.key, record.value, headers=record.headers
+        )
+
+
 def header_pairs(headers: RecordHeaders) -> list[tuple[str, bytes | None]]:
     """A consumed record's headers as ``(name, bytes | None)`` pairs, in order."""
     if not headers:
