@@ -118,7 +118,7 @@ class InstanceQuarantinedError(DurafkaError):
     Never raised: it is the ``error_type`` of the instance's failure details (match it
     with ``status.failure_details.is_caused_by(InstanceQuarantinedError)``). The
     instance is FAILED, its stored values and the records sent to it are on
-    ``H.dead-letters``; ``durafka instances quarantined`` lists such instances.
+    ``H.dead-letters``; ``durafka dead-letters quarantined`` lists such instances.
     """
 
 

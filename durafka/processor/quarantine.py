@@ -15,7 +15,7 @@ such an instance is *quarantined*, in the batch that meets it:
 * the records of the batch that were sent to it are dead-lettered.
 
 From then on it is a FAILED instance like any other: late events are dropped, a
-start follows its id reuse policy, a purge removes it. ``durafka instances
+start follows its id reuse policy, a purge removes it. ``durafka dead-letters
 quarantined`` lists them. What the lost history held is not undone: an entity
 lock it held stays held (release it by hand), its timers fire and are dropped.
 
