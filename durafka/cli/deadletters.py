@@ -5,7 +5,8 @@ A dead letter is named ``<partition>:<offset>`` (where it sits on
 source topic after a fix, each at most once (:mod:`durafka.management.redrive`
 says how). ``quarantined`` lists the instances whose stored state did not
 decode (their stored values are dead letters too). The options are those of the
-other management commands (:mod:`durafka.cli.manage`).
+other management commands (:mod:`durafka.cli.manage`), and the log options every
+command shares (:mod:`durafka.cli.options`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Annotated
 
 import typer
 
+from durafka.cli.logs import LogFormat, LogLevel
 from durafka.cli.manage import (
     AppOpt,
     BootstrapOpt,
@@ -24,6 +26,7 @@ from durafka.cli.manage import (
     managing,
     table,
 )
+from durafka.cli.options import LogFormatOption, LogLevelOption, setup_logging
 
 app = typer.Typer(
     help="Dead letters: list, show, redrive; quarantined instances.", no_args_is_help=True
@@ -49,8 +52,11 @@ def list_(
     hub: HubOpt = None,
     bootstrap: BootstrapOpt = None,
     as_json: JsonOpt = False,
+    log_level: LogLevelOption = LogLevel.WARNING,
+    log_format: LogFormatOption = LogFormat.TEXT,
 ) -> None:
     """List the newest dead letters, a page at a time: id, time, source, key, reason."""
+    setup_logging(log_level, log_format)
     with managing(app_spec, hub, bootstrap) as m:
         page = m.dead_letters(limit=limit, continuation=continuation)
         rows = [
@@ -81,8 +87,11 @@ def show(
     hub: HubOpt = None,
     bootstrap: BootstrapOpt = None,
     as_json: JsonOpt = False,
+    log_level: LogLevelOption = LogLevel.WARNING,
+    log_format: LogFormatOption = LogFormat.TEXT,
 ) -> None:
     """Show one dead letter: reason, source, key, headers, value, sizes, whether redriven."""
+    setup_logging(log_level, log_format)
     with managing(app_spec, hub, bootstrap) as m:
         info = m.dead_letter(dead_letter)
         text = json.dumps(info.model_dump(mode="json"), indent=2, ensure_ascii=False)
@@ -98,11 +107,14 @@ def redrive(
     hub: HubOpt = None,
     bootstrap: BootstrapOpt = None,
     as_json: JsonOpt = False,
+    log_level: LogLevelOption = LogLevel.WARNING,
+    log_format: LogFormatOption = LogFormat.TEXT,
 ) -> None:
     """Produce dead letters again to their source topic, each at most once.
 
     Exit code 1 when any was refused (the reason is printed).
     """
+    setup_logging(log_level, log_format)
     with managing(app_spec, hub, bootstrap) as m:
         outcomes = m.redrive(dead_letters)
         lines = [
@@ -122,8 +134,11 @@ def quarantined(
     hub: HubOpt = None,
     bootstrap: BootstrapOpt = None,
     as_json: JsonOpt = False,
+    log_level: LogLevelOption = LogLevel.WARNING,
+    log_format: LogFormatOption = LogFormat.TEXT,
 ) -> None:
     """List the instances quarantined because their stored state did not decode."""
+    setup_logging(log_level, log_format)
     with managing(app_spec, hub, bootstrap) as m:
         found = m.quarantined()
         rows = [
