@@ -59,10 +59,7 @@ def test_a_dead_letter_is_redriven_once_after_the_fix(
 
         # The fix: the instance now exists and waits for the event.
         client.start_new(apps.greets_after_event, "x", instance_id=iid)
-        wait_until(
-            lambda: (s := client.get_status(iid)) is not None and s.custom_status == "waiting",
-            timeout=60,
-        )
+        client.status_view.wait_for(iid, lambda s: s.custom_status == "waiting", timeout=60)
         assert m.dead_letter(early.id).redriven is False
         [outcome] = m.redrive([early.id])
         assert outcome.refused is None and outcome.target == f"{topics.orchestrations}[{partition}]"
@@ -165,10 +162,7 @@ def test_the_commands_list_show_redrive_and_quarantined(
             assert refused.returncode == 1 and "not an input topic" in refused.stdout
 
             client.start_new(apps.greets_after_event, "c", instance_id=iid)
-            wait_until(
-                lambda: (s := client.get_status(iid)) is not None and s.custom_status == "waiting",
-                timeout=60,
-            )
+            client.status_view.wait_for(iid, lambda s: s.custom_status == "waiting", timeout=60)
             redriven = cli(env, "dead-letters", "redrive", by_key[iid]["id"])
             assert redriven.returncode == 0, redriven.stderr
             assert f"redriven {by_key[iid]['id']}" in redriven.stdout

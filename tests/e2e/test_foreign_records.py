@@ -51,11 +51,7 @@ def test_a_start_on_the_wrong_partition_is_forwarded_with_its_headers(
         app, topics.orchestrations, wrong, iid.encode(), start, [("traceparent", b"00-ab-01")]
     )
     with app.running(), app.sync_client() as client:
-        wait_until(
-            lambda: (s := client.get_status(iid)) is not None and s.custom_status == "waiting",
-            timeout=60,
-            what="the instance waiting for its event",
-        )
+        client.status_view.wait_for(iid, lambda s: s.custom_status == "waiting", timeout=60)
         # The client sends the event where the id hashes to: the instance must be there.
         client.raise_event(iid, "go", "!")
         assert client.wait_for_completion(iid, timeout=60) == "Hello, from afar! !"
@@ -104,11 +100,7 @@ def test_an_event_for_a_running_instance_on_the_wrong_partition_is_forwarded(
     go = encode_message(iid, HistoryEvent(EventKind.EVENT_RAISED, 0, name="go", payload=b'"!"'))
     with app.running(), app.sync_client() as client:
         client.start_new(apps.greets_after_event, "y", instance_id=iid)
-        wait_until(
-            lambda: (s := client.get_status(iid)) is not None and s.custom_status == "waiting",
-            timeout=60,
-            what="the instance waiting for its event",
-        )
+        client.status_view.wait_for(iid, lambda s: s.custom_status == "waiting", timeout=60)
         produce_raw(app, topics.orchestrations, wrong, iid.encode(), go)
         assert client.wait_for_completion(iid, timeout=60) == "Hello, y! !"
 

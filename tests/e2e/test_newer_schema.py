@@ -137,11 +137,7 @@ def test_a_stored_header_of_a_newer_release_stops_the_partition_not_the_instance
     partition = partition_for(iid.encode(), n)
     with app.running(), app.sync_client() as client:
         client.start_new(apps.greets_after_event, "z", instance_id=iid)
-        wait_until(
-            lambda: (s := client.get_status(iid)) is not None and s.custom_status == "waiting",
-            timeout=60,
-            what="the instance waiting for its event",
-        )
+        client.status_view.wait_for(iid, lambda s: s.custom_status == "waiting", timeout=60)
     store = app.store_factory.open(app.settings.task_hub, partition)
     header = store.get(instance_key(iid))
     store.close()

@@ -23,7 +23,6 @@ from durafka.topology import HubTopics, partition_for
 from tests.e2e import apps
 from tests.support.dead_letters import read_dead_letters
 from tests.support.foreign import ids_on, produce_raw
-from tests.support.waiting import wait_until
 
 GARBAGE = b"\xc3\x01 not what durafka wrote"
 
@@ -39,11 +38,7 @@ def test_an_undecodable_instance_is_quarantined_and_its_partition_goes_on(
     partition = partition_for(iid.encode(), n)
     with app.running(), app.sync_client() as client:
         client.start_new(apps.greets_after_event, "x", instance_id=iid)
-        wait_until(
-            lambda: (s := client.get_status(iid)) is not None and s.custom_status == "waiting",
-            timeout=60,
-            what="the victim waiting for its event",
-        )
+        client.status_view.wait_for(iid, lambda s: s.custom_status == "waiting", timeout=60)
     # A bug (or a disk) corrupts the stored value; the next owner restores it.
     key = instance_key(iid) if corrupt == "header" else history_key(iid, 0)
     produce_raw(app, topics.changelog, partition, key, GARBAGE)
