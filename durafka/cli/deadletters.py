@@ -5,8 +5,7 @@ A dead letter is named ``<partition>:<offset>`` (where it sits on
 source topic after a fix, each at most once (:mod:`durafka.management.redrive`
 says how). ``quarantined`` lists the instances whose stored state did not
 decode (their stored values are dead letters too). The options are those of the
-other management commands (:mod:`durafka.cli.manage`), and the log options every
-command shares (:mod:`durafka.cli.options`).
+other management commands (:mod:`durafka.cli.manage`).
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from durafka.cli.manage import (
     managing,
     table,
 )
-from durafka.cli.options import LogFormatOption, LogLevelOption, setup_logging
+from durafka.cli.options import LogFormatOption, LogLevelOption
 
 app = typer.Typer(
     help="Dead letters: list, show, redrive; quarantined instances.", no_args_is_help=True
@@ -51,13 +50,12 @@ def list_(
     app_spec: AppOpt = None,
     hub: HubOpt = None,
     bootstrap: BootstrapOpt = None,
-    as_json: JsonOpt = False,
-    log_level: LogLevelOption = LogLevel.WARNING,
+    log_level: LogLevelOption = LogLevel.INFO,
     log_format: LogFormatOption = LogFormat.TEXT,
+    as_json: JsonOpt = False,
 ) -> None:
     """List the newest dead letters, a page at a time: id, time, source, key, reason."""
-    setup_logging(log_level, log_format)
-    with managing(app_spec, hub, bootstrap) as m:
+    with managing(app_spec, hub, bootstrap, log_level, log_format) as m:
         page = m.dead_letters(limit=limit, continuation=continuation)
         rows = [
             (
@@ -86,13 +84,12 @@ def show(
     app_spec: AppOpt = None,
     hub: HubOpt = None,
     bootstrap: BootstrapOpt = None,
-    as_json: JsonOpt = False,
-    log_level: LogLevelOption = LogLevel.WARNING,
+    log_level: LogLevelOption = LogLevel.INFO,
     log_format: LogFormatOption = LogFormat.TEXT,
+    as_json: JsonOpt = False,
 ) -> None:
     """Show one dead letter: reason, source, key, headers, value, sizes, whether redriven."""
-    setup_logging(log_level, log_format)
-    with managing(app_spec, hub, bootstrap) as m:
+    with managing(app_spec, hub, bootstrap, log_level, log_format) as m:
         info = m.dead_letter(dead_letter)
         text = json.dumps(info.model_dump(mode="json"), indent=2, ensure_ascii=False)
         emit(info, as_json, text)
@@ -106,16 +103,15 @@ def redrive(
     app_spec: AppOpt = None,
     hub: HubOpt = None,
     bootstrap: BootstrapOpt = None,
-    as_json: JsonOpt = False,
-    log_level: LogLevelOption = LogLevel.WARNING,
+    log_level: LogLevelOption = LogLevel.INFO,
     log_format: LogFormatOption = LogFormat.TEXT,
+    as_json: JsonOpt = False,
 ) -> None:
     """Produce dead letters again to their source topic, each at most once.
 
     Exit code 1 when any was refused (the reason is printed).
     """
-    setup_logging(log_level, log_format)
-    with managing(app_spec, hub, bootstrap) as m:
+    with managing(app_spec, hub, bootstrap, log_level, log_format) as m:
         outcomes = m.redrive(dead_letters)
         lines = [
             f"redriven {o.id} -> {o.target}"
@@ -133,13 +129,12 @@ def quarantined(
     app_spec: AppOpt = None,
     hub: HubOpt = None,
     bootstrap: BootstrapOpt = None,
-    as_json: JsonOpt = False,
-    log_level: LogLevelOption = LogLevel.WARNING,
+    log_level: LogLevelOption = LogLevel.INFO,
     log_format: LogFormatOption = LogFormat.TEXT,
+    as_json: JsonOpt = False,
 ) -> None:
     """List the instances quarantined because their stored state did not decode."""
-    setup_logging(log_level, log_format)
-    with managing(app_spec, hub, bootstrap) as m:
+    with managing(app_spec, hub, bootstrap, log_level, log_format) as m:
         found = m.quarantined()
         rows = [
             (q.instance_id, q.name, q.quarantined_at, _short(q.reason, REASON_WIDTH)) for q in found
