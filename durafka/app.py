@@ -244,7 +244,13 @@ class App:
         self, *, processor: bool = True, worker: bool = True, partitions: list[int] | None = None
     ) -> Runner:
         """A runner hosting a processor and/or a worker on background threads (not started)."""
-        runner = Runner(gc_young_threshold=self.settings.gc_young_threshold)
+        s = self.settings
+        runner = Runner(
+            gc_young_threshold=s.gc_young_threshold,
+            metrics_port=s.metrics_port,
+            metrics_host=s.metrics_host,
+            health_timeout=s.health_timeout_ms / 1000,
+        )
         local = None
         if processor:
             if worker and self.settings.local_activities:
@@ -258,9 +264,10 @@ class App:
                     wait_seconds=self.settings.local_activity_wait_ms / 1000,
                 )
             proc = self.processor(partitions, local_activities=local)
-            runner.add("processor", proc.run)
+            runner.add("processor", proc.run, proc.metrics)
         if worker:
-            runner.add("worker", self.worker(local_activities=local).run)
+            activity_worker = self.worker(local_activities=local)
+            runner.add("worker", activity_worker.run, activity_worker.metrics)
         return runner
 
     @contextmanager

@@ -20,16 +20,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import Counter
 from typing import Final
 
 from durafka.codec.records import DeadLetter, encode_dead_letter
 from durafka.errors import ConfigurationError
 from durafka.partitioning import partition_for
 from durafka.settings import Settings
-from durafka.topology import HubTopics, load_hub_spec
+from durafka.topology import HubTopics
 from durafka.transport.base import OutgoingRecord, Record, RecordHeaders, header_pairs
 from durafka.transport.client_config import for_client
-from durafka.transport.limits import max_record_size, record_size
+from durafka.transport.limits import RecordLimits, record_size
 from durafka.version import __version__
 
 __all__ = ["MAX_REASON_CHARS", "MIN_RECORD_SIZE", "DeadLetters", "fit"]
@@ -57,6 +58,8 @@ class DeadLetters:
     Attributes:
         count: dead letters built so far (a batch that is rolled back and
             processed again builds its dead letters again).
+        by_reason: the same, by source topic and kind of reason (the ``cause``
+            given to :meth:`build`, e.g. the exception's type name).
 
     Raises:
         ConfigurationError: ``max_size`` is below :data:`MIN_RECORD_SIZE`.
@@ -74,24 +77,26 @@ class DeadLetters:
         self.max_size = max_size
         self.written_by = written_by
         self.count = 0
+        self.by_reason: Counter[tuple[str, str]] = Counter()
 
     @classmethod
     def for_settings(cls, settings: Settings, partitions: int, written_by: str) -> DeadLetters:
         """Dead letters within the limit of ``settings``' producers and the topology's topic."""
         topics = HubTopics(settings.task_hub)
-        topic_config = next(
-            (s.config for s in load_hub_spec(settings.task_hub) if s.name == topics.dead_letters),
-            None,
+        limits = RecordLimits.for_hub(
+            settings.task_hub, for_client(settings.client_config, "producer")
         )
-        limit = max_record_size(for_client(settings.client_config, "producer"), topic_config)
-        return cls(topics, partitions, limit, written_by)
+        return cls(topics, partitions, limits.of(topics.dead_letters), written_by)
 
-    def of_record(self, record: Record, reason: str, now_ms: int) -> OutgoingRecord:
-        """The dead letter of a consumed ``record``."""
+    def of_record(
+        self, record: Record, reason: str, now_ms: int, *, cause: str = "other"
+    ) -> OutgoingRecord:
+        """The dead letter of a consumed ``record`` (``cause``: see :meth:`build`)."""
         kind, timestamp = record.timestamp()
         offset = record.offset()
         return self.build(
             reason,
+            cause=cause,
             topic=record.topic() or "",
             partition=record.partition() or 0,
             offset=-1 if offset is None else offset,
@@ -114,8 +119,13 @@ class DeadLetters:
         now_ms: int,
         headers: RecordHeaders = None,
         timestamp: int | None = None,
+        cause: str = "other",
     ) -> OutgoingRecord:
-        """The dead letter of a record, cut to fit (see the module docstring)."""
+        """The dead letter of a record, cut to fit (see the module docstring).
+
+        ``cause`` is a short, bounded kind of ``reason`` (e.g. ``DecodeError``): the
+        ``reason`` label of the ``durafka_dead_letters_total`` metric.
+        """
         log.warning("dead-lettering %s[%d]@%d (key %r): %s", topic, partition, offset, key, reason)
         truncated: list[str] = []
         if len(reason) > MAX_REASON_CHARS:
@@ -140,6 +150,7 @@ class DeadLetters:
         )
         encoded = fit(letter, self.max_size)
         self.count += 1
+        self.by_reason[(topic, cause)] += 1
         target = partition_for(key, self._partitions) if key is not None else partition
         return OutgoingRecord(self.topic, target % self._partitions, letter.key, encoded)
 

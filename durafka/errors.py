@@ -67,6 +67,16 @@ class PayloadTooLargeError(DurafkaError, ValueError):
     """A user payload exceeds ``max_payload_bytes``; nothing was written."""
 
 
+class RecordTooLargeError(DurafkaError):
+    """Something durafka would write does not fit in one Kafka record.
+
+    The limit is the producer's ``message.max.bytes`` and the topic's
+    ``max.message.bytes`` (:mod:`durafka.transport.limits`). It is the reason an
+    instance fails ("history too large", "status too large", ...) or an entity
+    operation is rejected; the message gives the sizes.
+    """
+
+
 class SerializationError(DurafkaError, ValueError):
     """A payload could not be encoded to or decoded from JSON for its type."""
 
@@ -179,6 +189,27 @@ class TransactionError(DurafkaError):
         return not self.fatal
 
 
+class RecordRejectedError(TransactionError):
+    """The client or the broker refused one record for good (too large, invalid).
+
+    Producing the same record again fails the same way, so retrying the batch
+    never helps: the processor finds the instance, entity or input record the
+    record came from and gives that one a visible outcome instead. Abortable
+    (``fatal`` is False).
+
+    Attributes:
+        topic: where the record was going.
+        partition: its partition.
+        code: the client's error name, e.g. ``MSG_SIZE_TOO_LARGE``.
+    """
+
+    def __init__(self, message: str, *, topic: str, partition: int, code: str) -> None:
+        super().__init__(message)
+        self.topic = topic
+        self.partition = partition
+        self.code = code
+
+
 class CommitOutcomeUnknownError(TransactionError):
     """``commit_transaction`` did not finish: the transaction may or may not have committed.
 
@@ -225,9 +256,40 @@ class WaitTimeoutError(DurafkaError, TimeoutError):
     """
 
 
+#: The longest failure message kept (characters); longer ones are cut where they are made.
+MAX_FAILURE_MESSAGE_CHARS = 8_000
+#: The longest stack trace kept (characters): its end (where the error was raised) is kept.
+MAX_STACK_TRACE_CHARS = 32_000
+#: The longest error type kept (characters).
+MAX_ERROR_TYPE_CHARS = 1_000
+
+
+def _cut_head(text: str, limit: int) -> str:
+    """``text`` with its end cut to at most ``limit`` characters, with a marker saying so."""
+    if len(text) <= limit:
+        return text
+    marker = f" [... {len(text) - limit:,} more characters cut by durafka]"
+    return text[: max(0, limit - len(marker))] + marker
+
+
+def _cut_tail(text: str, limit: int) -> str:
+    """``text`` with its start cut to at most ``limit`` characters, with a marker saying so."""
+    if len(text) <= limit:
+        return text
+    marker = f"[... {len(text) - limit:,} characters cut by durafka ...]\n"
+    return marker + text[len(text) - max(0, limit - len(marker)) :]
+
+
 @dataclass(frozen=True)
 class FailureDetails:
     """Why a task or an instance failed, carried across processes.
+
+    Where durafka makes them (:meth:`from_exception`: activities, orchestrators,
+    entity operations) they are bounded (:meth:`bounded`): the message to
+    :data:`MAX_FAILURE_MESSAGE_CHARS` (its start kept), the stack trace to
+    :data:`MAX_STACK_TRACE_CHARS` (its end kept, where the error was raised),
+    each with a marker saying how much was cut; so a failure always fits the
+    records it travels in.
 
     Attributes:
         error_type: qualified name of the exception class, e.g. ``"builtins.ValueError"``.
@@ -241,7 +303,7 @@ class FailureDetails:
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> FailureDetails:
-        """Capture type, message and traceback of ``exc``."""
+        """Capture type, message and traceback of ``exc``, bounded (see the class docstring)."""
         import traceback
 
         t = type(exc)
@@ -249,6 +311,21 @@ class FailureDetails:
             error_type=f"{t.__module__}.{t.__qualname__}",
             message=str(exc),
             stack_trace="".join(traceback.format_exception(exc)),
+        ).bounded()
+
+    def bounded(self) -> FailureDetails:
+        """These details with message, stack trace and type cut to their bounds."""
+        trace = self.stack_trace
+        if (
+            len(self.message) <= MAX_FAILURE_MESSAGE_CHARS
+            and (trace is None or len(trace) <= MAX_STACK_TRACE_CHARS)
+            and len(self.error_type) <= MAX_ERROR_TYPE_CHARS
+        ):
+            return self
+        return FailureDetails(
+            _cut_head(self.error_type, MAX_ERROR_TYPE_CHARS),
+            _cut_head(self.message, MAX_FAILURE_MESSAGE_CHARS),
+            None if trace is None else _cut_tail(trace, MAX_STACK_TRACE_CHARS),
         )
 
     def is_caused_by(self, exc_type: type[BaseException]) -> bool:

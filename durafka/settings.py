@@ -202,6 +202,36 @@ class Settings(BaseSettings):
     use_memory_state: bool | None = Field(
         None, description="Keep partition state in memory (default: only on memory://)."
     )
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description=(
+            "Serve Prometheus metrics (/metrics) and the Kubernetes probes /healthz and "
+            "/readyz of this process's processor and worker on this port (0: any free port; "
+            "unset: not served). The CLI's --metrics-port sets it."
+        ),
+    )
+    metrics_host: str = Field(
+        "0.0.0.0", description="The address metrics_port listens on (0.0.0.0: every interface)."
+    )
+    health_timeout_ms: int = Field(
+        120_000,
+        ge=1000,
+        description=(
+            "/healthz fails once a role's loop has made no progress for this long (stuck in a "
+            "Kafka call, a store write or user code). Longer than commit_timeout_ms, during "
+            "which a processor keeps resuming a commit whose outcome is unknown."
+        ),
+    )
+    tracing: bool = Field(
+        False,
+        description=(
+            "Emit OpenTelemetry spans (orchestration executions, steps, activities) to the "
+            "global tracer provider, with their context in Kafka headers; needs the 'tracing' "
+            "extra (opentelemetry-sdk) and a configured provider."
+        ),
+    )
 
     @field_validator("bootstrap_servers", mode="before")
     @classmethod

@@ -38,16 +38,19 @@ class LocalRun:
     """One activity started next to the processor.
 
     ``result`` is set when it finished within the batch; ``adopter`` when it was
-    handed off to the worker instead (see :meth:`LocalActivities.collect`).
+    handed off to the worker instead (see :meth:`LocalActivities.collect`);
+    ``seconds``: from its start to its result (for the metrics).
     """
 
-    __slots__ = ("adopter", "fdef", "result", "task")
+    __slots__ = ("adopter", "fdef", "result", "seconds", "started", "task")
 
     def __init__(self, task: ActivityTask, fdef: FunctionDef) -> None:
         self.task = task
         self.fdef = fdef
         self.result: HistoryEvent | None = None
         self.adopter: Future[HistoryEvent] | None = None
+        self.started = time.perf_counter()
+        self.seconds = 0.0
 
 
 class LocalActivities:
@@ -181,6 +184,7 @@ class LocalActivities:
         task.add_done_callback(done)
 
     def _finish(self, run: LocalRun, event: HistoryEvent) -> None:
+        run.seconds = time.perf_counter() - run.started
         with self._lock:
             adopter = run.adopter
             if adopter is None:

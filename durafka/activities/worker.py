@@ -42,10 +42,13 @@ from durafka.errors import (
     DecodeError,
     DurafkaError,
     InvalidInstanceIdError,
+    RecordTooLargeError,
     TransactionError,
     UnknownFunctionError,
 )
 from durafka.ids import check_instance_id
+from durafka.observability.metrics import WorkerMetrics
+from durafka.observability.tracing import Tracing
 from durafka.partitioning import partition_for
 from durafka.registry import FunctionDef, Registry
 from durafka.runtime.history import HistoryEvent
@@ -55,12 +58,13 @@ from durafka.transport.base import (
     Consumer,
     OutgoingRecord,
     Record,
+    RecordHeaders,
     TopicPartition,
     TransactionalProducer,
     Transport,
-    produce_outgoing,
 )
 from durafka.transport.client_config import for_client
+from durafka.transport.limits import RecordLimits, record_size
 
 __all__ = ["ActivityWorker"]
 
@@ -116,6 +120,8 @@ class _Job:
     track: _Track
     task: ActivityTask
     fdef: FunctionDef
+    started: float = 0.0
+    headers: RecordHeaders = None  # only kept when tracing is on
 
 
 class ActivityWorker:
@@ -176,6 +182,8 @@ class ActivityWorker:
         self._closed = False
 
         self._orchestration_partitions = 0
+        # The largest result record (H.orchestrations' record size limit); set by run.
+        self._result_limit = 0
         #: Builds (and counts) this worker's dead letters (set when ``run`` starts).
         self.dead_letters: DeadLetters | None = None
         self._tracks: dict[TopicPartition, _Track] = {}
@@ -195,6 +203,19 @@ class ActivityWorker:
         self._paused = False
         self._repause = False
         self._unknown_names: set[str] = set()
+        self._tracing = Tracing.for_settings(settings)
+        #: This worker's Prometheus metrics, liveness and readiness.
+        self.metrics = WorkerMetrics(
+            transport,
+            settings.client_config,
+            group=self.group_id,
+            topic=self._topics.activities,
+            owned=self._owned,
+            ready=lambda: self._consumer is not None and not self._closed,
+            position=lambda tp: None if self._consumer is None else self._consumer.position(tp),
+            running=lambda: self._running,
+            dead_letters=lambda: self.dead_letters,
+        )
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -268,6 +289,8 @@ class ActivityWorker:
         self._orchestration_partitions = self._transport.partition_count(
             self._topics.orchestrations
         )
+        limits = RecordLimits.for_hub(self._settings.task_hub, for_client(config, "producer"))
+        self._result_limit = limits.of(self._topics.orchestrations)
         self.dead_letters = DeadLetters.for_settings(
             self._settings,
             self._transport.partition_count(self._topics.dead_letters),
@@ -316,6 +339,7 @@ class ActivityWorker:
         else:
             self._collect(_BUSY_WAIT_S if free > 0 else _FULL_WAIT_S)
         self._commit()
+        self.metrics.iteration()
 
     def _drain(self) -> None:
         """Stop taking work; commit what finishes within the drain timeout."""
@@ -405,7 +429,9 @@ class ActivityWorker:
         except (DecodeError, InvalidInstanceIdError) as exc:
             dead_letters = self.dead_letters
             assert dead_letters is not None
-            self._outbox.append(dead_letters.of_record(record, str(exc), _now_ms()))
+            self._outbox.append(
+                dead_letters.of_record(record, str(exc), _now_ms(), cause=type(exc).__name__)
+            )
             track.done.add(offset)
             return
         try:
@@ -418,19 +444,26 @@ class ActivityWorker:
             self._outbox_event(task, failed_event(task, exc))
             track.done.add(offset)
             return
-        self._backlog.append(_Job(tp, offset, track, task, fdef))
+        job = _Job(tp, offset, track, task, fdef)
+        if self._tracing is not None:
+            job.headers = record.headers()
+        self._backlog.append(job)
 
     def _outbox_event(self, task: ActivityTask, event: HistoryEvent) -> None:
         key = task.instance_id.encode()
         partition = partition_for(key, self._orchestration_partitions)
-        self._outbox.append(
-            OutgoingRecord(
-                self._topics.orchestrations,
-                partition,
-                key,
-                encode_message(task.instance_id, event),
+        value = encode_message(task.instance_id, event)
+        size = record_size(key, value)
+        if size > self._result_limit:
+            # Produced, it would fail every transaction (and the activity re-run forever):
+            # the activity fails instead, with a failure that always fits.
+            too_large = RecordTooLargeError(
+                f"the result of activity {task.name!r} makes a record of {size:,} bytes, more "
+                f"than the {self._result_limit:,} bytes a record of "
+                f"{self._topics.orchestrations} may hold"
             )
-        )
+            value = encode_message(task.instance_id, failed_event(task, too_large))
+        self._outbox.append(OutgoingRecord(self._topics.orchestrations, partition, key, value))
 
     # -- running activities -----------------------------------------------------------
 
@@ -440,6 +473,7 @@ class ActivityWorker:
 
     def _start(self, job: _Job) -> None:
         self._running += 1
+        job.started = time.perf_counter()
         future: Future[HistoryEvent] | None = None
         if self._local is not None:
             # Already running next to the co-located processor: take it over.
@@ -488,6 +522,10 @@ class ActivityWorker:
             exc = outcome.exception()
             # BaseExceptions escape the activity wrappers (e.g. SystemExit in user code).
             event = outcome.result() if exc is None else failed_event(job.task, exc)
+        seconds = time.perf_counter() - job.started
+        self.metrics.activity_done(job.task.name, event, seconds)
+        if self._tracing is not None:
+            self._tracing.activity(job.task, job.headers, event, seconds)
         self._outbox_event(job.task, event)
         # Results of revoked or rewound partitions are still produced, without offsets.
         if self._tracks.get(job.tp) is job.track:
@@ -525,13 +563,17 @@ class ActivityWorker:
                 "worker %s drops %d results of revoked partitions", self.worker_id, len(outbox)
             )
             return
+        started = time.perf_counter()
         try:
             producer.begin_transaction()
-            for record in outbox:
-                produce_outgoing(producer, record)
+            for topic, partition, key, value, headers in outbox:
+                producer.produce(topic, partition, key, value, headers=headers)
             producer.send_offsets(offsets, consumer.group_metadata())
             producer.commit_transaction()
         except TransactionError as exc:
+            self.metrics.committed(
+                len(outbox), time.perf_counter() - started, "fenced" if exc.fatal else "aborted"
+            )
             if exc.fatal:
                 raise
             log.warning(
@@ -543,6 +585,7 @@ class ActivityWorker:
             )
             self._abort_and_rewind()
             return
+        self.metrics.committed(len(outbox), time.perf_counter() - started, "committed")
         for tp, end in offsets.items():
             self._tracks[tp].committed = end
 

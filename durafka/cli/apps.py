@@ -93,6 +93,17 @@ class PodRange:
         return parse_partition_list(pod_range(partition_count, self.pods, index))
 
 
+MetricsPortOption = Annotated[
+    int | None,
+    typer.Option(
+        help="Serve Prometheus /metrics and the probes /healthz, /readyz on this port "
+        "(default: DURAFKA_METRICS_PORT, else not served).",
+        min=0,
+        max=65535,
+    ),
+]
+
+
 def _serve(
     spec: str,
     partitions: str | None,
@@ -104,6 +115,7 @@ def _serve(
     processor: bool,
     worker: bool,
     pod: PodRange | None = None,
+    metrics_port: int | None = None,
 ) -> None:
     ranges = parse_partitions(partitions)
     with failures():
@@ -111,15 +123,21 @@ def _serve(
         settings = setup(bootstrap, hub, log_level, log_format, app=app, in_process=True)
         if pod is not None:
             ranges = pod.partitions(settings.partition_count())
+        if metrics_port is not None:
+            app.settings = settings = settings.model_copy(update={"metrics_port": metrics_port})
         runner = app.runner(processor=processor, worker=worker, partitions=ranges)
-    signal.signal(signal.SIGTERM, lambda *_: runner.request_stop())
-    runner.start()
+        signal.signal(signal.SIGTERM, lambda *_: runner.request_stop())
+        runner.start()
+    served = (
+        f"; metrics on :{runner.metrics_port}/metrics" if runner.metrics_port is not None else ""
+    )
     log.info(
-        "serving task hub %r on %s (processor=%s, worker=%s); Ctrl-C to stop",
+        "serving task hub %r on %s (processor=%s, worker=%s)%s; Ctrl-C to stop",
         settings.task_hub,
         settings.bootstrap,
         processor,
         worker,
+        served,
     )
     with contextlib.suppress(KeyboardInterrupt):
         runner.wait()
@@ -137,9 +155,23 @@ def run(
     hub: HubOption = None,
     log_level: LogLevelOption = LogLevel.INFO,
     log_format: LogFormatOption = LogFormat.TEXT,
+    metrics_port: MetricsPortOption = None,
 ) -> None:
-    """Run a processor and an activity worker for APP in this process."""
-    _serve(app, partitions, bootstrap, hub, log_level, log_format, processor=True, worker=True)
+    """Run a processor and an activity worker for APP in this process.
+
+    Example: durafka run examples.hello:app --metrics-port 9464
+    """
+    _serve(
+        app,
+        partitions,
+        bootstrap,
+        hub,
+        log_level,
+        log_format,
+        processor=True,
+        worker=True,
+        metrics_port=metrics_port,
+    )
 
 
 def processor(
@@ -167,6 +199,7 @@ def processor(
     hub: HubOption = None,
     log_level: LogLevelOption = LogLevel.INFO,
     log_format: LogFormatOption = LogFormat.TEXT,
+    metrics_port: MetricsPortOption = None,
 ) -> None:
     """Run a processor for APP (consumer group, or a static partition range).
 
@@ -184,6 +217,7 @@ def processor(
         processor=True,
         worker=False,
         pod=pod,
+        metrics_port=metrics_port,
     )
 
 
@@ -207,9 +241,20 @@ def worker(
     hub: HubOption = None,
     log_level: LogLevelOption = LogLevel.INFO,
     log_format: LogFormatOption = LogFormat.TEXT,
+    metrics_port: MetricsPortOption = None,
 ) -> None:
     """Run an activity worker for APP."""
-    _serve(app, None, bootstrap, hub, log_level, log_format, processor=False, worker=True)
+    _serve(
+        app,
+        None,
+        bootstrap,
+        hub,
+        log_level,
+        log_format,
+        processor=False,
+        worker=True,
+        metrics_port=metrics_port,
+    )
 
 
 def start(

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 from durafka.codec.avro import MARKER, codec, schema_dir
-from durafka.errors import DecodeError, FailureDetails
+from durafka.errors import DecodeError, FailureDetails, RecordTooLargeError
 from durafka.runtime.history import EventKind, HistoryEvent, IdReusePolicy
 from durafka.status import OrchestrationStatus, RuntimeStatus
 
@@ -177,6 +177,57 @@ def encode_chunk(events: list[HistoryEvent]) -> bytes:
     out = bytearray(CHUNK_HEADER)
     _write_events(events, len(events), out)
     return bytes(out)
+
+
+def encode_chunks(events: list[HistoryEvent], max_bytes: int) -> list[bytes]:
+    """``HistoryChunk`` values of at most ``max_bytes`` each, holding ``events`` in order.
+
+    One chunk (the bytes of :func:`encode_chunk`) when they fit in one.
+
+    Raises:
+        RecordTooLargeError: one event alone does not fit in a chunk of ``max_bytes``.
+    """
+    whole = encode_chunk(events)
+    if len(whole) <= max_bytes:
+        return [whole]
+    # Room for the header, the item count (a varint of up to 10 bytes) and the final 0.
+    overhead = len(CHUNK_HEADER) + 11
+    chunks: list[bytes] = []
+    body = bytearray()
+    count = 0
+    for e in events:
+        one = bytearray()
+        write_event(e, one)
+        if len(one) + overhead > max_bytes:
+            what = e.kind.value if e.name is None else f"{e.kind.value} {e.name!r}"
+            raise RecordTooLargeError(
+                f"its {what} event (sequence #{e.seq}) alone is {len(one):,} bytes, more than "
+                f"the {max_bytes - overhead:,} bytes a history record may hold"
+            )
+        if count and len(body) + len(one) + overhead > max_bytes:
+            chunks.append(_chunk(body, count))
+            body = bytearray()
+            count = 0
+        body += one
+        count += 1
+    if count:
+        chunks.append(_chunk(body, count))
+    return chunks
+
+
+def _chunk(body: bytes | bytearray, count: int) -> bytes:
+    out = bytearray(CHUNK_HEADER)
+    write_long(count, out)
+    out += body
+    out.append(0)
+    return bytes(out)
+
+
+def event_size(e: HistoryEvent) -> int:
+    """Bytes of the Avro body of ``e`` (as an item of a history chunk or an entity's queue)."""
+    out = bytearray()
+    write_event(e, out)
+    return len(out)
 
 
 def write_status(s: OrchestrationStatus, out: bytearray) -> None:

@@ -18,6 +18,10 @@ from durafka.errors import PayloadTooLargeError, SerializationError
 
 #: Default maximum payload size (Kafka's default max message size is 1 MiB).
 DEFAULT_MAX_PAYLOAD_BYTES = 512 * 1024
+#: The largest custom status (``ctx.set_custom_status``), as JSON bytes. It travels in
+#: every status record and instance header next to input and output, so it is kept
+#: small: progress, not data (Durable Functions allows 16 KB).
+MAX_CUSTOM_STATUS_BYTES = 64 * 1024
 
 
 @lru_cache(maxsize=1024)

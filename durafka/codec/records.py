@@ -256,6 +256,20 @@ def encode_chunk(events: list[HistoryEvent]) -> bytes:
     return fast.encode_chunk(events)
 
 
+def encode_chunks(events: list[HistoryEvent], max_bytes: int) -> list[bytes]:
+    """Store values for ``h/<id>/<n>``, ``h/<id>/<n+1>``, ..., each at most ``max_bytes``.
+
+    Raises:
+        RecordTooLargeError: one event alone is larger than a chunk may be.
+    """
+    return fast.encode_chunks(events, max_bytes)
+
+
+def event_size(e: HistoryEvent) -> int:
+    """Bytes ``e`` takes in a history chunk or an entity's queue."""
+    return fast.event_size(e)
+
+
 def decode_chunk(data: bytes) -> list[HistoryEvent]:
     """The history events of a store value."""
     if fast.is_current(data, fast.CHUNK_HEADER):

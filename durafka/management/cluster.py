@@ -34,7 +34,23 @@ from durafka.management.models import ClusterInfo, PartitionInfo, iso
 from durafka.topology import HubTopics
 from durafka.transport.base import Consumer, TopicPartition, Transport
 
-__all__ = ["ClusterMonitor", "OffsetSample", "ThroughputPoint"]
+__all__ = ["ClusterMonitor", "OffsetSample", "ThroughputPoint", "partition_offsets"]
+
+
+def partition_offsets(
+    consumer: Consumer, partitions: list[TopicPartition]
+) -> tuple[dict[TopicPartition, int | None], dict[TopicPartition, int]]:
+    """The group's committed offset and the end offset of each of ``partitions``.
+
+    ``consumer`` belongs to the group whose offsets are read; it need not be
+    subscribed. The lag of a partition is ``end - committed`` (nothing committed: 0).
+
+    Raises:
+        TransportError: a topic is missing or the broker failed.
+    """
+    committed = consumer.committed(partitions)
+    end = {tp: consumer.watermarks(tp)[1] for tp in partitions}
+    return committed, end
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +126,9 @@ class ClusterMonitor:
                 parts = [
                     TopicPartition(topic, p) for p in range(self._transport.partition_count(topic))
                 ]
-                committed.update(consumer.committed(parts))
-                for tp in parts:
-                    end[tp] = consumer.watermarks(tp)[1]
+                topic_committed, topic_end = partition_offsets(consumer, parts)
+                committed.update(topic_committed)
+                end.update(topic_end)
                 for member, tps in self._transport.group_assignments(group).items():
                     for tp in tps:
                         if tp.topic == topic:

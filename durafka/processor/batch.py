@@ -6,20 +6,36 @@ partition's records, store writes and offsets commit together, in the
 transaction of the producer that owns the partition. :class:`Outbox`
 addresses the records that go to other instances (``H.orchestrations``) and to
 workers (``H.activities``).
+
+Every output record is emitted with its :data:`Source`: whose processing made
+it. When Kafka refuses a record for good (too large, invalid), the loop uses it
+to give that instance, entity or input record a visible outcome on the retried
+batch instead of retrying the batch forever.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeAlias
 
 from durafka.activities.local import LocalRun
 from durafka.codec.records import ActivityTask, encode_activity_task, encode_message
 from durafka.processor.instances import Instance
 from durafka.runtime.history import HistoryEvent
 from durafka.state.base import PartitionStore
+from durafka.state.keys import store_key_owner
 from durafka.state.transaction import StoreTransaction
 from durafka.topology import HubTopics, partition_for
 from durafka.transport.base import OutgoingRecord, Record, TransactionalProducer
+from durafka.transport.limits import Headers
+
+if TYPE_CHECKING:
+    from durafka.observability.metrics import TallyItem
+
+Source: TypeAlias = str | int | bytes
+"""Whose processing made an output record: an instance or entity id (``str``), the
+offset of an input record (``int``: e.g. its dead letter), or a store key
+(``bytes``: e.g. a malformed key's dead letter)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -63,11 +79,14 @@ class PartitionBatch:
         tx: the partition's store transaction for this batch.
         next_offset: the input offset after the last record consumed (None: none).
         work: each instance's (or entity's) events, in partition order.
-        out: records to produce in the partition's transaction.
+        out: records to produce in the partition's transaction (added by :meth:`emit`).
+        sources: the :data:`Source` of each record of ``out``, at the same index.
         earliest_timer_ms: the earliest timer this batch stored (the loop's timer
             index learns it only once the batch committed).
         origins: the consumed record of each event in ``work`` that came from one, by
             ``id(event)`` (a dead letter or a forward carries the record as it came).
+        tally: what the share did, for the metrics (:mod:`durafka.observability.metrics`:
+            counted once its transaction commits).
     """
 
     part: OwnedPartition
@@ -76,7 +95,9 @@ class PartitionBatch:
     next_offset: int | None = None
     work: dict[str, list[HistoryEvent]] = field(default_factory=dict)
     out: list[OutgoingRecord] = field(default_factory=list)
+    sources: list[Source] = field(default_factory=list)
     earliest_timer_ms: int | None = None
+    tally: list[TallyItem] = field(default_factory=list)
     origins: dict[int, Record] = field(default_factory=dict)
 
     @property
@@ -88,6 +109,39 @@ class PartitionBatch:
     def offset_to_commit(self) -> int:
         """The input offset this batch commits: after what it consumed, else the last one."""
         return self.next_offset if self.next_offset is not None else self.part.committed_offset
+
+    def emit(self, record: OutgoingRecord, source: Source) -> None:
+        """Produce ``record`` in this partition's transaction, made by ``source``."""
+        self.out.append(record)
+        self.sources.append(source)
+
+    def discard(self, source: Source) -> None:
+        """Drop every record ``source`` emitted in this batch (it is failed instead)."""
+        if source not in self.sources:
+            return
+        kept = [(r, s) for r, s in zip(self.out, self.sources, strict=True) if s != source]
+        self.out = [r for r, _ in kept]
+        self.sources = [s for _, s in kept]
+
+    def truncate(self, length: int) -> None:
+        """Drop the records emitted after the first ``length`` ones."""
+        del self.out[length:]
+        del self.sources[length:]
+
+    def source_of(self, record: OutgoingRecord, changelog: str) -> Source:
+        """Whose processing made ``record``, one of this share's records or changelog records.
+
+        A changelog record belongs to the instance or entity its store key names
+        (the key itself when it names none, e.g. a malformed key).
+        """
+        if record.topic == changelog and record.partition == self.number:
+            key = record.key or b""
+            owner = store_key_owner(key)
+            return key if owner is None else owner
+        for i, mine in enumerate(self.out):
+            if mine == record:
+                return self.sources[i]
+        raise LookupError(f"{record.topic}[{record.partition}] key {record.key!r} is not ours")
 
     def add(self, instance_id: str, event: HistoryEvent, origin: Record | None = None) -> None:
         """Queue ``event`` for ``instance_id`` (``origin``: the record it was decoded from)."""
@@ -163,26 +217,34 @@ class Outbox:
         self._n_orchestrations = n_orchestrations
         self._n_activities = n_activities
 
-    def send(self, share: PartitionBatch, target: str, event: HistoryEvent) -> None:
-        """A message to instance (or entity) ``target``, on its partition."""
+    def send(self, share: PartitionBatch, target: str, event: HistoryEvent, source: str) -> None:
+        """A message to instance (or entity) ``target``, on its partition, made by ``source``."""
         key = target.encode()
-        share.out.append(
+        share.emit(
             OutgoingRecord(
                 self.topics.orchestrations,
                 partition_for(key, self._n_orchestrations),
                 key,
                 encode_message(target, event),
-            )
+            ),
+            source,
         )
 
-    def activity_task(self, share: PartitionBatch, task: ActivityTask) -> None:
-        """An activity task for the workers, on the instance's partition of ``H.activities``."""
+    def activity_task(
+        self, share: PartitionBatch, task: ActivityTask, headers: Headers | None = None
+    ) -> None:
+        """An activity task for the workers, on the instance's partition of ``H.activities``.
+
+        ``headers``: e.g. the trace context of the step that scheduled it.
+        """
         key = task.instance_id.encode()
-        share.out.append(
+        share.emit(
             OutgoingRecord(
                 self.topics.activities,
                 partition_for(key, self._n_activities),
                 key,
                 encode_activity_task(task),
-            )
+                headers or None,
+            ),
+            task.instance_id,
         )

@@ -44,6 +44,15 @@ entity's other messages of the batch apply. An entity record in the store that
 does not decode quarantines the entity: every message to it is dead-lettered
 (callers get the error) except a delete, which removes the record (dead-lettering
 its bytes); one written by a newer release stops the partition instead.
+
+Size: an entity's record must fit in one Kafka record (the smaller limit of the
+changelog and ``H.entities``), less :data:`RESERVE` kept for its last error. An
+operation whose new state would make it larger fails (rolled back, like an
+operation that raises): a caller gets ``EntityOperationFailed`` with the sizes,
+a signal is counted in ``error_count`` with the reason in ``last_error``. An
+operation or lock request that cannot be queued behind a lock because the queue
+would not fit never runs: a call is answered with that failure, a signal or a
+lock request is dead-lettered (it can be produced again once the queue drained).
 """
 
 from __future__ import annotations
@@ -51,10 +60,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from dataclasses import replace
+from typing import Any, Final
 
 from durafka.codec.newer import written_by_newer_release
-from durafka.codec.records import EntityRecord, decode_entity, encode_entity
+from durafka.codec.records import EntityRecord, decode_entity, encode_entity, event_size
 from durafka.entities import DELETE_OPERATION, EntityId
 from durafka.errors import (
     FailureDetails,
@@ -62,6 +72,7 @@ from durafka.errors import (
     UnknownSchemaError,
     UpgradeRequiredError,
 )
+from durafka.observability import metrics
 from durafka.processor.batch import PartitionBatch
 from durafka.processor.rejects import Rejects
 from durafka.registry import Registry
@@ -71,14 +82,22 @@ from durafka.state.keys import entity_key
 from durafka.state.transaction import StoreTransaction
 from durafka.topology import HubTopics
 from durafka.transport.base import OutgoingRecord
+from durafka.transport.limits import RecordLimits
 
 __all__ = ["EntityProcessor", "open_lock"]
 
 log = logging.getLogger("durafka.processor.entities")
 
 
-#: ``send(share, target instance or entity id, event)``: a message on ``H.orchestrations``.
-Send = Callable[[Any, str, HistoryEvent], None]
+#: ``send(share, target instance or entity id, event, source)``: a message on
+#: ``H.orchestrations``, made by ``source`` (the entity or orchestration).
+Send = Callable[[Any, str, HistoryEvent, str], None]
+
+#: Room kept in an entity's record beyond its state and queue, for its last error
+#: (cut to fit it when needed) and the lock protocol's messages.
+RESERVE: Final = 16_384
+#: What an operation's record bound adds to state, queue and strings (lengths, numbers).
+_SLACK: Final = 128
 
 
 def _ids(payload: bytes | None) -> list[str]:
@@ -121,16 +140,34 @@ def open_lock(history: list[HistoryEvent]) -> tuple[list[str], bool] | None:
 
 
 class _Run:
-    """One entity within one batch: its record and whether it changed."""
+    """One entity within one batch: its record, whether it changed, how large it may grow.
 
-    __slots__ = ("batch", "dirty", "entity", "entity_id", "record")
+    ``room`` is the largest record value its keys allow; ``queue_bytes`` what its
+    queued operations take in the record.
+    """
 
-    def __init__(self, batch: PartitionBatch, entity: EntityId, record: EntityRecord) -> None:
+    __slots__ = ("batch", "dirty", "entity", "entity_id", "queue_bytes", "record", "room")
+
+    def __init__(
+        self, batch: PartitionBatch, entity: EntityId, record: EntityRecord, room: int
+    ) -> None:
         self.batch = batch
         self.entity = entity
         self.entity_id = str(entity)
         self.record = record
         self.dirty = False
+        self.room = room
+        self.queue_bytes = sum(event_size(e) for e in record.queue)
+
+    def enqueue(self, ev: HistoryEvent, size: int) -> None:
+        self.record.queue.append(ev)
+        self.queue_bytes += size
+        self.dirty = True
+
+    def set_queue(self, queue: list[HistoryEvent]) -> None:
+        self.record.queue = queue
+        self.queue_bytes = sum(event_size(e) for e in queue)
+        self.dirty = True
 
 
 class EntityProcessor:
@@ -143,6 +180,11 @@ class EntityProcessor:
         rejects: dead-letters the messages an entity cannot apply (see the module
             docstring, "Poison").
         max_payload_bytes: limit of states, results and signal inputs.
+        limits: the record size limit of each topic.
+
+    Attributes:
+        too_large: operations failed, answered or dead-lettered because the
+            entity's record would not fit.
     """
 
     def __init__(
@@ -153,12 +195,15 @@ class EntityProcessor:
         rejects: Rejects,
         *,
         max_payload_bytes: int,
+        limits: RecordLimits,
     ) -> None:
         self.registry = registry
         self.topics = topics
         self._send = send
         self._rejects = rejects
         self.max_payload_bytes = max_payload_bytes
+        self._limits = limits
+        self.too_large = 0
 
     # -- events addressed to an entity -----------------------------------------------------
 
@@ -189,7 +234,11 @@ class EntityProcessor:
             self._quarantined(batch, entity_id, key, raw, events, exc)
             return
         sent_before = len(batch.out)
-        run = _Run(batch, entity, record)
+        room = min(
+            self._limits.room(self.topics.changelog, key),
+            self._limits.room(self.topics.entities, entity_id.encode()),
+        )
+        run = _Run(batch, entity, record, room)
         try:
             for ev in events:
                 self._guarded(run, ev)
@@ -199,7 +248,7 @@ class EntityProcessor:
             # Storing failed (a bug): nothing of this entity's batch may leave without
             # its state, so its responses and signals go too, and every message is refused.
             log.exception("entity %s: storing its batch failed", entity_id)
-            del batch.out[sent_before:]
+            batch.truncate(sent_before)
             for ev in events:
                 self._refuse(batch, entity_id, ev, exc)
 
@@ -207,18 +256,21 @@ class EntityProcessor:
         """Handle ``ev``; if that raises, undo it alone and refuse it."""
         rec = run.record
         queue = rec.queue
+        batch = run.batch
         # What handling a message can change: the fields, the queue (appended to, or
-        # replaced by a new list), and the batch's output (appended to).
+        # replaced by a new list), and the batch's output and metrics (appended to).
         before = (
             rec.state,
             rec.last_modified_at,
             rec.locked_by,
             queue,
             len(queue),
+            run.queue_bytes,
             rec.error_count,
             rec.last_error,
             run.dirty,
-            len(run.batch.out),
+            len(batch.out),
+            len(batch.tally),
         )
         try:
             self._handle(run, ev)
@@ -229,13 +281,16 @@ class EntityProcessor:
                 rec.locked_by,
                 rec.queue,
                 queued,
+                run.queue_bytes,
                 rec.error_count,
                 rec.last_error,
                 run.dirty,
                 sent,
+                tallied,
             ) = before
             del queue[queued:]
-            del run.batch.out[sent:]
+            batch.truncate(sent)
+            del batch.tally[tallied:]
             if not isinstance(exc, InvalidMessageError):
                 log.exception("entity %s: processing %s raised", run.entity_id, ev.kind.value)
             self._refuse(run.batch, run.entity_id, ev, exc)
@@ -252,7 +307,8 @@ class EntityProcessor:
             original = FailureDetails.from_exception(exc)
             failure = FailureDetails(original.error_type, detail, original.stack_trace)
         reason = f"entity {entity_id} cannot apply {ev.kind.value}: {detail}"
-        self._rejects.event(batch, entity_id, ev, reason)
+        cause = type(exc).__name__ if isinstance(exc, InvalidMessageError) else "InternalError"
+        self._rejects.event(batch, entity_id, ev, reason, cause=cause)
         if ev.instance_id is None:
             return
         if ev.kind is EventKind.ENTITY_OPERATION and ev.seq >= 0:
@@ -288,6 +344,7 @@ class EntityProcessor:
                 instance_id=entity_id,
                 execution_id=ev.execution_id,
             ),
+            entity_id,
         )
 
     def _quarantined(
@@ -333,24 +390,25 @@ class EntityProcessor:
                 self._refuse(batch, entity_id, ev, quarantine)
         if deleted:
             batch.tx.delete(key)
-            batch.out.append(
-                OutgoingRecord(self.topics.entities, batch.number, entity_id.encode(), None)
+            batch.emit(
+                OutgoingRecord(self.topics.entities, batch.number, entity_id.encode(), None),
+                entity_id,
             )
-            self._rejects.stored(batch, key, raw, f"deleted: {quarantine}")
+            self._rejects.stored(
+                batch, key, raw, f"deleted: {quarantine}", cause="EntityQuarantined"
+            )
 
     def _handle(self, run: _Run, ev: HistoryEvent) -> None:
         kind = ev.kind
         rec = run.record
         if kind is EventKind.ENTITY_OPERATION:
             if rec.locked_by is not None and ev.instance_id != rec.locked_by:
-                rec.queue.append(ev)
-                run.dirty = True
+                self._queue(run, ev)
             else:
                 self._execute(run, ev)
         elif kind is EventKind.LOCK_REQUESTED:
             if rec.locked_by is not None and ev.instance_id != rec.locked_by:
-                rec.queue.append(ev)
-                run.dirty = True
+                self._queue(run, ev)
             else:
                 self._lock(run, ev)
         elif kind is EventKind.LOCK_RELEASED:
@@ -391,6 +449,15 @@ class EntityProcessor:
                 ),
             )
         batch = run.batch
+        metrics.entity_operation(batch, entity.name, outcome.failure is not None)
+        if outcome.failure is None:
+            too_large = self._outcome_too_large(run, ev, outcome)
+            if too_large is not None:
+                self.too_large += 1
+                outcome = OperationOutcome(
+                    rec.state,
+                    failure=FailureDetails("durafka.errors.RecordTooLargeError", too_large),
+                )
         if outcome.failure is None:
             if outcome.state != rec.state:
                 rec.state = outcome.state
@@ -403,6 +470,7 @@ class EntityProcessor:
                     HistoryEvent(
                         EventKind.ENTITY_OPERATION, batch.now_ms, name=op, payload=payload
                     ),
+                    run.entity_id,
                 )
         else:
             rec.error_count += 1
@@ -426,6 +494,79 @@ class EntityProcessor:
                 failure=outcome.failure,
             )
 
+    # -- the record's size --------------------------------------------------------------------
+
+    def _outcome_too_large(
+        self, run: _Run, ev: HistoryEvent, outcome: OperationOutcome
+    ) -> str | None:
+        """Why an operation's new state or result cannot be written (None: it can)."""
+        operation = ev.name or ""
+        if outcome.state != run.record.state:
+            excess = self._too_large(run, outcome.state)
+            if excess is not None:
+                return (
+                    f"operation {operation!r} would make entity {run.entity_id} too large: "
+                    f"its record would be {excess:,} bytes with the new state of "
+                    f"{len(outcome.state or b''):,} bytes, more than the "
+                    f"{run.room - RESERVE:,} bytes an entity may take (the record size "
+                    "limit, less room for its last error); the operation was rolled back"
+                )
+        if ev.instance_id is not None and ev.seq >= 0 and outcome.result is not None:
+            size = len(outcome.result) + len(ev.instance_id.encode()) + _SLACK
+            limit = self._limits.room(self.topics.orchestrations, ev.instance_id.encode())
+            if size > limit:
+                return (
+                    f"the result of operation {operation!r} of entity {run.entity_id} is "
+                    f"{len(outcome.result):,} bytes, more than its response to "
+                    f"{ev.instance_id!r} may hold ({limit:,} bytes); the operation was rolled back"
+                )
+        return None
+
+    def _too_large(self, run: _Run, state: bytes | None, queued: int = 0) -> int | None:
+        """The record's size with ``state`` and ``queued`` more queue bytes when that is
+        over what an entity may take (its room less :data:`RESERVE`), else None.
+
+        A cheap bound first (the record is encoded only when the bound is over).
+        """
+        rec = run.record
+        limit = run.room - RESERVE
+        failure = rec.last_error
+        bound = (
+            len(state or b"")
+            + run.queue_bytes
+            + queued
+            + len(rec.name.encode())
+            + len(rec.key.encode())
+            + len((rec.locked_by or "").encode())
+            + (0 if failure is None else _failure_size(failure))
+            + _SLACK
+        )
+        if bound <= limit:
+            return None
+        size = len(encode_entity(replace(rec, state=state))) + queued + 10
+        return size if size > limit else None
+
+    def _queue(self, run: _Run, ev: HistoryEvent) -> None:
+        """Queue ``ev`` behind the lock, or refuse it when the record would not fit."""
+        size = event_size(ev)
+        excess = self._too_large(run, run.record.state, size)
+        if excess is None:
+            run.enqueue(ev, size)
+            return
+        self.too_large += 1
+        what = "lock request" if ev.kind is EventKind.LOCK_REQUESTED else f"operation {ev.name!r}"
+        reason = (
+            f"entity {run.entity_id} is locked by {run.record.locked_by!r} and its queue is "
+            f"full: queuing the {what} ({size:,} bytes) would make its record {excess:,} "
+            f"bytes, more than the {run.room - RESERVE:,} bytes an entity may take"
+        )
+        if ev.kind is EventKind.ENTITY_OPERATION and ev.instance_id is not None and ev.seq >= 0:
+            failure = FailureDetails("durafka.errors.RecordTooLargeError", reason)
+            self._answer(run.batch, run.entity_id, ev, EventKind.ENTITY_RESPONSE, failure=failure)
+            return
+        # Never ran: kept whole, so it can be produced again once the queue drained.
+        self._rejects.event(run.batch, run.entity_id, ev, reason, cause="RecordTooLargeError")
+
     def _lock(self, run: _Run, ev: HistoryEvent) -> None:
         ids = _ids(ev.payload)
         owner = ev.instance_id
@@ -447,7 +588,7 @@ class EntityProcessor:
                 instance_id=owner,
                 execution_id=ev.execution_id,
             )
-            self._send(run.batch, ids[position + 1], forward)
+            self._send(run.batch, ids[position + 1], forward, run.entity_id)
         else:
             self._answer(run.batch, run.entity_id, ev, EventKind.LOCK_GRANTED)
 
@@ -464,7 +605,7 @@ class EntityProcessor:
             if run.entity_id in ids:
                 position = ids.index(run.entity_id)
                 if position + 1 < len(ids):
-                    self._send(run.batch, ids[position + 1], ev)
+                    self._send(run.batch, ids[position + 1], ev, run.entity_id)
             self._drain(run)
             return
         # The request still waits here, so it never reached the entities after this one.
@@ -474,16 +615,16 @@ class EntityProcessor:
             if not (q.kind is EventKind.LOCK_REQUESTED and q.instance_id == owner)
         ]
         if len(kept) != len(rec.queue):
-            rec.queue = kept
-            run.dirty = True
+            run.set_queue(kept)
 
     def _drain(self, run: _Run) -> None:
         """Run what waited for the lock, in order, until a lock request locks it again."""
         rec = run.record
-        waiting, rec.queue = rec.queue, []
+        waiting = rec.queue
+        run.set_queue([])
         for item in waiting:
             if rec.locked_by is not None and item.instance_id != rec.locked_by:
-                rec.queue.append(item)
+                run.enqueue(item, event_size(item))
             else:
                 self._guarded(run, item)
 
@@ -496,11 +637,19 @@ class EntityProcessor:
             # Nothing left to keep: the entity does not exist (deleted, or never created).
             if existed:
                 tx.delete(key)
-                run.batch.out.append(OutgoingRecord(self.topics.entities, partition, out_key, None))
+                run.batch.emit(
+                    OutgoingRecord(self.topics.entities, partition, out_key, None), run.entity_id
+                )
             return
         value = encode_entity(rec)
+        if len(value) > run.room and rec.last_error is not None:
+            # The reserve holds a last error cut short, not any: cut it.
+            rec.last_error = _cut(rec.last_error)
+            value = encode_entity(rec)
         tx.put(key, value)
-        run.batch.out.append(OutgoingRecord(self.topics.entities, partition, out_key, value))
+        run.batch.emit(
+            OutgoingRecord(self.topics.entities, partition, out_key, value), run.entity_id
+        )
 
     # -- actions of orchestrations ------------------------------------------------------------
 
@@ -531,7 +680,7 @@ class EntityProcessor:
                 instance_id=orchestration_id,
                 execution_id=execution_id,
             )
-            self._send(batch, a.instance_id, operation)
+            self._send(batch, a.instance_id, operation, orchestration_id)
         elif kind is EventKind.LOCK_REQUESTED:
             ids = _ids(a.payload)
             if ids:
@@ -543,13 +692,13 @@ class EntityProcessor:
                     instance_id=orchestration_id,
                     execution_id=execution_id,
                 )
-                self._send(batch, ids[0], request)
+                self._send(batch, ids[0], request, orchestration_id)
         elif kind is EventKind.LOCK_RELEASED:
             for target in _ids(a.payload):
                 release = HistoryEvent(
                     EventKind.LOCK_RELEASED, now, seq=a.seq, instance_id=orchestration_id
                 )
-                self._send(batch, target, release)
+                self._send(batch, target, release, orchestration_id)
 
     def release_locks(
         self, batch: PartitionBatch, orchestration_id: str, history: list[HistoryEvent]
@@ -563,7 +712,7 @@ class EntityProcessor:
         if granted:
             for target in ids:
                 release = HistoryEvent(EventKind.LOCK_RELEASED, now, instance_id=orchestration_id)
-                self._send(batch, target, release)
+                self._send(batch, target, release, orchestration_id)
         else:
             chained = HistoryEvent(
                 EventKind.LOCK_RELEASED,
@@ -571,10 +720,24 @@ class EntityProcessor:
                 payload=json.dumps(ids).encode(),
                 instance_id=orchestration_id,
             )
-            self._send(batch, ids[0], chained)
+            self._send(batch, ids[0], chained, orchestration_id)
         log.info(
             "released the lock of ended orchestration %r on %s%s",
             orchestration_id,
             ", ".join(ids),
             "" if granted else " (not granted yet)",
         )
+
+
+def _failure_size(failure: FailureDetails) -> int:
+    return (
+        len(failure.error_type.encode())
+        + len(failure.message.encode())
+        + len((failure.stack_trace or "").encode())
+        + 16
+    )
+
+
+def _cut(failure: FailureDetails) -> FailureDetails:
+    """A last error short enough for :data:`RESERVE` (no stack trace, 1,000-character texts)."""
+    return FailureDetails(failure.error_type[:1000], failure.message[:1000], None)

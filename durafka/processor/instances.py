@@ -40,17 +40,29 @@ class Instance:
 
 
 class InstanceCache:
-    """A bounded LRU of loaded instances; evicted ones are re-read and replayed on demand."""
+    """A bounded LRU of loaded instances; evicted ones are re-read and replayed on demand.
+
+    Attributes:
+        hits: :meth:`get` calls that found the instance.
+        misses: :meth:`get` calls that did not.
+        evictions: instances evicted by :meth:`trim`.
+    """
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._items: OrderedDict[str, Instance] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+        self.evictions = 0
 
     def get(self, instance_id: str) -> Instance | None:
         """The cached instance, marked as recently used."""
         inst = self._items.get(instance_id)
         if inst is not None:
             self._items.move_to_end(instance_id)
+            self.hits += 1
+        else:
+            self.misses += 1
         return inst
 
     def put(self, inst: Instance) -> None:
@@ -76,6 +88,7 @@ class InstanceCache:
         items = self._items
         while len(items) > self.capacity:
             items.popitem(last=False)
+            self.evictions += 1
 
     def drop_partitions(self, partitions: set[int]) -> None:
         """Forget every instance of these partitions (revoked, or their batch failed)."""

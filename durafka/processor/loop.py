@@ -43,11 +43,14 @@ and it goes on once an upgraded processor takes it (see
 :class:`~durafka.errors.UpgradeRequiredError`).
 
 **Outcomes.** An aborted transaction seeks the shares back to their committed
-offsets and drops their cached instances. A commit whose outcome stays unknown
-(``commit_timeout_ms``) is never treated as aborted: the producer is recreated
-(``init_transactions`` completes or aborts the pending transaction) and the
-partitions are restored from the changelog and read again from the committed
-offsets ("closed dirty").
+offsets and drops their cached instances. A rejected one (a record Kafka
+refuses for good) does the same after marking whose processing made the
+record (:mod:`durafka.processor.poison`), so the batch processed again gives
+that instance, entity or record a visible outcome instead of failing again. A
+commit whose outcome stays unknown (``commit_timeout_ms``) is never treated as
+aborted: the producer is recreated (``init_transactions`` completes or aborts
+the pending transaction) and the partitions are restored from the changelog and
+read again from the committed offsets ("closed dirty").
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ from durafka.entities import is_entity_id
 from durafka.errors import (
     DecodeError,
     DurafkaError,
+    FailureDetails,
     InvalidInstanceIdError,
     MalformedKeyError,
     PartitionOwnershipError,
@@ -74,12 +78,16 @@ from durafka.errors import (
     UpgradeRequiredError,
 )
 from durafka.ids import ENTITY_ID_PREFIX, check_instance_id
+from durafka.observability import metrics
+from durafka.observability.metrics import ProcessorMetrics
+from durafka.observability.tracing import Tracing
 from durafka.processor.batch import Batch, Outbox, OwnedPartition, PartitionBatch
-from durafka.processor.checkpoint import Checkpoint, CheckpointOutcome
+from durafka.processor.checkpoint import Checkpoint, CheckpointOutcome, Rejection
 from durafka.processor.entities import EntityProcessor
 from durafka.processor.instances import InstanceCache
 from durafka.processor.malformed import MalformedKeys, first_due
-from durafka.processor.orchestrations import Orchestrations
+from durafka.processor.orchestrations import TOO_LARGE, Orchestrations
+from durafka.processor.poison import PoisonSources
 from durafka.processor.rejects import Rejects
 from durafka.registry import Registry
 from durafka.runtime.history import EventKind, HistoryEvent
@@ -102,6 +110,7 @@ from durafka.transport.base import (
     Transport,
 )
 from durafka.transport.client_config import for_client
+from durafka.transport.limits import RecordLimits
 
 log = logging.getLogger("durafka.processor")
 
@@ -152,13 +161,6 @@ class Processor:
         self._outbox = Outbox(
             self.topics, n_orchestrations, transport.partition_count(self.topics.activities)
         )
-        if self.static_partitions is not None:
-            bad = [p for p in self.static_partitions if not 0 <= p < n_orchestrations]
-            if bad:
-                raise DurafkaError(
-                    f"partitions {bad} do not exist: {self.topics.orchestrations} has "
-                    f"{n_orchestrations} partitions"
-                )
         self._processor_id = processor_id or uuid.uuid4().hex[:12]
         #: Builds (and counts) this processor's dead letters.
         self.dead_letters = DeadLetters.for_settings(
@@ -166,15 +168,22 @@ class Processor:
             transport.partition_count(self.topics.dead_letters),
             f"processor {self._processor_id}",
         )
+        self._limits = RecordLimits.for_hub(
+            settings.task_hub, for_client(settings.client_config, "producer")
+        )
+        #: Sources of records Kafka refused, marked for the batch processed again.
+        self.poison = PoisonSources()
         #: Dead-letters (or forwards) what the batches cannot apply.
-        self.rejects = Rejects(self.topics, self.dead_letters, n_orchestrations)
+        self.rejects = Rejects(self.topics, self.dead_letters, n_orchestrations, self.poison)
         self._entities = EntityProcessor(
             registry,
             self.topics,
             self._outbox.send,
             self.rejects,
             max_payload_bytes=settings.max_payload_bytes,
+            limits=self._limits,
         )
+        self._tracing = Tracing.for_settings(settings)
         self._orchestrations = Orchestrations(
             settings,
             registry,
@@ -183,9 +192,18 @@ class Processor:
             self._outbox,
             self._entities,
             local_activities,
+            self._tracing,
+            self._limits,
             self.rejects,
         )
-        self._malformed = MalformedKeys(self.topics, self.dead_letters)
+        if self.static_partitions is not None:
+            bad = [p for p in self.static_partitions if not 0 <= p < n_orchestrations]
+            if bad:
+                raise DurafkaError(
+                    f"partitions {bad} do not exist: {self.topics.orchestrations} has "
+                    f"{n_orchestrations} partitions"
+                )
+        self._malformed = MalformedKeys(self.topics, self.rejects)
         self._consumer: Consumer = transport.consumer(
             group_id=self.topics.processor_group,
             **for_client(settings.client_config, "consumer"),
@@ -197,6 +215,9 @@ class Processor:
             reject=self._malformed.screen,
             max_records=settings.restore_records_per_iteration,
             retention_ms=TombstoneRetention.of_hub(transport, settings.task_hub, settings.topology),
+            progress=lambda tp, done, total: self.metrics.restore_progress(
+                tp.partition, done, total
+            ),
         )
         delay = settings.state_cleanup_delay_ms
         self._cleaner = (
@@ -217,6 +238,21 @@ class Processor:
         self._next_coverage_check = time.monotonic() + COVERAGE_CHECK_INTERVAL_S
         self._coverage: dict[int, tuple[int, float]] = {}
         self.batches_committed = 0
+        #: This processor's Prometheus metrics, liveness and readiness.
+        self.metrics = ProcessorMetrics(
+            registry,
+            transport,
+            settings.client_config,
+            group=self.topics.processor_group,
+            topic=self.topics.orchestrations,
+            owned=self._owned,
+            ready=lambda: self.is_ready,
+            position=self._consumer.position,
+            cache=self.cache,
+            orchestrations=self._orchestrations,
+            dead_letters=self.dead_letters,
+            restoring=lambda: self._restorer.partitions,
+        )
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -278,6 +314,7 @@ class Processor:
             self._check_coverage()
         if self._cleaner is not None and self._cleaner.due:
             self._cleaner.step({*self._owned, *self._restorer.partitions})
+        self.metrics.iteration(len(records))
         return len(records)
 
     def close(self) -> None:
@@ -336,6 +373,7 @@ class Processor:
                 self._release(part, clean=True)
         self.cache.drop_partitions(gone)
         self._malformed.forget(gone)
+        self.poison.forget(gone)
         log.info("revoked partitions %s of %s", sorted(gone), self.topics.orchestrations)
 
     def _release(self, part: OwnedPartition, *, clean: bool = False) -> None:
@@ -394,6 +432,7 @@ class Processor:
         part.next_timer_ms = self._malformed.first_due(p, store.iter_prefix(TIMER_PREFIX))
         self._owned[p] = part
         self._consumer.resume([tp])
+        self.metrics.restored(p, restored.applied, restored.seconds)
         log.info(
             "partition %d ready at offset %d: restored %d changelog records in %.2fs%s",
             p,
@@ -489,6 +528,15 @@ class Processor:
         return not self._restorer.busy
 
     @property
+    def is_ready(self) -> bool:
+        """Partitions assigned and every one of them restored (``/readyz``).
+
+        A processor that owns no partition (more processors than partitions) is
+        not ready: it processes nothing.
+        """
+        return self._started and bool(self._owned) and not self._restorer.busy
+
+    @property
     def owned_partitions(self) -> list[int]:
         """The partitions this processor currently processes."""
         return sorted(self._owned)
@@ -556,6 +604,7 @@ class Processor:
 
     def _process(self, records: list[Record], owned_before: dict[int, OwnedPartition]) -> None:
         batch = Batch(now_ms=int(self.clock() * 1000))
+        self.poison.new_batch()
         for r in records:
             self._accept(batch, r, owned_before)
         for p in [p for p, share in batch.partitions.items() if share.part.stopped]:
@@ -591,6 +640,10 @@ class Processor:
         Raises:
             UpgradeRequiredError: its stored state is a newer release's.
         """
+        marks = self.poison.of(share.number)
+        mark = None if marks is None else marks.get(iid)
+        if mark is not None and mark.strikes > 1:
+            return  # not even its failure could be written: its input was dead-lettered
         try:
             if is_entity_id(iid):
                 self._entities.process(share, iid, events)
@@ -612,7 +665,14 @@ class Processor:
             if not failed:  # no instance took the error: its records get it
                 reason = f"durafka internal error: {type(exc).__name__}: {exc}"
                 for ev in events:
-                    self.rejects.event(share, iid, ev, reason)
+                    self.rejects.event(share, iid, ev, reason, cause="InternalError")
+        if mark is not None and self.poison.use(share.number, iid, "instance failed"):
+            failure = FailureDetails(
+                mark.error_type,
+                f"a record of instance {iid!r} cannot be written, so it failed for its "
+                f"partition to go on: {mark.reason}",
+            )
+            self._orchestrations.fail_instance(batch, share, iid, failure)
 
     def _accept(self, batch: Batch, r: Record, owned_before: dict[int, OwnedPartition]) -> None:
         p = r.partition()
@@ -656,11 +716,11 @@ class Processor:
                 )
                 return
             share.next_offset = offset + 1
-            self.rejects.record(share, r, str(exc))
+            self.rejects.record(share, r, str(exc), cause=type(exc).__name__)
             return
         except (DecodeError, InvalidInstanceIdError) as exc:
             share.next_offset = offset + 1
-            self.rejects.record(share, r, str(exc))
+            self.rejects.record(share, r, str(exc), cause=type(exc).__name__)
             return
         if event.kind is EventKind.EXECUTION_STARTED or iid[0] == ENTITY_ID_PREFIX:
             # From a producer that does not partition with murmur2: an instance or an
@@ -671,6 +731,16 @@ class Processor:
             if right is not None:
                 share.next_offset = offset + 1
                 self.rejects.forward(share, r, right)
+                return
+        marks = self.poison.of(p)
+        if marks is not None and iid in marks:
+            mark = marks[iid]
+            if is_entity_id(iid) or mark.strikes > 1:
+                # Its records cannot be written: its input goes where people look.
+                share.next_offset = offset + 1
+                self.poison.use(p, iid, "input dead-lettered")
+                reason = f"the records of {iid!r} cannot be written: {mark.reason}"
+                self.rejects.record(share, r, reason, cause=_cause(mark.error_type))
                 return
         instances = batch.instances
         if iid not in instances:
@@ -737,6 +807,7 @@ class Processor:
                     EventKind.TIMER_FIRED, now, seq=seq, fire_at=due, execution_id=execution
                 )
                 share.add(iid, fired_event)
+                metrics.timer_fired(share, due, now)
             else:
                 part.next_timer_ms = self._malformed.first_due(
                     part.number, tx.iter_range(timer_upper_bound(now), TIMER_END)
@@ -765,6 +836,10 @@ class Processor:
                 self._outbox.activity_task(batch.partitions[partition_of[id(run)]], run.task)
             results: dict[tuple[int, str], list[HistoryEvent]] = {}
             for run in finished:
+                if run.result is not None:
+                    self.metrics.activity_done(run.task.name, run.result, run.seconds)
+                    if self._tracing is not None:
+                        self._tracing.activity(run.task, None, run.result, run.seconds)
                 p = partition_of.get(id(run))
                 if p is None or run.result is None:
                     continue  # left over from a batch that failed before collecting it
@@ -803,14 +878,20 @@ class Processor:
                 assert producer is not None
                 checkpoints.append(self._checkpoint(producer, [share]))
         for checkpoint in checkpoints:
+            started = time.perf_counter()
             outcome = checkpoint.commit()
+            self.metrics.checkpointed(checkpoint, time.perf_counter() - started)
             if outcome is CheckpointOutcome.COMMITTED:
                 if checkpoint.producer is self._producer:
                     self._last_commit_at = began
+                for share in checkpoint.shares:
+                    self.poison.committed(share.number)
                 if checkpoint.dirty:
                     self._reset([s.number for s in checkpoint.dirty], "store write failed")
                 self._read_deferred_again(batch, checkpoint.shares)
                 continue
+            if outcome is CheckpointOutcome.REJECTED:
+                self._mark(checkpoint.rejected)
             self._after_failed_commit(checkpoint)
         self.cache.trim()
         self.batches_committed += 1
@@ -837,10 +918,19 @@ class Processor:
             shares,
             input_topic=self.topics.orchestrations,
             changelog_topic=self.topics.changelog,
+            limits=self._limits,
             group_metadata=self._consumer.group_metadata,
             commit_timeout=self.settings.commit_timeout_ms / 1000,
             stop=self._stop,
         )
+
+    def _mark(self, rejected: list[Rejection]) -> None:
+        """Mark whose processing made each refused record (the retried batch acts on it)."""
+        for rejection in rejected:
+            share = rejection.share
+            source = share.source_of(rejection.record, self.topics.changelog)
+            error_type = TOO_LARGE if rejection.too_large else "durafka.errors.RecordRejectedError"
+            self.poison.mark(share.number, source, rejection.reason, error_type)
 
     def _after_failed_commit(self, checkpoint: Checkpoint) -> None:
         outcome = checkpoint.outcome
@@ -850,6 +940,7 @@ class Processor:
             partitions,
             {
                 CheckpointOutcome.ABORTED: "aborted, processing the batch again",
+                CheckpointOutcome.REJECTED: "refused a record, processing the batch again",
                 CheckpointOutcome.FENCED: "fenced",
                 CheckpointOutcome.UNKNOWN: "has an unknown outcome, restoring the partitions",
             }.get(outcome, str(outcome))
@@ -863,7 +954,7 @@ class Processor:
             return
         if checkpoint.producer_unusable:
             self._replace_producer(checkpoint.producer, partitions)
-        if outcome is CheckpointOutcome.ABORTED:
+        if outcome is CheckpointOutcome.ABORTED or outcome is CheckpointOutcome.REJECTED:
             self._rewind(checkpoint.shares)
         else:
             # The commit may have happened: the stores and positions from before it are
@@ -929,3 +1020,8 @@ class Processor:
             self._release(part)
             self._consumer.pause([TopicPartition(topic, p)])
             self._restorer.add([p])
+
+
+def _cause(error_type: str) -> str:
+    """The metric label of a dead letter for ``error_type`` (its last dotted name)."""
+    return error_type.rsplit(".", 1)[-1]

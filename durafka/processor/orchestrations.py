@@ -3,18 +3,25 @@
 The processor loop (:mod:`durafka.processor.loop`) hands each instance's events
 of a batch to :meth:`Orchestrations.process_instance`; at the end of the batch
 :meth:`Orchestrations.emit_instance_writes` turns every touched instance into
-store writes (header, one history chunk) and status records. In between this
+store writes (header, history chunks) and status records. In between this
 module owns the instance lifecycle: start (and restart of a finished id),
 control events (terminate — children too —, suspend/resume, purge), one
 orchestrator step per batch and instance, routing of its actions (activity
 tasks, timers, child starts, events, entity operations), continue-as-new,
 completion and the parent's notification, and the automatic purge of a
 finished execution (a durable timer, :data:`PURGE_SEQ`).
+
+Every record an instance makes must fit in one Kafka record
+(:class:`~durafka.transport.limits.RecordLimits`): a batch's history is split
+into as many chunks as needed; an instance whose header, status or single
+history event cannot fit fails (:meth:`Orchestrations.fail_instance`) with the
+sizes in its reason, and its FAILED status is cut to fit.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections import Counter
 from dataclasses import replace
@@ -24,11 +31,13 @@ from durafka.activities.local import LocalActivities
 from durafka.codec.records import (
     ActivityTask,
     InstanceState,
-    encode_chunk,
+    encode_chunks,
     encode_state,
     encode_status,
 )
-from durafka.errors import FailureDetails, UpgradeRequiredError
+from durafka.errors import FailureDetails, RecordTooLargeError, UpgradeRequiredError
+from durafka.observability import metrics
+from durafka.observability.tracing import Tracing
 from durafka.processor.batch import Batch, Outbox, PartitionBatch
 from durafka.processor.entities import EntityProcessor
 from durafka.processor.instances import Instance, InstanceCache, StoredValueError, load_instance
@@ -51,6 +60,7 @@ from durafka.state.transaction import StoreTransaction
 from durafka.status import TERMINAL_STATUSES, OrchestrationStatus, RuntimeStatus
 from durafka.topology import HubTopics
 from durafka.transport.base import OutgoingRecord
+from durafka.transport.limits import RecordLimits
 
 log = logging.getLogger("durafka.processor")
 
@@ -60,6 +70,12 @@ MAX_GENERATIONS_PER_BATCH = 100
 WAKE_UP_SEQ = -1
 #: Sequence id of the timer that purges a finished execution (``finished_retention_ms``).
 PURGE_SEQ = -2
+#: The error type of an instance failed because a record of it cannot fit.
+TOO_LARGE = "durafka.errors.RecordTooLargeError"
+#: The ``reason`` label (metrics) of the dead letters of a quarantined instance.
+_QUARANTINED = "InstanceQuarantinedError"
+#: A failure message cut to this many characters when nothing else makes the status fit.
+_LAST_RESORT_MESSAGE_CHARS = 1000
 
 
 class Orchestrations:
@@ -73,6 +89,8 @@ class Orchestrations:
         outbox: where messages and activity tasks go.
         entities: routes entity operations and releases locks of finished instances.
         local: runs activities next to the processor, when a worker is co-located.
+        tracing: makes the spans of steps and ended executions (None: tracing is off).
+        limits: the record size limit of each topic.
         rejects: dead-letters (or forwards) the events that cannot be applied.
     """
 
@@ -85,6 +103,8 @@ class Orchestrations:
         outbox: Outbox,
         entities: EntityProcessor,
         local: LocalActivities | None,
+        tracing: Tracing | None,
+        limits: RecordLimits,
         rejects: Rejects,
     ) -> None:
         self.settings = settings
@@ -94,11 +114,17 @@ class Orchestrations:
         self._outbox = outbox
         self._entities = entities
         self._local = local
+        self._tracing = tracing
+        self._limits = limits
+        #: Instances failed because a record of theirs could not fit, or was refused.
+        self.failed_too_large = 0
         self._rejects = rejects
         #: Completions dropped before the engine saw them, by reason.
         self.dropped_completions: Counter[str] = Counter()
         #: Starts ignored: the id was running, or its finished execution was kept.
         self.ignored_starts = 0
+        #: Executors rebuilt by replaying a history (a cache miss, a failed batch).
+        self.replays = 0
 
     def _load(self, batch: Batch, share: PartitionBatch, iid: str) -> Instance | None:
         """The instance from the batch, the cache or the store (None: unknown).
@@ -139,12 +165,14 @@ class Orchestrations:
         log.error("%s", q.reason)
         for key, value in q.stored:
             share.tx.delete(key)
-            self._rejects.stored(share, key, value, q.reason)
+            self._rejects.stored(share, key, value, q.reason, cause=_QUARANTINED)
         batch.pending_chunks.pop(iid, None)
         inst = Instance(iid, share.number, q.state)
         inst.status_dirty = True
+        self._fit_failed(inst)
         self.cache.put(inst)
         self._touch(batch, inst)
+        self._ended(share, inst, "failed", batch.now_ms)
         if q.state.status.parent_instance_id:
             failed = HistoryEvent(
                 EventKind.EXECUTION_FAILED, batch.now_ms, failure=q.state.status.failure_details
@@ -170,7 +198,7 @@ class Orchestrations:
         except StoredValueError as exc:
             reason = self._quarantine(batch, share, iid, exc)
             for ev in events:
-                self._rejects.event(share, iid, ev, reason)
+                self._rejects.event(share, iid, ev, reason, cause=_QUARANTINED)
             return
         incoming: list[HistoryEvent] = []
         if (
@@ -185,7 +213,11 @@ class Orchestrations:
             kind = ev.kind
             if kind not in ORCHESTRATION_MESSAGE_KINDS:
                 self._rejects.event(
-                    share, iid, ev, f"orchestrations do not take {kind.value} messages ({iid!r})"
+                    share,
+                    iid,
+                    ev,
+                    f"orchestrations do not take {kind.value} messages ({iid!r})",
+                    cause="InvalidMessageError",
                 )
                 continue
             if kind is EventKind.TIMER_FIRED and ev.seq == PURGE_SEQ:
@@ -221,6 +253,7 @@ class Orchestrations:
                         ev,
                         f"cannot purge instance {iid!r}: it is {status.value} (only finished "
                         "instances are purged)",
+                        cause="InvalidMessageError",
                     )
                 continue
             if status in TERMINAL_STATUSES:
@@ -282,7 +315,13 @@ class Orchestrations:
             if right is not None:
                 self._rejects.forward(share, origin, right)
                 return
-        self._rejects.event(share, iid, ev, f"{ev.kind.value} for unknown instance {iid!r}")
+        self._rejects.event(
+            share,
+            iid,
+            ev,
+            f"{ev.kind.value} for unknown instance {iid!r}",
+            cause="UnknownInstance",
+        )
 
     def _may_start_again(self, share: PartitionBatch, inst: Instance, start: HistoryEvent) -> bool:
         """Whether ``start`` begins a new execution of an id that already has one.
@@ -322,6 +361,7 @@ class Orchestrations:
                     instance_id=iid,
                     execution_id=start.parent_execution_id,
                 ),
+                iid,
             )
         return False
 
@@ -354,6 +394,7 @@ class Orchestrations:
         )
         inst = Instance(iid, share.number, state)
         inst.status_dirty = True
+        metrics.instance_started(share, status.name)
         self.cache.put(inst)
         self._touch(batch, inst)
         return inst
@@ -375,6 +416,8 @@ class Orchestrations:
                 max_payload_bytes=self.settings.max_payload_bytes,
                 generation=inst.state.generation,
             )
+            if inst.history:
+                self.replays += 1
             ex.replay(inst.history)
             inst.executor = ex
         return ex
@@ -391,14 +434,28 @@ class Orchestrations:
                     new.append(e)
             if len(new) == 1 and ex.has_started:
                 return
+            status = inst.state.status
+            span = (
+                self._tracing.step(status.name, inst.instance_id, status.execution_id, share.number)
+                if self._tracing is not None
+                else None
+            )
+            started = time.perf_counter()
             result = ex.step(new)
+            metrics.step_taken(share, status.name, time.perf_counter() - started)
+            if ex.retried:
+                metrics.retried(share, ex.retried)
+                ex.retried.clear()
             appended = new + result.actions
             if result.completion is not None:
                 appended.append(result.completion)
             self._append_history(batch, inst, appended)
             self._touch(batch, inst)
+            headers = span.headers if span is not None else None
             for action in result.actions:
-                self._route_action(batch, share, inst, action)
+                self._route_action(batch, share, inst, action, headers)
+            if span is not None:
+                span.end()
             if result.custom_status != inst.state.status.serialized_custom_status:
                 self._update_status(batch, inst, serialized_custom_status=result.custom_status)
             completion = result.completion
@@ -447,14 +504,26 @@ class Orchestrations:
         return False
 
     def _append_history(self, batch: Batch, inst: Instance, events: list[HistoryEvent]) -> None:
+        # ``history_chunks`` counts stored chunks: emit_instance_writes adds this batch's.
         inst.history.extend(events)
-        state = inst.state
-        state.history_chunks += 1
-        state.history_length += len(events)
+        inst.state.history_length += len(events)
         batch.pending_chunks.setdefault(inst.instance_id, []).append(events)
 
+    def _discard_new_history(self, batch: Batch, inst: Instance) -> None:
+        """Forget the history this batch appended (always the end of ``inst.history``)."""
+        pending = batch.pending_chunks.pop(inst.instance_id, None)
+        if pending:
+            n = sum(len(events) for events in pending)
+            del inst.history[len(inst.history) - n :]
+            inst.state.history_length -= n
+
     def _route_action(
-        self, batch: Batch, share: PartitionBatch, inst: Instance, a: HistoryEvent
+        self,
+        batch: Batch,
+        share: PartitionBatch,
+        inst: Instance,
+        a: HistoryEvent,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         iid = inst.instance_id
         kind = a.kind
@@ -465,7 +534,7 @@ class Orchestrations:
             if local is not None:
                 batch.local.append((inst.partition, local))
             else:
-                self._outbox.activity_task(share, task)
+                self._outbox.activity_task(share, task, headers)
         elif kind is EventKind.TIMER_CREATED:
             due = a.fire_at or batch.now_ms
             # The timer's value is the execution that waits for it (see TIMER_FIRED).
@@ -486,12 +555,13 @@ class Orchestrations:
                 parent_execution_id=token,
                 id_reuse_policy=IdReusePolicy.ALLOW_DUPLICATE,
             )
-            self._outbox.send(share, child, start)
+            self._outbox.send(share, child, start, iid)
         elif kind is EventKind.EVENT_SENT and a.instance_id:
             self._outbox.send(
                 share,
                 a.instance_id,
                 HistoryEvent(EventKind.EVENT_RAISED, batch.now_ms, name=a.name, payload=a.payload),
+                iid,
             )
         elif kind in ENTITY_ACTION_KINDS:
             self._entities.route_action(share, iid, token, a)
@@ -555,7 +625,9 @@ class Orchestrations:
         self, batch: Batch, share: PartitionBatch, inst: Instance, completion: HistoryEvent
     ) -> None:
         st = inst.state.status
-        if completion.kind is EventKind.EXECUTION_COMPLETED:
+        completed = completion.kind is EventKind.EXECUTION_COMPLETED
+        self._ended(share, inst, "completed" if completed else "failed", batch.now_ms)
+        if completed:
             self._update_status(
                 batch,
                 inst,
@@ -591,6 +663,15 @@ class Orchestrations:
             )
             share.timer_stored(due)
 
+    def _ended(self, share: PartitionBatch, inst: Instance, status: str, now_ms: int) -> None:
+        """An execution ended (``completed``, ``failed``, ``terminated``): metrics, its span."""
+        st = inst.state.status
+        metrics.instance_ended(share, st.name, status, st.created_at_ms, now_ms)
+        if self._tracing is not None:
+            self._tracing.ended(
+                st.name, inst.instance_id, st.execution_id, status, st.created_at_ms, now_ms
+            )
+
     def _notify_parent(
         self, share: PartitionBatch, inst: Instance, completion: HistoryEvent
     ) -> None:
@@ -614,7 +695,7 @@ class Orchestrations:
                 instance_id=inst.instance_id,
                 execution_id=inst.state.parent_execution_id,
             )
-        self._outbox.send(share, parent, ev)
+        self._outbox.send(share, parent, ev, inst.instance_id)
 
     def _purge(self, batch: Batch, share: PartitionBatch, inst: Instance) -> None:
         """Delete a finished instance: tombstones for its store keys and its status."""
@@ -623,7 +704,7 @@ class Orchestrations:
         batch.touched.pop(inst.instance_id, None)
         self.cache.remove(inst.instance_id)
         key = inst.instance_id.encode()
-        share.out.append(OutgoingRecord(self.topics.status, inst.partition, key, None))
+        share.emit(OutgoingRecord(self.topics.status, inst.partition, key, None), inst.instance_id)
 
     def _running_children(self, inst: Instance) -> list[str]:
         created: dict[int, str] = {}
@@ -647,11 +728,13 @@ class Orchestrations:
                 share,
                 child,
                 HistoryEvent(EventKind.EXECUTION_TERMINATED, batch.now_ms, payload=ev.payload),
+                inst.instance_id,
             )
         self._append_history(
             batch, inst, [HistoryEvent(EventKind.ORCHESTRATOR_STARTED, batch.now_ms), event]
         )
         self._end_execution(share, inst)
+        self._ended(share, inst, "terminated", batch.now_ms)
         self._update_status(
             batch, inst, runtime_status=RuntimeStatus.TERMINATED, serialized_output=ev.payload
         )
@@ -670,33 +753,132 @@ class Orchestrations:
         """Fail instance ``iid`` with durafka's own error (a bug must not crash-loop a record).
 
         Returns:
-            Whether the instance took the failure: False when it is unknown or had
-            finished already (its events are then the caller's to dead-letter).
+            Whether the instance took the failure (see :meth:`fail_instance`): False
+            when it is unknown or had finished already (its events are then the
+            caller's to dead-letter).
 
         Raises:
             UpgradeRequiredError: its stored state is a newer release's.
         """
+        failure = FailureDetails.from_exception(exc)
+        failure = FailureDetails(
+            failure.error_type, f"durafka internal error: {failure.message}", failure.stack_trace
+        )
+        return self.fail_instance(batch, share, iid, failure)
+
+    def fail_instance(
+        self, batch: Batch, share: PartitionBatch, iid: str, failure: FailureDetails
+    ) -> bool:
+        """Fail instance ``iid`` with ``failure``, undoing what it did in this batch.
+
+        Its records and history of this batch are dropped (they may be what could
+        not be written), its timers deleted, its locks released, its parent told,
+        its purge timer set (as every ending does: :meth:`_end_execution`);
+        its FAILED status is cut to fit (:meth:`_fit_failed`). An instance that
+        finished before this batch is left alone; one whose stored state does not
+        decode is quarantined instead (:mod:`durafka.processor.quarantine`).
+
+        Returns:
+            Whether it was failed (or quarantined).
+
+        Raises:
+            UpgradeRequiredError: its stored state is a newer release's.
+        """
+        touched = iid in batch.touched
         try:
             inst = self._load(batch, share, iid)
         except StoredValueError as error:
             self._quarantine(batch, share, iid, error)
             return True
-        if inst is None or inst.state.status.runtime_status in TERMINAL_STATUSES:
+        if inst is None:
             return False
-        batch.pending_chunks.pop(iid, None)
-        failure = FailureDetails.from_exception(exc)
-        failure = FailureDetails(
-            failure.error_type, f"durafka internal error: {failure.message}", failure.stack_trace
+        if not touched and inst.state.status.runtime_status in TERMINAL_STATUSES:
+            return False
+        self._delete_pending_timers(share.tx, inst)  # the batch's own timers too
+        share.discard(iid)
+        self._discard_new_history(batch, inst)
+        inst.state.pending_events = []
+        inst.state.status = replace(
+            inst.state.status,
+            runtime_status=RuntimeStatus.FAILED,
+            serialized_output=None,
+            failure_details=failure.bounded(),
+            last_updated_at_ms=batch.now_ms,
         )
+        inst.status_dirty = True
+        self._fit_failed(inst)
+        failure = inst.state.status.failure_details or failure
         self._append_history(
             batch, inst, [HistoryEvent(EventKind.EXECUTION_FAILED, batch.now_ms, failure=failure)]
         )
-        self._end_execution(share, inst)
-        self._update_status(
-            batch, inst, runtime_status=RuntimeStatus.FAILED, failure_details=failure
-        )
+        self._end_execution(share, inst)  # locks of the history that stays, the purge timer
+        self._ended(share, inst, "failed", batch.now_ms)
+        if inst.state.status.parent_instance_id:
+            self._notify_parent(
+                share,
+                inst,
+                HistoryEvent(EventKind.EXECUTION_FAILED, batch.now_ms, failure=failure),
+            )
         self._touch(batch, inst)
         return True
+
+    def _fit_failed(self, inst: Instance) -> None:
+        """Cut a FAILED instance's status until it and the header fit their records.
+
+        Left out, in this order, each noted in the status's failure message: the
+        custom status, the input, the stack trace; last, the message is cut.
+        """
+        state = inst.state
+        for cut in ("custom status", "input", "stack trace", "message"):
+            status = state.status
+            if not self._instance_records_too_large(inst):
+                return
+            failure = status.failure_details
+            assert failure is not None
+            if cut == "custom status" and status.serialized_custom_status is not None:
+                size = len(status.serialized_custom_status)
+                status = replace(status, serialized_custom_status=None)
+            elif cut == "input" and status.serialized_input is not None:
+                size = len(status.serialized_input)
+                status = replace(status, serialized_input=None)
+            elif cut == "stack trace" and failure.stack_trace is not None:
+                size = len(failure.stack_trace)
+                failure = replace(failure, stack_trace=None)
+            elif cut == "message":
+                size = len(failure.message)
+                failure = replace(failure, message=failure.message[:_LAST_RESORT_MESSAGE_CHARS])
+            else:
+                continue
+            note = f" [the status leaves out its {cut} of {size:,} bytes to fit in a record]"
+            state.status = replace(
+                status, failure_details=replace(failure, message=failure.message + note)
+            )
+
+    def _instance_records_too_large(self, inst: Instance) -> RecordTooLargeError | None:
+        """Why the header or status of ``inst`` does not fit in a record (None: they fit)."""
+        iid = inst.instance_id
+        state = inst.state
+        status = state.status
+        encoded = encode_status(status)
+        room = self._limits.room(self.topics.status, iid.encode())
+        if len(encoded) > room:
+            return RecordTooLargeError(
+                f"status too large: the {status.runtime_status.value} status of instance "
+                f"{iid!r} is {len(encoded):,} bytes ({_status_sizes(state)}), more than the "
+                f"{room:,} bytes a record of {self.topics.status} may hold"
+            )
+        header = encode_state(state)
+        room = self._limits.room(self.topics.changelog, instance_key(iid))
+        if len(header) > room:
+            held = sum(len(e.payload or b"") for e in state.pending_events)
+            return RecordTooLargeError(
+                f"instance state too large: the header of instance {iid!r} is "
+                f"{len(header):,} bytes ({_status_sizes(state)}; "
+                f"{len(state.pending_events):,} events held back with {held:,} bytes of "
+                f"payload), more than the {room:,} bytes a record of {self.topics.changelog} "
+                "may hold"
+            )
+        return None
 
     def _set_status(self, batch: Batch, inst: Instance, status: RuntimeStatus) -> None:
         self._update_status(batch, inst, runtime_status=status)
@@ -709,35 +891,95 @@ class Orchestrations:
             # Every runtime-status change is published, even two within one batch
             # (e.g. RUNNING then COMPLETED when a local activity finished in it).
             key = inst.instance_id.encode()
-            batch.partitions[inst.partition].out.append(
-                OutgoingRecord(self.topics.status, inst.partition, key, encode_status(current))
+            batch.partitions[inst.partition].emit(
+                OutgoingRecord(self.topics.status, inst.partition, key, encode_status(current)),
+                inst.instance_id,
             )
         inst.state.status = replace(current, last_updated_at_ms=batch.now_ms, **changes)
         inst.status_dirty = True
 
     def emit_instance_writes(self, batch: Batch) -> None:
-        """Write every touched instance: header, one history chunk, its status if changed."""
-        chunks = batch.pending_chunks
-        status_topic = self.topics.status
-        for inst in batch.touched.values():
+        """Write every touched instance: header, history chunks, its status if changed.
+
+        An instance whose records cannot fit is failed (see the module docstring);
+        the records of its failure always fit.
+        """
+        for inst in list(batch.touched.values()):
             share = batch.partitions[inst.partition]
-            tx = share.tx
-            state = inst.state
-            new_chunks = chunks.pop(inst.instance_id, None)
-            if new_chunks:
-                # One chunk per instance per batch: fewer, larger records.
-                merged = [e for c in new_chunks for e in c]
-                state.history_chunks -= len(new_chunks) - 1
-                tx.put(
-                    history_key(inst.instance_id, state.history_chunks - 1), encode_chunk(merged)
-                )
-            tx.put(instance_key(inst.instance_id), encode_state(state))
-            if inst.status_dirty:
-                inst.status_dirty = False
-                key = inst.instance_id.encode()
-                share.out.append(
-                    OutgoingRecord(status_topic, inst.partition, key, encode_status(state.status))
-                )
-            if state.status.runtime_status in TERMINAL_STATUSES:
-                self.cache.demote(inst.instance_id)
-        chunks.clear()
+            try:
+                self._write(batch, share, inst)
+            except RecordTooLargeError as exc:
+                log.warning("failing instance %r: %s", inst.instance_id, exc)
+                self.failed_too_large += 1
+                failure = FailureDetails(TOO_LARGE, str(exc))
+                self.fail_instance(batch, share, inst.instance_id, failure)
+                try:
+                    self._write(batch, share, inst)
+                except RecordTooLargeError as again:
+                    # Only a record size limit far below Kafka's defaults gets here:
+                    # nothing of the instance is written, the partition goes on.
+                    log.error("instance %r cannot be stored failed: %s", inst.instance_id, again)
+                    share.discard(inst.instance_id)
+                    batch.pending_chunks.pop(inst.instance_id, None)
+                    self.cache.remove(inst.instance_id)
+        batch.pending_chunks.clear()
+
+    def _write(self, batch: Batch, share: PartitionBatch, inst: Instance) -> None:
+        """Emit the store writes and status of ``inst``, or raise before emitting any.
+
+        The history appended in this batch becomes as many chunks as it needs
+        (usually one), after the chunks already stored.
+
+        Raises:
+            RecordTooLargeError: a single history event, the header or the status is
+                larger than a record may be ("history too large", ... with the sizes).
+        """
+        iid = inst.instance_id
+        state = inst.state
+        new = batch.pending_chunks.get(iid)
+        chunks: list[bytes] = []
+        stored = state.history_chunks
+        if new:
+            merged = new[0] if len(new) == 1 else [e for events in new for e in events]
+            room = self._limits.room(self.topics.changelog, history_key(iid, stored))
+            try:
+                chunks = encode_chunks(merged, room)
+            except RecordTooLargeError as exc:
+                raise RecordTooLargeError(f"history too large: instance {iid!r}: {exc}") from None
+        state.history_chunks = stored + len(chunks)
+        key = instance_key(iid)
+        header = encode_state(state)
+        status = encode_status(state.status) if inst.status_dirty else None
+        if len(header) > self._limits.room(self.topics.changelog, key) or (
+            status is not None and len(status) > self._limits.room(self.topics.status, iid.encode())
+        ):
+            state.history_chunks = stored
+            raise self._instance_records_too_large(inst) or RecordTooLargeError(iid)
+        tx = share.tx
+        for i, chunk in enumerate(chunks):
+            tx.put(history_key(iid, stored + i), chunk)
+        batch.pending_chunks.pop(iid, None)
+        tx.put(key, header)
+        if status is not None:
+            inst.status_dirty = False
+            record = OutgoingRecord(self.topics.status, inst.partition, iid.encode(), status)
+            share.emit(record, iid)
+        if state.status.runtime_status in TERMINAL_STATUSES:
+            self.cache.demote(iid)
+
+
+def _status_sizes(state: InstanceState) -> str:
+    """The sizes of what a status holds, for a "too large" message."""
+    status = state.status
+    failure = status.failure_details
+    failure_size = (
+        0
+        if failure is None
+        else len(failure.error_type) + len(failure.message) + len(failure.stack_trace or "")
+    )
+    return (
+        f"input {len(status.serialized_input or b''):,}, "
+        f"output {len(status.serialized_output or b''):,}, "
+        f"custom status {len(status.serialized_custom_status or b''):,}, "
+        f"failure {failure_size:,} bytes"
+    )

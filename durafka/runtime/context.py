@@ -152,7 +152,13 @@ class OrchestrationContext:
         return self._random
 
     def set_custom_status(self, value: Any) -> None:
-        """Publish a JSON-serialisable value in the instance's status (e.g. progress)."""
+        """Publish a JSON-serialisable value in the instance's status (e.g. progress).
+
+        Raises:
+            PayloadTooLargeError: its JSON is over
+                :data:`~durafka.codec.payload.MAX_CUSTOM_STATUS_BYTES` (64 KiB) or
+                ``max_payload_bytes``; the status keeps its previous value.
+        """
         self._ex.set_custom_status(value)
 
     # -- changing running code -------------------------------------------------

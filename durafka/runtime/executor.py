@@ -26,6 +26,7 @@ from pydantic import TypeAdapter
 
 from durafka.codec.payload import (
     DEFAULT_MAX_PAYLOAD_BYTES,
+    MAX_CUSTOM_STATUS_BYTES,
     adapter_for,
     decode_payload,
     encode_payload,
@@ -40,6 +41,7 @@ from durafka.errors import (
     FailureDetails,
     NonDeterminismError,
     OrchestrationUsageError,
+    PayloadTooLargeError,
     SerializationError,
     SubOrchestrationFailed,
     TaskFailedError,
@@ -145,16 +147,21 @@ class _Pending:
 class _RetryingTask(CompletableTask[Any]):
     """An activity or sub-orchestration call that retries on durable timers."""
 
-    __slots__ = ("attempt", "first_attempt_ms", "policy", "start_attempt")
+    __slots__ = ("activity", "attempt", "first_attempt_ms", "policy", "start_attempt")
 
     def __init__(
-        self, policy: RetryPolicy, start_attempt: Callable[[], Task[Any]], now_ms: int
+        self,
+        policy: RetryPolicy,
+        start_attempt: Callable[[], Task[Any]],
+        now_ms: int,
+        activity: str | None,
     ) -> None:
         super().__init__()
         self.policy = policy
         self.start_attempt = start_attempt
         self.first_attempt_ms = now_ms
         self.attempt = 0
+        self.activity = activity
 
 
 class OrchestrationExecutor:
@@ -187,6 +194,9 @@ class OrchestrationExecutor:
         self.is_replaying = False
         self.current_time_ms = 0
         self.is_complete = False
+        #: Activities a retry policy scheduled again in live steps (the processor's
+        #: metrics take and clear it; replays add nothing).
+        self.retried: list[str] = []
         self._coro: Coroutine[Any, Any, Any] | None = None
         self._waiting: Task[Any] | None = None
         self._next_seq = 0
@@ -513,7 +523,7 @@ class OrchestrationExecutor:
                 details,
                 stack_trace=f"{details.stack_trace}\nCaused by {exc.details.error_type}: "
                 f"{exc.details.message}\n{exc.details.stack_trace}",
-            )
+            ).bounded()
         self._finish(
             HistoryEvent(EventKind.EXECUTION_FAILED, self.current_time_ms, failure=details)
         )
@@ -567,7 +577,7 @@ class OrchestrationExecutor:
                 self._arm_timeout(task, e, timeout)
             return task
 
-        return attempt() if retry is None else self._with_retry(retry, attempt)
+        return attempt() if retry is None else self._with_retry(retry, attempt, name)
 
     def _arm_timeout(
         self, task: CompletableTask[Any], scheduled: HistoryEvent, timeout: timedelta
@@ -847,17 +857,29 @@ class OrchestrationExecutor:
         self._unmatched[e.seq] = e
 
     def set_custom_status(self, value: Any) -> None:
-        self._custom_status = encode_payload(
-            value, None, max_bytes=self.max_payload_bytes, what="custom status"
-        )
+        data = encode_payload(value, None, max_bytes=self.max_payload_bytes, what="custom status")
+        if len(data) > MAX_CUSTOM_STATUS_BYTES:
+            raise PayloadTooLargeError(
+                f"the custom status is {len(data):,} bytes, over its limit of "
+                f"{MAX_CUSTOM_STATUS_BYTES:,} bytes (it travels in every status record); "
+                "publish progress, not data"
+            )
+        self._custom_status = data
 
-    def _with_retry(self, policy: RetryPolicy, start_attempt: Callable[[], Task[Any]]) -> Task[Any]:
-        outer = _RetryingTask(policy, start_attempt, self.current_time_ms)
+    def _with_retry(
+        self,
+        policy: RetryPolicy,
+        start_attempt: Callable[[], Task[Any]],
+        activity: str | None = None,
+    ) -> Task[Any]:
+        outer = _RetryingTask(policy, start_attempt, self.current_time_ms, activity)
         self._next_attempt(outer)
         return outer
 
     def _next_attempt(self, outer: _RetryingTask) -> None:
         outer.attempt += 1
+        if outer.attempt > 1 and outer.activity is not None and not self.is_replaying:
+            self.retried.append(outer.activity)
         inner = outer.start_attempt()
         inner_done = _Callback(inner, lambda t: self._on_attempt_done(outer, t))
         del inner_done  # the callback is registered on the task; nothing else to keep

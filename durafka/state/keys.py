@@ -100,3 +100,24 @@ def check_store_key(key: bytes) -> str | None:
         except MalformedKeyError as exc:
             return str(exc)
     return None
+
+
+def store_key_owner(key: bytes) -> str | None:
+    """The instance or entity id a store key belongs to, or None when it names none.
+
+    ``i/<id>\\0``, ``h/<id>\\0<chunk>``, ``e/<id>\\0`` and ``t/<due>/<id>\\0<seq>``.
+    """
+    if key.startswith(TIMER_PREFIX):
+        try:
+            return parse_timer_key(key)[1]
+        except MalformedKeyError:
+            return None
+    if key[:2] not in (b"i/", b"h/", b"e/"):
+        return None
+    iid, nul, _ = key[2:].partition(b"\x00")
+    if not nul or not iid:
+        return None
+    try:
+        return iid.decode()
+    except UnicodeDecodeError:
+        return None

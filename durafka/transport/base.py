@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 from durafka.errors import DurafkaError
 from durafka.topology import TopicSpec
@@ -78,16 +78,7 @@ class Record(Protocol):
 
 
 RecordHeaders = Sequence[tuple[str, str | bytes | None]] | Mapping[str, str | bytes | None] | None
-
-
-def produce_outgoing(producer: Producer, record: OutgoingRecord) -> None:
-    """Queue ``record`` (headers only when it has any: most records have none)."""
-    if record.headers is None:
-        producer.produce(record.topic, record.partition, record.key, record.value)
-    else:
-        producer.produce(
-            record.topic, record.partition, record.key, record.value, headers=record.headers
-        )
+"""What :meth:`Record.headers` returns."""
 
 
 def header_pairs(headers: RecordHeaders) -> list[tuple[str, bytes | None]]:
@@ -98,10 +89,32 @@ def header_pairs(headers: RecordHeaders) -> list[tuple[str, bytes | None]]:
     return [(k, v.encode() if isinstance(v, str) else v) for k, v in pairs]
 
 
-"""What :meth:`Record.headers` returns."""
-
 DeliveryCallback = Callable[[Any, Record], None]
-"""``on_delivery(err, record)``; ``err`` is ``None`` on success, ``record.offset()`` is set."""
+"""``on_delivery(err, record)``; ``err`` is ``None`` on success, ``record.offset()`` is set.
+
+On failure ``err`` is the client's error (confluent-kafka's ``KafkaError``; the
+``memory://`` producer refuses records at ``produce()`` instead and never reports one).
+"""
+
+#: Kafka protocol errors about one record (or the batch it was sent in) that sending
+#: it again cannot fix: CORRUPT_MESSAGE, INVALID_FETCH_SIZE (sic, the record's size),
+#: MESSAGE_TOO_LARGE, RECORD_LIST_TOO_LARGE, INVALID_TIMESTAMP, INVALID_RECORD.
+RECORD_ERROR_CODES: Final = frozenset({2, 4, 10, 18, 32, 87})
+
+
+def record_error(err: Any) -> str | None:
+    """The error's name when a failed delivery is the record's own fault, else None.
+
+    Such an error (:data:`RECORD_ERROR_CODES`, e.g. ``MSG_SIZE_TOO_LARGE`` when the
+    topic's ``max.message.bytes`` is below the record) comes back every time the
+    same record is produced; anything else (timeouts, leaders moving) may pass.
+    """
+    code = getattr(err, "code", None)
+    if not callable(code) or code() not in RECORD_ERROR_CODES:
+        return None
+    name = getattr(err, "name", None)
+    return str(name()) if callable(name) else str(code())
+
 
 PartitionsCallback = Callable[[list[TopicPartition]], None]
 

@@ -47,12 +47,19 @@ from confluent_kafka.admin import AdminClient
 from durafka.errors import (
     CommitOutcomeUnknownError,
     ConfigurationError,
+    RecordRejectedError,
     TransactionError,
     TransportError,
 )
 from durafka.topology import TopicSpec
 from durafka.transport.admin import apply_topics, describe_topics
-from durafka.transport.base import DeliveryCallback, PartitionsCallback, Record, TopicPartition
+from durafka.transport.base import (
+    RECORD_ERROR_CODES,
+    DeliveryCallback,
+    PartitionsCallback,
+    Record,
+    TopicPartition,
+)
 from durafka.transport.client_config import ClientKind, for_client
 from durafka.transport.connection import (
     CONNECT_TIMEOUT_S,
@@ -589,6 +596,17 @@ class KafkaTransactionalProducer(KafkaProducer):
         super().produce(topic, partition, key, value, on_delivery, headers)
 
     def _produce_error(self, topic: str, partition: int, exc: KafkaException) -> Exception:
+        error, text = _describe(exc)
+        if error is not None and error.code() in RECORD_ERROR_CODES:
+            # This record can never be produced (e.g. MSG_SIZE_TOO_LARGE): the caller
+            # must do something else with it, not retry the transaction.
+            return RecordRejectedError(
+                f"produce to {topic}[{partition}] failed for transactional.id "
+                f"{self._transactional_id!r}: {text}; abort the transaction",
+                topic=topic,
+                partition=partition,
+                code=error.name(),
+            )
         return self._transaction_error(f"produce to {topic}[{partition}]", exc)
 
     def flush(self, timeout: float = 30.0) -> int:

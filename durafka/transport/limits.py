@@ -13,12 +13,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from durafka.topology import load_hub_spec
+
 __all__ = [
     "BATCH_OVERHEAD",
     "DEFAULT_MESSAGE_MAX_BYTES",
     "DEFAULT_TOPIC_MAX_MESSAGE_BYTES",
     "RECORD_OVERHEAD",
     "Headers",
+    "RecordLimits",
     "headers_size",
     "max_record_size",
     "record_size",
@@ -83,3 +86,51 @@ def max_record_size(
     producer = int(producer_config.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES))
     topic = int((topic_config or {}).get("max.message.bytes", DEFAULT_TOPIC_MAX_MESSAGE_BYTES))
     return min(producer, topic - BATCH_OVERHEAD)
+
+
+class RecordLimits:
+    """The largest record one producer may write to each topic (see :func:`max_record_size`).
+
+    Args:
+        producer_config: the producer's librdkafka settings (``message.max.bytes``).
+        topic_configs: each known topic's configs (``max.message.bytes``); a topic
+            not listed has the broker's default.
+    """
+
+    __slots__ = ("_by_topic", "_default", "smallest")
+
+    def __init__(
+        self,
+        producer_config: Mapping[str, Any],
+        topic_configs: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        self._default = max_record_size(producer_config)
+        self._by_topic = {
+            topic: max_record_size(producer_config, config)
+            for topic, config in (topic_configs or {}).items()
+        }
+        #: The smallest limit of any topic: a record within it fits everywhere.
+        self.smallest = min([self._default, *self._by_topic.values()])
+
+    @classmethod
+    def for_hub(cls, task_hub: str, producer_config: Mapping[str, Any]) -> RecordLimits:
+        """The limits of a producer with ``producer_config`` on the topics of ``task_hub``.
+
+        A topic's ``max.message.bytes`` comes from the topology spec when it sets one
+        (``durafka topology apply`` and ``App.ensure_topics`` keep the broker equal to
+        it), else it is the broker's default.
+        """
+        configs = {spec.name: spec.config for spec in load_hub_spec(task_hub)}
+        return cls(producer_config, configs)
+
+    def of(self, topic: str) -> int:
+        """The largest :func:`record_size` of a record to ``topic``."""
+        return self._by_topic.get(topic, self._default)
+
+    def room(self, topic: str, key: bytes | None) -> int:
+        """The largest value (in bytes) a record to ``topic`` with ``key`` (no headers) may have."""
+        return self.of(topic) - record_size(key, None)
+
+    def excess(self, topic: str, key: bytes | None, value: bytes | None) -> int:
+        """How many bytes a record is over the limit of ``topic`` (0 or less: it fits)."""
+        return record_size(key, value) - self.of(topic)

@@ -75,6 +75,7 @@ from typing import Any, ClassVar, Final
 from durafka.errors import (
     ConfigurationError,
     DurafkaError,
+    RecordRejectedError,
     TransactionError,
     TransportError,
 )
@@ -1071,9 +1072,11 @@ class MemoryTransactionalProducer(MemoryProducer):
 
     def _too_large(self, topic: str, partition: int, size: int) -> DurafkaError:
         # As on Kafka: abortable, the transaction goes on only after an abort.
-        return TransactionError(
-            f"{super()._too_large(topic, partition, size)}; abort the transaction and process "
-            "the batch again"
+        return RecordRejectedError(
+            f"{super()._too_large(topic, partition, size)}; abort the transaction",
+            topic=topic,
+            partition=partition,
+            code="MSG_SIZE_TOO_LARGE",
         )
 
     def _is_current(self) -> bool:

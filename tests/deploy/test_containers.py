@@ -21,6 +21,7 @@ import pytest
 
 import durafka
 from durafka.client import Client
+from durafka.dev.broker import free_port
 from durafka.dev.podman import Podman, build_app_image, ensure_podman
 from durafka.partitioning import partition_for
 from durafka.settings import Settings
@@ -139,12 +140,14 @@ def test_processor_containers_killed_and_restarted_complete_every_instance_once(
     expected = {f"o{i}": f"c-r-o{i}" for i in range(N)}
     first_half = [iid for iid in expected if partition_for(iid.encode(), PARTITIONS) < 4]
     with client_app.sync_client() as client:
-        containers.run("worker", ["worker", "containerapp:app"], env, mounts=[app_module])
+        # Host networking: each container serves /metrics and /healthz on a port of its own.
+        worker_env = {**env, "DURAFKA_METRICS_PORT": str(free_port())}
+        containers.run("worker", ["worker", "containerapp:app"], worker_env, mounts=[app_module])
         processors = [
             containers.run(
                 f"processor-{i}",
                 ["processor", "containerapp:app", "--pods", "2", "--ordinal-from-hostname"],
-                env,
+                {**env, "DURAFKA_METRICS_PORT": str(free_port())},
                 mounts=[app_module],
                 volume=f"state-{i}",
                 hostname=f"durafka-processor-{i}",

@@ -540,12 +540,14 @@ def test_failed_commit_reprocesses_the_batch_exactly_once(
     completions_in_tx: set[str] = set()
     failed: list[set[str]] = []
 
-    def spying_produce(topic: str, partition: int, key: Any, value: Any, *args: Any) -> None:
+    def spying_produce(
+        topic: str, partition: int, key: Any, value: Any, *args: Any, **kwargs: Any
+    ) -> None:
         if topic == status_topic and value is not None:
             st = decode_status(value)
             if st.runtime_status is RuntimeStatus.COMPLETED:
                 completions_in_tx.add(st.instance_id)
-        real_produce(topic, partition, key, value, *args)
+        real_produce(topic, partition, key, value, *args, **kwargs)
 
     def failing_commit_once(timeout: float = 30.0) -> None:
         # The first transaction that completes instances fails; its records were

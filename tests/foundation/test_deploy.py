@@ -81,7 +81,8 @@ def test_processor_pod_options_are_checked_before_anything_runs() -> None:
         (["--pods", "2", "--pod-index", "0", "--partitions", "0-3"], "either --partitions"),
         (["--pod-index", "1"], "need --pods"),
         (["--pods", "2", "--pod-index", "2"], "pod index 2 is not one of the 2 pods"),
-        (["--pods", "9", "--pod-index", "0"], "at most 8 pods"),
+        # More pods than partitions (the app's count, whatever earlier tests imported).
+        (["--pods", "999", "--pod-index", "0"], "at most"),
     ):
         result = runner.invoke(
             cli,
