@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
-from collections.abc import Mapping
 from typing import Final
 
 from durafka.codec.records import DeadLetter, encode_dead_letter
@@ -29,7 +28,7 @@ from durafka.errors import ConfigurationError
 from durafka.partitioning import partition_for
 from durafka.settings import Settings
 from durafka.topology import HubTopics
-from durafka.transport.base import OutgoingRecord, Record, RecordHeaders
+from durafka.transport.base import OutgoingRecord, Record, RecordHeaders, header_pairs
 from durafka.transport.client_config import for_client
 from durafka.transport.limits import RecordLimits, record_size
 from durafka.version import __version__
@@ -140,7 +139,7 @@ class DeadLetters:
             key=key,
             value=value,
             failed_at=now_ms,
-            headers=_normalized(headers),
+            headers=header_pairs(headers),
             source_timestamp=timestamp,
             key_size=None if key is None else len(key),
             value_size=None if value is None else len(value),
@@ -188,10 +187,3 @@ def fit(letter: DeadLetter, max_size: int) -> bytes:
             f"record size limit of {max_size} bytes even with value, headers and key cut"
         )
     return encoded
-
-
-def _normalized(headers: RecordHeaders) -> list[tuple[str, bytes | None]]:
-    if not headers:
-        return []
-    pairs = headers.items() if isinstance(headers, Mapping) else headers
-    return [(k, v.encode() if isinstance(v, str) else v) for k, v in pairs]

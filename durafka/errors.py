@@ -86,12 +86,49 @@ class DecodeError(DurafkaError):
 
 
 class UnknownSchemaError(DecodeError):
-    """A record carries a schema fingerprint this version does not know.
+    """A value carries the Avro single-object marker and a schema fingerprint this version
+    does not know: written by a newer durafka, or garbage (see
+    :func:`durafka.codec.records.written_by_newer_release`, which tells them apart).
 
-    The record is Avro single-object encoded (it has the marker) but was written
-    with a schema this version has never seen: by a newer durafka, during a
-    rolling upgrade. It is not garbage: reading it needs an upgrade, and
-    dropping it would lose work.
+    Attributes:
+        schema: the record type that was expected, e.g. ``io.durafka.OrchestrationMessage``.
+        fingerprint: the unknown fingerprint.
+    """
+
+    def __init__(self, message: str, *, schema: str, fingerprint: int) -> None:
+        super().__init__(message)
+        self.schema = schema
+        self.fingerprint = fingerprint
+
+
+class UpgradeRequiredError(DurafkaError):
+    """A newer durafka wrote a record or stored value that this version cannot read.
+
+    The processor stops consuming that partition (only it) without committing past
+    the record, and logs this error; the partition goes on once an upgraded
+    processor takes it (or this one is upgraded and restarted). Nothing is lost.
+
+    Attributes:
+        partition: the input partition that stopped.
+    """
+
+    def __init__(self, message: str, *, partition: int) -> None:
+        super().__init__(message)
+        self.partition = partition
+
+
+class InvalidMessageError(DurafkaError):
+    """A message on ``H.orchestrations`` that its target cannot apply (malformed, of a kind
+    the target does not take, for an unknown instance or entity); it is dead-lettered."""
+
+
+class InstanceQuarantinedError(DurafkaError):
+    """An instance's stored state could not be decoded, so the processor quarantined it.
+
+    Never raised: it is the ``error_type`` of the instance's failure details (match it
+    with ``status.failure_details.is_caused_by(InstanceQuarantinedError)``). The
+    instance is FAILED, its stored values and the records sent to it are on
+    ``H.dead-letters``; ``durafka dead-letters quarantined`` lists such instances.
     """
 
 
@@ -391,6 +428,15 @@ class EntityOperationFailed(TaskFailedError):
 
     The operation's state changes were rolled back; ``details`` carries the
     original type, message and traceback.
+    """
+
+
+class EntityLockFailed(TaskFailedError):
+    """``async with ctx.lock(...)`` could not take its entities.
+
+    An entity could not process the lock request (a processor error, a malformed
+    request); ``details`` says why. The entities already locked for the request
+    are released.
     """
 
 

@@ -57,6 +57,8 @@ from durafka.management.models import (
     InstanceDetail,
     InstancePage,
     InstancePageView,
+    QuarantinedInstance,
+    RedriveOutcome,
     StatusCounts,
     TopologyReport,
 )
@@ -398,6 +400,19 @@ def create_api(
     def dead_letter(dead_letter_id: str) -> DeadLetterInfo:
         """One dead letter by its id ``<partition>:<offset>``."""
         return m.dead_letter(dead_letter_id)
+
+    @api.post(
+        "/api/dead-letters/{dead_letter_id}/redrive", dependencies=write, tags=["dead letters"]
+    )
+    def redrive(dead_letter_id: str) -> RedriveOutcome:
+        """Produce a dead letter's record again to its source topic (at most once)."""
+        [outcome] = m.redrive([dead_letter_id])
+        return outcome
+
+    @api.get("/api/quarantined", dependencies=read, tags=["instances"])
+    def quarantined() -> list[QuarantinedInstance]:
+        """Instances quarantined because their stored state did not decode."""
+        return m.quarantined()
 
     @api.get("/api/partitions", dependencies=read, tags=["cluster"])
     def partitions() -> ClusterInfo:

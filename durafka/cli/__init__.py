@@ -11,6 +11,7 @@ import typer
 from durafka.cli import (
     apps,
     bench,
+    deadletters,
     deploy,
     devbroker,
     export,
@@ -30,6 +31,7 @@ app.add_typer(devbroker.app, name="dev-broker")
 app.add_typer(topology.app, name="topology")
 app.add_typer(deploy.app, name="deploy")
 app.add_typer(export.app, name="export")
+app.add_typer(deadletters.app, name="dead-letters")
 apps.register(app)
 manage.register(app)
 replaycheck.register(app)

@@ -224,8 +224,10 @@ class SchemaCodec:
         writer = self.writers.get(fp)
         if writer is None:
             raise UnknownSchemaError(
-                f"unknown schema fingerprint {fp:016x} for {self.name}: written by a newer or "
-                "foreign durafka version? Deploy the schemas/ that wrote it."
+                f"unknown schema fingerprint {fp:016x} for {self.name}: written by a newer "
+                "durafka release (upgrade this process) or by a foreign producer",
+                schema=self.name,
+                fingerprint=fp,
             )
         try:
             buf = io.BytesIO(data)
@@ -278,6 +280,13 @@ def codec(short_name: str) -> SchemaCodec:
     if _CODECS is None:
         _CODECS = load_schemas()
     return _CODECS[short_name]
+
+
+def known_fingerprint(fp: int) -> bool:
+    """Whether any schema of this release, current or older, has fingerprint ``fp``."""
+    codec("OrchestrationMessage")  # parses the schemas once
+    assert _CODECS is not None
+    return any(fp in c.writers for c in _CODECS.values())
 
 
 def bound(

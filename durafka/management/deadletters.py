@@ -6,7 +6,10 @@ cursor (a per-partition end offset), newest first, merged across partitions by
 the time they failed. The continuation token holds the next cursor, so paging
 back through a month of dead letters never reads a record twice.
 
-A dead letter's id is ``<partition>:<offset>`` on ``H.dead-letters``.
+A dead letter's id is ``<partition>:<offset>`` on ``H.dead-letters``. A record
+with a ``null`` value and a ``durafka-redrive-of`` header is a receipt of a
+redrive (:mod:`.redrive`), not a dead letter: pages leave receipts out, and
+:func:`redriven` looks for the receipt of one dead letter.
 """
 
 from __future__ import annotations
@@ -22,9 +25,20 @@ from durafka.codec.records import decode_dead_letter
 from durafka.errors import WaitTimeoutError
 from durafka.management.models import DeadLetterInfo, DeadLetterPage, iso
 from durafka.topology import HubTopics
-from durafka.transport.base import Consumer, Record, TopicPartition, Transport
+from durafka.transport.base import Consumer, Record, TopicPartition, Transport, header_pairs
 
-__all__ = ["parse_dead_letter_id", "read_dead_letter", "read_dead_letters"]
+__all__ = [
+    "REDRIVE_OF_HEADER",
+    "dead_letter_fields",
+    "not_redrivable",
+    "parse_dead_letter_id",
+    "read_dead_letter",
+    "read_dead_letters",
+    "redriven",
+]
+
+#: The header of a redrive's receipt: ``<partition>:<offset>`` of the dead letter.
+REDRIVE_OF_HEADER = "durafka-redrive-of"
 
 #: Seconds a read of dead letters may take at most.
 READ_TIMEOUT = 30.0
@@ -70,7 +84,10 @@ def read_dead_letters(
         records = _read(consumer, ranges, timeout)
     finally:
         consumer.close()
-    newest_first = [sorted(rs, key=_offset, reverse=True) for rs in records.values()]
+    newest_first = [
+        sorted((r for r in rs if r[0].value() is not None), key=_offset, reverse=True)
+        for rs in records.values()
+    ]
     merged = heapq.merge(*newest_first, key=lambda r: r[1]["failed_at"], reverse=True)
     chosen: list[tuple[Record, dict[str, Any]]] = []
     for item in merged:
@@ -81,7 +98,7 @@ def read_dead_letters(
     for record, _ in chosen:
         tp = TopicPartition(topic, record.partition() or 0)
         next_ends[tp] = min(next_ends[tp], _offset((record, {})))
-    page = [_info(record, letter) for record, letter in chosen]
+    page = [_info(record, letter, topics) for record, letter in chosen]
     more = any(next_ends[tp] > lows[tp] for tp in parts)
     return DeadLetterPage(items=page, continuation=_encode_cursor(next_ends) if more else None)
 
@@ -100,6 +117,71 @@ def read_dead_letter(
         WaitTimeoutError: the partition could not be read in time.
         TransportError: ``H.dead-letters`` does not exist, or the broker failed.
     """
+    found = _one(transport, topics, partition, offset, timeout)
+    return None if found is None else _info(*found, topics)
+
+
+def dead_letter_fields(
+    transport: Transport,
+    topics: HubTopics,
+    partition: int,
+    offset: int,
+    *,
+    timeout: float = READ_TIMEOUT,
+) -> dict[str, Any] | None:
+    """The fields of the dead letter at ``partition``/``offset`` as stored (bytes as bytes).
+
+    None when there is no dead letter there (nothing, or a receipt).
+    """
+    found = _one(transport, topics, partition, offset, timeout)
+    return None if found is None else found[1]
+
+
+def redriven(
+    transport: Transport,
+    topics: HubTopics,
+    partition: int,
+    offset: int,
+    *,
+    timeout: float = READ_TIMEOUT,
+) -> bool:
+    """Whether a receipt says the dead letter at ``partition``/``offset`` was redriven.
+
+    A receipt is written after its dead letter, to the same partition: the rest of
+    the partition is read.
+    """
+    tp = TopicPartition(topics.dead_letters, partition)
+    wanted = f"{partition}:{offset}".encode()
+    consumer = transport.consumer(None)
+    try:
+        high = consumer.watermarks(tp)[1]
+        records = _read(consumer, {tp: (offset + 1, high)}, timeout)
+    finally:
+        consumer.close()
+    return any(
+        record.value() is None and (REDRIVE_OF_HEADER, wanted) in header_pairs(record.headers())
+        for record, _ in records[tp]
+    )
+
+
+def not_redrivable(letter: Mapping[str, Any], topics: HubTopics) -> str | None:
+    """Why the dead letter ``letter`` (its fields) cannot be redriven; None: it can."""
+    if letter.get("source_topic") not in (topics.orchestrations, topics.activities):
+        return (
+            f"its source {letter.get('source_topic')!r} is not an input topic (a stored value "
+            "is kept for people, not for processors)"
+        )
+    if letter.get("key") is None or letter.get("value") is None:
+        return "it has no key or no value"
+    cut = [c for c in letter.get("truncated", []) if c != "reason"]
+    if cut:
+        return f"its {', '.join(cut)} was cut to fit the dead letter"
+    return None
+
+
+def _one(
+    transport: Transport, topics: HubTopics, partition: int, offset: int, timeout: float
+) -> tuple[Record, dict[str, Any]] | None:
     topic = topics.dead_letters
     if not 0 <= partition < transport.partition_count(topic) or offset < 0:
         return None
@@ -112,8 +194,8 @@ def read_dead_letter(
         records = _read(consumer, {tp: (offset, offset + 1)}, timeout)
     finally:
         consumer.close()
-    found = [(r, d) for r, d in records[tp] if r.offset() == offset]
-    return _info(*found[0]) if found else None
+    found = [(r, d) for r, d in records[tp] if r.offset() == offset and r.value() is not None]
+    return found[0] if found else None
 
 
 def parse_dead_letter_id(text: str) -> tuple[int, int]:
@@ -157,6 +239,8 @@ def _read(
 
 def _decode(record: Record) -> dict[str, Any]:
     value = record.value()
+    if value is None:  # a redrive's receipt: no fields
+        return {}
     try:
         return decode_dead_letter(value or b"")
     except Exception as exc:  # another writer's garbage: shown, not fatal
@@ -185,7 +269,7 @@ def _text(data: bytes | None) -> tuple[str | None, str | None]:
         return None, base64.b64encode(data).decode("ascii")
 
 
-def _info(record: Record, letter: dict[str, Any]) -> DeadLetterInfo:
+def _info(record: Record, letter: dict[str, Any], topics: HubTopics) -> DeadLetterInfo:
     partition = record.partition() or 0
     offset = _offset((record, letter))
     value, value_base64 = _text(letter.get("value"))
@@ -218,6 +302,7 @@ def _info(record: Record, letter: dict[str, Any]) -> DeadLetterInfo:
         truncated=list(letter.get("truncated", [])),
         durafka_version=letter.get("durafka_version") or None,
         written_by=letter.get("written_by") or None,
+        not_redrivable=not_redrivable(letter, topics),
     )
 
 

@@ -33,6 +33,8 @@ __all__ = [
     "InstancePageView",
     "InstanceSummary",
     "PartitionInfo",
+    "QuarantinedInstance",
+    "RedriveOutcome",
     "ReplayCheckReport",
     "ReplayFailure",
     "ReplayFailureGroup",
@@ -232,7 +234,11 @@ class EntityPage(BaseModel):
 
 
 class DeadLetterInfo(BaseModel):
-    """A record on ``H.dead-letters``; ``id`` is ``<partition>:<offset>`` of the dead letter."""
+    """A record on ``H.dead-letters``; ``id`` is ``<partition>:<offset>`` of the dead letter.
+
+    ``not_redrivable`` says why ``durafka dead-letters redrive`` would refuse it (None:
+    it can be redriven); ``redriven`` whether it was (None: not looked up, as in pages).
+    """
 
     id: str
     partition: int
@@ -254,6 +260,38 @@ class DeadLetterInfo(BaseModel):
     truncated: list[str] = Field(default_factory=list)
     durafka_version: str | None = None
     written_by: str | None = None
+    not_redrivable: str | None = None
+    redriven: bool | None = None
+
+
+class RedriveOutcome(BaseModel):
+    """What became of one dead letter asked to be redriven.
+
+    Attributes:
+        id: the dead letter, ``<partition>:<offset>``.
+        target: where its record went, ``<topic>[<partition>]`` (None: it was refused).
+        refused: why it was not redriven (None: it was).
+    """
+
+    id: str
+    target: str | None = None
+    refused: str | None = None
+
+
+class QuarantinedInstance(BaseModel):
+    """An instance the processor quarantined: its stored state did not decode.
+
+    Attributes:
+        instance_id: the instance.
+        name: its orchestration, if its header still said it (else empty).
+        quarantined_at: when (ISO 8601).
+        reason: what did not decode, and where its stored values went.
+    """
+
+    instance_id: str
+    name: str
+    quarantined_at: str
+    reason: str
 
 
 class DeadLetterPage(BaseModel):

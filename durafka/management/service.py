@@ -38,6 +38,7 @@ from durafka.errors import (
     InstanceNotFinishedError,
     InstanceNotFoundError,
     InstanceNotRunningError,
+    InstanceQuarantinedError,
     RewindError,
     SerializationError,
     UnknownFunctionError,
@@ -48,6 +49,7 @@ from durafka.management.deadletters import (
     parse_dead_letter_id,
     read_dead_letter,
     read_dead_letters,
+    redriven,
 )
 from durafka.management.models import (
     ClusterInfo,
@@ -62,12 +64,15 @@ from durafka.management.models import (
     InstancePage,
     InstancePageView,
     InstanceSummary,
+    QuarantinedInstance,
+    RedriveOutcome,
     ReplayCheckReport,
     StatusCounts,
     TopologyReport,
     iso,
     json_payload,
 )
+from durafka.management.redrive import redrive
 from durafka.management.replaycheck import ReplayCheckProgress, replay_check
 from durafka.management.timeline import timeline
 from durafka.management.topics import topology_report
@@ -79,6 +84,7 @@ from durafka.settings import Settings
 from durafka.status import ACTIVE_STATUSES, OrchestrationStatus, RuntimeStatus
 from durafka.topology import HubTopics
 from durafka.transport.base import Transport
+from durafka.transport.client_config import for_client
 from durafka.transport.factory import open_transport
 
 if TYPE_CHECKING:
@@ -548,7 +554,53 @@ class Management:
                 f"no dead letter {dead_letter_id} on {self.topics.dead_letters} "
                 "(expired, or another task hub)"
             )
+        found.redriven = redriven(self.transport, self.topics, partition, offset)
         return found
+
+    def redrive(self, dead_letter_ids: Sequence[str]) -> list[RedriveOutcome]:
+        """Produce dead letters' records again to their source topics, each at most once.
+
+        See :mod:`.redrive`. Refused ones (no such dead letter, redriven already, a
+        stored value, a value cut to fit) say why in their outcome.
+
+        Raises:
+            ValueError: an id is not ``<partition>:<offset>``.
+            DurafkaError: the transaction failed (nothing was redriven).
+        """
+        return redrive(
+            self.transport,
+            self.topics,
+            dead_letter_ids,
+            **for_client(self.settings.client_config, "producer"),
+        )
+
+    def quarantined(self) -> list[QuarantinedInstance]:
+        """The instances quarantined because their stored state did not decode.
+
+        FAILED with an ``InstanceQuarantinedError`` (see
+        :mod:`durafka.processor.quarantine`), oldest first; their stored values
+        are on the dead-letter topic.
+        """
+        found: list[QuarantinedInstance] = []
+        continuation: str | None = None
+        while True:
+            page = self.client.list_instances(
+                status=RuntimeStatus.FAILED, page_size=1000, continuation=continuation
+            )
+            for status in page.items:
+                details = status.failure_details
+                if details is not None and details.is_caused_by(InstanceQuarantinedError):
+                    found.append(
+                        QuarantinedInstance(
+                            instance_id=status.instance_id,
+                            name=status.name,
+                            quarantined_at=iso(status.last_updated_at_ms) or "",
+                            reason=details.message,
+                        )
+                    )
+            continuation = page.continuation
+            if continuation is None:
+                return found
 
     def partitions(self) -> ClusterInfo:
         """Owner, lag and state of every input partition (a new sample)."""

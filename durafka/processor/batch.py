@@ -26,7 +26,7 @@ from durafka.state.base import PartitionStore
 from durafka.state.keys import store_key_owner
 from durafka.state.transaction import StoreTransaction
 from durafka.topology import HubTopics, partition_for
-from durafka.transport.base import OutgoingRecord, TransactionalProducer
+from durafka.transport.base import OutgoingRecord, Record, TransactionalProducer
 from durafka.transport.limits import Headers
 
 if TYPE_CHECKING:
@@ -55,6 +55,9 @@ class OwnedPartition:
             claims it), or None when the processor's producer commits it.
         next_timer_ms: the due time of its earliest stored timer (None: none).
         ready_at: when its store was restored and processing began (wall clock).
+        stopped: why the processor stopped consuming it (a record or stored value of a
+            newer durafka release, see :class:`~durafka.errors.UpgradeRequiredError`);
+            None while it is consumed.
     """
 
     number: int
@@ -63,6 +66,7 @@ class OwnedPartition:
     producer: TransactionalProducer | None = None
     next_timer_ms: int | None = None
     ready_at: float = 0.0
+    stopped: str | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -79,6 +83,8 @@ class PartitionBatch:
         sources: the :data:`Source` of each record of ``out``, at the same index.
         earliest_timer_ms: the earliest timer this batch stored (the loop's timer
             index learns it only once the batch committed).
+        origins: the consumed record of each event in ``work`` that came from one, by
+            ``id(event)`` (a dead letter or a forward carries the record as it came).
         tally: what the share did, for the metrics (:mod:`durafka.observability.metrics`:
             counted once its transaction commits).
     """
@@ -92,6 +98,7 @@ class PartitionBatch:
     sources: list[Source] = field(default_factory=list)
     earliest_timer_ms: int | None = None
     tally: list[TallyItem] = field(default_factory=list)
+    origins: dict[int, Record] = field(default_factory=dict)
 
     @property
     def number(self) -> int:
@@ -136,13 +143,19 @@ class PartitionBatch:
                 return self.sources[i]
         raise LookupError(f"{record.topic}[{record.partition}] key {record.key!r} is not ours")
 
-    def add(self, instance_id: str, event: HistoryEvent) -> None:
-        """Queue ``event`` for ``instance_id``."""
+    def add(self, instance_id: str, event: HistoryEvent, origin: Record | None = None) -> None:
+        """Queue ``event`` for ``instance_id`` (``origin``: the record it was decoded from)."""
         events = self.work.get(instance_id)
         if events is None:
             self.work[instance_id] = [event]
         else:
             events.append(event)
+        if origin is not None:
+            self.origins[id(event)] = origin
+
+    def origin(self, event: HistoryEvent) -> Record | None:
+        """The consumed record ``event`` was decoded from (None: made by the processor)."""
+        return self.origins.get(id(event))
 
     def timer_stored(self, due_ms: int) -> None:
         """Note a timer this batch stored (it wakes the loop once committed)."""

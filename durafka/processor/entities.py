@@ -33,6 +33,18 @@ entity that holds the lock unlocks and forwards it; one where the request still
 waits drops the request and stops it), so a request still travelling is never
 overtaken by its release.
 
+Poison: a message the entity cannot apply (a malformed lock request or release,
+a signal to an unregistered entity, a kind entities do not take) or whose
+processing raises (a bug) is taken out alone: the entity's record and the
+batch's output go back to what they were before that message, the message is
+dead-lettered with the reason, and a caller waiting for it gets an error (a call
+its ``ENTITY_RESPONSE``, a lock request a ``LOCK_GRANTED`` carrying the failure,
+which ``ctx.lock`` raises as :class:`~durafka.errors.EntityLockFailed`). The
+entity's other messages of the batch apply. An entity record in the store that
+does not decode quarantines the entity: every message to it is dead-lettered
+(callers get the error) except a delete, which removes the record (dead-lettering
+its bytes); one written by a newer release stops the partition instead.
+
 Size: an entity's record must fit in one Kafka record (the smaller limit of the
 changelog and ``H.entities``), less :data:`RESERVE` kept for its last error. An
 operation whose new state would make it larger fails (rolled back, like an
@@ -51,18 +63,18 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Final
 
-from durafka.codec.records import (
-    EntityRecord,
-    decode_entity,
-    encode_entity,
-    encode_message,
-    event_size,
-)
-from durafka.deadletters import DeadLetters
+from durafka.codec.newer import written_by_newer_release
+from durafka.codec.records import EntityRecord, decode_entity, encode_entity, event_size
 from durafka.entities import DELETE_OPERATION, EntityId
-from durafka.errors import FailureDetails
+from durafka.errors import (
+    FailureDetails,
+    InvalidMessageError,
+    UnknownSchemaError,
+    UpgradeRequiredError,
+)
 from durafka.observability import metrics
 from durafka.processor.batch import PartitionBatch
+from durafka.processor.rejects import Rejects
 from durafka.registry import Registry
 from durafka.runtime.entity_executor import OperationOutcome, run_operation
 from durafka.runtime.history import EventKind, HistoryEvent
@@ -89,11 +101,22 @@ _SLACK: Final = 128
 
 
 def _ids(payload: bytes | None) -> list[str]:
-    """The entity ids of a lock request or release (a JSON list)."""
+    """The entity ids of a lock request or release (a JSON list of strings).
+
+    Raises:
+        InvalidMessageError: the payload is not a JSON list of strings.
+    """
     if payload is None:
         return []
-    ids = json.loads(payload)
-    return [str(i) for i in ids] if isinstance(ids, list) else []
+    try:
+        ids = json.loads(payload)
+    except ValueError:
+        ids = None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise InvalidMessageError(
+            f"the lock payload {payload[:100]!r} is not a JSON list of entity ids"
+        )
+    return ids
 
 
 def open_lock(history: list[HistoryEvent]) -> tuple[list[str], bool] | None:
@@ -154,9 +177,10 @@ class EntityProcessor:
         registry: the app's entity definitions.
         topics: the task hub's topics (``H.entities`` is written here).
         send: produces a message to an instance or entity within the batch.
+        rejects: dead-letters the messages an entity cannot apply (see the module
+            docstring, "Poison").
         max_payload_bytes: limit of states, results and signal inputs.
         limits: the record size limit of each topic.
-        dead_letters: builds the dead letters of operations that cannot be queued.
 
     Attributes:
         too_large: operations failed, answered or dead-lettered because the
@@ -168,50 +192,211 @@ class EntityProcessor:
         registry: Registry,
         topics: HubTopics,
         send: Send,
+        rejects: Rejects,
         *,
         max_payload_bytes: int,
         limits: RecordLimits,
-        dead_letters: DeadLetters,
     ) -> None:
         self.registry = registry
         self.topics = topics
         self._send = send
+        self._rejects = rejects
         self.max_payload_bytes = max_payload_bytes
         self._limits = limits
-        self._dead_letters = dead_letters
         self.too_large = 0
 
     # -- events addressed to an entity -----------------------------------------------------
 
     def process(self, batch: PartitionBatch, entity_id: str, events: list[HistoryEvent]) -> None:
-        """Apply one batch's events for ``entity_id``, in order, and store the result."""
+        """Apply one batch's events for ``entity_id``, in order, and store the result.
+
+        A message that cannot be applied is dead-lettered and its caller answered
+        with an error; the others apply (module docstring, "Poison").
+
+        Raises:
+            UpgradeRequiredError: the entity's stored record is a newer release's.
+        """
         try:
             entity = EntityId.parse(entity_id)
         except ValueError as exc:
-            log.warning("dropped %d events for %r: %s", len(events), entity_id, exc)
+            for ev in events:
+                self._refuse(batch, entity_id, ev, InvalidMessageError(str(exc)))
             return
         key = entity_key(entity_id)
         tx = batch.tx
-        sent_before = len(batch.out)
+        raw = tx.get(key)
         try:
-            raw = tx.get(key)
             record = (
                 decode_entity(raw) if raw is not None else EntityRecord(entity.name, entity.key)
             )
-            room = min(
-                self._limits.room(self.topics.changelog, key),
-                self._limits.room(self.topics.entities, entity_id.encode()),
-            )
-            run = _Run(batch, entity, record, room)
+        except Exception as exc:
+            assert raw is not None
+            self._quarantined(batch, entity_id, key, raw, events, exc)
+            return
+        sent_before = len(batch.out)
+        room = min(
+            self._limits.room(self.topics.changelog, key),
+            self._limits.room(self.topics.entities, entity_id.encode()),
+        )
+        run = _Run(batch, entity, record, room)
+        try:
             for ev in events:
-                self._handle(run, ev)
+                self._guarded(run, ev)
             if run.dirty:
                 self._store(run, batch.number, tx, key, existed=raw is not None)
-        except Exception:
-            # A bug (user errors never get here): nothing of this entity's batch may
-            # leave without its state, so its responses and signals go too.
+        except Exception as exc:
+            # Storing failed (a bug): nothing of this entity's batch may leave without
+            # its state, so its responses and signals go too, and every message is refused.
+            log.exception("entity %s: storing its batch failed", entity_id)
             batch.truncate(sent_before)
-            raise
+            for ev in events:
+                self._refuse(batch, entity_id, ev, exc)
+
+    def _guarded(self, run: _Run, ev: HistoryEvent) -> None:
+        """Handle ``ev``; if that raises, undo it alone and refuse it."""
+        rec = run.record
+        queue = rec.queue
+        batch = run.batch
+        # What handling a message can change: the fields, the queue (appended to, or
+        # replaced by a new list), and the batch's output and metrics (appended to).
+        before = (
+            rec.state,
+            rec.last_modified_at,
+            rec.locked_by,
+            queue,
+            len(queue),
+            run.queue_bytes,
+            rec.error_count,
+            rec.last_error,
+            run.dirty,
+            len(batch.out),
+            len(batch.tally),
+        )
+        try:
+            self._handle(run, ev)
+        except Exception as exc:
+            (
+                rec.state,
+                rec.last_modified_at,
+                rec.locked_by,
+                rec.queue,
+                queued,
+                run.queue_bytes,
+                rec.error_count,
+                rec.last_error,
+                run.dirty,
+                sent,
+                tallied,
+            ) = before
+            del queue[queued:]
+            batch.truncate(sent)
+            del batch.tally[tallied:]
+            if not isinstance(exc, InvalidMessageError):
+                log.exception("entity %s: processing %s raised", run.entity_id, ev.kind.value)
+            self._refuse(run.batch, run.entity_id, ev, exc)
+
+    def _refuse(
+        self, batch: PartitionBatch, entity_id: str, ev: HistoryEvent, exc: BaseException
+    ) -> None:
+        """Dead-letter ``ev`` with the reason; a caller waiting for it gets the error."""
+        if isinstance(exc, InvalidMessageError):
+            detail = str(exc)
+            failure = FailureDetails.from_exception(exc)
+        else:
+            detail = f"durafka internal error: {type(exc).__name__}: {exc}"
+            original = FailureDetails.from_exception(exc)
+            failure = FailureDetails(original.error_type, detail, original.stack_trace)
+        reason = f"entity {entity_id} cannot apply {ev.kind.value}: {detail}"
+        cause = type(exc).__name__ if isinstance(exc, InvalidMessageError) else "InternalError"
+        self._rejects.event(batch, entity_id, ev, reason, cause=cause)
+        if ev.instance_id is None:
+            return
+        if ev.kind is EventKind.ENTITY_OPERATION and ev.seq >= 0:
+            answer = EventKind.ENTITY_RESPONSE
+        elif ev.kind is EventKind.LOCK_REQUESTED:
+            answer = EventKind.LOCK_GRANTED
+        else:
+            return  # nobody waits for a signal or a release
+        failure = FailureDetails(failure.error_type, reason, failure.stack_trace)
+        self._answer(batch, entity_id, ev, answer, failure=failure)
+
+    def _answer(
+        self,
+        batch: PartitionBatch,
+        entity_id: str,
+        ev: HistoryEvent,
+        kind: EventKind,
+        *,
+        payload: bytes | None = None,
+        failure: FailureDetails | None = None,
+    ) -> None:
+        """Answer the caller of ``ev``: a call's response, a lock request's grant."""
+        assert ev.instance_id is not None
+        self._send(
+            batch,
+            ev.instance_id,
+            HistoryEvent(
+                kind,
+                batch.now_ms,
+                seq=ev.seq,
+                payload=payload,
+                failure=failure,
+                instance_id=entity_id,
+                execution_id=ev.execution_id,
+            ),
+            entity_id,
+        )
+
+    def _quarantined(
+        self,
+        batch: PartitionBatch,
+        entity_id: str,
+        key: bytes,
+        raw: bytes,
+        events: list[HistoryEvent],
+        exc: Exception,
+    ) -> None:
+        """The stored record of ``entity_id`` does not decode: refuse its messages.
+
+        A delete in the batch removes the record (its bytes go to the dead letters)
+        and applies; the batch's other messages are refused. A record of a newer
+        release stops the partition instead.
+        """
+        if isinstance(exc, UnknownSchemaError) and written_by_newer_release(
+            raw, exc.schema, entity_id
+        ):
+            raise UpgradeRequiredError(
+                f"partition {batch.number} stopped: the stored record of entity {entity_id} "
+                f"was written by a newer durafka release ({exc}); upgrade this processor "
+                "(nothing is lost: the partition goes on once an upgraded processor takes it)",
+                partition=batch.number,
+            ) from exc
+        quarantine = InvalidMessageError(
+            f"entity {entity_id} is quarantined: its stored record could not be decoded "
+            f"({exc}); delete the entity to start it afresh"
+        )
+        log.error("%s", quarantine)
+        deleted = False
+        for ev in events:
+            if (
+                not deleted
+                and ev.kind is EventKind.ENTITY_OPERATION
+                and ev.name == DELETE_OPERATION
+            ):
+                deleted = True
+                if ev.instance_id is not None and ev.seq >= 0:
+                    self._answer(batch, entity_id, ev, EventKind.ENTITY_RESPONSE)
+            else:
+                self._refuse(batch, entity_id, ev, quarantine)
+        if deleted:
+            batch.tx.delete(key)
+            batch.emit(
+                OutgoingRecord(self.topics.entities, batch.number, entity_id.encode(), None),
+                entity_id,
+            )
+            self._rejects.stored(
+                batch, key, raw, f"deleted: {quarantine}", cause="EntityQuarantined"
+            )
 
     def _handle(self, run: _Run, ev: HistoryEvent) -> None:
         kind = ev.kind
@@ -229,10 +414,8 @@ class EntityProcessor:
         elif kind is EventKind.LOCK_RELEASED:
             self._release(run, ev)
         else:
-            log.warning(
-                "dropped %s for entity %s: entities take operations and lock messages only",
-                kind.value,
-                run.entity_id,
+            raise InvalidMessageError(
+                f"entities do not take {kind.value} messages (only operations and lock messages)"
             )
 
     def _execute(self, run: _Run, ev: HistoryEvent) -> None:
@@ -251,6 +434,11 @@ class EntityProcessor:
             )
         elif operation == DELETE_OPERATION:  # deleting needs no code: any processor can
             outcome = OperationOutcome(None)
+        elif ev.instance_id is None or ev.seq < 0:  # a signal: nobody to tell but the dead letters
+            known = sorted(self.registry.entities) or "none"
+            raise InvalidMessageError(
+                f"no entity named {entity.name!r} is registered (known: {known})"
+            )
         else:
             known = sorted(self.registry.entities) or "none"
             outcome = OperationOutcome(
@@ -297,27 +485,14 @@ class EntityProcessor:
                     outcome.failure.message,
                 )
         if ev.instance_id is not None and ev.seq >= 0:
-            self._respond(run, ev, outcome.result, outcome.failure)
-
-    def _respond(
-        self, run: _Run, ev: HistoryEvent, result: bytes | None, failure: FailureDetails | None
-    ) -> None:
-        """Answer the call ``ev`` (an ENTITY_OPERATION with a caller) with a result or failure."""
-        assert ev.instance_id is not None
-        self._send(
-            run.batch,
-            ev.instance_id,
-            HistoryEvent(
+            self._answer(
+                batch,
+                run.entity_id,
+                ev,
                 EventKind.ENTITY_RESPONSE,
-                run.batch.now_ms,
-                seq=ev.seq,
-                payload=result,
-                failure=failure,
-                instance_id=run.entity_id,
-                execution_id=ev.execution_id,
-            ),
-            run.entity_id,
-        )
+                payload=outcome.result,
+                failure=outcome.failure,
+            )
 
     # -- the record's size --------------------------------------------------------------------
 
@@ -387,29 +562,19 @@ class EntityProcessor:
         )
         if ev.kind is EventKind.ENTITY_OPERATION and ev.instance_id is not None and ev.seq >= 0:
             failure = FailureDetails("durafka.errors.RecordTooLargeError", reason)
-            self._respond(run, ev, None, failure)
+            self._answer(run.batch, run.entity_id, ev, EventKind.ENTITY_RESPONSE, failure=failure)
             return
         # Never ran: kept whole, so it can be produced again once the queue drained.
-        batch = run.batch
-        batch.emit(
-            self._dead_letters.build(
-                reason,
-                topic=self.topics.orchestrations,
-                partition=batch.number,
-                offset=-1,
-                key=run.entity_id.encode(),
-                value=encode_message(run.entity_id, ev),
-                now_ms=batch.now_ms,
-            ),
-            run.entity_id,
-        )
+        self._rejects.event(run.batch, run.entity_id, ev, reason, cause="RecordTooLargeError")
 
     def _lock(self, run: _Run, ev: HistoryEvent) -> None:
         ids = _ids(ev.payload)
         owner = ev.instance_id
         if owner is None or run.entity_id not in ids:
-            log.warning("dropped a malformed lock request for entity %s: %r", run.entity_id, ev)
-            return
+            raise InvalidMessageError(
+                f"malformed lock request (owner {owner!r}, entities {ids!r}): it needs an "
+                f"owner and must name entity {run.entity_id}"
+            )
         run.record.locked_by = owner
         run.dirty = True
         now = run.batch.now_ms
@@ -425,29 +590,22 @@ class EntityProcessor:
             )
             self._send(run.batch, ids[position + 1], forward, run.entity_id)
         else:
-            granted = HistoryEvent(
-                EventKind.LOCK_GRANTED,
-                now,
-                seq=ev.seq,
-                instance_id=run.entity_id,
-                execution_id=ev.execution_id,
-            )
-            self._send(run.batch, owner, granted, run.entity_id)
+            self._answer(run.batch, run.entity_id, ev, EventKind.LOCK_GRANTED)
 
     def _release(self, run: _Run, ev: HistoryEvent) -> None:
         rec = run.record
         owner = ev.instance_id
+        ids = _ids(ev.payload)
         if owner is None:
-            return
+            raise InvalidMessageError("malformed lock release: it names no owner")
         if rec.locked_by == owner:
             rec.locked_by = None
             run.dirty = True
-            if ev.payload is not None:  # following the request's path: pass it on
-                ids = _ids(ev.payload)
-                if run.entity_id in ids:
-                    position = ids.index(run.entity_id)
-                    if position + 1 < len(ids):
-                        self._send(run.batch, ids[position + 1], ev, run.entity_id)
+            # A release with ids follows the request's path: pass it on.
+            if run.entity_id in ids:
+                position = ids.index(run.entity_id)
+                if position + 1 < len(ids):
+                    self._send(run.batch, ids[position + 1], ev, run.entity_id)
             self._drain(run)
             return
         # The request still waits here, so it never reached the entities after this one.
@@ -468,7 +626,7 @@ class EntityProcessor:
             if rec.locked_by is not None and item.instance_id != rec.locked_by:
                 run.enqueue(item, event_size(item))
             else:
-                self._handle(run, item)
+                self._guarded(run, item)
 
     def _store(
         self, run: _Run, partition: int, tx: StoreTransaction, key: bytes, *, existed: bool

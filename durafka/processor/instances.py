@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
+from durafka.codec.newer import written_by_newer_release
 from durafka.codec.records import InstanceState, decode_chunk, decode_state
+from durafka.errors import DecodeError, UnknownSchemaError
 from durafka.runtime.executor import OrchestrationExecutor
 from durafka.runtime.history import HistoryEvent, count_rewinds
 from durafka.state.keys import history_prefix, instance_key
 from durafka.state.transaction import StoreTransaction
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -97,14 +102,52 @@ class InstanceCache:
         return iter(self._items.values())
 
 
+class StoredValueError(DecodeError):
+    """A stored header or history chunk of an instance does not decode.
+
+    Attributes:
+        instance_id: the instance.
+        key: the store key of the value.
+        newer: it was written by a newer durafka release (an unknown schema
+            fingerprint with a plausible body, :mod:`durafka.codec.newer`), not garbage.
+    """
+
+    def __init__(self, message: str, *, instance_id: str, key: bytes, newer: bool) -> None:
+        super().__init__(message)
+        self.instance_id = instance_id
+        self.key = key
+        self.newer = newer
+
+
+def _decoded(decode: Callable[[bytes], T], key: bytes, value: bytes, instance_id: str) -> T:
+    try:
+        return decode(value)
+    except Exception as exc:  # a value that decodes into nonsense is as unusable
+        newer = isinstance(exc, UnknownSchemaError) and written_by_newer_release(
+            value, exc.schema, instance_id
+        )
+        what = "header" if key.startswith(b"i/") else "history chunk"
+        raise StoredValueError(
+            f"the stored {what} {key!r} of instance {instance_id!r} could not be decoded: {exc}",
+            instance_id=instance_id,
+            key=key,
+            newer=newer,
+        ) from exc
+
+
 def load_instance(tx: StoreTransaction, instance_id: str, partition: int) -> Instance | None:
-    """Read an instance's header and history from its partition's store."""
-    raw = tx.get(instance_key(instance_id))
+    """Read an instance's header and history from its partition's store.
+
+    Raises:
+        StoredValueError: the header or a history chunk does not decode.
+    """
+    key = instance_key(instance_id)
+    raw = tx.get(key)
     if raw is None:
         return None
+    state = _decoded(decode_state, key, raw, instance_id)
     history: list[HistoryEvent] = []
-    for _, chunk in tx.iter_prefix(history_prefix(instance_id)):
-        history.extend(decode_chunk(chunk))
-    state = decode_state(raw)
+    for chunk_key, chunk in tx.iter_prefix(history_prefix(instance_id)):
+        history.extend(_decoded(decode_chunk, chunk_key, chunk, instance_id))
     state.rewinds = count_rewinds(history)
     return Instance(instance_id, partition, state, history)

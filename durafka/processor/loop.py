@@ -35,6 +35,13 @@ other partitions never wait for it; a stale store is wiped and restored in
 full. Stores of partitions no longer owned are deleted after
 ``state_cleanup_delay_ms`` (:class:`~durafka.state.cleanup.StoreCleaner`).
 
+**Poison and newer releases.** What cannot be applied is dead-lettered (or, on
+the wrong partition, forwarded): :mod:`durafka.processor.rejects`. A record or a
+stored value written by a newer durafka release (:mod:`durafka.codec.newer`)
+stops its partition alone: it is paused, nothing past the record is committed,
+and it goes on once an upgraded processor takes it (see
+:class:`~durafka.errors.UpgradeRequiredError`).
+
 **Outcomes.** An aborted transaction seeks the shares back to their committed
 offsets and drops their cached instances. A rejected one (a record Kafka
 refuses for good) does the same after marking whose processing made the
@@ -55,6 +62,7 @@ import uuid
 from collections.abc import Callable, Iterable
 
 from durafka.activities.local import LocalActivities
+from durafka.codec.newer import written_by_newer_release
 from durafka.codec.records import decode_message
 from durafka.deadletters import DeadLetters
 from durafka.entities import is_entity_id
@@ -66,8 +74,10 @@ from durafka.errors import (
     MalformedKeyError,
     PartitionOwnershipError,
     TransactionError,
+    UnknownSchemaError,
+    UpgradeRequiredError,
 )
-from durafka.ids import check_instance_id
+from durafka.ids import ENTITY_ID_PREFIX, check_instance_id
 from durafka.observability import metrics
 from durafka.observability.metrics import ProcessorMetrics
 from durafka.observability.tracing import Tracing
@@ -79,6 +89,7 @@ from durafka.processor.instances import InstanceCache
 from durafka.processor.malformed import MalformedKeys, first_due
 from durafka.processor.orchestrations import TOO_LARGE, Orchestrations
 from durafka.processor.poison import PoisonSources
+from durafka.processor.rejects import Rejects
 from durafka.registry import Registry
 from durafka.runtime.history import EventKind, HistoryEvent
 from durafka.settings import Settings
@@ -163,13 +174,15 @@ class Processor:
         )
         #: Sources of records Kafka refused, marked for the batch processed again.
         self.poison = PoisonSources()
+        #: Dead-letters (or forwards) what the batches cannot apply.
+        self.rejects = Rejects(self.topics, self.dead_letters, n_orchestrations, self.poison)
         self._entities = EntityProcessor(
             registry,
             self.topics,
             self._outbox.send,
+            self.rejects,
             max_payload_bytes=settings.max_payload_bytes,
             limits=self._limits,
-            dead_letters=self.dead_letters,
         )
         self._tracing = Tracing.for_settings(settings)
         self._orchestrations = Orchestrations(
@@ -182,6 +195,7 @@ class Processor:
             local_activities,
             self._tracing,
             self._limits,
+            self.rejects,
         )
         if self.static_partitions is not None:
             bad = [p for p in self.static_partitions if not 0 <= p < n_orchestrations]
@@ -190,7 +204,7 @@ class Processor:
                     f"partitions {bad} do not exist: {self.topics.orchestrations} has "
                     f"{n_orchestrations} partitions"
                 )
-        self._malformed = MalformedKeys(self.topics, self.dead_letters)
+        self._malformed = MalformedKeys(self.topics, self.rejects)
         #: Heartbeats of running activities, and their timers.
         self.heartbeats = Heartbeats()
         self._consumer: Consumer = transport.consumer(
@@ -536,6 +550,11 @@ class Processor:
         """The assigned partitions whose stores are being restored (paused until then)."""
         return self._restorer.partitions
 
+    @property
+    def stopped_partitions(self) -> dict[int, str]:
+        """Owned partitions it stopped consuming (newer release's records), with the reason."""
+        return {p: part.stopped for p, part in self._owned.items() if part.stopped is not None}
+
     def _poll_timeout(self) -> float:
         timeout = 0.05
         now_ms = self.clock() * 1000
@@ -560,6 +579,10 @@ class Processor:
         except DurafkaError as exc:
             log.debug("coverage check skipped: %s", exc)
             return
+        for p, reason in self.stopped_partitions.items():
+            log.error(
+                "partition %d of %s is still stopped: %s", p, self.topics.orchestrations, reason
+            )
         now = time.monotonic()
         stuck: list[str] = []
         for tp in tps:
@@ -588,23 +611,39 @@ class Processor:
         self.poison.new_batch()
         for r in records:
             self._accept(batch, r, owned_before)
-        self._malformed.drain(batch, self._owned)
-        self._drop_poisoned_letters(batch)
+        for p in [p for p, share in batch.partitions.items() if share.part.stopped]:
+            del batch.partitions[p]  # nothing of a stopped partition is applied or committed
+        self._malformed.drain(batch, self._consumed())
         self._collect_due_timers(batch)
         if batch.is_empty():
             return
-        for share in list(batch.partitions.values()):
-            for iid, events in share.work.items():
-                self._apply(batch, share, iid, events)
-        if batch.local:
-            self._run_local_activities(batch)
+        try:
+            for share in list(batch.partitions.values()):
+                for iid, events in share.work.items():
+                    self._apply(batch, share, iid, events)
+            if batch.local:
+                self._run_local_activities(batch)
+        except UpgradeRequiredError as exc:
+            # A stored value of a newer release: stop its partition, and process the
+            # others again without it (this batch has already applied some of it).
+            self._rewind(list(batch.partitions.values()))
+            self._stop_partition(self._owned[exc.partition], str(exc))
+            return
         self._orchestrations.emit_instance_writes(batch)
         self._commit(batch)
+
+    def _consumed(self) -> dict[int, OwnedPartition]:
+        """The owned partitions that are not stopped."""
+        return {p: part for p, part in self._owned.items() if part.stopped is None}
 
     def _apply(
         self, batch: Batch, share: PartitionBatch, iid: str, events: list[HistoryEvent]
     ) -> None:
-        """Hand one instance's (or entity's) events of the batch to what processes them."""
+        """Hand one instance's (or entity's) events of the batch to what processes them.
+
+        Raises:
+            UpgradeRequiredError: its stored state is a newer release's.
+        """
         marks = self.poison.of(share.number)
         mark = None if marks is None else marks.get(iid)
         if mark is not None and mark.strikes > 1:
@@ -614,11 +653,23 @@ class Processor:
                 self._entities.process(share, iid, events)
             else:
                 self._orchestrations.process_instance(batch, share, iid, events)
+        except UpgradeRequiredError:
+            raise
         except Exception as exc:
             # A bug must not become a crash loop on the same record: the
             # instance fails with the internal error and the batch goes on.
             log.exception("internal error processing instance %r", iid)
-            self._orchestrations.fail_internally(batch, share, iid, exc)
+            try:
+                failed = self._orchestrations.fail_internally(batch, share, iid, exc)
+            except UpgradeRequiredError:
+                raise
+            except Exception:
+                log.exception("could not fail instance %r after an internal error", iid)
+                failed = False
+            if not failed:  # no instance took the error: its records get it
+                reason = f"durafka internal error: {type(exc).__name__}: {exc}"
+                for ev in events:
+                    self.rejects.event(share, iid, ev, reason, cause="InternalError")
         if mark is not None and self.poison.use(share.number, iid, "instance failed"):
             failure = FailureDetails(
                 mark.error_type,
@@ -636,24 +687,13 @@ class Processor:
             # Assigned, revoked or reassigned during the poll: whoever owns the partition
             # now reads this record again from the committed offset.
             return
-        if p in batch.deferred:
-            return  # an earlier record of the partition waits: keep the order
-        share = batch.of(part)
-        marks = self.poison.of(p)
-        if marks is not None and offset in marks:
-            # Even its dead letter was refused: all that is left is the log.
-            share.next_offset = offset + 1
-            if self.poison.use(p, offset, "record dropped"):
-                log.error(
-                    "dropped %s[%d]@%d (key %r): its dead letter cannot be written: %s",
-                    r.topic(),
-                    p,
-                    offset,
-                    r.key(),
-                    marks[offset].reason,
-                )
+        if part.stopped or p in batch.deferred:
+            # Stopped: nothing more of it is taken. Deferred: an earlier record of the
+            # partition waits, and order is kept.
             return
+        share = batch.of(part)
         value = r.value()
+        key = r.key()
         try:
             if value is None:
                 raise DecodeError("empty record value")
@@ -662,17 +702,29 @@ class Processor:
             # another id's store keys; a key that is not the id puts the record on
             # a partition where the instance's other records never arrive.
             check_instance_id(iid)
-            if r.key() != iid.encode():
+            if key != iid.encode():
                 raise InvalidInstanceIdError(
-                    f"the record's key {r.key()!r} is not the instance id {iid!r} of its "
+                    f"the record's key {key!r} is not the instance id {iid!r} of its "
                     "value; the key must be the instance id"
                 )
+        except UnknownSchemaError as exc:
+            assert value is not None
+            if key is not None and written_by_newer_release(
+                value, exc.schema, key.decode("utf-8", "replace")
+            ):
+                self._stop_partition(
+                    part,
+                    f"the record at offset {offset} was written by a newer durafka release "
+                    f"({exc}); upgrade this processor (nothing is lost: the partition goes on "
+                    "from that record once an upgraded processor takes it)",
+                )
+                return
+            share.next_offset = offset + 1
+            self.rejects.record(share, r, str(exc), cause=type(exc).__name__)
+            return
         except (DecodeError, InvalidInstanceIdError) as exc:
             share.next_offset = offset + 1
-            share.emit(
-                self.dead_letters.of_record(r, str(exc), share.now_ms, cause=type(exc).__name__),
-                offset,
-            )
+            self.rejects.record(share, r, str(exc), cause=type(exc).__name__)
             return
         kind = event.kind
         if kind is EventKind.TASK_HEARTBEAT:
@@ -680,6 +732,17 @@ class Processor:
             share.next_offset = offset + 1
             self.heartbeats.beat(share, iid, event)
             return
+        if kind is EventKind.EXECUTION_STARTED or iid[0] == ENTITY_ID_PREFIX:
+            # From a producer that does not partition with murmur2: an instance or an
+            # entity lives where its id hashes to (every other event goes there), and
+            # would be split in two here. Other events are checked when their
+            # instance is not found (Orchestrations._unknown_instance).
+            right = self.rejects.right_partition(key, p)
+            if right is not None:
+                share.next_offset = offset + 1
+                self.rejects.forward(share, r, right)
+                return
+        marks = self.poison.of(p)
         if marks is not None and iid in marks:
             mark = marks[iid]
             if is_entity_id(iid) or mark.strikes > 1:
@@ -687,7 +750,7 @@ class Processor:
                 share.next_offset = offset + 1
                 self.poison.use(p, iid, "input dead-lettered")
                 reason = f"the records of {iid!r} cannot be written: {mark.reason}"
-                share.emit(self.dead_letters.of_record(r, reason, share.now_ms), offset)
+                self.rejects.record(share, r, reason, cause=_cause(mark.error_type))
                 return
         instances = batch.instances
         if iid not in instances:
@@ -700,27 +763,29 @@ class Processor:
         share.next_offset = offset + 1
         if kind is EventKind.TASK_COMPLETED or kind is EventKind.TASK_FAILED:
             self.heartbeats.completed(share, iid, event)
-        share.add(iid, event)
+        share.add(iid, event, r)
 
-    def _drop_poisoned_letters(self, batch: Batch) -> None:
-        """Malformed store keys whose dead letter was refused: deleted without one."""
-        for share in batch.partitions.values():
-            marks = self.poison.of(share.number)
-            if marks is None:
-                continue
-            for source in [s for s in share.sources if isinstance(s, bytes) and s in marks]:
-                if self.poison.use(share.number, source, "dead letter dropped"):
-                    log.error(
-                        "deleted store key %r without a dead letter, which cannot be written: %s",
-                        source,
-                        marks[source].reason,
-                    )
-                share.discard(source)
+    def _stop_partition(self, part: OwnedPartition, reason: str) -> None:
+        """Stop consuming ``part`` (a newer release's record): pause it, commit nothing more.
+
+        It stays assigned, so no other processor of this version takes it and meets
+        the same record; it goes on when an upgraded processor gets it (a rebalance,
+        a restart), from its committed offset.
+        """
+        if part.stopped is not None:
+            return
+        part.stopped = reason
+        part.next_timer_ms = None
+        tp = TopicPartition(self.topics.orchestrations, part.number)
+        self._consumer.pause([tp])
+        self._consumer.seek(tp, part.committed_offset)
+        self.cache.drop_partitions({part.number})
+        log.error("stopped consuming partition %d of %s: %s", part.number, tp.topic, reason)
 
     def _collect_due_timers(self, batch: Batch) -> None:
         now = batch.now_ms
         for part in self._owned.values():
-            if part.next_timer_ms is None or part.next_timer_ms > now:
+            if part.next_timer_ms is None or part.next_timer_ms > now or part.stopped:
                 continue
             share = batch.of(part)
             tx = share.tx
@@ -734,8 +799,16 @@ class Processor:
                     break
                 try:
                     due, iid, seq = parse_timer_key(key)
+                    heartbeat = value.startswith(HEARTBEAT_TIMER_MARK)
+                    # The value names the execution that set the timer (empty: older timers).
+                    execution = value.decode() if value and not heartbeat else None
                 except MalformedKeyError as exc:
                     self._malformed.found(part.number, key, value, str(exc))
+                    continue
+                except UnicodeDecodeError:
+                    self._malformed.found(
+                        part.number, key, value, f"timer {key!r} with a value that is not UTF-8"
+                    )
                     continue
                 if iid not in instances:
                     if len(instances) >= limit:
@@ -743,11 +816,9 @@ class Processor:
                         break
                     instances.add(iid)
                 tx.delete(key)
-                if value.startswith(HEARTBEAT_TIMER_MARK):
+                if heartbeat:
                     self.heartbeats.fired(share, iid, seq, due, value)
                     continue
-                # The value names the execution that set the timer (empty: older timers).
-                execution = value.decode() if value else None
                 fired_event = HistoryEvent(
                     EventKind.TIMER_FIRED, now, seq=seq, fire_at=due, execution_id=execution
                 )
@@ -967,3 +1038,8 @@ class Processor:
             self._release(part)
             self._consumer.pause([TopicPartition(topic, p)])
             self._restorer.add([p])
+
+
+def _cause(error_type: str) -> str:
+    """The metric label of a dead letter for ``error_type`` (its last dotted name)."""
+    return error_type.rsplit(".", 1)[-1]

@@ -27,9 +27,9 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from durafka.deadletters import DeadLetters
 from durafka.errors import MalformedKeyError
 from durafka.processor.batch import Batch, OwnedPartition
+from durafka.processor.rejects import Rejects
 from durafka.state.keys import check_store_key, parse_timer_key
 from durafka.topology import HubTopics
 from durafka.transport.base import Record
@@ -69,12 +69,12 @@ class MalformedKeys:
 
     Args:
         topics: the task hub's topic names.
-        dead_letters: builds the dead letters.
+        rejects: dead-letters them.
     """
 
-    def __init__(self, topics: HubTopics, dead_letters: DeadLetters) -> None:
+    def __init__(self, topics: HubTopics, rejects: Rejects) -> None:
         self._changelog = topics.changelog
-        self._dead_letters = dead_letters
+        self._rejects = rejects
         self._pending: dict[int, dict[bytes, _Found]] = {}
 
     def screen(self, partition: int) -> Callable[[Record], bool]:
@@ -129,22 +129,12 @@ class MalformedKeys:
             share = batch.of(part)
             for item in found.values():
                 share.tx.delete(item.key)
-                if item.record is not None:
-                    letter = self._dead_letters.of_record(
-                        item.record, item.reason, batch.now_ms, cause=_CAUSE
-                    )
-                else:
-                    letter = self._dead_letters.build(
-                        f"{item.reason} (found in the store)",
-                        topic=self._changelog,
-                        partition=p,
-                        offset=-1,
-                        key=item.key,
-                        value=item.value,
-                        now_ms=batch.now_ms,
-                        cause=_CAUSE,
-                    )
-                share.emit(letter, item.key)
+                reason = item.reason
+                if item.record is None:
+                    reason = f"{reason} (found in the store)"
+                self._rejects.stored(
+                    share, item.key, item.value, reason, cause=_CAUSE, record=item.record
+                )
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Drop what was found on revoked ``partitions`` (their next owner finds it again)."""

@@ -37,17 +37,25 @@ from durafka.codec.records import (
     encode_state,
     encode_status,
 )
-from durafka.errors import FailureDetails, RecordTooLargeError, RewindError
+from durafka.errors import (
+    FailureDetails,
+    RecordTooLargeError,
+    RewindError,
+    UpgradeRequiredError,
+)
 from durafka.observability import metrics
 from durafka.observability.tracing import Tracing
 from durafka.processor.batch import Batch, Outbox, PartitionBatch
 from durafka.processor.entities import EntityProcessor
-from durafka.processor.instances import Instance, InstanceCache, load_instance
+from durafka.processor.instances import Instance, InstanceCache, StoredValueError, load_instance
+from durafka.processor.quarantine import quarantine
+from durafka.processor.rejects import Rejects
 from durafka.registry import Registry
 from durafka.runtime.executor import OrchestrationExecutor
 from durafka.runtime.history import (
     COMPLETION_KINDS,
     ENTITY_ACTION_KINDS,
+    ORCHESTRATION_MESSAGE_KINDS,
     EventKind,
     HistoryEvent,
     IdReusePolicy,
@@ -73,6 +81,8 @@ WAKE_UP_SEQ = -1
 PURGE_SEQ = -2
 #: The error type of an instance failed because a record of it cannot fit.
 TOO_LARGE = "durafka.errors.RecordTooLargeError"
+#: The ``reason`` label (metrics) of the dead letters of a quarantined instance.
+_QUARANTINED = "InstanceQuarantinedError"
 #: A failure message cut to this many characters when nothing else makes the status fit.
 _LAST_RESORT_MESSAGE_CHARS = 1000
 
@@ -90,6 +100,7 @@ class Orchestrations:
         local: runs activities next to the processor, when a worker is co-located.
         tracing: makes the spans of steps and ended executions (None: tracing is off).
         limits: the record size limit of each topic.
+        rejects: dead-letters (or forwards) the events that cannot be applied.
     """
 
     def __init__(
@@ -103,6 +114,7 @@ class Orchestrations:
         local: LocalActivities | None,
         tracing: Tracing | None,
         limits: RecordLimits,
+        rejects: Rejects,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -115,6 +127,7 @@ class Orchestrations:
         self._limits = limits
         #: Instances failed because a record of theirs could not fit, or was refused.
         self.failed_too_large = 0
+        self._rejects = rejects
         #: Completions dropped before the engine saw them, by reason.
         self.dropped_completions: Counter[str] = Counter()
         #: Starts ignored: the id was running, or its finished execution was kept.
@@ -123,23 +136,79 @@ class Orchestrations:
         self.replays = 0
 
     def _load(self, batch: Batch, share: PartitionBatch, iid: str) -> Instance | None:
+        """The instance from the batch, the cache or the store (None: unknown).
+
+        Raises:
+            StoredValueError: a stored value is corrupt (the caller quarantines it).
+            UpgradeRequiredError: a stored value is a newer release's.
+        """
         inst = batch.touched.get(iid) or self.cache.get(iid)
+        if inst is not None and inst.partition != share.number:
+            # The cache is shared by the partitions: an event produced to the wrong
+            # partition must not reach the instance from there (it is forwarded).
+            inst = None
         if inst is None:
-            inst = load_instance(share.tx, iid, share.number)
+            try:
+                inst = load_instance(share.tx, iid, share.number)
+            except StoredValueError as exc:
+                if exc.newer:
+                    raise UpgradeRequiredError(
+                        f"partition {share.number} stopped: {exc}. A newer durafka release "
+                        "wrote it; upgrade this processor (nothing is lost: the partition "
+                        "goes on once an upgraded processor takes it)",
+                        partition=share.number,
+                    ) from exc
+                raise
             if inst is not None:
                 self.cache.put(inst)
         return inst
+
+    def _quarantine(
+        self, batch: Batch, share: PartitionBatch, iid: str, error: StoredValueError
+    ) -> str:
+        """Fail ``iid``, whose stored state does not decode; the reason.
+
+        See :mod:`durafka.processor.quarantine`.
+        """
+        q = quarantine(share.tx, iid, error, batch.now_ms)
+        log.error("%s", q.reason)
+        for key, value in q.stored:
+            share.tx.delete(key)
+            self._rejects.stored(share, key, value, q.reason, cause=_QUARANTINED)
+        batch.pending_chunks.pop(iid, None)
+        inst = Instance(iid, share.number, q.state)
+        inst.status_dirty = True
+        self._fit_failed(inst)
+        self.cache.put(inst)
+        self._touch(batch, inst)
+        self._ended(share, inst, "failed", batch.now_ms)
+        if q.state.status.parent_instance_id:
+            failed = HistoryEvent(
+                EventKind.EXECUTION_FAILED, batch.now_ms, failure=q.state.status.failure_details
+            )
+            self._notify_parent(share, inst, failed)
+        return q.reason
 
     def process_instance(
         self, batch: Batch, share: PartitionBatch, iid: str, events: list[HistoryEvent]
     ) -> None:
         """Apply ``events`` (in order) to instance ``iid``: control events, then one step.
 
-        A start creates the instance (or restarts a finished one); events for an
-        unknown or finished instance are dropped with a log line; events arriving
-        while it is suspended wait in its header.
+        A start creates the instance (or restarts a finished one); events arriving
+        while it is suspended wait in its header; events for a finished instance are
+        dropped (late results are normal). What cannot be applied is dead-lettered:
+        events for an unknown instance (forwarded instead when they sit on the
+        wrong partition), kinds orchestrations do not take, a purge of an instance
+        that has not finished, and every event sent to an instance whose stored
+        state turns out corrupt (which is quarantined).
         """
-        inst = self._load(batch, share, iid)
+        try:
+            inst = self._load(batch, share, iid)
+        except StoredValueError as exc:
+            reason = self._quarantine(batch, share, iid, exc)
+            for ev in events:
+                self._rejects.event(share, iid, ev, reason, cause=_QUARANTINED)
+            return
         incoming: list[HistoryEvent] = []
         if (
             inst is not None
@@ -151,6 +220,15 @@ class Orchestrations:
             self._touch(batch, inst)
         for ev in events:
             kind = ev.kind
+            if kind not in ORCHESTRATION_MESSAGE_KINDS:
+                self._rejects.event(
+                    share,
+                    iid,
+                    ev,
+                    f"orchestrations do not take {kind.value} messages ({iid!r})",
+                    cause="InvalidMessageError",
+                )
+                continue
             if kind is EventKind.TIMER_FIRED and ev.seq == PURGE_SEQ:
                 if inst is not None and self._purge_due(inst, ev):
                     self._purge(batch, share, inst)
@@ -170,7 +248,7 @@ class Orchestrations:
                 incoming.append(ev)
                 continue
             if inst is None:
-                log.warning("dropped %s for unknown instance %r", kind.value, iid)
+                self._unknown_instance(share, iid, ev)
                 continue
             status = inst.state.status.runtime_status
             if kind is EventKind.EXECUTION_PURGED:
@@ -178,7 +256,14 @@ class Orchestrations:
                     self._purge(batch, share, inst)
                     inst = None
                 else:
-                    log.warning("dropped a purge of instance %r: it is %s", iid, status.value)
+                    self._rejects.event(
+                        share,
+                        iid,
+                        ev,
+                        f"cannot purge instance {iid!r}: it is {status.value} (only finished "
+                        "instances are purged)",
+                        cause="InvalidMessageError",
+                    )
                 continue
             if kind is EventKind.EXECUTION_REWOUND or kind is EventKind.EXECUTION_RESET:
                 if incoming and status is RuntimeStatus.RUNNING:
@@ -231,6 +316,30 @@ class Orchestrations:
             return False
         log.debug("purging instance %r: finished_retention_ms has passed", inst.instance_id)
         return True
+
+    def _unknown_instance(self, share: PartitionBatch, iid: str, ev: HistoryEvent) -> None:
+        """An event for an instance this partition does not have: forward or dead-letter it.
+
+        It may sit on the wrong partition (its producer does not partition with
+        murmur2), where the instance can never be: forwarded to its partition. A
+        timer of an instance that is gone (purged while it waited) is dropped.
+        """
+        origin = share.origin(ev)
+        if origin is None and ev.kind is EventKind.TIMER_FIRED:
+            log.debug("dropped a timer of unknown instance %r", iid)
+            return
+        if origin is not None:
+            right = self._rejects.right_partition(iid.encode(), share.number)
+            if right is not None:
+                self._rejects.forward(share, origin, right)
+                return
+        self._rejects.event(
+            share,
+            iid,
+            ev,
+            f"{ev.kind.value} for unknown instance {iid!r}",
+            cause="UnknownInstance",
+        )
 
     def _may_start_again(self, share: PartitionBatch, inst: Instance, start: HistoryEvent) -> bool:
         """Whether ``start`` begins a new execution of an id that already has one.
@@ -876,13 +985,22 @@ class Orchestrations:
 
     def fail_internally(
         self, batch: Batch, share: PartitionBatch, iid: str, exc: Exception
-    ) -> None:
-        """Fail instance ``iid`` with durafka's own error (a bug must not crash-loop a record)."""
+    ) -> bool:
+        """Fail instance ``iid`` with durafka's own error (a bug must not crash-loop a record).
+
+        Returns:
+            Whether the instance took the failure (see :meth:`fail_instance`): False
+            when it is unknown or had finished already (its events are then the
+            caller's to dead-letter).
+
+        Raises:
+            UpgradeRequiredError: its stored state is a newer release's.
+        """
         failure = FailureDetails.from_exception(exc)
         failure = FailureDetails(
             failure.error_type, f"durafka internal error: {failure.message}", failure.stack_trace
         )
-        self.fail_instance(batch, share, iid, failure)
+        return self.fail_instance(batch, share, iid, failure)
 
     def fail_instance(
         self, batch: Batch, share: PartitionBatch, iid: str, failure: FailureDetails
@@ -893,14 +1011,21 @@ class Orchestrations:
         not be written), its timers deleted, its locks released, its parent told,
         its purge timer set (as every ending does: :meth:`_end_execution`);
         its FAILED status is cut to fit (:meth:`_fit_failed`). An instance that
-        finished before this batch is left alone. Returns whether it was failed.
+        finished before this batch is left alone; one whose stored state does not
+        decode is quarantined instead (:mod:`durafka.processor.quarantine`).
+
+        Returns:
+            Whether it was failed (or quarantined).
+
+        Raises:
+            UpgradeRequiredError: its stored state is a newer release's.
         """
         touched = iid in batch.touched
-        inst = (
-            batch.touched.get(iid)
-            or self.cache.get(iid)
-            or load_instance(share.tx, iid, share.number)
-        )
+        try:
+            inst = self._load(batch, share, iid)
+        except StoredValueError as error:
+            self._quarantine(batch, share, iid, error)
+            return True
         if inst is None:
             return False
         if not touched and inst.state.status.runtime_status in TERMINAL_STATUSES:

@@ -11,8 +11,14 @@ processes the batch again with that source marked:
   (``fail_instance``: its records of the batch are dropped);
 * an entity's input records of the batch are dead-lettered with the reason
   instead of being applied;
+* an input record whose forward to its partition was refused is dead-lettered;
 * an input record whose dead letter was refused is dropped (logged, counted);
-* a malformed store key whose dead letter was refused is deleted without one.
+* a stored value (a malformed key, a quarantined instance's) whose dead letter
+  was refused is deleted without one.
+
+Dead letters and forwards look up their source's mark in
+:class:`~durafka.processor.rejects.Rejects`, the one place the processor makes
+them.
 
 If a marked source is refused again (its failure cannot be written either: a
 topic limit far below Kafka's defaults), its input records are dead-lettered

@@ -36,6 +36,7 @@ from durafka.entities import EntityId
 from durafka.errors import (
     ActivityFailed,
     ActivityTimeoutError,
+    EntityLockFailed,
     EntityOperationFailed,
     EventTimeoutError,
     FailureDetails,
@@ -340,7 +341,17 @@ class OrchestrationExecutor:
             elif kind is EventKind.TIMER_FIRED or kind is EventKind.LOCK_GRANTED:
                 p = self._pending.pop(e.seq, None)
                 if p is not None:
-                    p.task.complete(None)
+                    if e.failure is None:
+                        p.task.complete(None)
+                    else:  # an entity could not take the lock request
+                        details = e.failure
+                        p.task.fail(
+                            EntityLockFailed(
+                                f"the lock could not be taken at entity {e.instance_id}: "
+                                f"{details.error_type}: {details.message}",
+                                details,
+                            )
+                        )
             elif kind is EventKind.ENTITY_RESPONSE:
                 self._on_entity_response(e)
             elif kind is EventKind.EVENT_RAISED:
@@ -822,8 +833,16 @@ class OrchestrationExecutor:
         self._record(e, task, None)
         self._lock = ids
         self._lock_granted = False
-        _Callback(task, lambda _t: setattr(self, "_lock_granted", True))
+        _Callback(task, self._on_lock_answered)
         return task
+
+    def _on_lock_answered(self, task: Task[Any]) -> None:
+        if task.is_failed:
+            # The entities before the one that failed have locked themselves for this
+            # request: release them (``async with`` does not exit a failed enter).
+            self.release_lock()
+        else:
+            self._lock_granted = True
 
     def release_lock(self) -> None:
         ids = self._lock

@@ -120,6 +120,26 @@ COMPLETION_KINDS = frozenset(
     }
 )
 
+#: Kinds an orchestration instance takes as messages on ``H.orchestrations`` (the
+#: processor dead-letters the others: an action kind, an entity message, ...).
+ORCHESTRATION_MESSAGE_KINDS = COMPLETION_KINDS | frozenset(
+    {
+        EventKind.EXECUTION_STARTED,
+        EventKind.EXECUTION_TERMINATED,
+        EventKind.EXECUTION_SUSPENDED,
+        EventKind.EXECUTION_RESUMED,
+        EventKind.EXECUTION_PURGED,
+        EventKind.EVENT_RAISED,
+        EventKind.EXECUTION_REWOUND,
+        EventKind.EXECUTION_RESET,
+    }
+)
+
+#: Kinds an entity takes as messages (operations and the lock protocol).
+ENTITY_MESSAGE_KINDS = frozenset(
+    {EventKind.ENTITY_OPERATION, EventKind.LOCK_REQUESTED, EventKind.LOCK_RELEASED}
+)
+
 #: Kinds recording an action the orchestrator took (matched on replay).
 ACTION_KINDS = frozenset(
     {

@@ -80,6 +80,15 @@ class Record(Protocol):
 RecordHeaders = Sequence[tuple[str, str | bytes | None]] | Mapping[str, str | bytes | None] | None
 """What :meth:`Record.headers` returns."""
 
+
+def header_pairs(headers: RecordHeaders) -> list[tuple[str, bytes | None]]:
+    """A consumed record's headers as ``(name, bytes | None)`` pairs, in order."""
+    if not headers:
+        return []
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    return [(k, v.encode() if isinstance(v, str) else v) for k, v in pairs]
+
+
 DeliveryCallback = Callable[[Any, Record], None]
 """``on_delivery(err, record)``; ``err`` is ``None`` on success, ``record.offset()`` is set.
 

@@ -15,6 +15,7 @@ client accepts then make records the processor cannot write.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -28,10 +29,10 @@ from durafka.client import Client
 from durafka.codec.payload import MAX_CUSTOM_STATUS_BYTES
 from durafka.codec.records import decode_message
 from durafka.errors import MAX_FAILURE_MESSAGE_CHARS, RecordTooLargeError
-from durafka.topology import partition_for
+from durafka.topology import HubTopics, partition_for
 from tests.support.apps import make_app
 from tests.support.dead_letters import read_dead_letters
-from tests.support.foreign import ids_on
+from tests.support.foreign import ids_on, produce_raw, start_message
 from tests.support.kafka import admin_client
 from tests.support.waiting import wait_until
 
@@ -295,6 +296,30 @@ def test_a_record_no_other_check_catches_is_refused_before_it_is_produced(
     assert letter["reason"].startswith("the records of '@Relay@r' cannot be written: a record of")
     assert "200,000-byte record size limit" in letter["reason"]
     assert decode_message(letter["value"])[1].payload == b"250000"
+
+
+def test_a_misplaced_record_whose_forward_is_refused_is_dead_lettered(limited: Limited) -> None:
+    # Another service's start, larger than the processor's record limit, on the wrong
+    # partition: its forward is refused by the checkpoint, and the batch processed
+    # again dead-letters it (the one way a source record is dead-lettered: Rejects).
+    iid = "misplaced-large"
+    wrong = (partition_for(iid.encode(), 4) + 1) % 4
+    with limited() as client:
+        caller: durafka.App = client.app  # type: ignore[attr-defined]
+        orchestrations = HubTopics(caller.settings.task_hub).orchestrations
+        value = start_message(iid, "hello", json.dumps("x" * 250_000).encode())
+        offset = produce_raw(caller, orchestrations, wrong, iid.encode(), value)
+        for other in ids_on(wrong, 4, "after-misplaced", 2):
+            client.start_new(hello, other, instance_id=other)
+            assert client.wait_for_completion(other, timeout=60) == f"Hello, {other}!"
+        letters = read_dead_letters(caller.transport, caller.settings.task_hub)
+        assert client.get_status(iid) is None  # it never ran anywhere
+    [letter] = letters
+    assert (letter["source_partition"], letter["source_offset"]) == (wrong, offset)
+    assert letter["reason"].startswith(
+        f"cannot be forwarded to partition {partition_for(iid.encode(), 4)}: a record of"
+    )
+    assert "200,000-byte record size limit" in letter["reason"]
 
 
 def test_an_entity_operation_that_would_not_fit_is_rejected_and_rolled_back(

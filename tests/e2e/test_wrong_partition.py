@@ -1,6 +1,8 @@
 """A record of another service on the wrong partition (a client that does not hash
 keys with murmur2, e.g. librdkafka's default partitioner): docs/topics.md,
-"Partitioning", says what happens today.
+"Partitioning". It used to stop the processor (the instance cached from the wrong
+partition met its record on the right one: a KeyError); now it is forwarded
+(tests/e2e/test_foreign_records.py has the rest).
 """
 
 from __future__ import annotations
@@ -8,8 +10,6 @@ from __future__ import annotations
 import time
 import uuid
 from pathlib import Path
-
-import pytest
 
 from durafka import RuntimeStatus
 from durafka.codec.records import encode_message
@@ -23,12 +23,6 @@ from tests.support.foreign import produce_raw
 PARTITIONS = 4
 
 
-@pytest.mark.xfail(
-    strict=False,  # the crash depends on batch timing; the poison work removes the mark
-    reason="known defect: the processor caches the instance of the wrong partition, and a "
-    "later record of it on the right partition fails the batch with a KeyError (the "
-    "processor stops). A fix: dead-letter a start whose key does not hash to its partition.",
-)
 def test_a_start_on_the_wrong_partition_does_not_stop_the_processor(tmp_path: Path) -> None:
     app = make_app(
         f"memory://{uuid.uuid4().hex[:8]}",

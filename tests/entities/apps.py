@@ -197,3 +197,24 @@ async def lock_and_add(ctx: OrchestrationContext, key: str) -> int:
     async with ctx.lock(counter(key)):
         await ctx.call_entity(counter(key), "add", 10)
         return int(await ctx.call_entity(counter(key), "get"))
+
+
+@app.orchestration
+async def lock_or_report(ctx: OrchestrationContext, key: str) -> str:
+    """Takes the counter's lock; reports a failed lock instead of failing."""
+    try:
+        async with ctx.lock(counter(key)):
+            await ctx.call_entity(counter(key), "add", 1)
+    except durafka.TaskFailedError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "locked"
+
+
+@app.orchestration
+async def call_or_report(ctx: OrchestrationContext, key: str) -> str:
+    """Calls the counter; reports a failed call instead of failing."""
+    try:
+        await ctx.call_entity(counter(key), "add", 1)
+    except durafka.TaskFailedError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "called"

@@ -217,6 +217,31 @@ def test_an_exception_inside_the_lock_still_releases_it() -> None:
     assert c is not None and c.kind is K.EXECUTION_FAILED
 
 
+def test_a_failed_grant_raises_entity_lock_failed_and_releases_what_was_locked() -> None:
+    async def locks_twice(ctx: Ctx) -> str:
+        try:
+            async with ctx.lock(A, B):
+                return "inside"
+        except durafka.EntityLockFailed as exc:
+            first = str(exc)
+        async with ctx.lock(A):  # the failed lock left nothing held
+            await ctx.call_entity(A, "deposit", 1)
+        return first
+
+    run = run_of(locks_twice)
+    run.start()
+    failure = FailureDetails("builtins.RuntimeError", "the entity broke")
+    run.step(HistoryEvent(K.LOCK_GRANTED, 0, seq=0, failure=failure, instance_id=str(B)))
+    release, again = run.last.actions
+    # a was locked before b failed: the release goes to both (b ignores it).
+    assert release.kind is K.LOCK_RELEASED and release.seq == 1
+    assert json.loads(release.payload or b"") == ["@Account@a", "@Account@b"]
+    assert again.kind is K.LOCK_REQUESTED and again.seq == 2
+    run.step(granted(2))
+    run.step(response(3))
+    assert "the entity broke" in output(run) and "@Account@b" in output(run)
+
+
 def test_continue_as_new_inside_the_lock_releases_it() -> None:
     async def restarts(ctx: Ctx, n: int) -> None:
         async with ctx.lock(A):

@@ -8,11 +8,18 @@ from typing import Any
 import pytest
 
 import durafka
-from durafka.codec.records import EntityRecord, decode_entity
+from durafka.codec.records import (
+    EntityRecord,
+    decode_dead_letter,
+    decode_entity,
+    decode_message,
+)
 from durafka.deadletters import DeadLetters
 from durafka.entities import DELETE_OPERATION
-from durafka.processor.batch import OwnedPartition, PartitionBatch
+from durafka.processor.batch import Outbox, OwnedPartition, PartitionBatch
 from durafka.processor.entities import EntityProcessor, open_lock
+from durafka.processor.poison import PoisonSources
+from durafka.processor.rejects import Rejects
 from durafka.registry import Registry
 from durafka.runtime.history import EventKind, HistoryEvent
 from durafka.state.keys import entity_key
@@ -48,34 +55,42 @@ class Bag(durafka.Entity[str]):
 
 
 class Harness:
-    """One EntityProcessor over one partition store; records what it sends."""
+    """One EntityProcessor over one partition store; what it sends is in the batch's output."""
 
     def __init__(self, *, max_record_bytes: int = 1_000_000, max_payload_bytes: int = 1000) -> None:
         registry = Registry()
         registry.add_entity(Counter)
         registry.add_entity(Bag)
         self.store = MemoryStore()
-        self.sent: list[tuple[str, HistoryEvent]] = []
         topics = HubTopics("h")
+        self.dead_letters = DeadLetters(topics, 1, max_record_bytes, "test")
         self.processor = EntityProcessor(
             registry,
             topics,
-            self._send,
+            Outbox(topics, 1, 1).send,
+            Rejects(topics, self.dead_letters, 1, PoisonSources()),
             max_payload_bytes=max_payload_bytes,
             limits=RecordLimits({"message.max.bytes": max_record_bytes}),
-            dead_letters=DeadLetters(topics, 1, max_record_bytes, "test"),
         )
         self.batch = self._new_batch()
 
     def _new_batch(self) -> PartitionBatch:
         return PartitionBatch(OwnedPartition(0, self.store, 0), 1_000, StoreTransaction(self.store))
 
-    def _send(self, batch: Any, target: str, event: HistoryEvent, source: str) -> None:
-        self.sent.append((target, event))
+    @property
+    def sent(self) -> list[tuple[str, HistoryEvent]]:
+        """The messages the current batch sends to instances and entities."""
+        return [
+            decode_message(r.value or b"") for r in self.batch.out if r.topic == "h.orchestrations"
+        ]
+
+    @property
+    def published(self) -> list[OutgoingRecord]:
+        """The entity records the current batch publishes on ``H.entities``."""
+        return [r for r in self.batch.out if r.topic == "h.entities"]
 
     def deliver(self, entity: str, *events: HistoryEvent) -> list[tuple[str, HistoryEvent]]:
         """Process ``events`` for ``entity`` in one batch and commit it; what was sent."""
-        self.sent = []
         self.batch = self._new_batch()
         self.processor.process(self.batch, entity, list(events))
         self.batch.tx.prepare()
@@ -119,7 +134,7 @@ def test_operations_update_state_respond_to_callers_and_publish() -> None:
     assert sent[1][1].payload == b"5"
     rec = h.record(A)
     assert rec is not None and rec.state == b"5" and rec.last_modified_at == 1_000
-    [(topic, partition, key, value, _)] = h.batch.out
+    [(topic, partition, key, value, _)] = h.published
     assert (topic, partition, key) == ("h.entities", 0, A.encode())
     assert value is not None and decode_entity(value).state == b"5"
 
@@ -128,7 +143,7 @@ def test_a_read_only_batch_writes_nothing() -> None:
     h = Harness()
     h.deliver(A, op("add", 1))
     h.deliver(A, op("get", caller="o", seq=0))
-    assert h.batch.out == []
+    assert h.published == []
 
 
 def test_a_failing_signal_is_counted_and_a_failing_call_answered() -> None:
@@ -234,7 +249,7 @@ def test_deleting_a_locked_entity_keeps_its_lock() -> None:
     assert rec is not None and rec.state is None and rec.locked_by == "o1"
     h.deliver(A, release("o1"))
     assert h.record(A) is None
-    assert h.batch.out == [OutgoingRecord("h.entities", 0, A.encode(), None)]
+    assert h.published == [OutgoingRecord("h.entities", 0, A.encode(), None)]
 
 
 def test_open_lock_and_release_of_ended_orchestrations() -> None:
@@ -249,7 +264,7 @@ def test_open_lock_and_release_of_ended_orchestrations() -> None:
     h = Harness()
     h.processor.release_locks(h.batch, "o1", [request, grant])
     assert [(t, e.payload) for t, e in h.sent] == [(A, None), (B, None)]
-    h.sent = []
+    h.batch = h._new_batch()
     h.processor.release_locks(h.batch, "o1", [request])
     assert [(t, json.loads(e.payload or b"")) for t, e in h.sent] == [(A, [A, B])]
 
@@ -273,25 +288,113 @@ def test_entity_actions_become_messages() -> None:
     ]
 
 
-def test_an_internal_error_takes_back_what_the_entity_sent_in_the_batch(
+def test_a_failed_store_takes_back_what_the_entity_sent_and_refuses_its_messages(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     h = Harness()
-    batch = h._new_batch()
+    batch = h.batch
     batch.emit(OutgoingRecord("h.other", 0, b"k", b"kept"), "o")
-
-    def send(_batch: Any, target: str, event: HistoryEvent, source: str) -> None:
-        batch.emit(OutgoingRecord("h.orchestrations", 0, target.encode(), b"message"), source)
-
-    h.processor._send = send
 
     def broken_store(*_args: Any, **_kwargs: Any) -> None:
         raise RuntimeError("bug")
 
     monkeypatch.setattr(h.processor, "_store", broken_store)
-    with pytest.raises(RuntimeError, match="bug"):
-        h.processor.process(batch, A, [op("add", 1, caller="o", seq=1)])
-    assert batch.out == [OutgoingRecord("h.other", 0, b"k", b"kept")]
+    h.processor.process(batch, A, [op("add", 1, caller="o", seq=1), op("add", 2)])
+    assert batch.out[0] == OutgoingRecord("h.other", 0, b"k", b"kept")
+    # Both messages are dead-lettered; only the caller's answer was sent (an error).
+    assert [r.topic for r in batch.out[1:]] == [
+        "h.dead-letters",
+        "h.orchestrations",
+        "h.dead-letters",
+    ]
+    assert h.dead_letters.count == 2
+    [(target, response)] = h.sent
+    assert (target, response.kind, response.seq) == ("o", K.ENTITY_RESPONSE, 1)
+    assert response.failure is not None and "RuntimeError: bug" in response.failure.message
+
+
+def dead_letter_reasons(h: Harness) -> list[str]:
+    return [
+        decode_dead_letter(r.value or b"")["reason"]
+        for r in h.batch.out
+        if r.topic == "h.dead-letters"
+    ]
+
+
+def test_a_malformed_lock_request_is_refused_alone() -> None:
+    h = Harness()
+    bad = HistoryEvent(K.LOCK_REQUESTED, 0, seq=4, payload=b"[1, 2", instance_id="o9")
+    sent = h.deliver(A, op("add", 5), bad, op("add", 7))
+    rec = h.record(A)
+    assert rec is not None and rec.state == b"12" and rec.locked_by is None
+    [reason] = dead_letter_reasons(h)
+    assert "LOCK_REQUESTED" in reason and "not a JSON list" in reason
+    # The owner named in the request is told (it waits for a grant).
+    [(target, grant)] = sent
+    assert (target, grant.kind, grant.seq) == ("o9", K.LOCK_GRANTED, 4)
+    assert grant.failure is not None
+
+
+def test_a_message_that_raises_is_undone_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    h = Harness()
+    h.deliver(A, lock("o1", A), op("add", 1, caller="o2", seq=0))  # o2's call waits
+    original = EntityProcessor._execute
+
+    def flaky(self: EntityProcessor, run: Any, ev: HistoryEvent) -> None:
+        if ev.instance_id == "o2":
+            original(self, run, ev)  # changes the state and sends, then fails
+            raise RuntimeError("bug after the operation")
+        original(self, run, ev)
+
+    monkeypatch.setattr(EntityProcessor, "_execute", flaky)
+    sent = h.deliver(A, release("o1"), op("add", 10))
+    rec = h.record(A)
+    # o2's queued call is undone (state, response) and refused; the rest applies.
+    assert rec is not None and rec.state == b"10" and rec.queue == [] and rec.locked_by is None
+    [(target, response)] = sent
+    assert target == "o2" and response.failure is not None
+    assert "bug after the operation" in response.failure.message
+    [reason] = dead_letter_reasons(h)
+    assert "ENTITY_OPERATION" in reason
+
+
+def test_messages_an_entity_cannot_apply_are_dead_lettered() -> None:
+    h = Harness()
+    h.deliver(
+        A,
+        HistoryEvent(K.EVENT_RAISED, 0, name="x"),
+        op("add", 1),
+        HistoryEvent(K.LOCK_RELEASED, 0, payload=b"{", instance_id="o"),
+    )
+    h.deliver("@Other@x", op("go"))  # a signal to an unregistered entity
+    assert h.record("@Other@x") is None  # nothing stored for it
+    assert h.dead_letters.count == 3
+    rec = h.record(A)
+    assert rec is not None and rec.state == b"1"
+
+
+def test_a_corrupt_entity_record_refuses_messages_until_deleted() -> None:
+    h = Harness()
+    h.store.write({entity_key(A): b"garbage"}, None)
+    sent = h.deliver(A, op("add", 1), op("get", caller="o", seq=2))
+    assert h.store.get(entity_key(A)) == b"garbage"
+    [(target, response)] = sent
+    assert target == "o" and response.failure is not None
+    assert "quarantined" in response.failure.message
+    assert len(dead_letter_reasons(h)) == 2
+    h.deliver(A, op(DELETE_OPERATION))
+    assert h.store.get(entity_key(A)) is None
+    [letter] = [
+        decode_dead_letter(r.value or b"") for r in h.batch.out if r.topic == "h.dead-letters"
+    ]
+    assert (letter["source_topic"], letter["key"], letter["value"]) == (
+        "h.state-changelog",
+        entity_key(A),
+        b"garbage",
+    )
+    h.deliver(A, op("add", 3))
+    rec = h.record(A)
+    assert rec is not None and rec.state == b"3"
 
 
 # -- an entity's record must fit in one Kafka record --------------------------------------

@@ -97,6 +97,15 @@ def test_entities_dead_letters_cluster_and_schema(base_url: str) -> None:
 
         assert http.get("/api/dead-letters").json() == {"items": [], "continuation": None}
         assert http.get("/api/dead-letters/0:0").status_code == 404
+        assert http.post("/api/dead-letters/0:0/redrive").json() == {
+            "id": "0:0",
+            "target": None,
+            "refused": "no such dead letter",
+        }
+        assert http.post("/api/dead-letters/x/redrive").status_code == 400
+        assert http.get("/api/quarantined").json() == []
+        with client(base_url, READER) as reader:
+            assert reader.post("/api/dead-letters/0:0/redrive").status_code == 403
 
         def sampled() -> bool:
             return len(http.get("/api/throughput").json()) >= 2

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import durafka
+from durafka.hosting import Runner
+from durafka.processor import Processor
 from durafka.registry import Registry
 from durafka.settings import Settings
 
@@ -29,3 +33,20 @@ def make_app(
     app = durafka.App(settings=settings)
     app.registry = registry
     return app
+
+
+@contextmanager
+def hosted(app: durafka.App) -> Iterator[Processor]:
+    """``app.running()`` with the processor at hand (its counters, its partitions).
+
+    A processor and a worker on threads, without activities next to the processor.
+    """
+    runner = Runner()
+    processor = app.processor()
+    runner.add("processor", processor.run)
+    runner.add("worker", app.worker().run)
+    runner.start()
+    try:
+        yield processor
+    finally:
+        runner.stop()
