@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from tests.soak.runner import SoakFailure, run_soak
-from tests.soak.schedule import SoakSize
+from tests.soak.schedule import CI_SIZE, SoakSize
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, help="the seed (default: a random one, printed)")
     parser.add_argument(
         "--minutes", type=float, default=5.0, help="chaos time, 2/3 group phase, 1/3 static"
+    )
+    parser.add_argument(
+        "--ci", action="store_true", help="the size of tests/soak/test_soak.py (not --minutes)"
     )
     parser.add_argument(
         "--rate", type=float, default=None, help="instances started per second (default 8)"
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = phases - {"group", "static"}
     if unknown:
         _parser().error(f"unknown phases {sorted(unknown)}: use group and/or static")
-    size = SoakSize.for_minutes(args.minutes)
+    size = CI_SIZE if args.ci else SoakSize.for_minutes(args.minutes)
     if "group" not in phases:
         size = replace(size, group_seconds=0)
     if "static" not in phases:
@@ -65,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.partitions is not None:
         size = replace(size, partitions=args.partitions)
     replay = (
-        f"python -m tests.soak --seed {seed} --minutes {args.minutes:g} "
-        f"--phases {','.join(sorted(phases))}"
+        f"python -m tests.soak --seed {seed} "
+        + ("--ci " if args.ci else f"--minutes {args.minutes:g} ")
+        + f"--phases {','.join(sorted(phases))}"
         + (f" --rate {args.rate:g}" if args.rate is not None else "")
         + (f" --partitions {args.partitions}" if args.partitions is not None else "")
     )

@@ -155,7 +155,7 @@ def _check_instance(iid: str, kind: Kind, found: list[StatusRecord]) -> tuple[st
         return f"{len(executions)} executions, expected one: {labels}", None
     terminal = [i for i, r in enumerate(found) if r.status is not None and r.status.is_terminal]
     per_execution = Counter(found[i].execution_id for i in terminal)
-    twice = [e for e, n in per_execution.items() if n > 1]
+    twice = [e for e, n in per_execution.items() if n > 1 and e is not None]
     if twice:
         return f"executions {twice} ended more than once: {labels}", None
     if not terminal:

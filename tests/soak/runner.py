@@ -99,6 +99,7 @@ class PhaseReport:
         kill_cycles: role kill-and-restart cycles run.
         broker_kills: broker kill-and-restart cycles run.
         freezes: broker freezes run.
+        pauses: role pauses run.
         seconds: how long the phase took.
     """
 
@@ -110,6 +111,7 @@ class PhaseReport:
     kill_cycles: int = 0
     broker_kills: int = 0
     freezes: int = 0
+    pauses: int = 0
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -118,7 +120,8 @@ class PhaseReport:
         lines = [
             f"phase {self.name} (hub {self.hub}, {self.seconds:.0f}s): "
             f"{sum(self.started.values())} instances ({kinds}); {self.kill_cycles} kill "
-            f"cycles, {self.broker_kills} broker kills, {self.freezes} broker freezes",
+            f"cycles, {self.pauses} role pauses, {self.broker_kills} broker kills, "
+            f"{self.freezes} broker freezes",
             *(f"  note: {n}" for n in self.notes),
             *(f"  PROBLEM: {p}" for p in self.problems),
         ]
@@ -359,6 +362,16 @@ class PhaseRun:
                     f"restarted {name} as {started.name} (pid {started.pid}) on {state} state dir"
                 )
             self.report.kill_cycles += 1
+        elif fault.kind is FaultKind.PAUSE:
+            paused = self.roles.process(fault.targets[0])
+            self.log(f"pausing {paused.name} (SIGSTOP pid {paused.pid}) for {fault.down_for}s")
+            paused.pause()
+            try:
+                time.sleep(fault.down_for)
+            finally:
+                paused.resume()
+            self.log(f"{paused.name} resumed (SIGCONT)")
+            self.report.pauses += 1
         elif fault.kind is FaultKind.BROKER_KILL:
             self.broker_up.clear()
             self.log(f"kill -9 the broker (pid {self.broker.pid})")

@@ -36,6 +36,9 @@ class FaultKind(enum.StrEnum):
     BROKER_KILL = "broker-kill"
     #: SIGSTOP the broker for ``down_for`` seconds, then SIGCONT.
     BROKER_FREEZE = "broker-freeze"
+    #: SIGSTOP one role for ``down_for`` seconds (past its group session), then SIGCONT:
+    #: a paused process (GC, VM pause) that wakes up as a zombie of its old partitions.
+    PAUSE = "pause"
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ class Fault:
                 for t, w in zip(self.targets, self.wipe, strict=True)
             )
             return f"+{self.after:4.1f}s kill -9 {who}, restart after {self.down_for:.1f}s"
+        if self.kind is FaultKind.PAUSE:
+            return f"+{self.after:4.1f}s pause {self.targets[0]} (SIGSTOP) for {self.down_for:.1f}s"
         if self.kind is FaultKind.BROKER_KILL:
             return f"+{self.after:4.1f}s kill -9 the broker, restart after {self.down_for:.1f}s"
         return f"+{self.after:4.1f}s freeze the broker (SIGSTOP) for {self.down_for:.1f}s"
@@ -126,6 +131,7 @@ class SoakSize:
         starts_per_second: the rate the workload is started at.
         fault_gap: the range of seconds between two faults.
         kill_down: the range of seconds a killed role stays down.
+        pause_seconds: the range of a role pause's length (longer than the 6 s session).
         freeze_seconds: the range of a broker freeze's length.
         broker_down: the range of seconds the killed broker stays down.
         broker_kill_every: phase seconds per broker kill (at least one in the group phase).
@@ -141,11 +147,12 @@ class SoakSize:
     starts_per_second: float = 8.0
     fault_gap: tuple[float, float] = (1.5, 5.0)
     kill_down: tuple[float, float] = (0.2, 2.5)
+    pause_seconds: tuple[float, float] = (7.0, 10.0)
     freeze_seconds: tuple[float, float] = (2.0, 5.0)
     broker_down: tuple[float, float] = (1.0, 3.0)
     broker_kill_every: float = 600.0
     freeze_every: float = 120.0
-    drain_timeout: float = 240.0
+    drain_timeout: float = 180.0
     group_min_kills: int = 0
     static_min_kills: int = 0
 
@@ -156,8 +163,14 @@ class SoakSize:
         return cls(group_seconds=seconds * 2 / 3, static_seconds=seconds / 3)
 
 
-#: The CI size: a little over two minutes of chaos on a two-core machine, 20+ kill cycles.
-CI_SIZE = SoakSize(group_seconds=65.0, static_seconds=30.0, group_min_kills=14, static_min_kills=6)
+#: The CI size: about two and a half minutes of chaos (gaps and faults), 20+ kill cycles.
+CI_SIZE = SoakSize(
+    group_seconds=55.0,
+    static_seconds=25.0,
+    drain_timeout=90.0,
+    group_min_kills=14,
+    static_min_kills=6,
+)
 
 
 @dataclass(frozen=True)
@@ -235,6 +248,10 @@ def _plan_phase(
             points.pop(0)
             down = size.broker_down if kind is FaultKind.BROKER_KILL else size.freeze_seconds
             faults.append(Fault(gap, kind, down_for=round(rng.uniform(*down), 1)))
+        elif rng.random() < 0.1:
+            target = rng.choice(processors)
+            pause = round(rng.uniform(*size.pause_seconds), 1)
+            faults.append(Fault(gap, FaultKind.PAUSE, (target,), (False,), pause))
         else:
             faults.append(_kill(rng, size, gap, processors, workers))
             kills += 1

@@ -87,6 +87,16 @@ class RoleProcess:
             self._popen.send_signal(signal.SIGKILL)
         self._popen.wait(timeout=10)
 
+    def pause(self) -> None:
+        """SIGSTOP: the child stops running (as in a long GC or VM pause), holding everything."""
+        if self.is_alive():
+            self._popen.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT: a paused child runs again."""
+        if self.is_alive():
+            self._popen.send_signal(signal.SIGCONT)
+
     def terminate(self) -> None:
         """Ask the child to stop cleanly (SIGTERM) without waiting."""
         if self.is_alive():
