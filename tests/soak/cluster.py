@@ -30,6 +30,8 @@ __all__ = ["APP_SPEC", "RoleSet", "SoakBroker"]
 
 #: The app every role process runs.
 APP_SPEC = "tests.soak.app:app"
+#: The ``durafka`` command with stack dumps on SIGUSR1 (see :mod:`tests.soak.role`).
+_ROLE_MODULE = "tests.soak.role"
 
 #: A killed group member's partitions move after 6 s instead of the default 45 s.
 #: Consumer settings only: producers given them would warn on every start.
@@ -178,6 +180,7 @@ class RoleSet:
             env,
             name=f"{self._hub}-{name}.{slot.incarnation}",
             partitions=spec.partitions,
+            module=_ROLE_MODULE,
         )
         self.started.append(slot.process)
         return slot.process
@@ -203,6 +206,15 @@ class RoleSet:
             if slot.process is not None and not slot.process.is_alive()
         ]
 
+    def stacks(self, wait: float = 2.0) -> dict[str, str]:
+        """Every live role's thread stacks (SIGUSR1), by process name; the roles run on."""
+        live = [s.process for s in self._slots.values() if s.process and s.process.is_alive()]
+        before = {p.name: len(p.log_text()) for p in live}
+        for process in live:
+            process.send_signal(signal.SIGUSR1)
+        time.sleep(wait)
+        return {p.name: _durafka_frames(p.log_text()[before[p.name] :]) for p in live}
+
     def wait_for_log(self, pattern: str, *, role: str, timeout: float) -> None:
         """Wait until every process of kind ``role`` logged ``pattern``."""
         for slot in self._slots.values():
@@ -219,13 +231,28 @@ class RoleSet:
         for process in live:
             status = process.wait(max(0.1, deadline - time.monotonic()))
             if status is None:
+                before = len(process.log_text())
+                process.send_signal(signal.SIGUSR1)
+                time.sleep(1.0)
+                frames = _durafka_frames(process.log_text()[before:])
                 process.kill()
                 problems.append(
-                    f"{process.name} did not stop within {timeout:.0f}s of SIGTERM "
-                    f"(killed)\n{process.log_tail(30)}"
+                    f"{process.name} did not stop within {timeout:.0f}s of SIGTERM (killed); "
+                    f"its stacks then:\n{frames}"
                 )
             elif status != 0:
                 problems.append(
                     f"{process.name} exited with {status} on SIGTERM\n{process.log_tail(30)}"
                 )
         return problems
+
+
+def _durafka_frames(dump: str, limit: int = 30) -> str:
+    """The thread headers and durafka's own frames of a faulthandler dump."""
+    kept = [
+        line.rstrip()
+        for line in dump.splitlines()
+        if line.startswith(("Thread ", "Current thread "))
+        or (line.startswith("  File ") and "/durafka/" in line)
+    ]
+    return "\n".join(kept[:limit]) or "(no stack written)"

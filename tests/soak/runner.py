@@ -100,6 +100,7 @@ class PhaseReport:
         broker_kills: broker kill-and-restart cycles run.
         freezes: broker freezes run.
         pauses: role pauses run.
+        exits: roles that exited on their own (restarted), with their last error.
         seconds: how long the phase took.
     """
 
@@ -113,6 +114,7 @@ class PhaseReport:
     freezes: int = 0
     pauses: int = 0
     seconds: float = 0.0
+    exits: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         """A few lines: what ran, what happened, what was found."""
@@ -123,6 +125,7 @@ class PhaseReport:
             f"cycles, {self.pauses} role pauses, {self.broker_kills} broker kills, "
             f"{self.freezes} broker freezes",
             *(f"  note: {n}" for n in self.notes),
+            *(f"  exited on its own: {e}" for e in self.exits),
             *(f"  PROBLEM: {p}" for p in self.problems),
         ]
         return "\n".join(lines)
@@ -393,16 +396,21 @@ class PhaseRun:
             self.report.freezes += 1
 
     def _watch_roles(self) -> None:
-        """Restart a role that died on its own (a problem: only the soak kills)."""
+        """Restart a role that exited on its own, as a supervisor would, and note why.
+
+        A role may exit non-zero on a fatal error (e.g. its producer fenced after a
+        pause or a broker outage longer than the transaction timeout) and rely on
+        being restarted; that is reported, not failed. What it leaves behind is
+        checked like everything else.
+        """
         for dead in self.roles.died_on_their_own():
             name = dead.name.removeprefix(f"{self.hub}-").rsplit(".", 1)[0]
-            self.report.problems.append(
-                f"{dead.name} exited with {dead.returncode} although nothing killed it\n"
-                f"{dead.log_tail(25)}"
-            )
+            why = _last_error(dead.log_text())
+            self.report.exits.append(f"{dead.name} ({dead.returncode}): {why}")
             started = self.roles.start(name)
             self.log(
-                f"{dead.name} died on its own ({dead.returncode}); restarted as {started.name}"
+                f"{dead.name} exited on its own ({dead.returncode}: {why}); "
+                f"restarted as {started.name}"
             )
 
     # -- after the chaos ---------------------------------------------------------------------
@@ -421,9 +429,12 @@ class PhaseRun:
             self._watch_roles()
             if time.monotonic() > deadline:
                 shown = [(iid, _status_label(view.get(iid))) for iid in waiting[:15]]
+                stacks = "\n".join(
+                    f"--- {name}:\n{frames}" for name, frames in self.roles.stacks().items()
+                )
                 self.report.problems.append(
                     f"{len(waiting)} instances had not ended {self.size.drain_timeout:.0f}s "
-                    f"after the chaos: {shown}"
+                    f"after the chaos: {shown}\nwhere the roles were then:\n{stacks}"
                 )
                 return
             time.sleep(0.2)
@@ -486,6 +497,16 @@ class PhaseRun:
                 counts[label] += len(re.findall(pattern, text))
         shown = ", ".join(f"{label}: {counts[label]}" for label in _NOTABLE)
         return f"role logs ({len(self.roles.started)} processes): {shown}"
+
+
+def _last_error(log: str) -> str:
+    """The last error line a role logged (its reason to exit), shortened."""
+    lines = [
+        line.strip()
+        for line in log.splitlines()
+        if re.search(r"\b(ERROR|Error|Exception)\b", line) and not line.startswith(("│", "╭"))
+    ]
+    return lines[-1][:300] if lines else "no error logged"
 
 
 def _status_label(st: durafka.OrchestrationStatus | None) -> str:
