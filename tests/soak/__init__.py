@@ -11,8 +11,9 @@ entity states, dead letters, and stores rebuilt from the changelog.
 
 Modules: :mod:`~tests.soak.app` (the functions, imported by the child
 processes), :mod:`~tests.soak.workload` (what is started, and what each
-instance must end with), :mod:`~tests.soak.schedule` (the faults),
-:mod:`~tests.soak.cluster` (the broker and the role processes),
+instance must end with), :mod:`~tests.soak.schedule` (phases, layouts,
+faults), :mod:`~tests.soak.cluster` (the broker and the role processes, run
+through :mod:`~tests.soak.role`), :mod:`~tests.soak.feeder` (the client side),
 :mod:`~tests.soak.checks` and :mod:`~tests.soak.stores` (the end checks),
 :mod:`~tests.soak.runner` (one soak run, phase by phase).
 """

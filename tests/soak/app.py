@@ -4,8 +4,10 @@ Child processes run ``python -m durafka.cli processor tests.soak.app:app``; thei
 settings come from ``DURAFKA_*`` variables. The soak's own process uses the
 registry of :data:`app` with settings of its own.
 
-Every output is a function of the input alone, so the soak knows in advance
-what each instance must end with (:mod:`tests.soak.workload`). Every activity
+Every output is a function of the input alone (a transfer's: of the balances
+it reads under its lock), so the soak knows in advance what each instance must
+end with (:mod:`tests.soak.workload`). The entities and the entity
+orchestrations are the entity tests' own (:mod:`tests.entities.apps`). Every activity
 call carries a ``tag`` naming the instance, the generation and the step, and
 each execution appends its tag to a file of the executing process under
 ``DURAFKA_SOAK_MARKER_DIR``: how often each call ran (at least once) is counted
@@ -20,13 +22,25 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import durafka
-from durafka import EntityId, OrchestrationContext
+from durafka import OrchestrationContext
+from tests.entities.apps import (
+    Account,
+    Counter,
+    SignalMany,
+    Transfer,
+    account,
+    audit,
+    counter,
+    signal_many,
+    transfer,
+)
 
 __all__ = [
+    "APPROVAL_EVENT",
     "MARKER_DIR_ENV",
     "Approval",
     "LoopState",
-    "SignalSpec",
+    "SignalMany",
     "TimeoutLoopState",
     "Transfer",
     "Work",
@@ -97,42 +111,10 @@ def slow_echo(w: Work) -> str:
     return w.tag
 
 
-# -- entities ----------------------------------------------------------------------------
+# -- entities (the entity tests' counter and bank account) -----------------------------------
 
-
-@app.entity
-class Counter(durafka.Entity[int]):
-    """Counts the signals it receives."""
-
-    def add(self, amount: int) -> None:
-        self.state += amount
-
-    def get(self) -> int:
-        return self.state
-
-
-@app.entity
-class Account(durafka.Entity[int]):
-    """A bank account. ``withdraw`` does not check the balance, so a broken lock shows."""
-
-    def deposit(self, amount: int) -> None:
-        self.state += amount
-
-    def withdraw(self, amount: int) -> None:
-        self.state -= amount
-
-    def balance(self) -> int:
-        return self.state
-
-
-def counter(key: str) -> EntityId:
-    """The counter entity ``key``."""
-    return EntityId("Counter", key)
-
-
-def account(i: int) -> EntityId:
-    """Bank account number ``i``."""
-    return EntityId("Account", f"acct-{i:02d}")
+app.entity(Counter)
+app.entity(Account)
 
 
 # -- orchestrations ------------------------------------------------------------------------
@@ -241,51 +223,7 @@ async def timeout_loop(ctx: OrchestrationContext, s: TimeoutLoopState) -> list[s
     ctx.continue_as_new(TimeoutLoopState(s.left - 1, s.sleep_ms, s.timeout_ms, mismatches))
 
 
-@dataclass
-class SignalSpec:
-    """Signal ``add 1`` to the counter ``key``, ``n`` times."""
-
-    key: str
-    n: int
-
-
-@app.orchestration
-async def signal_counter(ctx: OrchestrationContext, s: SignalSpec) -> int:
-    for _ in range(s.n):
-        ctx.signal_entity(counter(s.key), "add", 1)
-    return s.n
-
-
-@dataclass
-class Transfer:
-    """Move up to ``amount`` from account ``source`` to account ``target``."""
-
-    source: int
-    target: int
-    amount: int
-
-
-@app.orchestration
-async def transfer(ctx: OrchestrationContext, t: Transfer) -> int:
-    """Moves ``min(amount, balance)``, read inside the lock; returns what it moved."""
-    source, target = account(t.source), account(t.target)
-    async with ctx.lock(source, target):
-        balance = await ctx.call_entity(source, "balance")
-        amount = min(t.amount, balance)
-        if amount > 0:
-            await ctx.when_all(
-                [
-                    ctx.call_entity(source, "withdraw", amount),
-                    ctx.call_entity(target, "deposit", amount),
-                ]
-            )
-    return int(amount)
-
-
-@app.orchestration
-async def audit(ctx: OrchestrationContext, accounts: int) -> int:
-    """The sum of every balance, read inside one lock on all accounts."""
-    ids = [account(i) for i in range(accounts)]
-    async with ctx.lock(*ids):
-        balances = await ctx.when_all([ctx.call_entity(i, "balance") for i in ids])
-    return sum(balances)
+# The entity tests' orchestrations: signals to a counter, locked transfers, audits.
+app.orchestration(signal_many)
+app.orchestration(transfer)
+app.orchestration(audit)

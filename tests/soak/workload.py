@@ -55,7 +55,7 @@ class Kind(enum.StrEnum):
     PARENT = "parent"
     LOOP = "loop"
     TIMEOUT_LOOP = "timeout_loop"
-    SIGNAL_COUNTER = "signal_counter"
+    SIGNAL_COUNTER = "signal_many"
     CLIENT_SIGNALS = "client_signals"
     TRANSFER = "transfer"
     AUDIT = "audit"
@@ -241,7 +241,7 @@ class WorkloadPlan:
             state = soak.TimeoutLoopState(left, sleep_ms=600, timeout_ms=400)
             return _single(kind, iid, state, [], tags)
         if kind is Kind.SIGNAL_COUNTER:
-            spec = soak.SignalSpec(rng.choice(COUNTER_KEYS), rng.randint(5, 30))
+            spec = soak.SignalMany(rng.choice(COUNTER_KEYS), rng.randint(5, 30))
             return _single(kind, iid, spec, spec.n, ())
         if kind is Kind.CLIENT_SIGNALS:
             signals = ClientSignals(rng.choice(COUNTER_KEYS), rng.randint(1, 10))
@@ -286,7 +286,7 @@ class Ledger:
             self.expectations[expectation.instance_id] = expectation
             if expectation.kind is Kind.SIGNAL_COUNTER:
                 spec = start.input
-                assert isinstance(spec, soak.SignalSpec)
+                assert isinstance(spec, soak.SignalMany)
                 self.counter_signals[spec.key] += spec.n
 
     def activity_tags(self) -> set[str]:
