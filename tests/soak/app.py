@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 import durafka
@@ -197,11 +197,18 @@ async def loop(ctx: OrchestrationContext, s: LoopState) -> int:
 
 @dataclass
 class TimeoutLoopState:
-    """A loop whose activity always outlives its timeout; results must not cross generations."""
+    """A loop of generations that each call ``slow_echo``; results must not cross generations.
+
+    Generations with an even ``left`` give up on their call after ``short_timeout_ms``
+    (shorter than ``sleep_ms``); the next generation (odd ``left``) waits up to
+    ``long_timeout_ms`` for its own call, so the late result of the previous one
+    arrives while it waits, with the same sequence id.
+    """
 
     left: int
     sleep_ms: int
-    timeout_ms: int
+    short_timeout_ms: int
+    long_timeout_ms: int
     mismatches: list[str] = field(default_factory=list)
 
 
@@ -211,16 +218,17 @@ async def timeout_loop(ctx: OrchestrationContext, s: TimeoutLoopState) -> list[s
     if s.left == 0:
         return s.mismatches
     tag = f"{ctx.instance_id}/g{s.left}"
+    timeout = s.short_timeout_ms if s.left % 2 == 0 else s.long_timeout_ms
     try:
         got = await ctx.call_activity(
             slow_echo,
             Work(tag, s.left, sleep_ms=s.sleep_ms),
-            timeout=timedelta(milliseconds=s.timeout_ms),
+            timeout=timedelta(milliseconds=timeout),
         )
     except durafka.ActivityTimeoutError:
         got = tag
     mismatches = s.mismatches if got == tag else [*s.mismatches, f"g{s.left} got {got}"]
-    ctx.continue_as_new(TimeoutLoopState(s.left - 1, s.sleep_ms, s.timeout_ms, mismatches))
+    ctx.continue_as_new(replace(s, left=s.left - 1, mismatches=mismatches))
 
 
 # The entity tests' orchestrations: signals to a counter, locked transfers, audits.

@@ -236,9 +236,11 @@ class WorkloadPlan:
         if kind is Kind.TIMEOUT_LOOP:
             left = rng.randint(2, 4)
             tags = tuple(f"{iid}/g{g}" for g in range(1, left + 1))
-            # The activity outlives its timeout by half of it: its late result arrives
-            # while the next generation waits for its own call with the same sequence id.
-            state = soak.TimeoutLoopState(left, sleep_ms=600, timeout_ms=400)
+            # An even generation gives up after 300 ms on a call that takes 900 ms; its
+            # late result arrives while the next one waits for its own call (same seq).
+            state = soak.TimeoutLoopState(
+                left, sleep_ms=900, short_timeout_ms=300, long_timeout_ms=30_000
+            )
             return _single(kind, iid, state, [], tags)
         if kind is Kind.SIGNAL_COUNTER:
             spec = soak.SignalMany(rng.choice(COUNTER_KEYS), rng.randint(5, 30))
