@@ -167,7 +167,7 @@ class SoakSize:
 CI_SIZE = SoakSize(
     group_seconds=55.0,
     static_seconds=25.0,
-    drain_timeout=90.0,
+    drain_timeout=60.0,
     group_min_kills=14,
     static_min_kills=6,
 )
