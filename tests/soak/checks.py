@@ -16,7 +16,6 @@ What is compared is what the outside world sees, read after the roles stopped:
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -26,7 +25,6 @@ from typing import Any
 from durafka.codec.records import decode_dead_letter, decode_status
 from durafka.entities import EntityMetadata
 from durafka.status import OrchestrationStatus, RuntimeStatus
-from durafka.transport.base import TopicPartition, Transport
 from tests.soak import app as soak
 from tests.soak.workload import ACCOUNTS, COUNTER_KEYS, INITIAL_BALANCE, Kind, Ledger
 
@@ -38,7 +36,6 @@ __all__ = [
     "check_entities",
     "check_statuses",
     "read_activity_runs",
-    "read_topic",
     "status_records",
 ]
 
@@ -46,37 +43,6 @@ __all__ = [
 _MULTI_EXECUTION = frozenset({Kind.LOOP, Kind.TIMEOUT_LOOP})
 #: Problems listed per check at most (the count is always given).
 _SHOWN = 15
-
-
-def read_topic(
-    transport: Transport, topic: str, *, timeout: float = 120.0
-) -> list[tuple[bytes | None, bytes | None]]:
-    """Every committed record of ``topic`` as ``(key, value)``, partition by partition in order.
-
-    The consumer is read_committed: aborted records never appear, and the end
-    (the high watermark read first) is reached only once no transaction is
-    open on the topic any more.
-
-    Raises:
-        AssertionError: the end was not reached within ``timeout`` seconds.
-    """
-    tps = [TopicPartition(topic, p) for p in range(transport.partition_count(topic))]
-    consumer = transport.consumer(None)
-    try:
-        ends = {tp: consumer.watermarks(tp)[1] for tp in tps}
-        consumer.assign(dict.fromkeys(tps))
-        by_partition: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
-        deadline = time.monotonic() + timeout
-        while any(consumer.position(tp) < ends[tp] for tp in tps):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"could not read {topic} to its end within {timeout:.0f}s")
-            for record in consumer.poll_batch(1000, 0.2):
-                p = record.partition()
-                assert p is not None
-                by_partition.setdefault(p, []).append((record.key(), record.value()))
-        return [kv for p in sorted(by_partition) for kv in by_partition[p]]
-    finally:
-        consumer.close()
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,6 @@ from tests.soak.checks import (
     check_entities,
     check_statuses,
     read_activity_runs,
-    read_topic,
     status_records,
 )
 from tests.soak.cluster import RoleSet, SoakBroker
@@ -45,6 +44,7 @@ from tests.soak.stores import check_restored_stores
 from tests.soak.workload import ACCOUNTS, COUNTER_KEYS, INITIAL_BALANCE, Ledger, WorkloadPlan
 from tests.support.apps import make_app
 from tests.support.processes import RoleLauncher
+from tests.support.topics import read_topic
 
 __all__ = ["PhaseReport", "PhaseRun", "SoakFailure", "SoakLog", "SoakReport", "run_soak"]
 
