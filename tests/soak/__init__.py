@@ -15,5 +15,6 @@ instance must end with), :mod:`~tests.soak.schedule` (phases, layouts,
 faults), :mod:`~tests.soak.cluster` (the broker and the role processes, run
 through :mod:`~tests.soak.role`), :mod:`~tests.soak.feeder` (the client side),
 :mod:`~tests.soak.checks` and :mod:`~tests.soak.stores` (the end checks),
-:mod:`~tests.soak.runner` (one soak run, phase by phase).
+:mod:`~tests.soak.runner` (one soak run, phase by phase),
+:mod:`~tests.soak.report` (what it found, and the verdict).
 """

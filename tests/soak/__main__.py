@@ -16,7 +16,8 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from tests.soak.runner import SoakFailure, run_soak
+from tests.soak.report import SoakFailure
+from tests.soak.runner import run_soak
 from tests.soak.schedule import CI_SIZE, SoakSize
 
 

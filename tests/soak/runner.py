@@ -7,8 +7,7 @@ other, restarting anything that died on its own (a problem). Then it stops
 starting, waits for every instance to end, stops the roles cleanly (SIGTERM)
 and runs every check of :mod:`tests.soak.checks` and :mod:`tests.soak.stores`.
 Every problem names the seed and the phase; :func:`run_soak` collects them in
-a :class:`SoakReport` whose :meth:`~SoakReport.verdict` raises
-:class:`SoakFailure` with all of them and the command that replays the run.
+a :class:`~tests.soak.report.SoakReport`.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -39,6 +37,7 @@ from tests.soak.checks import (
 )
 from tests.soak.cluster import RoleSet, SoakBroker
 from tests.soak.feeder import Feeder
+from tests.soak.report import PhaseReport, SoakReport
 from tests.soak.schedule import Fault, FaultKind, PhasePlan, SoakSize, plan_soak
 from tests.soak.stores import check_restored_stores
 from tests.soak.workload import ACCOUNTS, COUNTER_KEYS, INITIAL_BALANCE, Ledger, WorkloadPlan
@@ -46,7 +45,7 @@ from tests.support.apps import make_app
 from tests.support.processes import RoleLauncher
 from tests.support.topics import read_topic
 
-__all__ = ["PhaseReport", "PhaseRun", "SoakFailure", "SoakLog", "SoakReport", "run_soak"]
+__all__ = ["PhaseRun", "SoakLog", "run_soak"]
 
 #: Log lines of the role processes worth counting in the report (label -> pattern).
 _NOTABLE = {
@@ -57,10 +56,6 @@ _NOTABLE = {
     "dead letters written": r"dead-lettering",
     "partitions restored": r"partition \d+ ready",
 }
-
-
-class SoakFailure(AssertionError):
-    """The soak found problems; the message lists them with the seed to replay."""
 
 
 class SoakLog:
@@ -84,93 +79,6 @@ class SoakLog:
     def close(self) -> None:
         """Close the log file."""
         self._file.close()
-
-
-@dataclass
-class PhaseReport:
-    """What one phase did and found.
-
-    Attributes:
-        name: the phase.
-        hub: its task hub.
-        problems: every check that failed, one entry each.
-        notes: what else is worth knowing (activity re-runs, role log counts).
-        started: instances started, by kind (children included).
-        kill_cycles: role kill-and-restart cycles run.
-        broker_kills: broker kill-and-restart cycles run.
-        freezes: broker freezes run.
-        pauses: role pauses run.
-        exits: roles that exited on their own (restarted), with their last error.
-        seconds: how long the phase took.
-    """
-
-    name: str
-    hub: str
-    problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    started: Counter[str] = field(default_factory=Counter)
-    kill_cycles: int = 0
-    broker_kills: int = 0
-    freezes: int = 0
-    pauses: int = 0
-    seconds: float = 0.0
-    exits: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        """A few lines: what ran, what happened, what was found."""
-        kinds = ", ".join(f"{k} {n}" for k, n in sorted(self.started.items()))
-        lines = [
-            f"phase {self.name} (hub {self.hub}, {self.seconds:.0f}s): "
-            f"{sum(self.started.values())} instances ({kinds}); {self.kill_cycles} kill "
-            f"cycles, {self.pauses} role pauses, {self.broker_kills} broker kills, "
-            f"{self.freezes} broker freezes",
-            *(f"  note: {n}" for n in self.notes),
-            *(f"  exited on its own: {e}" for e in self.exits),
-            *(f"  PROBLEM: {p}" for p in self.problems),
-        ]
-        return "\n".join(lines)
-
-
-@dataclass
-class SoakReport:
-    """The result of a soak run."""
-
-    seed: int
-    replay: str
-    phases: list[PhaseReport] = field(default_factory=list)
-
-    @property
-    def problems(self) -> list[str]:
-        """Every problem of every phase, each naming the seed and the phase."""
-        return [
-            f"seed {self.seed}, phase {phase.name}: {problem}"
-            for phase in self.phases
-            for problem in phase.problems
-        ]
-
-    @property
-    def kill_cycles(self) -> int:
-        """Role kill-and-restart cycles over all phases."""
-        return sum(p.kill_cycles for p in self.phases)
-
-    @property
-    def broker_kills(self) -> int:
-        """Broker kill-and-restart cycles over all phases."""
-        return sum(p.broker_kills for p in self.phases)
-
-    def summary(self) -> str:
-        """Every phase's summary."""
-        head = f"soak seed {self.seed}: {'FAILED' if self.problems else 'passed'}"
-        return "\n".join([head, *(p.summary() for p in self.phases)])
-
-    def verdict(self) -> None:
-        """Raise :class:`SoakFailure` listing every problem, if there is any."""
-        problems = self.problems
-        if problems:
-            raise SoakFailure(
-                f"the soak with seed {self.seed} found {len(problems)} problems "
-                f"(replay: {self.replay}):\n- " + "\n- ".join(problems)
-            )
 
 
 def run_soak(
