@@ -104,6 +104,7 @@ class Feeder(threading.Thread):
                 self._reliably(
                     f"signal to {signals.key}",
                     lambda: client.signal_entity(soak.counter(signals.key), "add", 1),
+                    signal_to=signals.key,
                 )
         else:
             assert start.orchestration is not None
@@ -130,8 +131,16 @@ class Feeder(threading.Thread):
                 ),
             )
 
-    def _reliably(self, what: str, write: Callable[[], object]) -> None:
-        """Write, retrying after an error whose outcome is unknown (noted as in doubt)."""
+    def _reliably(
+        self, what: str, write: Callable[[], object], *, signal_to: str | None = None
+    ) -> None:
+        """Write, retrying after an error whose outcome is unknown (noted as in doubt).
+
+        Args:
+            what: names the write in the log and the ledger.
+            write: the write.
+            signal_to: the counter a signal goes to (a retried one may count twice).
+        """
         for attempt in range(1, _ATTEMPTS + 1):
             self._broker_up.wait()
             try:
@@ -146,4 +155,6 @@ class Feeder(threading.Thread):
                     raise
                 with self._lock:
                     self._ledger.in_doubt.append(f"{what}: {exc}")
+                    if signal_to is not None:
+                        self._ledger.signals_in_doubt[signal_to] += 1
                 self._log(f"{what} failed ({exc}); retrying")

@@ -188,6 +188,17 @@ def test_entities_catch_lost_signals_moved_money_and_left_locks() -> None:
     assert "1: (160, 130)" in problems
 
 
+def test_a_counter_may_count_a_signal_retried_after_an_unknown_outcome_twice() -> None:
+    ledger = _transfer_ledger()
+    ledger.signals_in_doubt["c0"] = 1
+    balances = [INITIAL_BALANCE] * ACCOUNTS
+    balances[0] -= 30
+    balances[1] += 30
+    for c0, ok in ((7, True), (8, True), (9, False), (6, False)):
+        problems = check_entities(_bank(balances, {"c0": c0}), ledger, {"t": 30})
+        assert (problems == []) is ok, (c0, problems)
+
+
 # -- activities and dead letters ------------------------------------------------------------
 
 

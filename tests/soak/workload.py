@@ -272,12 +272,16 @@ class Ledger:
     Attributes:
         expectations: instance id -> how it must end (children included).
         counter_signals: counter key -> signals sent to it (by instances and the soak).
-        in_doubt: starts whose write the broker may or may not have taken.
+        in_doubt: writes retried after an error that left their outcome unknown.
+        signals_in_doubt: counter key -> signals that may have been written twice
+            (retried after an unknown outcome: the client's at-least-once, not the
+            engine's).
     """
 
     expectations: dict[str, Expectation] = field(default_factory=dict)
     counter_signals: Counter[str] = field(default_factory=Counter)
     in_doubt: list[str] = field(default_factory=list)
+    signals_in_doubt: Counter[str] = field(default_factory=Counter)
 
     def record(self, start: Start) -> None:
         """Note a start (or client signals) that was written."""
