@@ -89,13 +89,11 @@ class RoleProcess:
 
     def pause(self) -> None:
         """SIGSTOP: the child stops running (as in a long GC or VM pause), holding everything."""
-        if self.is_alive():
-            self._popen.send_signal(signal.SIGSTOP)
+        self.send_signal(signal.SIGSTOP)
 
     def resume(self) -> None:
         """SIGCONT: a paused child runs again."""
-        if self.is_alive():
-            self._popen.send_signal(signal.SIGCONT)
+        self.send_signal(signal.SIGCONT)
 
     def send_signal(self, sig: signal.Signals) -> None:
         """Send ``sig`` to the child if it still runs."""
