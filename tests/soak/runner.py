@@ -408,13 +408,12 @@ class PhaseRun:
 
 
 def _last_error(log: str) -> str:
-    """The last error line a role logged (its reason to exit), shortened."""
-    lines = [
-        line.strip()
-        for line in log.splitlines()
-        if re.search(r"\b(ERROR|Error|Exception)\b", line) and not line.startswith(("│", "╭"))
-    ]
-    return lines[-1][:300] if lines else "no error logged"
+    """Why a role exited: the last durafka exception of its log, else its last ERROR line."""
+    lines = log.splitlines()
+    ours = [line for line in lines if line.startswith("durafka.errors.")]
+    errors = [line for line in lines if " ERROR " in line]
+    chosen = ours or errors
+    return chosen[-1].strip()[:300] if chosen else "no error logged"
 
 
 def _status_label(st: durafka.OrchestrationStatus | None) -> str:
