@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from durafka.devbroker import LocalBroker
+from durafka.dev.broker import LocalBroker
 from tests.soak.app import MARKER_DIR_ENV
 from tests.soak.schedule import Layout, RoleSpec
 from tests.support.processes import RoleLauncher, RoleProcess, hub_env

@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-from durafka.codec.records import encode_dead_letter
+from durafka.codec.records import DeadLetter, encode_dead_letter
 from durafka.entities import EntityId, EntityMetadata
 from durafka.status import OrchestrationStatus, RuntimeStatus
 from tests.soak import app as soak
@@ -222,7 +222,7 @@ def test_activities_must_all_run_reruns_are_only_counted(tmp_path: Path) -> None
 
 def test_any_dead_letter_is_a_problem() -> None:
     assert check_dead_letters([]) == []
-    letter = encode_dead_letter("undecodable", "H.orchestrations", 0, 5, b"k", b"x", 0)
+    letter = encode_dead_letter(DeadLetter("undecodable", "H.orchestrations", 0, 5, b"k", b"x", 0))
     (problem,) = check_dead_letters([(b"k", letter)])
     assert problem.startswith("1 dead letters") and "undecodable" in problem
 
