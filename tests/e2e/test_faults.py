@@ -43,11 +43,11 @@ from durafka.runtime.history import HistoryEvent
 from durafka.state.transaction import StoreTransaction
 from durafka.status import TERMINAL_STATUSES, OrchestrationStatus, RuntimeStatus
 from durafka.topology import HubTopics
-from durafka.transport import TopicPartition
 from tests.e2e import apps
 from tests.e2e.conftest import make_app
 from tests.support.kafka import admin_client
 from tests.support.processes import RoleLauncher, RoleProcess, hub_env
+from tests.support.topics import read_topic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -150,23 +150,11 @@ def read_status_topic(app: durafka.App, timeout: float = 60.0) -> list[Orchestra
     no transaction is open any more.
     """
     topic = HubTopics(app.settings.task_hub).status
-    tps = [TopicPartition(topic, p) for p in range(app.transport.partition_count(topic))]
-    consumer = app.transport.consumer(None)
-    try:
-        ends = {tp: consumer.watermarks(tp)[1] for tp in tps}
-        consumer.assign(dict.fromkeys(tps))
-        out: list[OrchestrationStatus] = []
-        deadline = time.monotonic() + timeout
-        while any(consumer.position(tp) < ends[tp] for tp in tps):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"could not read {topic} to its end within {timeout}s")
-            for record in consumer.poll_batch(1000, 0.2):
-                value = record.value()
-                assert value is not None, f"a tombstone on {topic} for {record.key()!r}"
-                out.append(decode_status(value))
-        return out
-    finally:
-        consumer.close()
+    out: list[OrchestrationStatus] = []
+    for key, value in read_topic(app.transport, topic, timeout=timeout):
+        assert value is not None, f"a tombstone on {topic} for {key!r}"
+        out.append(decode_status(value))
+    return out
 
 
 def assert_completed_exactly_once(app: durafka.App, expected: dict[str, int]) -> None:

@@ -15,8 +15,8 @@ from durafka.client import Client
 from durafka.codec.records import decode_entity
 from durafka.entities import EntityMetadata
 from durafka.topology import HubTopics
-from durafka.transport import TopicPartition
 from tests.entities import apps
+from tests.support.topics import read_topic
 from tests.support.waiting import wait_until
 
 
@@ -33,21 +33,8 @@ def wait_state(client: Client, entity: EntityId, expected: object, timeout: floa
 def entity_records(app: durafka.App, entity: EntityId) -> list[bytes | None]:
     """Every committed value of ``entity`` on ``H.entities``, in order."""
     topic = HubTopics(app.settings.task_hub).entities
-    tps = [TopicPartition(topic, p) for p in range(app.transport.partition_count(topic))]
-    consumer = app.transport.consumer(None)
-    try:
-        ends = {tp: consumer.watermarks(tp)[1] for tp in tps}
-        consumer.assign(dict.fromkeys(tps))
-        values: list[bytes | None] = []
-        deadline = time.monotonic() + 30
-        while any(consumer.position(tp) < ends[tp] for tp in tps):
-            assert time.monotonic() < deadline, f"could not read {topic} to its end"
-            for record in consumer.poll_batch(1000, 0.2):
-                if record.key() == str(entity).encode():
-                    values.append(record.value())
-        return values
-    finally:
-        consumer.close()
+    key = str(entity).encode()
+    return [value for k, value in read_topic(app.transport, topic, timeout=30) if k == key]
 
 
 # -- the counter ----------------------------------------------------------------------------------

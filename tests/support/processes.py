@@ -87,6 +87,19 @@ class RoleProcess:
             self._popen.send_signal(signal.SIGKILL)
         self._popen.wait(timeout=10)
 
+    def pause(self) -> None:
+        """SIGSTOP: the child stops running (as in a long GC or VM pause), holding everything."""
+        self.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT: a paused child runs again."""
+        self.send_signal(signal.SIGCONT)
+
+    def send_signal(self, sig: signal.Signals) -> None:
+        """Send ``sig`` to the child if it still runs."""
+        if self.is_alive():
+            self._popen.send_signal(sig)
+
     def terminate(self) -> None:
         """Ask the child to stop cleanly (SIGTERM) without waiting."""
         if self.is_alive():
@@ -190,6 +203,7 @@ class RoleLauncher:
         *,
         name: str | None = None,
         partitions: str | None = None,
+        module: str = "durafka.cli",
     ) -> RoleProcess:
         """Start ``python -m durafka.cli <role> <app>`` with ``env`` added to ours.
 
@@ -199,11 +213,12 @@ class RoleLauncher:
             env: ``DURAFKA_*`` variables (see :func:`hub_env`).
             name: a label (default: the role and a counter).
             partitions: a static partition range for a processor, e.g. ``0-3``.
+            module: the module run with ``python -m`` (one wrapping ``durafka.cli``).
         """
         name = name or f"{role}-{len(self.processes) + 1}"
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
-        args = [sys.executable, "-m", "durafka.cli", role, app]
+        args = [sys.executable, "-m", module, role, app]
         if partitions is not None:
             args += ["--partitions", partitions]
         child_env = {
