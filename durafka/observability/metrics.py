@@ -194,7 +194,7 @@ class _Owned(Protocol):
 
 
 class _Orchestrations(Protocol):
-    """What ``Orchestrations`` counts."""
+    """What ``OrchestrationProcessor`` counts."""
 
     replays: int
     dropped_completions: Counts[str]

@@ -7,7 +7,7 @@ Each iteration:
    (librdkafka runs rebalance callbacks inside the poll: they come again to the
    partition's owner, from the committed offset);
 2. group the records by partition and instance, add the timers that came due;
-3. hand each instance's events to :class:`~durafka.processor.orchestrations.Orchestrations`
+3. hand each instance's events to :class:`~durafka.processor.orchestrations.OrchestrationProcessor`
    (load from cache, else store + replay; apply; one step; route the actions)
    or, for entities, to :class:`~durafka.processor.entities.EntityProcessor`;
    run the activities started next to the processor (:mod:`durafka.activities.local`);
@@ -87,7 +87,7 @@ from durafka.processor.entities import EntityProcessor
 from durafka.processor.heartbeats import HEARTBEAT_TIMER_MARK, Heartbeats
 from durafka.processor.instances import InstanceCache
 from durafka.processor.malformed import MalformedKeys, first_due
-from durafka.processor.orchestrations import TOO_LARGE, Orchestrations
+from durafka.processor.orchestrations import TOO_LARGE, OrchestrationProcessor
 from durafka.processor.poison import PoisonSources
 from durafka.processor.rejects import Rejects
 from durafka.registry import Registry
@@ -185,7 +185,7 @@ class Processor:
             limits=self._limits,
         )
         self._tracing = Tracing.for_settings(settings)
-        self._orchestrations = Orchestrations(
+        self._orchestrations = OrchestrationProcessor(
             settings,
             registry,
             self.topics,
@@ -736,7 +736,7 @@ class Processor:
             # From a producer that does not partition with murmur2: an instance or an
             # entity lives where its id hashes to (every other event goes there), and
             # would be split in two here. Other events are checked when their
-            # instance is not found (Orchestrations._unknown_instance).
+            # instance is not found (OrchestrationProcessor._unknown_instance).
             right = self.rejects.right_partition(key, p)
             if right is not None:
                 share.next_offset = offset + 1

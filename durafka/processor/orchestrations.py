@@ -1,8 +1,8 @@
 """Orchestration instances within a batch: load, apply events, step, route, finish.
 
 The processor loop (:mod:`durafka.processor.loop`) hands each instance's events
-of a batch to :meth:`Orchestrations.process_instance`; at the end of the batch
-:meth:`Orchestrations.emit_instance_writes` turns every touched instance into
+of a batch to :meth:`OrchestrationProcessor.process_instance`; at the end of the batch
+:meth:`OrchestrationProcessor.emit_instance_writes` turns every touched instance into
 store writes (header, history chunks) and status records. In between this
 module owns the instance lifecycle: start (and restart of a finished id),
 control events (terminate — children too —, suspend/resume, purge), one
@@ -14,7 +14,7 @@ finished execution (a durable timer, :data:`PURGE_SEQ`).
 Every record an instance makes must fit in one Kafka record
 (:class:`~durafka.transport.limits.RecordLimits`): a batch's history is split
 into as many chunks as needed; an instance whose header, status or single
-history event cannot fit fails (:meth:`Orchestrations.fail_instance`) with the
+history event cannot fit fails (:meth:`OrchestrationProcessor.fail_instance`) with the
 sizes in its reason, and its FAILED status is cut to fit.
 """
 
@@ -87,7 +87,7 @@ _QUARANTINED = "InstanceQuarantinedError"
 _LAST_RESORT_MESSAGE_CHARS = 1000
 
 
-class Orchestrations:
+class OrchestrationProcessor:
     """Applies a batch's events to the orchestration instances of the owned partitions.
 
     Args:
