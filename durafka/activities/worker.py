@@ -62,6 +62,7 @@ from durafka.activities.deliveries import (
 from durafka.activities.execute import failed_event, run_activity, run_activity_async
 from durafka.activities.local import LocalActivities
 from durafka.activities.pool import CallbackThreadPool, EventLoopThread
+from durafka.codec.newer import written_by_newer_release
 from durafka.codec.records import (
     ActivityTask,
     decode_activity_task,
@@ -494,16 +495,18 @@ class ActivityWorker:
             # Its result could reach no instance (and an id with NUL, a wrong one).
             check_instance_id(task.instance_id)
         except UnknownSchemaError as exc:
-            track.untake(offset)
-            self._block(tp, offset, exc)
+            assert value is not None
+            key = record.key()
+            record_id = None if key is None else key.decode("utf-8", "replace")
+            if written_by_newer_release(value, exc.schema, record_id):
+                track.untake(offset)
+                self._block(tp, offset, exc)
+                return
+            # Garbage behind our marker (a foreign producer): dead-lettered as below.
+            self._dead_letter(track, offset, record, exc)
             return
         except (DecodeError, InvalidInstanceIdError) as exc:
-            dead_letters = self.dead_letters
-            assert dead_letters is not None
-            self._outbox.append(
-                dead_letters.of_record(record, str(exc), _now_ms(), cause=type(exc).__name__)
-            )
-            track.done.add(offset)
+            self._dead_letter(track, offset, record, exc)
             return
         if deliveries >= self._max_deliveries:
             self._fail_poison(track, offset, task, deliveries)
@@ -582,6 +585,17 @@ class ActivityWorker:
         )
         self._outbox_event(task, failed_event(task, exc))
         waiting.track.done.add(waiting.offset)
+
+    def _dead_letter(
+        self, track: PartitionTrack, offset: int, record: Record, exc: Exception
+    ) -> None:
+        """Dead-letter a task record that cannot be read; its offset counts as done."""
+        dead_letters = self.dead_letters
+        assert dead_letters is not None
+        self._outbox.append(
+            dead_letters.of_record(record, str(exc), _now_ms(), cause=type(exc).__name__)
+        )
+        track.done.add(offset)
 
     def _block(self, tp: TopicPartition, offset: int, exc: UnknownSchemaError) -> None:
         """Stop taking ``tp`` at a record this version cannot read (written by a newer one)."""
