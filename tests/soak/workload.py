@@ -113,6 +113,9 @@ class Expectation:
         output: the check of its output (it must complete).
         activity_tags: the tags of the activity calls it must have made.
         transfer: for a transfer, what it was asked to move.
+        timed_tags: the tags of calls made with a timeout: each may also never run
+            (a worker skips a task whose timeout expired before it took it, e.g.
+            while its partition waited for a worker restarted after a broker kill).
     """
 
     instance_id: str
@@ -120,6 +123,7 @@ class Expectation:
     output: Exactly | Between
     activity_tags: tuple[str, ...] = ()
     transfer: soak.Transfer | None = None
+    timed_tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -241,7 +245,8 @@ class WorkloadPlan:
             state = soak.TimeoutLoopState(
                 left, sleep_ms=900, short_timeout_ms=300, long_timeout_ms=30_000
             )
-            return _single(kind, iid, state, [], tags)
+            own = Expectation(iid, kind, Exactly([]), timed_tags=tags)
+            return Start(kind.value, iid, state, (own,))
         if kind is Kind.SIGNAL_COUNTER:
             spec = soak.SignalMany(rng.choice(COUNTER_KEYS), rng.randint(5, 30))
             return _single(kind, iid, spec, spec.n, ())
@@ -298,6 +303,10 @@ class Ledger:
     def activity_tags(self) -> set[str]:
         """The tags of every activity call that must have run at least once."""
         return {tag for e in self.expectations.values() for tag in e.activity_tags}
+
+    def timed_activity_tags(self) -> set[str]:
+        """The tags of the calls made with a timeout: they may run, or expire unrun."""
+        return {tag for e in self.expectations.values() for tag in e.timed_tags}
 
     def kinds(self) -> Counter[str]:
         """How many instances of each kind were started (children included)."""
