@@ -408,10 +408,13 @@ class PhaseRun:
 
 
 def _last_error(log: str) -> str:
-    """Why a role exited: the last durafka exception of its log, else its last ERROR line."""
+    """Why a role exited: the last durafka exception of its log, else its last ERROR line.
+
+    The watchdog's "stuck in a Kafka call" line is CRITICAL, and counts too.
+    """
     lines = log.splitlines()
     ours = [line for line in lines if line.startswith("durafka.errors.")]
-    errors = [line for line in lines if " ERROR " in line]
+    errors = [line for line in lines if " ERROR " in line or " CRITICAL " in line]
     chosen = ours or errors
     return chosen[-1].strip()[:300] if chosen else "no error logged"
 
