@@ -19,6 +19,7 @@ from durafka.cli.logs import LogFormat, LogLevel
 from durafka.cli.manage import (
     AppOpt,
     BootstrapOpt,
+    ContinuationOpt,
     HubOpt,
     JsonOpt,
     emit,
@@ -44,9 +45,7 @@ def _short(text: str | None, width: int) -> str:
 @app.command("list")
 def list_(
     limit: Annotated[int, typer.Option("--limit", min=1, max=500, help="Per page.")] = 50,
-    continuation: Annotated[
-        str | None, typer.Option("--continuation", help="The token a previous page printed.")
-    ] = None,
+    continuation: ContinuationOpt = None,
     app_spec: AppOpt = None,
     hub: HubOpt = None,
     bootstrap: BootstrapOpt = None,

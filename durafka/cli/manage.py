@@ -58,6 +58,9 @@ BootstrapOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (the HTTP API's shapes).")]
+ContinuationOpt = Annotated[
+    str | None, typer.Option("--continuation", help="The token a previous page printed.")
+]
 
 #: Where ``durafka dev-broker start`` keeps its broker by default.
 DEV_BROKER_DIR = Path(".durafka/dev-broker")
@@ -215,9 +218,7 @@ def list_(
     ] = None,
     newest_first: Annotated[bool, typer.Option("--newest-first", help="Newest first.")] = False,
     page_size: Annotated[int, typer.Option("--page-size", min=1, max=10_000)] = 100,
-    continuation: Annotated[
-        str | None, typer.Option("--continuation", help="The token a previous page printed.")
-    ] = None,
+    continuation: ContinuationOpt = None,
     app: AppOpt = None,
     hub: HubOpt = None,
     bootstrap: BootstrapOpt = None,
