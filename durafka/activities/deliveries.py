@@ -13,7 +13,9 @@ string per partition kept with the offset, ``offset.metadata.max.bytes`` =
   committed outcome yet; every other offset below ``r`` has one (a result
   committed past a task still running, a task given up): the next owner does
   not run those again;
-* ``s``: the ones of ``u`` that were started;
+* ``s``: the ones of ``u`` that were started, or may start before the next
+  note (a task waiting for a slot starts the moment one frees; a clean stop
+  commits a note that takes those back);
 * ``n``: how many owners delivered each task of ``u`` without a result.
 
 When a worker is assigned a partition (a *takeover*: after a crash, a

@@ -849,6 +849,13 @@ class ActivityWorker:
         for job in to_reserve:
             if self._tracks.get(job.tp) is job.track:
                 job.track.started.add(job.offset)
+        # A reserved job waiting in the backlog starts as soon as a slot frees, before
+        # the next note: this note must count it as started already, or a crash right
+        # after its start would leave "taken, not started" for the next owner, which
+        # would run it without counting the delivery. (A clean stop discards these.)
+        for job in self._backlog:
+            if job.reserved and self._tracks.get(job.tp) is job.track:
+                job.track.started.add(job.offset)
         dirty = any(t.note_dirty for t in self._tracks.values())
         if not (force or self._outbox or offsets or to_reserve or dirty):
             return

@@ -230,3 +230,55 @@ def test_the_activity_context_tells_the_delivery(
     start_worker(registry)
     wait_until(lambda: bool(seen), what="the activity")
     assert seen == [delivery]
+
+
+@pytest.mark.parametrize("fresh", [True, False], ids=["fresh-partition", "steady-state"])
+def test_no_task_starts_where_a_crash_would_go_uncounted(
+    transport: Transport, hub: str, start_worker: Callable[..., Running], fresh: bool
+) -> None:
+    """Whenever a task starts, a takeover would count it: the committed note lists it
+    as started, or it lies past the note's reservation (the careful window).
+
+    A crash right after the start must never leave a note saying "taken, not
+    started" for it: the next owner would then run it without counting the
+    delivery, and a poison task would run once more than ``max_activity_deliveries``
+    (seen in CI: 6 crashes instead of 5, the first worker's first delivery).
+    """
+    p = partition_for(b"n", ACTIVITY_PARTITIONS)
+    tp = TopicPartition(HubTopics(hub).activities, p)
+    probe = transport.consumer(f"{hub}.workers")
+    seen: dict[int, tuple[int, Note | None]] = {}
+    lock = threading.Lock()
+    registry = Registry()
+
+    def note_at_start(n: int) -> int:
+        # Runs where a crash would hit: read what the next owner would find.
+        note = decode_note(probe.committed_metadata([tp])[tp])
+        with lock:
+            seen[n] = (n, note)
+        time.sleep(0.02)
+        return n
+
+    registry.add_activity(note_at_start)
+    tasks = [task("n", "note_at_start", n, seq=n) for n in range(4)]
+    try:
+        if fresh:
+            # Already there when the worker is assigned the partition: taken in its
+            # first poll, beside the assignment.
+            produce_tasks(transport, hub, tasks)
+            start_worker(registry, max_concurrent_activities=1)
+        else:
+            start_worker(registry, max_concurrent_activities=1)
+            wait_until(lambda: probe.committed_metadata([tp])[tp] != "", what="the first note")
+            # One runs, the others wait in the backlog across the commits of results.
+            produce_tasks(transport, hub, tasks)
+        read_results(transport, hub, 4)
+    finally:
+        probe.close()
+    assert sorted(seen) == [0, 1, 2, 3]
+    for offset, note in seen.values():  # produced without a transaction: task n at offset n
+        assert note is not None, f"task {offset} started with no note committed"
+        assert offset in note.started or offset >= note.reserved, (
+            f"task {offset} started while the committed note {note} says "
+            "it was taken and not started: a crash now would not be counted"
+        )
