@@ -174,7 +174,7 @@ class Checkpoint:
         found: list[Rejection] = []
         for share, changed in zip(self.shares, changes, strict=True):
             for record in share.out:
-                size = record_size(record.key, record.value)
+                size = record_size(record.key, record.value, record.headers)
                 if size > smallest and size > limits.of(record.topic):
                     found.append(Rejection(share, record, self._too_large(record, size), True))
             for key, value in changed.items():

@@ -164,9 +164,12 @@ def transport() -> Iterator[MemoryTransport]:
     transport.close()
 
 
+@pytest.mark.parametrize("in_headers", [False, True], ids=["value", "headers"])
 def test_a_checkpoint_refuses_a_record_over_its_topic_limit_and_produces_nothing(
-    transport: MemoryTransport,
+    transport: MemoryTransport, in_headers: bool
 ) -> None:
+    """Headers count too (a forwarded record keeps its headers): a record too large
+    only with them was refused by ``produce()`` after the records before it."""
     topics = HubTopics("h")
     consumer = transport.consumer("h.processors")
     consumer.assign({TopicPartition(topics.orchestrations, 0): 0})
@@ -175,7 +178,12 @@ def test_a_checkpoint_refuses_a_record_over_its_topic_limit_and_produces_nothing
     share = _share()
     share.tx.put(instance_key("a"), b"header")
     share.emit(OutgoingRecord(topics.status, 0, b"a", b"s"), "a")
-    share.emit(OutgoingRecord(topics.activities, 0, b"b", b"t" * 30_000), "b")
+    big = (
+        OutgoingRecord(topics.activities, 0, b"b", b"t", [("trace", b"t" * 30_000)])
+        if in_headers
+        else OutgoingRecord(topics.activities, 0, b"b", b"t" * 30_000)
+    )
+    share.emit(big, "b")
     share.tx.put(history_key("c", 0), b"h" * 30_000)
     checkpoint = Checkpoint(
         producer,
@@ -193,7 +201,8 @@ def test_a_checkpoint_refuses_a_record_over_its_topic_limit_and_produces_nothing
     ]
     assert refused == [(topics.activities, "b"), (topics.changelog, "c")]
     assert all(r.too_large for r in checkpoint.rejected)
-    assert "a record of 30,037 bytes to h.activities (key b'b') exceeds the 20,000-byte" in (
+    size = "30,047" if in_headers else "30,037"
+    assert f"a record of {size} bytes to h.activities (key b'b') exceeds the 20,000-byte" in (
         checkpoint.rejected[0].reason
     )
     reader = transport.consumer(None)
