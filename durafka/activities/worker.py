@@ -274,6 +274,7 @@ class ActivityWorker:
             position=lambda tp: None if self._consumer is None else self._consumer.position(tp),
             running=lambda: self._running,
             dead_letters=lambda: self.dead_letters,
+            blocked=self.blocked_partitions,
         )
 
     # -- lifecycle ------------------------------------------------------------------

@@ -192,6 +192,9 @@ class _Owned(Protocol):
     @property
     def next_timer_ms(self) -> int | None: ...
 
+    @property
+    def stopped(self) -> str | None: ...
+
 
 class _Orchestrations(Protocol):
     """What ``OrchestrationProcessor`` counts."""
@@ -354,6 +357,10 @@ class RoleMetrics:
         """The partitions of the input topic the role owns now."""
         raise NotImplementedError
 
+    def stopped_partitions(self) -> list[int]:
+        """The owned partitions the role stopped consuming (a newer release's record)."""
+        return []
+
     def series(self) -> list[Counter | Histogram]:
         """Every series the role writes."""
         return [
@@ -378,6 +385,14 @@ class RoleMetrics:
             "Seconds since the role's loop last made progress (see /healthz).",
             ("role",),
             {(self.role,): self.progress.age()},
+        )
+        # Always there (0 when none), so that an alert can wait for it to rise.
+        yield _gauge(
+            "durafka_partitions_stopped",
+            "Owned input partitions the role stopped consuming at a record (or stored value) "
+            "written by a newer durafka release: upgrade this process (the log names them).",
+            ("role", "topic"),
+            {(self.role, self._topic): len(self.stopped_partitions())},
         )
         lag = self._lag(owned)
         if lag is not None:
@@ -621,6 +636,10 @@ class ProcessorMetrics(RoleMetrics):
         """The partitions of ``H.orchestrations`` the processor owns."""
         return sorted(self._owned)
 
+    def stopped_partitions(self) -> list[int]:
+        """The owned partitions stopped at a newer release's record or stored value."""
+        return sorted(p for p, part in list(self._owned.items()) if part.stopped is not None)
+
     def series(self) -> list[Counter | Histogram]:
         """Every series the processor writes."""
         return [
@@ -717,6 +736,7 @@ class WorkerMetrics(RoleMetrics):
         position: the worker's consumer position in a partition (None: not subscribed).
         running: how many activities run now.
         dead_letters: the worker's dead letters (None before it started).
+        blocked: the partitions it stopped at a newer release's task (read, never changed).
     """
 
     def __init__(
@@ -731,9 +751,11 @@ class WorkerMetrics(RoleMetrics):
         position: Callable[[TopicPartition], int | None],
         running: Callable[[], int],
         dead_letters: Callable[[], DeadLetters | None],
+        blocked: Collection[TopicPartition] = (),
     ) -> None:
         super().__init__("worker", transport, client_config, group, topic, ready, position)
         self._owned = owned
+        self._blocked = blocked
         self._running = running
         self._dead_letters = dead_letters
         self.transaction_records = Histogram(
@@ -756,6 +778,10 @@ class WorkerMetrics(RoleMetrics):
     def owned_partitions(self) -> list[int]:
         """The partitions of ``H.activities`` the worker owns."""
         return sorted(tp.partition for tp in list(self._owned))
+
+    def stopped_partitions(self) -> list[int]:
+        """The owned partitions stopped at a task of a newer release."""
+        return sorted(tp.partition for tp in list(self._blocked))
 
     def series(self) -> list[Counter | Histogram]:
         """Every series the worker writes."""

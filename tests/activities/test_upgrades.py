@@ -36,6 +36,7 @@ from tests.activities.workers import (
     read_results,
     task,
 )
+from tests.support.metrics import gauge
 from tests.support.waiting import wait_until
 
 
@@ -121,11 +122,14 @@ def test_a_task_of_a_newer_schema_stops_its_partition_and_loses_nothing(
     produce_tasks(transport, hub, [task("n", "work", 2, seq=1), task(other, "work", 3)])
     with caplog.at_level(logging.ERROR, logger="durafka.worker"):
         running = start_worker(_registry(runs, "work"))
+        assert gauge(running.worker.metrics, "durafka_partitions_stopped") == 0
         # The other partition goes on...
         assert read_results(transport, hub, 1)[(other, 0, 1)].event.payload == b'"work(3)"'
         wait_until(lambda: bool(running.worker.blocked_partitions), what="the blocked partition")
     # ...this one stops at the newer record: not dead-lettered, not skipped.
     assert running.worker.blocked_partitions == {TopicPartition(topics.activities, p)}
+    # An operator sees it without reading the logs.
+    assert gauge(running.worker.metrics, "durafka_partitions_stopped", role="worker") == 1
     threading.Event().wait(0.5)
     assert runs == Counter({"work": 1})
     assert committed_offset(transport, hub, "n") in (None, 0)

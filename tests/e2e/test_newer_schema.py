@@ -30,6 +30,7 @@ from tests.e2e import apps
 from tests.support.apps import hosted
 from tests.support.dead_letters import read_dead_letters
 from tests.support.foreign import ids_on, produce_raw
+from tests.support.metrics import gauge
 from tests.support.waiting import wait_until
 
 
@@ -155,6 +156,7 @@ def test_a_stored_header_of_a_newer_release_stops_the_partition_not_the_instance
             what=f"partition {partition} stopped",
         )
         assert "newer durafka release" in processor.stopped_partitions[partition]
+        assert gauge(processor.metrics, "durafka_partitions_stopped", role="processor") == 1
         elsewhere = next(
             i
             for i in (f"other-{k}" for k in range(50))
