@@ -297,15 +297,44 @@ def encode_state(
     parent_execution_id: str | None,
 ) -> bytes:
     """An ``InstanceState`` value (single-object encoded)."""
+    return encode_state_and_status(
+        status,
+        parent_seq,
+        history_chunks,
+        history_length,
+        generation,
+        pending_events,
+        parent_execution_id,
+        with_status=False,
+    )[0]
+
+
+def encode_state_and_status(
+    status: OrchestrationStatus,
+    parent_seq: int,
+    history_chunks: int,
+    history_length: int,
+    generation: int,
+    pending_events: list[HistoryEvent],
+    parent_execution_id: str | None,
+    *,
+    with_status: bool,
+) -> tuple[bytes, bytes | None]:
+    """An ``InstanceState`` value and, when asked, the ``InstanceStatus`` value of its status.
+
+    The header begins with the status's body: encoded once for both records.
+    """
+    body = bytearray()
+    write_status(status, body)
     out = bytearray(STATE_HEADER)
-    write_status(status, out)
+    out += body
     write_long(parent_seq, out)
     write_long(history_chunks, out)
     write_long(history_length, out)
     write_long(generation, out)
     _write_events(pending_events, len(pending_events), out)
     _opt_str(parent_execution_id, out)
-    return bytes(out)
+    return bytes(out), STATUS_HEADER + body if with_status else None
 
 
 def encode_activity_task(

@@ -258,7 +258,14 @@ class InstanceState:
 
 def encode_state(s: InstanceState) -> bytes:
     """A store value for ``i/<id>``."""
-    return fast.encode_state(
+    return encode_state_and_status(s, with_status=False)[0]
+
+
+def encode_state_and_status(s: InstanceState, *, with_status: bool) -> tuple[bytes, bytes | None]:
+    """The store value for ``i/<id>`` and, when asked, the ``H.status`` value of its status
+    (the same bytes as :func:`encode_state` and :func:`encode_status`, the status encoded once).
+    """
+    return fast.encode_state_and_status(
         s.status,
         s.parent_seq,
         s.history_chunks,
@@ -266,6 +273,7 @@ def encode_state(s: InstanceState) -> bytes:
         s.generation,
         s.pending_events,
         s.parent_execution_id,
+        with_status=with_status,
     )
 
 

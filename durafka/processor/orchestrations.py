@@ -35,6 +35,7 @@ from durafka.codec.records import (
     decode_chunk,
     encode_chunks,
     encode_state,
+    encode_state_and_status,
     encode_status,
 )
 from durafka.errors import (
@@ -1184,8 +1185,7 @@ class OrchestrationProcessor:
                 raise RecordTooLargeError(f"history too large: instance {iid!r}: {exc}") from None
         state.history_chunks = stored + len(chunks)
         key = instance_key(iid)
-        header = encode_state(state)
-        status = encode_status(state.status) if inst.status_dirty else None
+        header, status = encode_state_and_status(state, with_status=inst.status_dirty)
         if len(header) > self._limits.room(self.topics.changelog, key) or (
             status is not None and len(status) > self._limits.room(self.topics.status, iid.encode())
         ):

@@ -109,6 +109,11 @@ def test_state_bytes_equal_fastavro(  # type: ignore[no-untyped-def]
         status, parent_seq, chunks, length, generation, pending, parent_execution
     )
     assert encoded == _fastavro("InstanceState", record)
+    # The processor's write encodes the status once for the header and H.status.
+    both = fast.encode_state_and_status(
+        status, parent_seq, chunks, length, generation, pending, parent_execution, with_status=True
+    )
+    assert both == (encoded, _fastavro("InstanceStatus", record["status"]))
 
 
 def test_activity_task_bytes_equal_fastavro() -> None:
