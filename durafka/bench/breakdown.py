@@ -24,6 +24,23 @@ status view fetch     the batch done → the client's status view sees the compl
                       (negative when the view saw it before the commit call returned)
 ====================  =================================================================
 
+With ``--processes separate`` (a processor process and a worker process, the
+production layout) nothing can be wrapped in the children: the hops come from
+the timestamps Kafka keeps with each record (set when it is produced, in ms)
+and the client's clock, all on this machine:
+
+=====================  ================================================================
+hop                    from → to
+=====================  ================================================================
+start → task           ``start_new`` called → the processor produces the activity task
+                       (client produce, processor fetch, step)
+task → result          → the worker produces the result (the processor's transaction,
+                       the worker's read_committed fetch, the activity)
+result → status        → the processor produces the completed status (the worker's
+                       transaction, the processor's fetch, step)
+status → seen          → the client sees it (the processor's transaction, status view)
+=====================  ================================================================
+
 Then it measures the floors on the same broker: a bare idempotent produce and
 its acknowledgement, and bare transactions writing one record to one and two
 partitions with and without offsets (what each commit hop costs with nothing of
@@ -45,16 +62,24 @@ from typing import Any
 
 from durafka.app import App
 from durafka.bench import drivers, workloads
-from durafka.bench.config import BenchConfig
+from durafka.bench.config import BenchConfig, ProcessMode
 from durafka.bench.drivers import percentile
-from durafka.bench.hosting import EmbeddedHost
+from durafka.bench.hosting import EmbeddedHost, SeparateHost
 from durafka.bench.progress import NoProgress, Progress
 from durafka.bench.runner import _drop_hub
 from durafka.client import AsyncClient
 from durafka.errors import BenchmarkError
 from durafka.topology import HubTopics
+from durafka.transport import TopicPartition
 
-__all__ = ["HOPS", "hop_durations", "measure_floors", "run_breakdown", "summarize"]
+__all__ = [
+    "HOPS",
+    "SEPARATE_HOPS",
+    "hop_durations",
+    "measure_floors",
+    "run_breakdown",
+    "summarize",
+]
 
 #: The hops of one W1 instance, in order, and the stamps that bound each.
 HOPS: tuple[tuple[str, str, str], ...] = (
@@ -69,6 +94,14 @@ HOPS: tuple[tuple[str, str, str], ...] = (
     ("end txn", "offsets_end", "commit_end"),
     ("store writes", "commit_end", "batch_end"),
     ("status view fetch", "batch_end", "seen"),
+)
+
+#: The hops of one W1 instance with a processor and a worker process (record timestamps).
+SEPARATE_HOPS: tuple[tuple[str, str, str], ...] = (
+    ("start -> task (client produce, processor fetch, step)", "start", "task"),
+    ("task -> result (processor txn, worker fetch, activity)", "task", "result"),
+    ("result -> status (worker txn, processor fetch, step)", "result", "status"),
+    ("status -> seen (processor txn, status view)", "status", "seen"),
 )
 
 
@@ -137,10 +170,12 @@ def _instrumented(stamps: _Stamps, orchestrations_topic: str) -> Iterator[None]:
             restore()
 
 
-def hop_durations(times: dict[str, float]) -> dict[str, float]:
-    """Each hop's milliseconds from one instance's stamps (a missing stamp: no entry)."""
+def hop_durations(
+    times: dict[str, float], hops: Sequence[tuple[str, str, str]] = HOPS
+) -> dict[str, float]:
+    """Each hop's milliseconds from one instance's stamps (s; a missing stamp: no entry)."""
     out: dict[str, float] = {}
-    for hop, start, end in HOPS:
+    for hop, start, end in hops:
         if start in times and end in times:
             out[hop] = (times[end] - times[start]) * 1000
     if "start" in times and "seen" in times:
@@ -148,11 +183,13 @@ def hop_durations(times: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def summarize(samples: Sequence[dict[str, float]]) -> dict[str, dict[str, float]]:
+def summarize(
+    samples: Sequence[dict[str, float]], hops: Sequence[tuple[str, str, str]] = HOPS
+) -> dict[str, dict[str, float]]:
     """p50, p99 and mean of each hop over the instances (those with every stamp)."""
-    complete = [s for s in samples if len(s) == len(HOPS) + 1]
+    complete = [s for s in samples if len(s) == len(hops) + 1]
     out: dict[str, dict[str, float]] = {}
-    for hop in [h for h, _, _ in HOPS] + ["total"]:
+    for hop in [h for h, _, _ in hops] + ["total"]:
         values = sorted(s[hop] for s in complete)
         if values:
             out[hop] = {
@@ -211,6 +248,15 @@ def run_breakdown(
     """
     if config.transport != "kafka" or config.bootstrap is None:
         raise BenchmarkError("the breakdown measures the Kafka hops: use --transport kafka")
+    if config.processes is ProcessMode.SEPARATE:
+        hops = _run_separate(config, progress)
+        return {
+            "hops": hops,
+            "floors": measure_floors(config.bootstrap, floors) if floors else {},
+            "n": config.latency_n,
+            "partitions": config.partitions,
+            "layout": f"{config.processors} processor process(es) + 1 worker process",
+        }
     hub = f"{config.hub_prefix}-{uuid.uuid4().hex[:10]}"
     stamps = _Stamps()
     with tempfile.TemporaryDirectory(prefix="durafka-bench-", dir=config.work_dir) as tmp:
@@ -234,7 +280,114 @@ def run_breakdown(
         "floors": measure_floors(config.bootstrap, floors) if floors else {},
         "n": config.latency_n,
         "partitions": config.partitions,
+        "layout": "one process",
     }
+
+
+def _run_separate(config: BenchConfig, progress: Progress | None) -> dict[str, dict[str, float]]:
+    """The hops of W1 instances run one at a time through processor and worker processes."""
+    hub = f"{config.hub_prefix}-{uuid.uuid4().hex[:10]}"
+    assert config.bootstrap is not None
+    with tempfile.TemporaryDirectory(prefix="durafka-bench-", dir=config.work_dir) as tmp:
+        settings = config.settings_for(hub, config.bootstrap, Path(tmp) / "state")
+        app = App(settings=settings)
+        app.registry = workloads.app.registry
+        try:
+            app.ensure_topics()
+            host = SeparateHost(settings, config.processors, Path(tmp) / "logs")
+            host.start()
+            try:
+                seen = asyncio.run(_measure_separate(app, host, config, progress))
+            except BenchmarkError as exc:
+                raise BenchmarkError(f"{exc}\n{host.log_tails()}") from exc
+            finally:
+                host.stop()
+            produced = _produced_at(app, set(seen))
+        finally:
+            app.close()
+            _drop_hub(settings, keep_topics=config.keep_topics)
+    samples = [
+        hop_durations({**produced.get(iid, {}), **times}, SEPARATE_HOPS)
+        for iid, times in seen.items()
+    ]
+    return summarize(samples, SEPARATE_HOPS)
+
+
+async def _measure_separate(
+    app: App, host: SeparateHost, config: BenchConfig, progress: Progress | None
+) -> dict[str, dict[str, float]]:
+    """Each instance's wall-clock start and the time the client saw it complete (s)."""
+    seen: dict[str, dict[str, float]] = {}
+    async with AsyncClient(app.settings, app.registry) as client:
+        drive = drivers.Drive(
+            client, progress or NoProgress(), host.check, config.timeout, config.max_in_flight
+        )
+        await drivers.warm_up(drive, config.partitions, config.startup_timeout)
+        drive.progress.begin(f"{drive.label}W1 latency, hop by hop", config.latency_n)
+
+        async def run() -> None:
+            for i in range(config.latency_n):
+                name = f"breakdown-{i}"
+                start = time.time()
+                iid = await client.start_new(workloads.hello, name, instance_id=f"w1b-{i}")
+                output = await client.wait_for_completion(iid, timeout=None)
+                seen[iid] = {"start": start, "seen": time.time()}
+                if output != workloads.expected_hello(name):
+                    raise BenchmarkError(f"breakdown: instance {iid} returned {output!r}")
+                drive.progress.advance()
+
+        await drive.guarded("W1 breakdown", run())
+        drive.progress.end()
+    return seen
+
+
+def _produced_at(app: App, ids: set[str]) -> dict[str, dict[str, float]]:
+    """When each instance's task, result and completed status were produced (s).
+
+    Read back from the topics (committed records only): Kafka keeps the time each
+    record was produced, in ms, set by the producing client on this machine.
+    """
+    from durafka.codec.records import decode_activity_task, decode_message, decode_status
+    from durafka.runtime.history import EventKind
+    from durafka.status import RuntimeStatus
+
+    topics = HubTopics(app.settings.task_hub)
+    out: dict[str, dict[str, float]] = {iid: {} for iid in ids}
+    for topic in (topics.activities, topics.orchestrations, topics.status):
+        for record in _read_all(app, topic):
+            value = record.value()
+            if value is None:
+                continue
+            at = record.timestamp()[1] / 1000
+            if topic == topics.activities:
+                iid, stamp = decode_activity_task(value).instance_id, "task"
+            elif topic == topics.status:
+                status = decode_status(value)
+                if status.runtime_status is not RuntimeStatus.COMPLETED:
+                    continue
+                iid, stamp = status.instance_id, "status"
+            else:
+                iid, event = decode_message(value)
+                if event.kind is not EventKind.TASK_COMPLETED:
+                    continue
+                stamp = "result"
+            if iid in out:
+                out[iid].setdefault(stamp, at)
+    return out
+
+
+def _read_all(app: App, topic: str) -> list[Any]:
+    """Every committed record of ``topic`` (read until a poll returns nothing)."""
+    consumer = app.transport.consumer(None)
+    try:
+        partitions = app.transport.partition_count(topic)
+        consumer.assign({TopicPartition(topic, p): 0 for p in range(partitions)})
+        records: list[Any] = []
+        while batch := consumer.poll_batch(1_000, 2.0):
+            records.extend(batch)
+        return records
+    finally:
+        consumer.close()
 
 
 async def _measure(
@@ -289,6 +442,9 @@ def measure_floors(bootstrap: str, n: int) -> dict[str, dict[str, float]]:
             for partitions, offsets in ((1, False), (2, False), (2, True)):
                 label = f"txn {partitions}p" + (" + offsets" if offsets else "")
                 out.update(_transactions(common, topic, partitions, offsets, metadata, n, label))
+            out["txn 2p + offsets: visible to read_committed"] = _visibility(
+                common, topic, metadata, n
+            )
         finally:
             consumer.close()
     finally:
@@ -332,6 +488,62 @@ def _transactions(
         result[f"{label}: send offsets"] = _p(send)
     result[f"{label}: total"] = _p(total)
     return result
+
+
+def _visibility(common: dict[str, Any], topic: str, metadata: Any, n: int) -> dict[str, float]:
+    """From ``begin_transaction`` to a read_committed consumer having the record.
+
+    What a hop through a topic costs at the least: the transaction, then the
+    markers, then the waiting fetch they answer (the worker's tasks, the
+    processor's results, the client's status view).
+    """
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    consumer = Consumer(
+        {
+            **common,
+            "group.id": f"{topic}-visibility",
+            "isolation.level": "read_committed",
+            "fetch.wait.max.ms": 10,
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    arrived: dict[bytes, float] = {}
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            message = consumer.poll(0.1)
+            value = None if message is None or message.error() else message.value()
+            if value is not None:
+                arrived[value] = time.perf_counter()
+
+    reader = threading.Thread(target=read, name="durafka-floor-reader", daemon=True)
+    reader.start()
+    producer = Producer({**common, "transactional.id": f"{topic}-visibility", "acks": "all"})
+    producer.init_transactions(30)
+    times: list[float] = []
+    try:
+        for i in range(n + 10):
+            mark = f"v{i}".encode()
+            t0 = time.perf_counter()
+            producer.begin_transaction()
+            producer.produce(topic, mark, b"k", partition=0)
+            producer.produce(topic, b"x", b"k", partition=1)
+            producer.flush(30)
+            producer.send_offsets_to_transaction([TopicPartition(topic, 1, i + 1)], metadata, 30)
+            producer.commit_transaction(30)
+            deadline = t0 + 5.0
+            while mark not in arrived and time.perf_counter() < deadline:
+                time.sleep(0.0002)
+            if i >= 10 and mark in arrived:
+                times.append((arrived[mark] - t0) * 1000)
+    finally:
+        done.set()
+        reader.join(timeout=5)
+        consumer.close()
+    return _p(times)
 
 
 def _p(values: list[float]) -> dict[str, float]:

@@ -237,7 +237,8 @@ def breakdown_tables(breakdown: dict[str, Any]) -> list[Table]:
     table = Table(
         title=(
             f"W1 latency hop by hop: {count.get('complete', 0)} of {count.get('run', 0)} "
-            f"instances one at a time, Kafka, one process, {breakdown['partitions']} partitions"
+            f"instances one at a time, Kafka, {breakdown.get('layout', 'one process')}, "
+            f"{breakdown['partitions']} partitions"
         ),
         title_justify="left",
     )

@@ -170,7 +170,8 @@ def bench(
     ``durafka bench compare --transport kafka --runs 3`` runs the Restate peer
     (``--peers``), then durafka's W1, W1 latency, W2 and W3, and prints both
     and their ratios. ``durafka bench breakdown --transport kafka`` times each
-    hop of one-at-a-time W1 instances.
+    hop of one-at-a-time W1 instances (with ``--processes separate``, through a
+    processor process and a worker process, from the records' timestamps).
     """
     from rich.console import Console
 

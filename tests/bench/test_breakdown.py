@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from durafka.bench.breakdown import HOPS, hop_durations, run_breakdown, summarize
+from durafka.bench.breakdown import (
+    HOPS,
+    SEPARATE_HOPS,
+    hop_durations,
+    run_breakdown,
+    summarize,
+)
 from durafka.bench.config import BenchConfig, Workload
 from durafka.errors import BenchmarkError
 from durafka.processor.loop import Processor
@@ -62,12 +68,41 @@ def test_a_real_breakdown_stamps_every_hop_and_unwraps(kafka_bootstrap: str) -> 
     # The hops tile the instance: from its start to the status view seeing it.
     mean_sum = sum(hops[hop]["mean_ms"] for hop in HOP_NAMES)
     assert mean_sum == pytest.approx(hops["total"]["mean_ms"], rel=1e-6)
-    assert {"produce + ack", "txn 1p: flush", "txn 2p + offsets: send offsets"} <= set(
-        result["floors"]
-    )
+    assert {
+        "produce + ack",
+        "txn 1p: flush",
+        "txn 2p + offsets: send offsets",
+        "txn 2p + offsets: visible to read_committed",
+    } <= set(result["floors"])
     assert (
         Processor._commit,
         Processor._run_local_activities,
         KafkaTransactionalProducer.flush,
         KafkaConsumer.poll_batch,
     ) == originals
+
+
+def test_a_breakdown_through_processor_and_worker_processes(kafka_bootstrap: str) -> None:
+    """The production layout: the hops come from the records' timestamps."""
+    config = BenchConfig.model_validate(
+        {
+            "workloads": [Workload.W1],
+            "transport": "kafka",
+            "bootstrap": kafka_bootstrap,
+            "processes": "separate",
+            "latency_n": 5,
+            "partitions": 2,
+            "timeout": 120.0,
+        }
+    )
+    result = run_breakdown(config, floors=0)
+    hops = result["hops"]
+    names = [hop for hop, _, _ in SEPARATE_HOPS]
+    assert hops["instances"] == {"complete": 5, "run": 5}
+    assert set(hops) == {*names, "total", "instances"}
+    assert result["layout"] == "1 processor process(es) + 1 worker process"
+    # Each hop holds at least one transaction, except the first (timestamps are in ms).
+    for hop in names[1:]:
+        assert hops[hop]["mean_ms"] > 0, hop
+    mean_sum = sum(hops[hop]["mean_ms"] for hop in names)
+    assert mean_sum == pytest.approx(hops["total"]["mean_ms"], rel=1e-6)
