@@ -8,7 +8,6 @@ record and how they wait, never in what they write or what they accept.
 from __future__ import annotations
 
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from durafka.errors import (
     RewindError,
     UnknownFunctionError,
 )
-from durafka.ids import check_orchestration_id
+from durafka.ids import check_orchestration_id, new_id
 from durafka.partitioning import partition_for
 from durafka.registry import Registry
 from durafka.runtime.history import EventKind, HistoryEvent, IdReusePolicy, reuse_allowed
@@ -139,7 +138,7 @@ class ClientCore:
             InvalidInstanceIdError: ``instance_id`` breaks the id rules.
         """
         name = self.registry.name_of(orchestration, self.registry.orchestrations)
-        iid = uuid.uuid4().hex if instance_id is None else check_instance_id(instance_id)
+        iid = new_id() if instance_id is None else check_instance_id(instance_id)
         definition = self.registry.orchestrations.get(name)
         if definition is None and self.registry.orchestrations:
             raise UnknownFunctionError(
@@ -174,7 +173,7 @@ class ClientCore:
             # As the processor would: the finished execution stays; waits get its result.
             self.remember_start(instance_id, current.execution_id)
             return None
-        return uuid.uuid4().hex
+        return new_id()
 
     def plan_restart(
         self, instance_id: str, current: OrchestrationStatus | None
@@ -196,7 +195,7 @@ class ClientCore:
                 f"instance {instance_id!r} is {current.runtime_status.value}; only Completed, "
                 "Failed or Terminated instances can be restarted: terminate it first"
             )
-        return current.name, current.serialized_input, uuid.uuid4().hex
+        return current.name, current.serialized_input, new_id()
 
     def start_record(
         self,
@@ -373,7 +372,7 @@ class ClientCore:
         current = _known(instance_id, current, "reset")
         if to_event < 1:
             raise ValueError(f"to_event must be an event index of the history (>= 1): {to_event}")
-        execution = uuid.uuid4().hex
+        execution = new_id()
         record = self.control_record(
             instance_id,
             EventKind.EXECUTION_RESET,

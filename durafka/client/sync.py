@@ -112,7 +112,7 @@ class Client:
             orchestration: the orchestration function or its registered name.
             input: its input, encoded with the orchestration's input type if
                 registered, else as plain JSON.
-            instance_id: the id to use; default: a random uuid4 hex.
+            instance_id: the id to use; default: a random one (32 hex digits).
             id_reuse_policy: what to do if the id's last execution has finished.
 
         Returns:

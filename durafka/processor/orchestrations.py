@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid
 from collections import Counter
 from dataclasses import replace
 from typing import Any
@@ -44,6 +43,7 @@ from durafka.errors import (
     RewindError,
     UpgradeRequiredError,
 )
+from durafka.ids import new_id
 from durafka.observability import metrics
 from durafka.observability.tracing import Tracing
 from durafka.processor.batch import Batch, Outbox, PartitionBatch
@@ -242,7 +242,7 @@ class OrchestrationProcessor:
                     self._step(batch, share, inst, incoming)
                     incoming = []
                 if ev.execution_id is None:  # from a producer that does not choose one
-                    ev = replace(ev, execution_id=uuid.uuid4().hex)
+                    ev = replace(ev, execution_id=new_id())
                 if ev.version is None:  # new executions run the latest registered version
                     ev = replace(ev, version=self._latest_version(ev.name))
                 inst = self._create(batch, share, iid, ev, previous=inst)
@@ -587,7 +587,7 @@ class OrchestrationProcessor:
                 name=a.name,
                 payload=a.payload,
                 instance_id=iid,
-                execution_id=uuid.uuid4().hex,
+                execution_id=new_id(),
                 parent_execution_id=token,
                 id_reuse_policy=IdReusePolicy.ALLOW_DUPLICATE,
             )
@@ -825,7 +825,7 @@ class OrchestrationProcessor:
         """
         iid = inst.instance_id
         status = inst.state.status
-        execution = ev.execution_id or uuid.uuid4().hex
+        execution = ev.execution_id or new_id()
         if execution == status.execution_id:
             log.debug("dropped a repeated reset of instance %r", iid)
             return

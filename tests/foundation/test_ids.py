@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import random
+
 import pytest
 
 from durafka import EntityId
@@ -10,6 +13,7 @@ from durafka.ids import (
     MAX_ID_LENGTH,
     check_instance_id,
     check_orchestration_id,
+    new_id,
     split_entity_id,
 )
 from durafka.state.keys import (
@@ -120,3 +124,33 @@ def test_the_cli_refuses_invalid_ids_before_connecting(iid: str, word: str) -> N
         result = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
         assert result.exit_code == 2, result.output
         assert word in result.output
+
+
+def test_new_ids_are_32_hex_digits_and_do_not_repeat() -> None:
+    ids = {new_id() for _ in range(10_000)}
+    assert len(ids) == 10_000
+    assert all(len(i) == 32 and int(i, 16) >= 0 and i == i.lower() for i in ids)
+    check_orchestration_id(next(iter(ids)))
+
+
+def test_seeding_the_global_random_does_not_repeat_ids() -> None:
+    """User code (tests, simulations) seeds ``random``: execution ids must not follow it,
+    or a restarted process would reuse an old execution's id."""
+    random.seed(42)
+    first = [new_id() for _ in range(3)]
+    random.seed(42)
+    assert [new_id() for _ in range(3)] != first
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX only")
+def test_a_forked_child_draws_other_ids_than_its_parent() -> None:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, then exit at once
+        os.write(write, new_id().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert len(child) == 32 and child != new_id()
