@@ -1,7 +1,8 @@
-"""The commands never mislead: an explicit cluster, one name per setting, shared options.
+"""The commands never mislead: a named cluster, one name per setting, shared options.
 
 Every command runs in a fresh process with no ``DURAFKA_*`` variable but the
-ones a test gives (tests/support/cli.py), as a new user's shell would.
+ones a test gives (tests/support/cli.py), as a new user's shell would. The
+dev broker a command finds in its directory is tested in test_dev_broker.py.
 """
 
 from __future__ import annotations
@@ -37,6 +38,14 @@ CLUSTER_COMMANDS = [
     pytest.param(["worker", HELLO], id="worker"),
     pytest.param(["topology", "apply"], id="topology-apply"),
 ]
+#: Management commands: the same rule, the same error.
+MANAGEMENT_COMMANDS = [
+    pytest.param(["list"], id="list"),
+    pytest.param(["dead-letters", "list"], id="dead-letters-list"),
+    pytest.param(["topology", "describe"], id="topology-describe"),
+    pytest.param(["export", "status"], id="export-status"),
+    pytest.param(["serve", HELLO, "--insecure-local"], id="serve"),
+]
 
 
 @pytest.fixture(autouse=True)
@@ -47,16 +56,23 @@ def _warn_again() -> Iterator[None]:
     durafka.settings._warned.clear()
 
 
-@pytest.mark.parametrize("args", CLUSTER_COMMANDS)
-def test_a_command_without_a_cluster_fails_saying_how_to_name_one(args: list[str]) -> None:
+@pytest.mark.parametrize("args", CLUSTER_COMMANDS + MANAGEMENT_COMMANDS)
+def test_a_command_without_a_cluster_fails_saying_how_to_name_one(
+    args: list[str], tmp_path: Path
+) -> None:
     # Before: start printed an id and exited 0 (the instance lived in a memory:// broker
-    # that ended with the process), run/processor/worker served that broker forever.
-    done = run_cli(*args, timeout=60)
+    # that ended with the process), run/processor/worker served that broker forever;
+    # later the management commands said it in words of their own and exited 1.
+    # In an empty directory: no dev broker runs from it (a production pod's case).
+    done = run_cli(*args, timeout=60, cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     assert done.stdout == ""
-    assert "no Kafka cluster given" in done.stderr
+    assert done.stderr.startswith("error: no Kafka cluster given"), done.stderr
     assert "DURAFKA_BOOTSTRAP_SERVERS=host:port" in done.stderr
-    assert "--bootstrap" in done.stderr
+    assert "--bootstrap host:port" in done.stderr
+    assert "`durafka dev-broker start` in this directory" in done.stderr
+    roles = args[0] in ("run", "processor", "worker")
+    assert ("--bootstrap memory://" in done.stderr) == roles, done.stderr
 
 
 @pytest.mark.parametrize("args", CLUSTER_COMMANDS[:2])

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 from tests.support.processes import REPO_ROOT
 
@@ -27,12 +28,15 @@ def cli_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def run_cli(
-    *args: str, env: Mapping[str, str] | None = None, timeout: float = 60.0
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60.0,
+    cwd: Path = REPO_ROOT,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``durafka ARGS`` to its end (raising ``TimeoutExpired`` after ``timeout`` s)."""
+    """Run ``durafka ARGS`` in ``cwd`` to its end (``TimeoutExpired`` after ``timeout`` s)."""
     return subprocess.run(
         [sys.executable, "-m", "durafka.cli", *args],
-        cwd=REPO_ROOT,
+        cwd=cwd,
         env=cli_env(env),
         capture_output=True,
         text=True,
