@@ -12,7 +12,6 @@ import logging
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import durafka
 import durafka.settings
 from durafka.cli import app as cli
 from durafka.settings import Settings
-from tests.support.cli import cli_env, run_cli
+from tests.support.cli import cli_env, run_cli, serving
 from tests.support.processes import REPO_ROOT
 
 HELLO = "examples.hello:app"
@@ -144,25 +143,10 @@ def test_the_demo_still_runs_without_any_setting() -> None:
 
 def test_a_role_on_an_explicit_memory_broker_logs_json_lines(tmp_path: Path) -> None:
     err_path = tmp_path / "stderr"
-    with err_path.open("w") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "durafka.cli", "run", HELLO, "--log-format", "json"],
-            cwd=REPO_ROOT,
-            env=cli_env({"DURAFKA_BOOTSTRAP_SERVERS": "memory://"}),
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while "serving task hub" not in err_path.read_text():
-            assert proc.poll() is None, err_path.read_text()
-            assert time.monotonic() < deadline, err_path.read_text()
-            time.sleep(0.1)
+    memory = {"DURAFKA_BOOTSTRAP_SERVERS": "memory://"}
+    with serving("run", HELLO, "--log-format", "json", stderr=err_path, env=memory) as proc:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, err_path.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     entries = [json.loads(line) for line in err_path.read_text().splitlines()]
     assert {"time", "level", "logger", "message"} <= set(entries[0])
     messages = {(e["level"], e["message"].split(":")[0]) for e in entries}

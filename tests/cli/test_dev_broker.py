@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +18,7 @@ import pytest
 
 from durafka.cli.options import DEV_BROKER_DIR
 from durafka.dev.broker import LocalBroker, free_port
-from tests.support.cli import cli_env, run_cli
+from tests.support.cli import run_cli, serving
 
 HELLO = "examples.hello:app"
 #: What a command says on stderr when it picked the dev broker.
@@ -47,20 +44,7 @@ def test_roles_clients_and_management_use_the_dev_broker_of_their_directory(
     # commands looked for the dev broker.
     directory, bootstrap = project
     err_path = directory / "run.stderr"
-    with err_path.open("w") as err:
-        roles = subprocess.Popen(
-            [sys.executable, "-m", "durafka.cli", "run", HELLO],
-            cwd=directory,
-            env=cli_env(),
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-    try:
-        deadline = time.monotonic() + 120
-        while "serving task hub" not in err_path.read_text():
-            assert roles.poll() is None, err_path.read_text()
-            assert time.monotonic() < deadline, err_path.read_text()
-            time.sleep(0.2)
+    with serving("run", HELLO, stderr=err_path, cwd=directory, timeout=120) as roles:
         assert f"{PICKED}{bootstrap}" in err_path.read_text()
 
         started = run_cli(
@@ -79,10 +63,6 @@ def test_roles_clients_and_management_use_the_dev_broker_of_their_directory(
 
         roles.send_signal(signal.SIGTERM)
         assert roles.wait(timeout=60) == 0, err_path.read_text()
-    finally:
-        if roles.poll() is None:
-            roles.kill()
-            roles.wait()
 
 
 @pytest.mark.parametrize(
