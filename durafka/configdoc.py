@@ -40,11 +40,12 @@ this order, from:
 
 The commands (`durafka run`, `start`, `topology apply`, ...) read the same
 settings; their `--bootstrap` and `--hub` options win over the variables. A
-command never runs without a cluster: `{BOOTSTRAP_ENV}` (or `--bootstrap`)
-must name one, and only the roles (`run`, `processor`, `worker`) accept
-`memory://`. An app in your own code without it runs on `memory://` and logs
-a warning. `{DEPRECATED_BOOTSTRAP_ENV}`, the old name of `{BOOTSTRAP_ENV}`,
-is still read, with a deprecation warning.
+command never runs without a cluster: `--bootstrap`, else
+`{BOOTSTRAP_ENV}`, else the dev broker running from its directory
+(`durafka dev-broker start`), and only the roles (`run`, `processor`,
+`worker`) accept `memory://`. An app in your own code without a cluster runs
+on `memory://` and logs a warning. `{DEPRECATED_BOOTSTRAP_ENV}`, the old
+name of `{BOOTSTRAP_ENV}`, is still read, with a deprecation warning.
 
 Every command also takes `--log-level` (`debug` shows the Kafka client
 libraries' own logs) and `--log-format` (`text` or `json`, one object per

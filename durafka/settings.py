@@ -63,8 +63,9 @@ class Settings(BaseSettings):
         None,
         description=(
             "Kafka bootstrap servers (host:port,...), or memory:// for the in-process broker "
-            "(not durable, invisible to other processes). Unset, the durafka commands refuse "
-            "to run, and an App in your own code uses memory:// with a warning. The old name "
+            "(not durable, invisible to other processes). Unset, the durafka commands use the "
+            "dev broker running from their directory, else refuse to run, and an App in your "
+            "own code uses memory:// with a warning. The old name "
             "DURAFKA_BOOTSTRAP is read too, with a deprecation warning."
         ),
     )
@@ -295,8 +296,9 @@ class Settings(BaseSettings):
 
         Unset is for an app in the user's own code (a demo, a unit test); it is
         logged once per process as a warning, because nothing on ``memory://``
-        survives the process or is seen by another one. The commands refuse an
-        unset bootstrap instead (:mod:`durafka.cli.options`).
+        survives the process or is seen by another one. The commands look for
+        the dev broker of their directory instead, else refuse to run
+        (:func:`durafka.cli.options.with_cluster`).
         """
         if self.bootstrap_servers is not None:
             return self.bootstrap_servers

@@ -6,8 +6,9 @@ its instances.
 ``APP`` is ``module:attribute`` naming a :class:`durafka.App`, e.g. ``examples.hello:app``.
 Settings come from ``DURAFKA_*`` variables (docs/configuration.md); ``--bootstrap``
 and ``--hub`` win over them. Every command needs a Kafka cluster
-(``DURAFKA_BOOTSTRAP_SERVERS`` or ``--bootstrap``); only the roles accept an
-explicit ``memory://``.
+(``--bootstrap``, ``DURAFKA_BOOTSTRAP_SERVERS``, or the dev broker running from
+this directory: :func:`~durafka.cli.options.with_cluster`); only the roles
+accept an explicit ``memory://``.
 """
 
 from __future__ import annotations

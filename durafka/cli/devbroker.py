@@ -2,7 +2,8 @@
 
 ``start`` prints only the bootstrap address on stdout, so
 ``export DURAFKA_BOOTSTRAP_SERVERS=$(durafka dev-broker start)`` works; everything
-else goes to stderr.
+else goes to stderr. Without that variable, the commands run from the same
+directory find the broker in its default ``--data-dir`` themselves.
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ from typing import Annotated, NoReturn
 import typer
 
 from durafka.cli.logs import LogFormat, LogLevel
-from durafka.cli.options import LogFormatOption, LogLevelOption, fail, setup_logging
+from durafka.cli.options import (
+    DEV_BROKER_DIR,
+    LogFormatOption,
+    LogLevelOption,
+    fail,
+    setup_logging,
+)
 from durafka.dev.broker import DEFAULT_KAFKA_VERSION, LocalBroker, ensure_distribution
 from durafka.errors import DurafkaError
 
@@ -30,12 +37,11 @@ DataDir = Annotated[
         file_okay=False,
     ),
 ]
-_DEFAULT_DATA_DIR = Path(".durafka/dev-broker")
 
 
 @app.command()
 def start(
-    data_dir: DataDir = _DEFAULT_DATA_DIR,
+    data_dir: DataDir = DEV_BROKER_DIR,
     port: Annotated[
         int | None, typer.Option(help="Client port (default: previous or a free one).")
     ] = None,
@@ -58,7 +64,7 @@ def start(
 
 @app.command()
 def stop(
-    data_dir: DataDir = _DEFAULT_DATA_DIR,
+    data_dir: DataDir = DEV_BROKER_DIR,
     timeout: Annotated[float, typer.Option(help="Seconds before SIGKILL.")] = 20.0,
     log_level: LogLevelOption = LogLevel.INFO,
     log_format: LogFormatOption = LogFormat.TEXT,
@@ -75,7 +81,7 @@ def stop(
 
 @app.command()
 def status(
-    data_dir: DataDir = _DEFAULT_DATA_DIR,
+    data_dir: DataDir = DEV_BROKER_DIR,
     log_level: LogLevelOption = LogLevel.INFO,
     log_format: LogFormatOption = LogFormat.TEXT,
 ) -> None:
@@ -90,7 +96,7 @@ def status(
 
 @app.command()
 def logs(
-    data_dir: DataDir = _DEFAULT_DATA_DIR,
+    data_dir: DataDir = DEV_BROKER_DIR,
     lines: Annotated[int, typer.Option("-n", "--lines", help="How many lines.")] = 80,
     log_level: LogLevelOption = LogLevel.INFO,
     log_format: LogFormatOption = LogFormat.TEXT,

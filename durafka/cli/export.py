@@ -7,11 +7,10 @@ from typing import Annotated
 
 import typer
 
-from durafka.cli.logs import LogFormat, LogLevel, configure_logging
-from durafka.cli.options import LogFormatOption, LogLevelOption
+from durafka.cli.logs import LogFormat, LogLevel
+from durafka.cli.options import BootstrapOption, LogFormatOption, LogLevelOption, failures, setup
 from durafka.errors import DurafkaError
 from durafka.export import ExportFormat, export_status
-from durafka.settings import Settings
 
 app = typer.Typer(help="A task hub's topics as files for SQL engines.", no_args_is_help=True)
 
@@ -27,10 +26,7 @@ def status(
     hub: Annotated[
         str | None, typer.Option(help="Task hub (default: DURAFKA_TASK_HUB, else durafka).")
     ] = None,
-    bootstrap: Annotated[
-        str | None,
-        typer.Option(help="Kafka bootstrap servers (default: DURAFKA_BOOTSTRAP_SERVERS)."),
-    ] = None,
+    bootstrap: BootstrapOption = None,
     timeout: Annotated[float, typer.Option(help="Seconds to read H.status at most.")] = 60.0,
     log_level: LogLevelOption = LogLevel.INFO,
     log_format: LogFormatOption = LogFormat.TEXT,
@@ -41,12 +37,9 @@ def status(
     FROM 'status.parquet' GROUP BY ALL". Other settings (client_config for
     security) come from DURAFKA_* variables.
     """
-    configure_logging(log_level, log_format)
-    overrides = {
-        k: v for k, v in {"task_hub": hub, "bootstrap_servers": bootstrap}.items() if v is not None
-    }
+    with failures():
+        settings = setup(bootstrap, hub, log_level, log_format)
     try:
-        settings = Settings(**overrides)  # type: ignore[arg-type]
         rows = export_status(settings, output, fmt, timeout=timeout)
     except DurafkaError as exc:
         typer.echo(f"error: {exc}", err=True)

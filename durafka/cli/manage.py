@@ -5,12 +5,14 @@
 Each parses its arguments, calls :class:`~durafka.management.Management` and
 prints the result: a table for people, or with ``--json`` the same JSON the HTTP
 API returns. Bad input (an invalid id, JSON that does not parse, an unknown
-status) is refused before anything is sent; errors print one line and exit 1.
+status) is refused before anything is sent; errors print one line and exit 1 (2 for
+wrong settings, such as no cluster to work on).
 
 The task hub comes from ``--app`` (the app's settings and registry, which also
 checks orchestration and entity names and input types), ``--hub`` and
 ``--bootstrap`` (or ``DURAFKA_*`` variables), else a dev broker started with
-``durafka dev-broker start`` in this directory.
+``durafka dev-broker start`` in this directory: the rule of every command
+(:func:`~durafka.cli.options.with_cluster`).
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ from pydantic import BaseModel
 
 from durafka.cli.apps import checked_id
 from durafka.cli.logs import LogFormat, LogLevel, configure_logging
-from durafka.cli.options import LogFormatOption, LogLevelOption, load_app
+from durafka.cli.options import CliError, LogFormatOption, LogLevelOption, load_app, with_cluster
 from durafka.codec.history_json import dumps_history
-from durafka.errors import ConfigurationError, DurafkaError
+from durafka.errors import DurafkaError
 from durafka.ids import check_entity_parts
 from durafka.management import Management
 from durafka.management.models import ClusterInfo, HistoryEntry, InstanceAt, TopologyReport
@@ -54,16 +56,14 @@ BootstrapOpt = Annotated[
     typer.Option(
         "--bootstrap",
         envvar=["DURAFKA_BOOTSTRAP_SERVERS", "DURAFKA_BOOTSTRAP"],
-        help="Kafka bootstrap servers (or memory:// in tests).",
+        help="Kafka bootstrap servers (or memory:// in tests); default: "
+        "DURAFKA_BOOTSTRAP_SERVERS, else the dev broker running from this directory.",
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (the HTTP API's shapes).")]
 ContinuationOpt = Annotated[
     str | None, typer.Option("--continuation", help="The token a previous page printed.")
 ]
-
-#: Where ``durafka dev-broker start`` keeps its broker by default.
-DEV_BROKER_DIR = Path(".durafka/dev-broker")
 
 T = TypeVar("T")
 
@@ -73,13 +73,14 @@ def resolve_settings(
 ) -> tuple[Settings, Any]:
     """The settings and registry a management command works with.
 
-    Bootstrap servers: ``--bootstrap`` (or its variables), else the app's settings
-    when they name servers, else the dev broker running from this directory. An
-    in-process ``memory://`` broker is used only when named: an empty one would
-    show nothing and take commands that go nowhere.
+    Bootstrap servers by the rule every command follows
+    (:func:`~durafka.cli.options.with_cluster`): ``--bootstrap`` (or its variables),
+    else the app's settings when they name servers, else the dev broker running
+    from this directory. An in-process ``memory://`` broker is used only when
+    named: an empty one would show nothing and take commands that go nowhere.
 
     Raises:
-        ConfigurationError: no bootstrap servers are configured and no dev broker runs.
+        CliError: no bootstrap servers are configured and no dev broker runs.
     """
     the_app = load_app(app) if app is not None else None
     settings = the_app.settings if the_app is not None else Settings(**{})
@@ -89,21 +90,7 @@ def resolve_settings(
         changes["task_hub"] = hub
     if bootstrap is not None:
         changes["bootstrap_servers"] = bootstrap
-    elif "bootstrap_servers" not in settings.model_fields_set:
-        changes["bootstrap_servers"] = _dev_broker()
-    return settings.model_copy(update=changes), registry
-
-
-def _dev_broker() -> str:
-    from durafka.dev.broker import LocalBroker
-
-    status = LocalBroker(DEV_BROKER_DIR).status()
-    if status.running and status.bootstrap:
-        return status.bootstrap
-    raise ConfigurationError(
-        "no Kafka broker is configured: pass --bootstrap HOST:PORT or set "
-        "DURAFKA_BOOTSTRAP_SERVERS (start a local one with `durafka dev-broker start`)"
-    )
+    return with_cluster(settings.model_copy(update=changes)), registry
 
 
 def open_management(app: str | None, hub: str | None, bootstrap: str | None) -> Management:
@@ -135,9 +122,9 @@ def managing(
 
 
 def fail(exc: BaseException) -> NoReturn:
-    """Print ``error: <message>`` to stderr and exit 1."""
+    """Print ``error: <message>`` to stderr and exit 1 (a :class:`CliError`: its exit code)."""
     typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(1)
+    raise typer.Exit(exc.exit_code if isinstance(exc, CliError) else 1)
 
 
 def emit(value: BaseModel | Sequence[BaseModel] | dict[str, Any], as_json: bool, text: str) -> None:

@@ -19,9 +19,12 @@ starts with :func:`setup` (or :func:`setup_logging` if it talks to no cluster)::
             ...
 
 Settings are read as an app reads them (``DURAFKA_*``, see
-docs/configuration.md); ``--bootstrap`` and ``--hub`` win over them. A
-command never falls back to the in-process ``memory://`` broker: without a
-bootstrap setting it fails, saying how to point it at Kafka.
+docs/configuration.md); ``--bootstrap`` and ``--hub`` win over them. Every
+command that needs a cluster finds it by one rule, :func:`with_cluster`:
+``--bootstrap``, else ``DURAFKA_BOOTSTRAP_SERVERS`` or the app's settings, else
+the dev broker running from this directory (``durafka dev-broker start``),
+else it fails, saying how to point it at Kafka. A command never falls back to
+the in-process ``memory://`` broker: only an explicit one is taken.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -39,10 +43,12 @@ from pydantic import ValidationError
 
 from durafka.app import App
 from durafka.cli.logs import LogFormat, LogLevel, configure_logging, uses_json
+from durafka.dev.broker import LocalBroker
 from durafka.errors import ConfigurationError, DurafkaError
 from durafka.settings import BOOTSTRAP_ENV, MEMORY_BOOTSTRAP, Settings
 
 __all__ = [
+    "DEV_BROKER_DIR",
     "AppArg",
     "BootstrapOption",
     "CliError",
@@ -57,6 +63,7 @@ __all__ = [
     "settings",
     "setup",
     "setup_logging",
+    "with_cluster",
 ]
 
 log = logging.getLogger("durafka.cli")
@@ -66,6 +73,10 @@ EXIT_FAILED = 1
 #: Exit code of a command that was given wrong input or settings: nothing was done.
 EXIT_USAGE = 2
 
+#: Where ``durafka dev-broker start`` keeps its broker unless told otherwise; relative,
+#: so each project directory has its own and a command finds the one it runs from.
+DEV_BROKER_DIR = Path(".durafka/dev-broker")
+
 AppArg = Annotated[
     str, typer.Argument(help="The app as module:attribute, e.g. examples.hello:app.")
 ]
@@ -74,8 +85,9 @@ BootstrapOption = Annotated[
     typer.Option(
         "--bootstrap",
         help=(
-            f"Kafka bootstrap servers (host:port,...); default: {BOOTSTRAP_ENV}. "
-            f"{MEMORY_BOOTSTRAP} only where a command says so."
+            f"Kafka bootstrap servers (host:port,...); default: {BOOTSTRAP_ENV}, else the "
+            f"dev broker running from this directory. {MEMORY_BOOTSTRAP} only where a "
+            "command says so."
         ),
         show_default=False,
     ),
@@ -146,11 +158,15 @@ def setup(
         The settings (``app.settings`` when an app is given).
 
     Raises:
-        CliError: no bootstrap is set, or ``memory://`` was chosen for a command
-            that would leave its work in a broker that ends with the process.
+        CliError: no cluster is found (:func:`with_cluster`), or ``memory://`` was
+            chosen for a command that would leave its work in a broker that ends
+            with the process.
     """
     setup_logging(log_level, log_format)
-    resolved = settings(bootstrap, hub, base=app.settings if app is not None else None)
+    resolved = with_cluster(
+        settings(bootstrap, hub, base=app.settings if app is not None else None),
+        in_process=in_process,
+    )
     if app is not None:
         app.settings = resolved
     require_cluster(resolved, in_process=in_process)
@@ -179,13 +195,35 @@ def settings(bootstrap: str | None, hub: str | None, *, base: Settings | None = 
         raise CliError(_validation_message(exc)) from None
 
 
-def require_cluster(settings: Settings, *, in_process: bool) -> None:
-    """Refuse to run without an explicit bootstrap (see :func:`setup`)."""
-    if settings.bootstrap_servers is None:
+def with_cluster(resolved: Settings, *, in_process: bool = False) -> Settings:
+    """``resolved`` with the Kafka cluster the command works on: the one rule of every command.
+
+    ``resolved`` already holds ``--bootstrap``, else ``DURAFKA_BOOTSTRAP_SERVERS`` or the
+    app's own setting; when none names servers, the dev broker running from this
+    directory's :data:`DEV_BROKER_DIR` is taken, and stderr says so (once: a command
+    resolves its settings once). A production pod runs no dev broker in its working
+    directory, so there the command still stops.
+
+    Args:
+        resolved: the command's settings (see :func:`settings`).
+        in_process: the command runs roles in this process; the error then also names
+            ``--bootstrap memory://``.
+
+    Returns:
+        ``resolved`` itself when it names servers (``memory://`` included), else a copy
+        naming the dev broker's.
+
+    Raises:
+        CliError: no servers are named and no dev broker runs from this directory.
+    """
+    if resolved.bootstrap_servers is not None:
+        return resolved
+    found = _running_dev_broker()
+    if found is None:
         raise CliError(
-            "no Kafka cluster given: set "
-            f"{BOOTSTRAP_ENV}=host:port (e.g. the address `durafka dev-broker start` prints) "
-            f"or pass --bootstrap host:port"
+            f"no Kafka cluster given: set {BOOTSTRAP_ENV}=host:port or pass --bootstrap "
+            "host:port, or run `durafka dev-broker start` in this directory (commands run "
+            "from it find that broker)"
             + (
                 f"; --bootstrap {MEMORY_BOOTSTRAP} runs on an in-process broker that ends "
                 "with this process"
@@ -193,6 +231,27 @@ def require_cluster(settings: Settings, *, in_process: bool) -> None:
                 else ""
             )
         )
+    log.info(
+        "using the dev broker of this directory at %s (%s): no --bootstrap or %s names a cluster",
+        found,
+        DEV_BROKER_DIR,
+        BOOTSTRAP_ENV,
+    )
+    return settings(found, None, base=resolved)
+
+
+def _running_dev_broker() -> str | None:
+    """The address of the dev broker running from this directory, if one runs."""
+    status = LocalBroker(DEV_BROKER_DIR).status()
+    return status.bootstrap if status.running else None
+
+
+def require_cluster(settings: Settings, *, in_process: bool) -> None:
+    """Refuse ``memory://`` where nothing could see what the command did (see :func:`setup`).
+
+    Raises:
+        CliError: ``memory://`` for a command that does not run roles in this process.
+    """
     if not settings.is_memory:
         return
     if not in_process:

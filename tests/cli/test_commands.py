@@ -1,7 +1,8 @@
-"""The commands never mislead: an explicit cluster, one name per setting, shared options.
+"""The commands never mislead: a named cluster, one name per setting, shared options.
 
 Every command runs in a fresh process with no ``DURAFKA_*`` variable but the
-ones a test gives (tests/support/cli.py), as a new user's shell would.
+ones a test gives (tests/support/cli.py), as a new user's shell would. The
+dev broker a command finds in its directory is tested in test_dev_broker.py.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import logging
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ import durafka
 import durafka.settings
 from durafka.cli import app as cli
 from durafka.settings import Settings
-from tests.support.cli import cli_env, run_cli
+from tests.support.cli import cli_env, run_cli, serving
 from tests.support.processes import REPO_ROOT
 
 HELLO = "examples.hello:app"
@@ -37,6 +37,14 @@ CLUSTER_COMMANDS = [
     pytest.param(["worker", HELLO], id="worker"),
     pytest.param(["topology", "apply"], id="topology-apply"),
 ]
+#: Management commands: the same rule, the same error.
+MANAGEMENT_COMMANDS = [
+    pytest.param(["list"], id="list"),
+    pytest.param(["dead-letters", "list"], id="dead-letters-list"),
+    pytest.param(["topology", "describe"], id="topology-describe"),
+    pytest.param(["export", "status"], id="export-status"),
+    pytest.param(["serve", HELLO, "--insecure-local"], id="serve"),
+]
 
 
 @pytest.fixture(autouse=True)
@@ -47,16 +55,23 @@ def _warn_again() -> Iterator[None]:
     durafka.settings._warned.clear()
 
 
-@pytest.mark.parametrize("args", CLUSTER_COMMANDS)
-def test_a_command_without_a_cluster_fails_saying_how_to_name_one(args: list[str]) -> None:
+@pytest.mark.parametrize("args", CLUSTER_COMMANDS + MANAGEMENT_COMMANDS)
+def test_a_command_without_a_cluster_fails_saying_how_to_name_one(
+    args: list[str], tmp_path: Path
+) -> None:
     # Before: start printed an id and exited 0 (the instance lived in a memory:// broker
-    # that ended with the process), run/processor/worker served that broker forever.
-    done = run_cli(*args, timeout=60)
+    # that ended with the process), run/processor/worker served that broker forever;
+    # later the management commands said it in words of their own and exited 1.
+    # In an empty directory: no dev broker runs from it (a production pod's case).
+    done = run_cli(*args, timeout=60, cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     assert done.stdout == ""
-    assert "no Kafka cluster given" in done.stderr
+    assert done.stderr.startswith("error: no Kafka cluster given"), done.stderr
     assert "DURAFKA_BOOTSTRAP_SERVERS=host:port" in done.stderr
-    assert "--bootstrap" in done.stderr
+    assert "--bootstrap host:port" in done.stderr
+    assert "`durafka dev-broker start` in this directory" in done.stderr
+    roles = args[0] in ("run", "processor", "worker")
+    assert ("--bootstrap memory://" in done.stderr) == roles, done.stderr
 
 
 @pytest.mark.parametrize("args", CLUSTER_COMMANDS[:2])
@@ -128,25 +143,10 @@ def test_the_demo_still_runs_without_any_setting() -> None:
 
 def test_a_role_on_an_explicit_memory_broker_logs_json_lines(tmp_path: Path) -> None:
     err_path = tmp_path / "stderr"
-    with err_path.open("w") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "durafka.cli", "run", HELLO, "--log-format", "json"],
-            cwd=REPO_ROOT,
-            env=cli_env({"DURAFKA_BOOTSTRAP_SERVERS": "memory://"}),
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while "serving task hub" not in err_path.read_text():
-            assert proc.poll() is None, err_path.read_text()
-            assert time.monotonic() < deadline, err_path.read_text()
-            time.sleep(0.1)
+    memory = {"DURAFKA_BOOTSTRAP_SERVERS": "memory://"}
+    with serving("run", HELLO, "--log-format", "json", stderr=err_path, env=memory) as proc:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, err_path.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     entries = [json.loads(line) for line in err_path.read_text().splitlines()]
     assert {"time", "level", "logger", "message"} <= set(entries[0])
     messages = {(e["level"], e["message"].split(":")[0]) for e in entries}

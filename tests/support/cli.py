@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 from tests.support.processes import REPO_ROOT
 
@@ -27,12 +30,15 @@ def cli_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def run_cli(
-    *args: str, env: Mapping[str, str] | None = None, timeout: float = 60.0
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60.0,
+    cwd: Path = REPO_ROOT,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``durafka ARGS`` to its end (raising ``TimeoutExpired`` after ``timeout`` s)."""
+    """Run ``durafka ARGS`` in ``cwd`` to its end (``TimeoutExpired`` after ``timeout`` s)."""
     return subprocess.run(
         [sys.executable, "-m", "durafka.cli", *args],
-        cwd=REPO_ROOT,
+        cwd=cwd,
         env=cli_env(env),
         capture_output=True,
         text=True,
@@ -51,3 +57,37 @@ def start_cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.Po
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+@contextlib.contextmanager
+def serving(
+    *args: str,
+    stderr: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path = REPO_ROOT,
+    timeout: float = 60.0,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``durafka ARGS`` (a role command) in the background, once it says it is serving.
+
+    Its stderr goes to the file ``stderr``, to read while it runs and after; the
+    process is killed if it still runs when the block ends.
+    """
+    with stderr.open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "durafka.cli", *args],
+            cwd=cwd,
+            env=cli_env(env),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    try:
+        deadline = time.monotonic() + timeout
+        while "serving task hub" not in stderr.read_text():
+            assert proc.poll() is None, stderr.read_text()
+            assert time.monotonic() < deadline, stderr.read_text()
+            time.sleep(0.1)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
