@@ -257,24 +257,15 @@ def run_breakdown(
             "partitions": config.partitions,
             "layout": f"{config.processors} processor process(es) + 1 worker process",
         }
-    hub = f"{config.hub_prefix}-{uuid.uuid4().hex[:10]}"
     stamps = _Stamps()
-    with tempfile.TemporaryDirectory(prefix="durafka-bench-", dir=config.work_dir) as tmp:
-        settings = config.settings_for(hub, config.bootstrap, Path(tmp) / "state")
-        app = App(settings=settings)
-        app.registry = workloads.app.registry
-        try:
-            app.ensure_topics()
-            host = EmbeddedHost(app)
-            with _instrumented(stamps, HubTopics(hub).orchestrations):
-                host.start()
-                try:
-                    samples = asyncio.run(_measure(app, host, config, stamps, progress))
-                finally:
-                    host.stop()
-        finally:
-            app.close()
-            _drop_hub(settings, keep_topics=config.keep_topics)
+    with _bench_app(config) as (app, _):
+        host = EmbeddedHost(app)
+        with _instrumented(stamps, HubTopics(app.settings.task_hub).orchestrations):
+            host.start()
+            try:
+                samples = asyncio.run(_measure(app, host, config, stamps, progress))
+            finally:
+                host.stop()
     return {
         "hops": summarize(samples),
         "floors": measure_floors(config.bootstrap, floors) if floors else {},
@@ -284,28 +275,35 @@ def run_breakdown(
     }
 
 
-def _run_separate(config: BenchConfig, progress: Progress | None) -> dict[str, dict[str, float]]:
-    """The hops of W1 instances run one at a time through processor and worker processes."""
-    hub = f"{config.hub_prefix}-{uuid.uuid4().hex[:10]}"
+@contextlib.contextmanager
+def _bench_app(config: BenchConfig) -> Iterator[tuple[App, Path]]:
+    """An app on a fresh task hub with its topics, and a scratch directory; both go after."""
     assert config.bootstrap is not None
+    hub = f"{config.hub_prefix}-{uuid.uuid4().hex[:10]}"
     with tempfile.TemporaryDirectory(prefix="durafka-bench-", dir=config.work_dir) as tmp:
         settings = config.settings_for(hub, config.bootstrap, Path(tmp) / "state")
         app = App(settings=settings)
         app.registry = workloads.app.registry
         try:
             app.ensure_topics()
-            host = SeparateHost(settings, config.processors, Path(tmp) / "logs")
-            host.start()
-            try:
-                seen = asyncio.run(_measure_separate(app, host, config, progress))
-            except BenchmarkError as exc:
-                raise BenchmarkError(f"{exc}\n{host.log_tails()}") from exc
-            finally:
-                host.stop()
-            produced = _produced_at(app, set(seen))
+            yield app, Path(tmp)
         finally:
             app.close()
             _drop_hub(settings, keep_topics=config.keep_topics)
+
+
+def _run_separate(config: BenchConfig, progress: Progress | None) -> dict[str, dict[str, float]]:
+    """The hops of W1 instances run one at a time through processor and worker processes."""
+    with _bench_app(config) as (app, tmp):
+        host = SeparateHost(app.settings, config.processors, tmp / "logs")
+        host.start()
+        try:
+            seen = asyncio.run(_measure_separate(app, host, config, progress))
+        except BenchmarkError as exc:
+            raise BenchmarkError(f"{exc}\n{host.log_tails()}") from exc
+        finally:
+            host.stop()
+        produced = _produced_at(app, set(seen))
     samples = [
         hop_durations({**produced.get(iid, {}), **times}, SEPARATE_HOPS)
         for iid, times in seen.items()

@@ -287,28 +287,6 @@ def encode_status(s: OrchestrationStatus) -> bytes:
     return bytes(out)
 
 
-def encode_state(
-    status: OrchestrationStatus,
-    parent_seq: int,
-    history_chunks: int,
-    history_length: int,
-    generation: int,
-    pending_events: list[HistoryEvent],
-    parent_execution_id: str | None,
-) -> bytes:
-    """An ``InstanceState`` value (single-object encoded)."""
-    return encode_state_and_status(
-        status,
-        parent_seq,
-        history_chunks,
-        history_length,
-        generation,
-        pending_events,
-        parent_execution_id,
-        with_status=False,
-    )[0]
-
-
 def encode_state_and_status(
     status: OrchestrationStatus,
     parent_seq: int,

@@ -105,14 +105,11 @@ def test_state_bytes_equal_fastavro(  # type: ignore[no-untyped-def]
         "pending_events": [event_to_dict(e) for e in pending],
         "parent_execution_id": parent_execution,
     }
-    encoded = fast.encode_state(
-        status, parent_seq, chunks, length, generation, pending, parent_execution
-    )
-    assert encoded == _fastavro("InstanceState", record)
+    fields = (status, parent_seq, chunks, length, generation, pending, parent_execution)
+    encoded, none = fast.encode_state_and_status(*fields, with_status=False)
+    assert encoded == _fastavro("InstanceState", record) and none is None
     # The processor's write encodes the status once for the header and H.status.
-    both = fast.encode_state_and_status(
-        status, parent_seq, chunks, length, generation, pending, parent_execution, with_status=True
-    )
+    both = fast.encode_state_and_status(*fields, with_status=True)
     assert both == (encoded, _fastavro("InstanceStatus", record["status"]))
 
 
@@ -177,7 +174,7 @@ def test_state_decodes_to_what_was_encoded(  # type: ignore[no-untyped-def]
     status, parent_seq, chunks, length, generation, pending, parent_execution
 ) -> None:
     fields = (status, parent_seq, chunks, length, generation, pending, parent_execution)
-    data = fast.encode_state(*fields)
+    data, _ = fast.encode_state_and_status(*fields, with_status=False)
     assert fast.decode_state(data) == fields
     record = codec("InstanceState").decode(data)
     assert fast.decode_state(data)[0] == status_from_dict(record["status"])
