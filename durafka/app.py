@@ -275,22 +275,25 @@ class App:
             health_timeout=s.health_timeout_ms / 1000,
         )
         local = None
+        unclean = False
         if processor:
             if worker and self.settings.local_activities:
                 # Co-located: activities run next to the processor, in its batches.
                 from durafka.activities.local import LocalActivities
 
+                pause = self._local_activity_pause(runner)
+                unclean = pause > 0
                 local = LocalActivities(
                     self.registry,
                     max_concurrent=self.settings.max_concurrent_activities,
                     max_payload_bytes=self.settings.max_payload_bytes,
                     wait_seconds=self.settings.local_activity_wait_ms / 1000,
-                    paused_for=self._local_activity_pause(runner),
+                    paused_for=pause,
                 )
             proc = self.processor(partitions, local_activities=local)
             runner.add("processor", proc.run, proc.metrics)
         if worker:
-            activity_worker = self.worker(local_activities=local)
+            activity_worker = self.worker(local_activities=local, after_unclean_exit=unclean)
             runner.add("worker", activity_worker.run, activity_worker.metrics)
         return runner
 

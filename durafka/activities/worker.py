@@ -55,6 +55,7 @@ from datetime import timedelta
 from durafka.activities.context import ActivityContext
 from durafka.activities.deliveries import (
     SUSPECT_DELIVERIES,
+    Note,
     PartitionTrack,
     decode_note,
     encode_note,
@@ -185,6 +186,14 @@ class ActivityWorker:
             activities before abandoning them (they then run again elsewhere).
         local_activities: the co-located processor's local pool: a task it handed
             off is adopted (its running execution awaited) instead of run again.
+        after_unclean_exit: the last process ran activities next to its processor
+            and did not stop cleanly (its crash marker was found). Those local runs
+            leave no delivery note, so a partition without one is taken over as if
+            its owner had died right after an empty note at the committed offset:
+            the tasks of the careful window count one delivery and start only once
+            a note lists them. Without it, a task that took the process down while
+            it ran locally, before any worker had committed a note on its
+            partition, would not be counted.
 
     Attributes:
         worker_id: this worker's id (given or random).
@@ -204,6 +213,7 @@ class ActivityWorker:
         worker_id: str | None = None,
         drain_timeout: timedelta = timedelta(seconds=5),
         local_activities: LocalActivities | None = None,
+        after_unclean_exit: bool = False,
     ) -> None:
         self._settings = settings
         self._registry = registry
@@ -220,6 +230,7 @@ class ActivityWorker:
         self._grace_ms = settings.unknown_activity_grace_ms
         self._drain_timeout = drain_timeout.total_seconds()
         self._local = local_activities
+        self._after_unclean_exit = after_unclean_exit
 
         self._stop: threading.Event | None = None
         self._consumer: Consumer | None = None
@@ -1024,6 +1035,8 @@ class ActivityWorker:
             if offset is None:
                 offset = consumer.watermarks(tp)[0]
             note = decode_note(notes.get(tp, ""))
+            if note is None and self._after_unclean_exit:
+                note = Note(offset)  # see after_unclean_exit
             tracks[tp] = PartitionTrack(offset, note, self._careful_span)
             suspects = {o: n for o, n in tracks[tp].carried.items() if n}
             if suspects:

@@ -50,6 +50,7 @@ def start_worker(
         via: Transport | None = None,
         worker_id: str | None = None,
         drain_timeout: timedelta = timedelta(seconds=5),
+        after_unclean_exit: bool = False,
         **settings: Any,
     ) -> Running:
         worker = ActivityWorker(
@@ -58,6 +59,7 @@ def start_worker(
             via or transport,
             worker_id=worker_id,
             drain_timeout=drain_timeout,
+            after_unclean_exit=after_unclean_exit,
         )
         running = Running(worker)
         started.append(running)

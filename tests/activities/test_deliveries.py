@@ -282,3 +282,28 @@ def test_no_task_starts_where_a_crash_would_go_uncounted(
             f"task {offset} started while the committed note {note} says "
             "it was taken and not started: a crash now would not be counted"
         )
+
+
+@pytest.mark.parametrize("unclean", [False, True], ids=["first-start", "after-unclean-exit"])
+def test_after_an_unclean_exit_a_partition_without_a_note_is_taken_over_carefully(
+    transport: Transport, hub: str, start_worker: Callable[..., Running], unclean: bool
+) -> None:
+    """The last process ran activities next to its processor and died (its crash
+    marker was found): a local run leaves no note, so a task that took the process
+    down before any worker committed a note on its partition was not counted (CI:
+    ``durafka run`` with a poison activity crashed 6 times instead of 5). Now such a
+    partition's first tasks count one delivery, as after a takeover."""
+    import durafka
+
+    seen: list[int] = []
+    registry = Registry()
+
+    def work(ctx: durafka.ActivityContext) -> int:
+        seen.append(ctx.delivery)
+        return ctx.delivery
+
+    registry.add_activity(work)
+    produce_tasks(transport, hub, [task("u", "work")])
+    start_worker(registry, after_unclean_exit=unclean)
+    wait_until(lambda: bool(seen), what="the activity")
+    assert seen == ([1] if unclean else [0])  # deliveries before this one
