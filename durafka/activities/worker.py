@@ -537,6 +537,12 @@ class ActivityWorker:
             return
         # Outside a careful window (and never delivered before) it starts at once.
         reserved = not track.careful(offset)
+        if reserved:
+            # It starts as soon as a slot frees, maybe before the next note: every note
+            # from now on counts it as started, or a crash right after its start would
+            # leave "taken, not started" for the next owner, which would run it without
+            # counting the delivery. (A clean stop takes the backlog's back.)
+            track.started.add(offset)
         job = _Job(tp, offset, track, task, fdef, deliveries, reserved)
         if self._tracing is not None:
             job.headers = record.headers()
@@ -860,13 +866,6 @@ class ActivityWorker:
         to_reserve = [job for job in self._plan_starts() if not job.reserved]
         for job in to_reserve:
             if self._tracks.get(job.tp) is job.track:
-                job.track.started.add(job.offset)
-        # A reserved job waiting in the backlog starts as soon as a slot frees, before
-        # the next note: this note must count it as started already, or a crash right
-        # after its start would leave "taken, not started" for the next owner, which
-        # would run it without counting the delivery. (A clean stop discards these.)
-        for job in self._backlog:
-            if job.reserved and self._tracks.get(job.tp) is job.track:
                 job.track.started.add(job.offset)
         dirty = any(t.note_dirty for t in self._tracks.values())
         if not (force or self._outbox or offsets or to_reserve or dirty):

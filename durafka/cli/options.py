@@ -43,7 +43,6 @@ from pydantic import ValidationError
 
 from durafka.app import App
 from durafka.cli.logs import LogFormat, LogLevel, configure_logging, uses_json
-from durafka.dev.broker import LocalBroker
 from durafka.errors import ConfigurationError, DurafkaError
 from durafka.settings import BOOTSTRAP_ENV, MEMORY_BOOTSTRAP, Settings
 
@@ -242,6 +241,9 @@ def with_cluster(resolved: Settings, *, in_process: bool = False) -> Settings:
 
 def _running_dev_broker() -> str | None:
     """The address of the dev broker running from this directory, if one runs."""
+    # Development tooling: imported only by a command that found no cluster named.
+    from durafka.dev.broker import LocalBroker
+
     status = LocalBroker(DEV_BROKER_DIR).status()
     return status.bootstrap if status.running else None
 
