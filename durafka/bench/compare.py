@@ -8,6 +8,10 @@ Python SDK, fsync on, at ``--n-hello`` / ``--n-seq`` instances; then durafka
 runs W1 (throughput and one-at-a-time latency), W2 and W3 on Kafka in one
 process after its warm-up. Both sides' throughput runs should last 10 s or
 more: a row whose run was shorter says so.
+
+Between the sides the machine is let settle (:func:`wait_for_quiet`): the
+peer's server flushes and compacts after its last run, and durafka measured
+right after it ran about 10% below its own runs of the same sitting.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import platform
 import statistics
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,6 +46,7 @@ __all__ = [
     "peer_metrics",
     "run_comparison",
     "run_restate",
+    "wait_for_quiet",
 ]
 
 #: A throughput run shorter than this gives no stable ratio (issue 17).
@@ -106,12 +112,15 @@ class Comparison:
     rows: list[Row]
     restate: dict[str, Any]
     durafka: dict[str, Any]
+    settle_s: float = 0.0
+    """How long the machine took to quieten between the sides."""
 
     def to_json(self) -> dict[str, Any]:
         """Everything, as JSON-ready data."""
         return {
             "machine": self.machine,
             "rows": [dataclasses.asdict(r) for r in self.rows],
+            "settle_s": self.settle_s,
             "restate": self.restate,
             "durafka": self.durafka,
         }
@@ -193,6 +202,44 @@ def run_restate(
         )
     data: dict[str, Any] = json.loads(results.read_text())
     return data
+
+
+def _busy_percent() -> float:
+    """The whole machine's busy CPU over the next second, in percent of all cores."""
+    import psutil
+
+    return float(psutil.cpu_percent(interval=1.0))
+
+
+def wait_for_quiet(
+    *,
+    below_percent: float = 15.0,
+    samples: int = 5,
+    max_seconds: float = 120.0,
+    busy_percent: Callable[[], float] = _busy_percent,
+    clock: Callable[[], float] = time.monotonic,
+) -> float:
+    """Wait until the machine is quiet: ``samples`` readings in a row below ``below_percent``.
+
+    Gives up after ``max_seconds`` (a machine busy with something else stays
+    busy; the comparison then runs anyway, and its load average says so).
+
+    Args:
+        below_percent: busy CPU, in percent of all cores, that counts as quiet.
+        samples: consecutive quiet readings needed (``busy_percent`` takes one
+            second each by default).
+        max_seconds: the longest wait.
+        busy_percent: takes one reading.
+        clock: monotonic seconds.
+
+    Returns:
+        The seconds waited.
+    """
+    started = clock()
+    quiet = 0
+    while quiet < samples and clock() - started < max_seconds:
+        quiet = quiet + 1 if busy_percent() < below_percent else 0
+    return clock() - started
 
 
 def _median(summary: Any) -> float | None:
@@ -332,7 +379,7 @@ def run_comparison(
     peer_results: Path | None = None,
     progress: Progress | None = None,
 ) -> Comparison:
-    """Run the Restate peer, then durafka (``config``), and compare them.
+    """Run the Restate peer, then (once the machine is quiet) durafka, and compare them.
 
     Args:
         config: durafka's side: W1, W2, W3 on Kafka.
@@ -348,16 +395,19 @@ def run_comparison(
     Raises:
         BenchmarkError: either side failed.
     """
+    settle_s = 0.0
     if peer_results is not None:
         restate: dict[str, Any] = json.loads(peer_results.read_text())
     else:
         restate = run_restate(
             peers_dir, peer_work_dir, runs=peer_runs, n_hello=peer_n_hello, n_seq=peer_n_seq
         )
+        settle_s = wait_for_quiet()
     result = run_benchmark(config, progress)
     return Comparison(
         machine=machine(),
         rows=compare(peer_metrics(restate), durafka_metrics(result)),
         restate=restate,
         durafka=result.model_dump(mode="json"),
+        settle_s=round(settle_s, 1),
     )

@@ -214,7 +214,10 @@ def comparison_table(comparison: Comparison) -> Table:
             f"{m['memory_gib']} GiB (load {m['load_average'][0]:.1f} at the end)"
         ),
         title_justify="left",
-        caption="* a throughput run under 10 s on a side: its ratio is not stable",
+        caption=(
+            "* a throughput run under 10 s on a side: its ratio is not stable\n"
+            f"durafka ran {comparison.settle_s:g} s after the peer, once the machine was quiet"
+        ),
         caption_justify="left",
     )
     for column in ("workload", "Restate", "durafka", "durafka / Restate", "target"):

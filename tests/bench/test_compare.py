@@ -21,6 +21,7 @@ from durafka.bench.compare import (
     machine,
     peer_metrics,
     run_restate,
+    wait_for_quiet,
 )
 from durafka.bench.config import Workload
 from durafka.bench.report import comparison_table
@@ -174,6 +175,7 @@ def test_the_table_and_json_show_both_numbers_and_the_ratio() -> None:
         rows=compare(peer_metrics(PEER), durafka_metrics(result)),
         restate=PEER,
         durafka=result.model_dump(mode="json"),
+        settle_s=7.0,
     )
     console = Console(record=True, width=200)
     console.print(comparison_table(comparison))
@@ -185,8 +187,10 @@ def test_the_table_and_json_show_both_numbers_and_the_ratio() -> None:
     assert ">= 8x: not met" in text
     assert "1/10.3" in text  # 0.4 ms against 4.1 ms of CPU per instance
     assert f"{comparison.machine['cores']} cores" in text
+    assert "durafka ran 7 s after the peer" in text
     data = json.loads(json.dumps(comparison.to_json()))
     assert data["machine"]["cpu_model"]
+    assert data["settle_s"] == 7.0
     assert {r["key"] for r in data["rows"]} == {
         "w1_per_s",
         "w1_p50_ms",
@@ -204,3 +208,31 @@ def test_a_missing_peer_folder_is_a_benchmark_error(tmp_path: Path) -> None:
 
 def test_the_default_peers_folder_is_beside_the_repository() -> None:
     assert default_peers_dir() == Path(__file__).resolve().parents[2].parent / "shared" / "peers"
+
+
+class _FakeMachine:
+    """Busy readings in turn, one simulated second each."""
+
+    def __init__(self, *readings: float) -> None:
+        self.readings = list(readings)
+        self.now = 0.0
+
+    def busy(self) -> float:
+        self.now += 1.0
+        return self.readings.pop(0) if self.readings else 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+
+def test_the_comparison_waits_for_quiet_readings_in_a_row() -> None:
+    # A busy reading in between starts the count again.
+    fake = _FakeMachine(90, 40, 5, 5, 60, 5, 5, 5, 99)
+    waited = wait_for_quiet(samples=3, busy_percent=fake.busy, clock=fake.clock)
+    assert waited == 8.0
+    assert fake.readings == [99]
+
+
+def test_a_machine_that_stays_busy_is_waited_for_at_most_max_seconds() -> None:
+    fake = _FakeMachine(*[80.0] * 100)
+    assert wait_for_quiet(max_seconds=10, busy_percent=fake.busy, clock=fake.clock) == 10.0
