@@ -22,6 +22,7 @@ from durafka.cli.options import (
     failures,
     settings,
     setup_logging,
+    with_cluster,
 )
 from durafka.errors import DurafkaError
 
@@ -186,7 +187,7 @@ def bench(
         transport = "kafka"  # the peer's and the breakdown's numbers are about Kafka
     if bootstrap is None and transport.lower() == "kafka":
         with failures():
-            bootstrap = settings(None, None).bootstrap_servers
+            bootstrap = with_cluster(settings(None, None)).bootstrap_servers
     try:
         # Validated from a dict: pydantic turns the option strings into the config's enums.
         config = BenchConfig.model_validate(

@@ -81,3 +81,24 @@ def test_a_named_cluster_wins_over_the_dev_broker(
     assert done.returncode == 1, done.stderr
     assert f"cannot reach Kafka at {named}" in done.stderr
     assert PICKED not in done.stderr
+
+
+def test_the_benchmark_on_kafka_uses_the_dev_broker(project: tuple[Path, str]) -> None:
+    # Before: `durafka bench --transport kafka` (and `bench compare`) refused with
+    # "--transport kafka needs a cluster" although its help named the dev broker.
+    directory, bootstrap = project
+    done = run_cli(
+        "bench",
+        "W1",
+        "--transport",
+        "kafka",
+        "--n",
+        "3",
+        "--latency-n",
+        "0",
+        cwd=directory,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "W1 throughput" in done.stdout
+    assert bootstrap in done.stdout  # each run's header names its cluster
