@@ -148,13 +148,18 @@ def test_cli_rejects_separate_processes_on_memory() -> None:
     assert "--transport kafka" in result.output
 
 
-def test_cli_needs_a_cluster_for_kafka() -> None:
-    # Before: it assumed 127.0.0.1:9092.
+def test_cli_needs_a_cluster_for_kafka(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before: it assumed 127.0.0.1:9092. A directory without a dev broker, and no
+    # cluster named: the one error of every command (tests/cli/test_dev_broker.py
+    # has the dev broker found).
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DURAFKA_BOOTSTRAP_SERVERS", raising=False)
     result = CliRunner().invoke(cli, ["bench", "W1", "--transport", "kafka"])
 
     assert result.exit_code == 2
-    assert "needs a cluster" in result.output
+    assert "no Kafka cluster given" in result.output
     assert "DURAFKA_BOOTSTRAP_SERVERS" in result.output
+    assert "durafka dev-broker start" in result.output
 
 
 def test_cli_rejects_an_unknown_workload() -> None:
