@@ -214,9 +214,12 @@ def comparison_table(comparison: Comparison) -> Table:
             f"{m['memory_gib']} GiB (load {m['load_average'][0]:.1f} at the end)"
         ),
         title_justify="left",
-        caption=(
-            "* a throughput run under 10 s on a side: its ratio is not stable\n"
-            f"durafka ran {comparison.settle_s:g} s after the peer, once the machine was quiet"
+        caption="* a throughput run under 10 s on a side: its ratio is not stable"
+        + (
+            f"\ndurafka started {comparison.settle_s:g} s after the peer's last run "
+            "(it waits for a quiet machine, two minutes at most)"
+            if comparison.settle_s
+            else ""
         ),
         caption_justify="left",
     )

@@ -187,7 +187,7 @@ def test_the_table_and_json_show_both_numbers_and_the_ratio() -> None:
     assert ">= 8x: not met" in text
     assert "1/10.3" in text  # 0.4 ms against 4.1 ms of CPU per instance
     assert f"{comparison.machine['cores']} cores" in text
-    assert "durafka ran 7 s after the peer" in text
+    assert "durafka started 7 s after the peer's last run" in text
     data = json.loads(json.dumps(comparison.to_json()))
     assert data["machine"]["cpu_model"]
     assert data["settle_s"] == 7.0
