@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import pytest
 
+import durafka
 from durafka.activities.deliveries import (
     MAX_NOTE_CHARS,
     Note,
@@ -213,8 +214,6 @@ def test_what_an_earlier_owner_finished_past_the_offset_is_not_run_again(
 def test_the_activity_context_tells_the_delivery(
     transport: Transport, hub: str, start_worker: Callable[..., Running], delivery: int
 ) -> None:
-    import durafka
-
     seen: list[int] = []
     registry = Registry()
 
@@ -293,8 +292,6 @@ def test_after_an_unclean_exit_a_partition_without_a_note_is_taken_over_carefull
     down before any worker committed a note on its partition was not counted (CI:
     ``durafka run`` with a poison activity crashed 6 times instead of 5). Now such a
     partition's first tasks count one delivery, as after a takeover."""
-    import durafka
-
     seen: list[int] = []
     registry = Registry()
 
