@@ -281,14 +281,13 @@ class App:
                 # Co-located: activities run next to the processor, in its batches.
                 from durafka.activities.local import LocalActivities
 
-                pause = self._local_activity_pause(runner)
-                unclean = pause > 0
+                unclean = self._after_unclean_exit(runner)
                 local = LocalActivities(
                     self.registry,
                     max_concurrent=self.settings.max_concurrent_activities,
                     max_payload_bytes=self.settings.max_payload_bytes,
                     wait_seconds=self.settings.local_activity_wait_ms / 1000,
-                    paused_for=pause,
+                    paused_for=LOCAL_ACTIVITY_PAUSE_S if unclean else 0.0,
                 )
             proc = self.processor(partitions, local_activities=local)
             runner.add("processor", proc.run, proc.metrics)
@@ -297,17 +296,17 @@ class App:
             runner.add("worker", activity_worker.run, activity_worker.metrics)
         return runner
 
-    def _local_activity_pause(self, runner: Runner) -> float:
-        """How long local activities wait: :data:`LOCAL_ACTIVITY_PAUSE_S` after an unclean exit.
+    def _after_unclean_exit(self, runner: Runner) -> bool:
+        """Whether the last process with local activities on this state dir died.
 
         A marker in the state dir exists while a runner with local activities runs
         and is removed when it stops cleanly. Found at start, the last process died
         (a crash, ``kill -9``, the OOM killer), maybe by an activity it ran locally,
-        which the worker would never have counted: for a while every task goes
-        through ``H.activities``, where its deliveries are counted.
+        which the worker would never have counted: for :data:`LOCAL_ACTIVITY_PAUSE_S`
+        every task goes through ``H.activities``, where its deliveries are counted.
         """
         if self.settings.is_memory:
-            return 0.0
+            return False
         marker = CleanExitMarker(
             self.settings.state_dir / f"{self.settings.task_hub}.local-activities.running"
         )
@@ -316,7 +315,7 @@ class App:
         runner.on_start(marker.begin)
         runner.on_clean_stop(marker.remove)
         if not marker.left_behind():
-            return 0.0
+            return False
         log.warning(
             "the last process on %s did not stop cleanly: activities run through the worker "
             "(which counts the deliveries of a task that takes its process down) for the "
@@ -324,7 +323,7 @@ class App:
             self.settings.state_dir,
             LOCAL_ACTIVITY_PAUSE_S,
         )
-        return LOCAL_ACTIVITY_PAUSE_S
+        return True
 
     @contextmanager
     def running(self, *, processor: bool = True, worker: bool = True) -> Iterator[Runner]:
