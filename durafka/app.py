@@ -299,11 +299,12 @@ class App:
     def _after_unclean_exit(self, runner: Runner) -> bool:
         """Whether the last process with local activities on this state dir died.
 
-        A marker in the state dir exists while a runner with local activities runs
-        and is removed when it stops cleanly. Found at start, the last process died
-        (a crash, ``kill -9``, the OOM killer), maybe by an activity it ran locally,
-        which the worker would never have counted: for :data:`LOCAL_ACTIVITY_PAUSE_S`
-        every task goes through ``H.activities``, where its deliveries are counted.
+        Also arms the marker for ``runner``: a marker in the state dir exists while
+        a runner with local activities runs and is removed when it stops cleanly.
+        Found at start, the last process died (a crash, ``kill -9``, the OOM
+        killer), maybe by an activity it ran locally, which the worker would never
+        have counted: for :data:`LOCAL_ACTIVITY_PAUSE_S` every task goes through
+        ``H.activities``, where its deliveries are counted.
         """
         if self.settings.is_memory:
             return False
