@@ -169,7 +169,8 @@ CI_SIZE = SoakSize(
     static_seconds=25.0,
     # Longer than the slowest recovery the engine promises: librdkafka can leave a
     # transactional call blocked after a broker restart, and the watchdog ends that
-    # process only once the call ran its bound (35 s) plus its grace (30 s); the
+    # process only once the call ran its bound (35 s: `_SEND_OFFSETS_TIMEOUT_S` +
+    # `_SLACK_S` in durafka/transport/kafka.py) plus `watchdog_grace_ms` (30 s); the
     # restarted role then rejoins and catches up. With 60 s, a call stuck late in
     # the chaos was recovered after the drain gave up (CI, seed 471580).
     drain_timeout=120.0,
