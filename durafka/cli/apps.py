@@ -136,26 +136,38 @@ def _serve(
     -USR1`` prints every thread's stack to stderr.
     """
     ranges = parse_partitions(partitions)
+    stopping: list[float] = []
+    # Until there is a runner to stop, SIGTERM unwinds the start as Ctrl-C does: a pod
+    # deleted while its app imports or its cluster is looked up exits 0 at once,
+    # instead of dying by the signal or finishing a start nobody wants.
+    signal.signal(signal.SIGTERM, _stop_while_starting)
+    try:
+        with failures():
+            app = load_app(spec)
+            settings = setup(bootstrap, hub, log_level, log_format, app=app, in_process=True)
+            if pod is not None:
+                ranges = pod.partitions(settings.partition_count())
+            if metrics_port is not None:
+                app.settings = settings = settings.model_copy(update={"metrics_port": metrics_port})
+            runner = app.runner(
+                processor=processor, worker=worker, partitions=ranges, exit_when_stuck=True
+            )
+
+            def on_term(*_: object) -> None:
+                stopping.append(time.monotonic())
+                runner.request_stop()
+
+            signal.signal(signal.SIGTERM, on_term)
+    except (_StoppedWhileStarting, KeyboardInterrupt):
+        # A warning: it reaches stderr even when the app had not loaded and logging is not set up.
+        log.warning("stopped while starting (SIGTERM or Ctrl-C): nothing was served")
+        return
+    with contextlib.suppress(ValueError, RuntimeError):  # no SIGUSR1 (or not main thread)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     with failures():
-        app = load_app(spec)
-        settings = setup(bootstrap, hub, log_level, log_format, app=app, in_process=True)
-        if pod is not None:
-            ranges = pod.partitions(settings.partition_count())
-        if metrics_port is not None:
-            app.settings = settings = settings.model_copy(update={"metrics_port": metrics_port})
-        runner = app.runner(
-            processor=processor, worker=worker, partitions=ranges, exit_when_stuck=True
-        )
-        stopping: list[float] = []
-
-        def on_term(*_: object) -> None:
-            stopping.append(time.monotonic())
-            runner.request_stop()
-
-        signal.signal(signal.SIGTERM, on_term)
-        with contextlib.suppress(ValueError, RuntimeError):  # no SIGUSR1 (or not main thread)
-            faulthandler.register(signal.SIGUSR1, all_threads=True)
         runner.start()
+    if stopping:  # a SIGTERM before start(), which clears the request
+        runner.request_stop()
     served = (
         f"; metrics on :{runner.metrics_port}/metrics" if runner.metrics_port is not None else ""
     )
@@ -177,6 +189,15 @@ def _serve(
         _exit_now_if_stuck(runner)
         fail(str(exc))
     _exit_now_if_stuck(runner)
+
+
+class _StoppedWhileStarting(BaseException):
+    """SIGTERM arrived before the roles started (a BaseException, as KeyboardInterrupt is:
+    no ``except Exception`` on the way may swallow it)."""
+
+
+def _stop_while_starting(*_: object) -> None:
+    raise _StoppedWhileStarting
 
 
 def _exit_now_if_stuck(runner: Runner) -> None:

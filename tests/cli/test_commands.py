@@ -25,6 +25,7 @@ from durafka.cli import app as cli
 from durafka.settings import Settings
 from tests.support.cli import cli_env, run_cli, serving
 from tests.support.processes import REPO_ROOT
+from tests.support.waiting import wait_until
 
 HELLO = "examples.hello:app"
 
@@ -152,6 +153,39 @@ def test_a_role_on_an_explicit_memory_broker_logs_json_lines(tmp_path: Path) -> 
     messages = {(e["level"], e["message"].split(":")[0]) for e in entries}
     assert ("warning", "running on memory") in messages  # says no one else can reach it
     assert any(e["message"].startswith("serving task hub 'hello'") for e in entries)
+
+
+@pytest.mark.parametrize("role", ["run", "processor", "worker"])
+def test_a_role_stopped_while_its_app_loads_exits_cleanly(role: str, tmp_path: Path) -> None:
+    # Before: the SIGTERM handler came after the app's import and the runner's
+    # creation, so a pod deleted (or a soak role stopped) while it started died by
+    # the signal (-15) instead of exiting 0.
+    loading = tmp_path / "loading"
+    (tmp_path / "slow_app.py").write_text(
+        "import pathlib, time\n"
+        f"pathlib.Path({str(loading)!r}).touch()\n"
+        "time.sleep(120)  # an app whose imports take long\n"
+        "from examples.hello import app\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "durafka.cli", role, "slow_app:app"],
+        cwd=tmp_path,  # the app's module is found from the working directory
+        env=cli_env({"DURAFKA_BOOTSTRAP_SERVERS": "memory://"}),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(loading.exists, timeout=60, what="the app to start loading")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)  # not the 120 s the import would take
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "stopped while starting (SIGTERM or Ctrl-C): nothing was served" in err
+    assert "Traceback" not in err, err
 
 
 def test_the_deploy_planner_reads_the_partition_count_from_the_topology() -> None:

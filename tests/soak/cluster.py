@@ -33,6 +33,8 @@ APP_SPEC = "tests.soak.app:app"
 #: The ``durafka`` command with stack dumps on SIGUSR1 (see :mod:`tests.soak.role`).
 _ROLE_MODULE = "tests.soak.role"
 
+#: What a role process logs once its roles run (durafka.cli.apps).
+_SERVING = "serving task hub"
 #: A killed group member's partitions move after 6 s instead of the default 45 s.
 #: Consumer settings only: producers given them would warn on every start.
 _FAST_GROUP = json.dumps(
@@ -225,9 +227,16 @@ class RoleSet:
         """Stop every role cleanly (SIGTERM); a problem for each that did not exit with 0."""
         problems: list[str] = []
         live = [s.process for s in self._slots.values() if s.process and s.process.is_alive()]
+        deadline = time.monotonic() + timeout
+        for process in live:
+            # A role restarted a moment ago may still be importing durafka, before any
+            # handler of ours exists: Python's default SIGTERM ends it with -15 then.
+            try:
+                process.wait_for_log(_SERVING, timeout=max(0.1, deadline - time.monotonic()))
+            except AssertionError as exc:
+                problems.append(f"{process.name} never started serving: {exc}")
         for process in live:
             process.terminate()
-        deadline = time.monotonic() + timeout
         for process in live:
             status = process.wait(max(0.1, deadline - time.monotonic()))
             if status is None:
