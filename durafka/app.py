@@ -243,7 +243,9 @@ class App:
 
         self.ensure_topics()
         if "worker_id" not in kwargs:
+            # Kept locked (or random): no other live process can share it.
             kwargs["worker_id"] = self._stable_id("worker")
+            kwargs.setdefault("exclusive_id", True)
         return ActivityWorker(self.settings, self.registry, self.transport, **kwargs)
 
     def runner(

@@ -182,6 +182,15 @@ class ActivityWorker:
         worker_id: names the ``transactional.id`` (``H.worker.<worker_id>``); a
             restarted worker with the same id fences its previous incarnation.
             A random id when omitted.
+        exclusive_id: no other live worker can have this id (default: only when
+            the id is random; :meth:`durafka.App.worker` holds a lock on the id it
+            keeps). A fence then cannot come from a newer worker: the coordinator
+            bumped the producer's epoch to abort a transaction that outlived
+            ``transaction_timeout_ms`` (e.g. while the broker was down). Such a
+            worker replaces its producer and reads on from the group's committed
+            offsets, as Kafka Streams does on a fenced producer (once: fenced again
+            before it committed, it stops); a worker whose id may be shared stops
+            at once, leaving its partitions to the newer one.
         drain_timeout: after ``stop`` is set, how long ``run`` waits for running
             activities before abandoning them (they then run again elsewhere).
         local_activities: the co-located processor's local pool: a task it handed
@@ -211,6 +220,7 @@ class ActivityWorker:
         transport: Transport,
         *,
         worker_id: str | None = None,
+        exclusive_id: bool | None = None,
         drain_timeout: timedelta = timedelta(seconds=5),
         local_activities: LocalActivities | None = None,
         after_unclean_exit: bool = False,
@@ -220,6 +230,10 @@ class ActivityWorker:
         self._transport = transport
         self._topics = HubTopics(settings.task_hub)
         self.worker_id = worker_id or uuid.uuid4().hex
+        self._exclusive_id = worker_id is None if exclusive_id is None else exclusive_id
+        # Set by a recovery from a fence, cleared by the next commit: a second fence
+        # before then is not a timed-out transaction, and stops the worker.
+        self._fenced_since_commit = False
         self.group_id = f"{settings.task_hub}.workers"
         self.transactional_id = f"{settings.task_hub}.worker.{self.worker_id}"
         self._max_running = settings.max_concurrent_activities
@@ -299,7 +313,8 @@ class ActivityWorker:
 
         Raises:
             TransactionError: the producer was fenced (another worker with the same
-                ``worker_id`` started) or failed fatally; nothing more can be committed.
+                ``worker_id`` started; not raised for an ``exclusive_id``) or failed
+                fatally; nothing more can be committed.
             DurafkaError: the consumer failed fatally.
         """
         if self._started:
@@ -915,7 +930,8 @@ class ActivityWorker:
                 len(outbox), time.perf_counter() - started, "fenced" if exc.fatal else "aborted"
             )
             if exc.fatal:
-                raise
+                self._recover_from_fence(exc)
+                return
             log.warning(
                 "worker %s: transaction of %d records failed (%s); aborting and rewinding "
                 "to the committed offsets, the affected activities will run again",
@@ -926,6 +942,7 @@ class ActivityWorker:
             self._abort_and_rewind()
             return
         self.metrics.committed(len(outbox), time.perf_counter() - started, "committed")
+        self._fenced_since_commit = False
         for tp, end in offsets.items():
             self._tracks[tp].committed_to(end, notes[tp])
         for job in to_reserve:
@@ -938,7 +955,8 @@ class ActivityWorker:
             producer.abort_transaction()
         except TransactionError as exc:
             if exc.fatal:
-                raise
+                self._recover_from_fence(exc)
+                return
             # The broker or the coordinator is unreachable: a new producer with the
             # same transactional.id aborts what is left once it gets through.
             log.warning(
@@ -955,6 +973,26 @@ class ActivityWorker:
                 for tp in self._assigned_tracks()
             }
         )
+
+    def _recover_from_fence(self, exc: TransactionError) -> None:
+        """A fenced producer: go on with a new one from what the group committed if the
+        id is exclusive and the last fence was followed by a commit; else stop
+        (re-raise ``exc``)."""
+        if not self._exclusive_id or self._fenced_since_commit:
+            raise exc
+        self._fenced_since_commit = True
+        log.warning(
+            "worker %s: its producer %s was fenced (%s); no other worker has its id, so the "
+            "coordinator aborted a transaction that outlived transaction_timeout_ms: "
+            "replacing the producer and reading on from what the group committed",
+            self.worker_id,
+            self.transactional_id,
+            exc,
+        )
+        self._replace_producer()
+        # Whatever the fenced producer did is settled now (init_transactions): the
+        # group's offsets and notes say what was committed.
+        self._rewind(self._read_tracks(self._assigned_tracks()))
 
     def _assigned_tracks(self) -> list[TopicPartition]:
         """The tracked partitions still assigned (always all, as revocations drop tracks)."""

@@ -49,6 +49,7 @@ def start_worker(
         *,
         via: Transport | None = None,
         worker_id: str | None = None,
+        exclusive_id: bool | None = None,
         drain_timeout: timedelta = timedelta(seconds=5),
         after_unclean_exit: bool = False,
         **settings: Any,
@@ -58,6 +59,7 @@ def start_worker(
             registry,
             via or transport,
             worker_id=worker_id,
+            exclusive_id=exclusive_id,
             drain_timeout=drain_timeout,
             after_unclean_exit=after_unclean_exit,
         )
