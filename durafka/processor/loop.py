@@ -480,7 +480,10 @@ class Processor:
             )
 
     def _lose(self, partitions: Iterable[int], reason: str) -> None:
-        """Give up static partitions another process claimed; stop if none is left."""
+        """Give up static partitions another process claimed; stop if none is left.
+
+        :meth:`_check_coverage` claims one again if nobody commits it while input waits.
+        """
         lost = sorted(partitions)
         if not lost:
             return
@@ -499,15 +502,23 @@ class Processor:
                 except Exception:
                     log.debug("closing a fenced producer failed", exc_info=True)
             self._lost.add(p)
-        self.cache.drop_partitions(set(lost))
+        gone = set(lost)
+        self.cache.drop_partitions(gone)
+        # As on a revocation: a partition claimed again starts afresh.
+        self._malformed.forget(gone)
+        self.heartbeats.forget(gone)
+        self.poison.forget(gone)
         self._consumer.pause([TopicPartition(topic, p) for p in lost])
         log.error(
             "gave up partitions %s of %s: %s. Another processor claimed them (an overlapping "
-            "static range, or a group-mode processor on this task hub); check the ranges "
-            "with `durafka deploy check`.",
+            "static range, or a group-mode processor on this task hub; check the ranges "
+            "with `durafka deploy check`), or the transaction coordinator aborted a "
+            "transaction that outlived transaction_timeout_ms (a broker down that long): "
+            "a partition nobody commits for %.0f s while input waits is claimed again.",
             lost,
             topic,
             reason,
+            COVERAGE_CHECK_INTERVAL_S,
         )
         assert self.static_partitions is not None
         if self._lost >= set(self.static_partitions):
@@ -564,7 +575,8 @@ class Processor:
         return timeout
 
     def _check_coverage(self) -> None:
-        """Warn about partitions with waiting input that no processor committed for a while.
+        """Warn about partitions with waiting input that no processor committed for a while,
+        and claim again such partitions this static processor gave up.
 
         Every transaction commits its partitions' offsets, so a committed offset that
         stays put below the end of the partition means nobody processes it (a gap
@@ -584,7 +596,7 @@ class Processor:
                 "partition %d of %s is still stopped: %s", p, self.topics.orchestrations, reason
             )
         now = time.monotonic()
-        stuck: list[str] = []
+        stuck: dict[int, str] = {}
         for tp in tps:
             low, high = ends[tp]
             offset = committed.get(tp)
@@ -595,14 +607,41 @@ class Processor:
                 continue
             idle = now - previous[1]
             if idle >= COVERAGE_CHECK_INTERVAL_S:
-                stuck.append(f"{tp.partition} ({high - position} offsets waiting, {idle:.0f} s)")
-        if stuck:
+                stuck[tp.partition] = f"{high - position} offsets waiting, {idle:.0f} s"
+        abandoned = sorted(self._lost & stuck.keys())
+        unclaimed = [f"{p} ({why})" for p, why in stuck.items() if p not in self._lost]
+        if unclaimed:
             log.warning(
                 "no processor committed partitions %s of %s although input waits: is a static "
                 "range missing (`durafka deploy check`), or is a processor stuck?",
-                ", ".join(stuck),
+                ", ".join(unclaimed),
                 topic,
             )
+        if abandoned:
+            self._claim_again(abandoned)
+
+    def _claim_again(self, partitions: list[int]) -> None:
+        """Claim given-up static partitions that nobody has committed since, input waiting.
+
+        A fence says only that the ``transactional.id`` got a newer epoch. A live
+        claimant commits whenever input waits; so the epoch came from the
+        coordinator aborting a transaction that outlived ``transaction_timeout_ms``
+        (the broker was down), or the claimant is gone (a range resized away).
+        Initialising the id again fences whoever may still hold it.
+        """
+        log.warning(
+            "claiming partitions %s of %s again: given up when fenced, nobody has committed "
+            "them since, although input waits",
+            partitions,
+            self.topics.orchestrations,
+        )
+        for p in partitions:
+            self._static_producers[p] = self._retrying_new_producer(
+                self.topics.partition_transactional_id(p)
+            )
+            self._lost.discard(p)
+        # Restored from the changelog, then read from the committed offsets (_ready).
+        self._on_assign([TopicPartition(self.topics.orchestrations, p) for p in partitions])
 
     # -- one batch ------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from durafka.client import Client
 from durafka.codec.records import decode_activity_task, decode_status
 from durafka.errors import PartitionOwnershipError
 from durafka.partitioning import partition_for
+from durafka.processor import loop as processor_loop
 from durafka.status import RuntimeStatus
 from durafka.topology import HubTopics
 from tests.e2e import apps
@@ -153,6 +154,49 @@ def test_overlapping_static_ranges_never_both_commit_a_partition(
     for role in (role_a, role_b, worker):
         role.stop()
         assert role.error is None, role.error
+    assert_exactly_once(workers, expected)
+    client.close()
+
+
+def test_a_partition_fenced_by_the_coordinator_is_claimed_again(
+    hub_apps: Callable[[str], durafka.App],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A static range's partition fenced with nobody else claiming it is taken back.
+
+    The coordinator bumps a ``transactional.id``'s epoch when it aborts a transaction
+    that outlived ``transaction_timeout_ms``: a broker down for longer fenced the
+    partitions it left mid-transaction (the soak with broker kills in its static
+    phase). Before, the range gave them up for good and their instances waited
+    until the process restarted.
+    """
+    monkeypatch.setattr(processor_loop, "COVERAGE_CHECK_INTERVAL_S", 1.0)
+    caplog.set_level(logging.WARNING, logger="durafka.processor")
+    pod, workers = hub_apps("s"), hub_apps("w")
+    static = pod.processor(list(range(PARTITIONS)))
+    worker = Role("worker", workers.worker().run)
+    role = Role("static", static.run)
+    worker.start()
+    role.start()
+    client = workers.sync_client()
+    expected = start_sequences(client, 0, 20)
+    wait_until(lambda: all_completed(client, expected), timeout=60, what="first instances")
+    # The coordinator's epoch bump, done the way a client can.
+    bump = pod.transport.transactional_producer(
+        HubTopics(pod.settings.task_hub).partition_transactional_id(0)
+    )
+    bump.init_transactions()
+    bump.close()
+    expected |= start_sequences(client, 1000, 20)
+    wait_until(lambda: all_completed(client, expected), timeout=120, what="every instance")
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("gave up partitions [0]") for m in messages), messages
+    assert any(m.startswith("claiming partitions [0]") for m in messages), messages
+    assert static.owned_partitions == list(range(PARTITIONS))
+    for r in (role, worker):
+        r.stop()
+        assert r.error is None, r.error
     assert_exactly_once(workers, expected)
     client.close()
 
