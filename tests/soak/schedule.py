@@ -134,7 +134,8 @@ class SoakSize:
         pause_seconds: the range of a role pause's length (longer than the 6 s session).
         freeze_seconds: the range of a broker freeze's length.
         broker_down: the range of seconds the killed broker stays down.
-        broker_kill_every: phase seconds per broker kill (at least one in the group phase).
+        broker_kill_every: phase seconds per broker kill (at least one per phase: a
+            static range's transactions meet the broker's restart as the group's do).
         freeze_every: phase seconds per broker freeze (at least one per phase).
         drain_timeout: seconds the work started may take to finish after the chaos.
         group_min_kills: kill cycles the group phase has at least (more gaps if needed).
@@ -221,7 +222,7 @@ def plan_soak(seed: int, size: SoakSize) -> list[PhasePlan]:
     if size.static_seconds > 0:
         layout = static_layout(size.partitions)
         phases.append(
-            _plan_phase(seed, size, layout, size.static_seconds, size.static_min_kills, False)
+            _plan_phase(seed, size, layout, size.static_seconds, size.static_min_kills, True)
         )
     return phases
 

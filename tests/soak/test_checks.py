@@ -50,13 +50,15 @@ def test_the_same_seed_plans_the_same_soak() -> None:
     assert [first.next() for _ in range(200)] == [second.next() for _ in range(200)]
 
 
-def test_every_ci_plan_has_20_kill_cycles_a_broker_kill_and_both_layouts() -> None:
+def test_every_ci_plan_has_20_kill_cycles_broker_kills_and_both_layouts() -> None:
     for seed in range(200):
         plans = plan_soak(seed, CI_SIZE)
         assert [p.name for p in plans] == ["group", "static"]
         assert sum(p.kill_cycles for p in plans) >= 20, seed
-        kinds = Counter(f.kind for p in plans for f in p.faults)
-        assert kinds[FaultKind.BROKER_KILL] >= 1 and kinds[FaultKind.BROKER_FREEZE] >= 2, seed
+        for plan in plans:
+            kinds = Counter(f.kind for f in plan.faults)
+            assert kinds[FaultKind.BROKER_KILL] >= 1, (seed, plan.name)
+            assert kinds[FaultKind.BROKER_FREEZE] >= 1, (seed, plan.name)
         group, static = plans
         assert sum(r.role == "processor" for r in group.layout.roles) >= 2
         assert [r.partitions for r in static.layout.roles if r.role == "processor"] == [
