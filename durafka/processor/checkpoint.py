@@ -40,6 +40,7 @@ from durafka.errors import (
     TransactionError,
 )
 from durafka.processor.batch import PartitionBatch
+from durafka.state.keys import INPUT_OFFSET_KEY, encode_input_offset
 from durafka.transport.base import (
     OutgoingRecord,
     Record,
@@ -149,6 +150,10 @@ class Checkpoint:
         """Run the transaction; on success write the stores. Returns the outcome."""
         if self.outcome is not None:
             raise RuntimeError("a Checkpoint commits once; create a new one")
+        for share in self.shares:
+            # With the changelog records, in every transaction: a new owner restores
+            # until it has read the transaction that committed the offset it starts at.
+            share.tx.put(INPUT_OFFSET_KEY, encode_input_offset(share.offset_to_commit))
         changes = [share.tx.prepare() for share in self.shares]
         self.rejected = self._oversized(changes)
         if self.rejected:

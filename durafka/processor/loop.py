@@ -96,8 +96,10 @@ from durafka.settings import Settings
 from durafka.state.base import PartitionStore, StoreFactory
 from durafka.state.cleanup import StoreCleaner
 from durafka.state.keys import (
+    INPUT_OFFSET_KEY,
     TIMER_END,
     TIMER_PREFIX,
+    decode_input_offset,
     parse_timer_key,
     timer_upper_bound,
 )
@@ -119,6 +121,9 @@ log = logging.getLogger("durafka.processor")
 MAX_TIMERS_PER_ITERATION = 1000
 #: How often a processor looks for partitions that nobody processes.
 COVERAGE_CHECK_INTERVAL_S = 60.0
+#: How long a partition waits for its changelog to catch up with its committed offset
+#: (see Processor._restore_again); the markers of a commit normally follow in ms.
+CHANGELOG_LAG_BOUND_S = 60.0
 
 
 class Processor:
@@ -156,6 +161,8 @@ class Processor:
         self._local = local_activities
         self._owned: dict[int, OwnedPartition] = {}
         self._lost: set[int] = set()
+        # Partitions whose changelog lagged their committed offset (see _restore_again).
+        self._behind: dict[int, float] = {}
         self._stop: threading.Event | None = None
         n_orchestrations = transport.partition_count(self.topics.orchestrations)
         self._n_partitions = n_orchestrations
@@ -368,6 +375,7 @@ class Processor:
     def _on_revoke(self, tps: list[TopicPartition]) -> None:
         gone = {tp.partition for tp in tps}
         for p in gone:
+            self._behind.pop(p, None)
             restoring = self._restorer.cancel(p)
             if restoring is not None:
                 self._close_store(restoring)
@@ -426,10 +434,22 @@ class Processor:
         start = self._consumer.committed([tp]).get(tp)
         if start is None:
             start = self._consumer.watermarks(tp)[0]
+        store = restored.store
+        written = decode_input_offset(store.get(INPUT_OFFSET_KEY))
+        if (
+            written is not None
+            and written < start
+            and self._restore_again(p, store, written, start)
+        ):
+            return
+        if written is not None and written > start:
+            # The transaction that wrote it committed (read_committed), offsets included;
+            # their commit marker is not visible yet: its input is in the state already.
+            start = written
         # Read from the committed offset whatever was fetched before (a seek also
         # drops records librdkafka prefetched for the paused partition).
         self._consumer.seek(tp, start)
-        store = restored.store
+        self._behind.pop(p, None)
         part = OwnedPartition(
             p, store, start, producer=self._static_producers.get(p), ready_at=time.time()
         )
@@ -445,6 +465,47 @@ class Processor:
             restored.seconds,
             " (in full: the local state was stale)" if restored.wiped else "",
         )
+
+    def _restore_again(self, p: int, store: PartitionStore, written: int, start: int) -> bool:
+        """The changelog lacks the transaction that committed ``start``: restore on.
+
+        ``commit_transaction`` returns once the coordinator decided; the markers
+        that make the records readable follow, partition by partition. So the
+        input offset may be visible (``__consumer_offsets`` has its marker) while
+        the changelog's last stable offset is still below that transaction's
+        records, and the restore that ended there lacks them (the state of the
+        previous owner's last commit, processed again on top: lost updates).
+
+        Returns False, once :data:`CHANGELOG_LAG_BOUND_S` passed: a processor of an
+        older release (a rolling upgrade) commits without writing the offset, and
+        its partition must not wait forever.
+        """
+        since = self._behind.get(p)
+        if since is not None and time.monotonic() - since > CHANGELOG_LAG_BOUND_S:
+            log.error(
+                "partition %d: its changelog still has only the transactions up to input "
+                "offset %d after %.0f s, its committed offset is %d; going on from the "
+                "committed offset (expected once after an upgrade from a release that did "
+                "not record the offset; otherwise the changelog lost records)",
+                p,
+                written,
+                CHANGELOG_LAG_BOUND_S,
+                start,
+            )
+            return False
+        if since is None:
+            self._behind[p] = time.monotonic()
+            log.warning(
+                "partition %d: its changelog has the transactions up to input offset %d, "
+                "its committed offset is %d: the previous owner's last commit is not "
+                "readable yet (its markers follow the commit); restoring on",
+                p,
+                written,
+                start,
+            )
+        self._close_store(store)
+        self._restorer.add([p])
+        return True
 
     def _fence_static_owner(self, p: int) -> None:
         """Initialise partition ``p``'s static ``transactional.id``: a static-range
@@ -502,6 +563,7 @@ class Processor:
                 except Exception:
                     log.debug("closing a fenced producer failed", exc_info=True)
             self._lost.add(p)
+            self._behind.pop(p, None)
         gone = set(lost)
         self.cache.drop_partitions(gone)
         # As on a revocation: a partition claimed again starts afresh.

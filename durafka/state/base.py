@@ -15,6 +15,7 @@ the key functions refuse it too):
 * ``t/<due_ms>/<instance>\\0<seq>``   durable timer (``due_ms`` zero-padded, 15 digits,
   so timers sort by due time)
 * ``e/<entity id>\\0``                entity record (``EntityState``)
+* ``o/``                            the input offset the last transaction committed
 
 Next to the data the store keeps its *checkpoint*: the changelog offset it is up
 to date with and the checkpoint's time, a wall-clock time no later than the time

@@ -12,6 +12,10 @@ from __future__ import annotations
 from durafka.errors import InvalidInstanceIdError, MalformedKeyError
 
 TIMER_PREFIX = b"t/"
+#: ``o/``: the input offset the last transaction that wrote this store committed. It
+#: travels with that transaction's changelog records, so a restore that reached it
+#: has every record of the transaction that committed that offset.
+INPUT_OFFSET_KEY = b"o/"
 #: The first key after every timer key (``"0"`` follows ``"/"``).
 TIMER_END = b"t0"
 _DUE_DIGITS = 15
@@ -55,6 +59,16 @@ def timer_key(due_ms: int, instance_id: str, seq: int) -> bytes:
 def timer_upper_bound(now_ms: int) -> bytes:
     """The first timer key that is not due at ``now_ms``."""
     return b"t/%015d/" % (now_ms + 1)
+
+
+def encode_input_offset(offset: int) -> bytes:
+    """The value of :data:`INPUT_OFFSET_KEY` for ``offset``."""
+    return b"%d" % offset
+
+
+def decode_input_offset(value: bytes | None) -> int | None:
+    """The offset in a value of :data:`INPUT_OFFSET_KEY` (None: absent, an older store)."""
+    return None if value is None else int(value)
 
 
 def parse_timer_key(key: bytes) -> tuple[int, str, int]:

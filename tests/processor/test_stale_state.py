@@ -11,6 +11,7 @@ never saw the tombstones, and the deleted keys were back in its store.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,12 +23,20 @@ import pytest
 
 from durafka import Entity, EntityId, OrchestrationContext
 from durafka.client import Client
+from durafka.codec.records import decode_entity, encode_entity
 from durafka.processor import Processor
 from durafka.processor.orchestrations import PURGE_SEQ
 from durafka.registry import Registry
 from durafka.settings import Settings
 from durafka.state.base import PartitionStore, StoreFactory
-from durafka.state.keys import TIMER_PREFIX, entity_key, instance_key, parse_timer_key
+from durafka.state.keys import (
+    INPUT_OFFSET_KEY,
+    TIMER_PREFIX,
+    encode_input_offset,
+    entity_key,
+    instance_key,
+    parse_timer_key,
+)
 from durafka.state.memory import MemoryStoreFactory
 from durafka.state.rocksdb import RocksDBStoreFactory
 from durafka.topology import HubTopics, TopicSpec, load_hub_spec
@@ -334,3 +343,74 @@ def test_a_revoked_idle_partition_keeps_a_checkpoint_as_recent_as_the_last_commi
     first.close()
     second.close()
     client.close()
+
+
+# -- a changelog behind the committed offset ------------------------------------------------
+
+
+def test_a_new_owner_restores_until_the_changelog_has_the_commit_it_starts_after(
+    hub: Hub, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The chaos soak (seed 312794) lost counter updates and entity locks: after a broker
+    restart a new owner restored the changelog up to its last stable offset, then read
+    the committed input offset, which the previous owner's last transaction had moved:
+    ``commit_transaction`` returns once the coordinator decided, and the markers that
+    make the records readable follow partition by partition, so the offsets were
+    readable and the changelog records not yet. The state of the commit before was
+    processed on from the offset after it. Each transaction now writes its input offset
+    to the changelog (``o/``), and a restore goes on until it has read that offset.
+    """
+    caplog.set_level(logging.WARNING, logger="durafka.processor")
+    client = hub.client()
+    topics = hub.topics
+    a = hub.processor(stores_of(hub, tmp_path / "a"))
+    a.start()
+    for _ in range(3):
+        client.signal_entity(COUNTER, "add", 1)
+    run_until(a, lambda: counter(client) == 3, "three signals applied")
+    a.close()
+
+    # The previous owner's last transaction as a new owner may find it: two more signals
+    # processed, the offset after them committed and readable, its changelog records not.
+    for _ in range(2):
+        client.signal_entity(COUNTER, "add", 1)
+    source = TopicPartition(topics.orchestrations, 0)
+    reader = hub.transport.consumer(topics.processor_group)
+    end = reader.watermarks(source)[1]
+    previous = hub.transport.transactional_producer(f"{topics.hub}.processor.previous")
+    previous.init_transactions()
+    previous.begin_transaction()
+    previous.send_offsets({source: end}, reader.group_metadata())
+    previous.commit_transaction()
+
+    b = hub.processor(stores_of(hub, tmp_path / "b"))
+    b.start()
+    run_until(
+        b,
+        lambda: any("restoring on" in r.getMessage() for r in caplog.records),
+        "the new owner to find the changelog behind",
+    )
+    assert b.owned_partitions == []
+
+    # The markers come: the counter as that transaction left it, and its offset.
+    stored = changelog_keys(hub)[entity_key(str(COUNTER))]
+    assert stored is not None
+    record = decode_entity(stored)
+    record.state = b"5"
+    previous.begin_transaction()
+    previous.produce(topics.changelog, 0, entity_key(str(COUNTER)), encode_entity(record))
+    previous.produce(topics.changelog, 0, INPUT_OFFSET_KEY, encode_input_offset(end))
+    previous.commit_transaction()
+    run_until(b, lambda: b.owned_partitions == [0], "partition 0 ready")
+    client.signal_entity(COUNTER, "add", 1)
+    run_until(b, lambda: counter(client) == 6, "the next signal, on the whole state")
+    b.close()
+    previous.close()
+    reader.close()
+    client.close()
+
+
+def counter(client: Client) -> int | None:
+    """The counter's value as the entities view shows it."""
+    found = client.get_entity(COUNTER)
+    return None if found is None else int(found.state)
