@@ -102,6 +102,10 @@ class Checkpoint:
         commit_timeout: how long to keep calling ``commit_transaction`` while its
             outcome is unknown (Kafka Streams' ``task.timeout.ms``).
         stop: when set, an unknown commit is given up at once (the process is stopping).
+        record_input_offsets: write each share's input offset to its changelog
+            partition (``o/``), for the next owner's restore to know it read this
+            transaction; needless where a commit is visible on every partition at
+            once (``memory://``).
 
     Attributes:
         outcome: set by :meth:`commit`.
@@ -123,8 +127,10 @@ class Checkpoint:
         group_metadata: Callable[[], Any],
         commit_timeout: float,
         stop: threading.Event | None = None,
+        record_input_offsets: bool = True,
     ) -> None:
         self.producer = producer
+        self._record_input_offsets = record_input_offsets
         self.shares = list(shares)
         self._input_topic = input_topic
         self._changelog_topic = changelog_topic
@@ -150,10 +156,11 @@ class Checkpoint:
         """Run the transaction; on success write the stores. Returns the outcome."""
         if self.outcome is not None:
             raise RuntimeError("a Checkpoint commits once; create a new one")
-        for share in self.shares:
-            # With the changelog records, in every transaction: a new owner restores
-            # until it has read the transaction that committed the offset it starts at.
-            share.tx.put(INPUT_OFFSET_KEY, encode_input_offset(share.offset_to_commit))
+        if self._record_input_offsets:
+            for share in self.shares:
+                # With the changelog records, in every transaction: a new owner restores
+                # until it has read the transaction that committed the offset it starts at.
+                share.tx.put(INPUT_OFFSET_KEY, encode_input_offset(share.offset_to_commit))
         changes = [share.tx.prepare() for share in self.shares]
         self.rejected = self._oversized(changes)
         if self.rejected:

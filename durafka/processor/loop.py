@@ -1039,6 +1039,7 @@ class Processor:
             group_metadata=self._consumer.group_metadata,
             commit_timeout=self.settings.commit_timeout_ms / 1000,
             stop=self._stop,
+            record_input_offsets=not self.settings.is_memory,
         )
 
     def _mark(self, rejected: list[Rejection]) -> None:
