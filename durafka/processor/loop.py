@@ -74,6 +74,7 @@ from durafka.errors import (
     MalformedKeyError,
     PartitionOwnershipError,
     TransactionError,
+    TransportError,
     UnknownSchemaError,
     UpgradeRequiredError,
 )
@@ -431,10 +432,18 @@ class Processor:
         """A restored partition: read it from its committed offset, process it."""
         p = restored.partition
         tp = TopicPartition(self.topics.orchestrations, p)
-        start = self._consumer.committed([tp]).get(tp)
-        if start is None:
-            start = self._consumer.watermarks(tp)[0]
         store = restored.store
+        try:
+            start = self._consumer.committed([tp]).get(tp)
+            if start is None:
+                start = self._consumer.watermarks(tp)[0]
+        except TransportError as exc:
+            # E.g. the group coordinator, just restarted, still completing the previous
+            # owner's transaction (a stable offset is asked for): not a reason to stop.
+            log.warning("partition %d: %s; restoring on and asking again", p, exc)
+            self._close_store(store)
+            self._restorer.add([p])
+            return
         written = decode_input_offset(store.get(INPUT_OFFSET_KEY))
         if (
             written is not None

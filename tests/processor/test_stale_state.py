@@ -12,9 +12,10 @@ never saw the tombstones, and the deleted keys were back in its store.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -24,6 +25,7 @@ import pytest
 from durafka import Entity, EntityId, OrchestrationContext
 from durafka.client import Client
 from durafka.codec.records import decode_entity, encode_entity
+from durafka.errors import TransportError
 from durafka.processor import Processor
 from durafka.processor.orchestrations import PURGE_SEQ
 from durafka.registry import Registry
@@ -418,3 +420,32 @@ def counter(client: Client) -> int | None:
     """The counter's value as the entities view shows it."""
     found = client.get_entity(COUNTER)
     return None if found is None else int(found.state)
+
+
+def test_a_committed_offset_that_cannot_be_read_yet_is_asked_again(
+    hub: Hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The chaos soak (seed 506097): right after a broker restart the request for a
+    restored partition's committed offset timed out, and the processor stopped with the
+    error (exit 1) instead of asking again."""
+    caplog.set_level(logging.WARNING, logger="durafka.processor")
+    client = hub.client()
+    proc = hub.processor(stores_of(hub, tmp_path / "p"))
+    consumer = proc._consumer
+    committed = consumer.committed
+    failures = [TransportError("committed offsets unavailable: Local: Timed out [_TIMED_OUT]")]
+
+    def once_unavailable(partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int | None]:
+        # Only the processor's own question (the Kafka transport asks too, on assignment).
+        if failures and sys._getframe(1).f_code.co_name == "_ready":
+            raise failures.pop()
+        return committed(partitions)
+
+    monkeypatch.setattr(consumer, "committed", once_unavailable)
+    proc.start()
+    client.signal_entity(COUNTER, "add", 2)
+    run_until(proc, lambda: counter(client) == 2, "the signal applied")
+    assert not failures
+    assert "restoring on and asking again" in caplog.text
+    proc.close()
+    client.close()
