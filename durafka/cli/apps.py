@@ -55,6 +55,7 @@ from durafka.errors import (
 from durafka.hosting import Runner
 from durafka.ids import check_orchestration_id
 from durafka.status import OrchestrationStatus
+from durafka.transport.calls import calls_in_flight
 
 log = logging.getLogger("durafka.cli")
 
@@ -205,10 +206,12 @@ def _exit_now_if_stuck(runner: Runner) -> None:
     alive = runner.alive
     if not alive:
         return
+    overdue = [call for call in calls_in_flight() if call.elapsed > call.bound]
     log.error(
-        "%s did not stop within %.0f s; exiting anyway (work not committed runs again)",
+        "%s did not stop within %.0f s; exiting anyway (work not committed runs again)%s",
         " and ".join(alive),
         STOP_BOUND_S,
+        "".join(f"; stuck in {call}" for call in overdue),
     )
     logging.shutdown()
     sys.stderr.flush()

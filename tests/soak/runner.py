@@ -220,7 +220,9 @@ class PhaseRun:
                 self.log(f"chaos over: {feeder.written} starts written; draining")
                 self._drain(client)
                 self.log("stopping the roles (SIGTERM)")
-                self.report.problems += self.roles.stop_all()
+                problems, notes = self.roles.stop_all()
+                self.report.problems += problems
+                self.report.notes += notes
                 self.log("every role stopped")
                 self._check(app, client)
         finally:

@@ -17,6 +17,7 @@ from pathlib import Path
 from durafka.codec.records import DeadLetter, encode_dead_letter
 from durafka.entities import EntityId, EntityMetadata
 from durafka.status import OrchestrationStatus, RuntimeStatus
+from durafka.transport.calls import InFlightCall
 from tests.soak import app as soak
 from tests.soak.checks import (
     ActivityRuns,
@@ -27,6 +28,7 @@ from tests.soak.checks import (
     check_statuses,
     read_activity_runs,
 )
+from tests.soak.cluster import _STUCK_AT_STOP
 from tests.soak.schedule import CI_SIZE, FaultKind, plan_soak
 from tests.soak.workload import (
     ACCOUNTS,
@@ -234,3 +236,18 @@ def test_a_between_output_is_checked_by_range() -> None:
     assert check.problem(50) is None
     assert check.problem(51) is not None and check.problem("5") is not None
     assert replace(Exactly(3), value=4).problem(4) is None
+
+
+def test_a_role_stopped_late_in_a_stuck_kafka_call_is_a_note_not_a_problem() -> None:
+    # Soak seed 397900: a worker stuck in librdkafka's send_offsets_to_transaction after
+    # the broker restart got the final SIGTERM before the watchdog's bound and exited 1
+    # after 25 s. The role names the stuck call now; anything else stays a problem.
+    call = InFlightCall("send_offsets_to_transaction(H.worker.w)", "durafka-worker", 57.0, 35.0)
+    stuck = (
+        "worker did not stop within 25 s; exiting anyway (work not committed runs again)"
+        f"; stuck in {call}"
+    )
+    assert _STUCK_AT_STOP.search(f"INFO x\nERROR {stuck}\n")
+    assert not _STUCK_AT_STOP.search(
+        "ERROR worker did not stop within 25 s; exiting anyway (work not committed runs again)\n"
+    )
