@@ -441,8 +441,7 @@ class Processor:
             # E.g. the group coordinator, just restarted, still completing the previous
             # owner's transaction (a stable offset is asked for): not a reason to stop.
             log.warning("partition %d: %s; restoring on and asking again", p, exc)
-            self._close_store(store)
-            self._restorer.add([p])
+            self._restore_on(p, store)
             return
         written = decode_input_offset(store.get(INPUT_OFFSET_KEY))
         if (
@@ -512,9 +511,14 @@ class Processor:
                 written,
                 start,
             )
+        self._restore_on(p, store)
+        return True
+
+    def _restore_on(self, p: int, store: PartitionStore) -> None:
+        """Keep ``p`` paused and restore it again: from its checkpoint, so only what
+        the changelog gained since is read."""
         self._close_store(store)
         self._restorer.add([p])
-        return True
 
     def _fence_static_owner(self, p: int) -> None:
         """Initialise partition ``p``'s static ``transactional.id``: a static-range
