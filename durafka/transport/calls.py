@@ -8,7 +8,9 @@ interrupted from Python. What can be done is to notice it: every blocking
 call of the Kafka transport registers here with its *bound* (its timeout and
 what it may legitimately add, e.g. rebalance callbacks inside a poll), and the
 watchdog (:mod:`durafka.watchdog`) looks for calls overdue by more than a
-grace period.
+grace period. (``send_offsets_to_transaction`` made after a client reported
+trouble runs on a helper thread instead, given up with its producer past its
+bound: see ``KafkaTransactionalProducer``.)
 
 Registering costs a dictionary insert and delete (the hot path's polls do it
 every iteration).

@@ -156,6 +156,7 @@ class ClientErrors:
         self._reached = False
         self._logged: dict[int, float] = {}
         self._librdkafka = logging.getLogger(LIBRDKAFKA_LOGGER)
+        self._last_error_at: float | None = None
 
     def log(self, level: int, msg: str, *args: object) -> None:
         """librdkafka's log line (confluent-kafka calls ``logger.log``): kept if telling, passed on.
@@ -174,6 +175,7 @@ class ClientErrors:
         if error.fatal():
             log.error("Kafka client fatal error: %s", text)
             return
+        self._last_error_at = time.monotonic()
         self._remember(classify(code, text), text)
         with self._lock:
             if not self._reached:
@@ -191,6 +193,14 @@ class ClientErrors:
         with self._lock:
             if self._seen is None or _RANK[cause] >= _RANK[self._seen.cause]:
                 self._seen = _Seen(cause, text)
+
+    def troubled_within(self, seconds: float) -> bool:
+        """Whether a client reported an error (broker down, connection lost, a request
+        timed out) in the last ``seconds``: librdkafka's transactional calls are known
+        to block past their timeout only after such trouble (see ``KafkaTransactionalProducer``).
+        """
+        last = self._last_error_at
+        return last is not None and time.monotonic() - last < seconds
 
     @property
     def cause(self) -> ConnectionCause | None:

@@ -147,6 +147,12 @@ _POLL_CALLBACKS_S: Final = 60.0
 _CLOSE_BOUND_S: Final = 60.0
 # What a bounded call may take beyond its timeout (a last retry, a backoff).
 _SLACK_S: Final = 5.0
+# After a client reported trouble (the broker down, a connection lost), librdkafka's
+# send_offsets_to_transaction was seen blocking for good: its group coordinator request
+# waits for a broker state change that may not come (librdkafka issues 5456, 5511). For
+# this long after such trouble the call runs on a helper thread, so that the role can
+# give it up, with its producer, once it outlives its bound.
+_TROUBLE_WINDOW_S: Final = 600.0
 _POSITION_RESET_TIMEOUT_S: Final = 2.0
 
 
@@ -584,6 +590,14 @@ class KafkaTransactionalProducer(KafkaProducer):
     timeout (the transaction is nearly done, retrying is cheaper than redoing
     the batch); everything else raises at once, with ``fatal`` telling whether
     aborting is enough or the producer must be recreated.
+
+    For a while after the transport's clients reported trouble (a broker down),
+    ``send_offsets`` runs librdkafka's call on a helper thread and gives it up,
+    with the producer, once it outlives its bound: librdkafka was seen never
+    returning from it then. The producer is left to that call; every later
+    call fails with a non-fatal :class:`TransactionError`, and the caller
+    replaces it (``abandon``), whose successor's ``init_transactions`` aborts
+    the transaction.
     """
 
     def __init__(self, config: Mapping[str, Any]) -> None:
@@ -593,6 +607,11 @@ class KafkaTransactionalProducer(KafkaProducer):
         self._in_transaction = False
         # Set once librdkafka reported a fatal error: every later call fails fast.
         self._fatal: TransactionError | None = None
+        errors = config.get("error_cb")
+        self._errors = errors if isinstance(errors, ClientErrors) else None
+        # Set once a call was given up while still blocked in librdkafka: the client
+        # belongs to that call from then on, and every later call fails fast.
+        self._stuck: str | None = None
 
     def init_transactions(self, timeout: float = 30.0) -> None:
         """Register the ``transactional.id``, fencing older producers that used it."""
@@ -668,7 +687,60 @@ class KafkaTransactionalProducer(KafkaProducer):
         def send(timeout: float) -> None:
             self._producer.send_offsets_to_transaction(positions, group_metadata, timeout)
 
-        self._retrying("send_offsets_to_transaction", send, _SEND_OFFSETS_TIMEOUT_S)
+        operation = "send_offsets_to_transaction"
+        call: Callable[[float], None] = send
+        if self._errors is not None and self._errors.troubled_within(_TROUBLE_WINDOW_S):
+            call = self._given_up_past_bound(operation, send)
+        self._retrying(operation, call, _SEND_OFFSETS_TIMEOUT_S)
+
+    def _given_up_past_bound(
+        self, operation: str, call: Callable[[float], None]
+    ) -> Callable[[float], None]:
+        """``call`` on a helper thread, given up (with this producer) past its bound.
+
+        A call librdkafka does not return from cannot be interrupted; without this
+        the role thread would wait in it until the watchdog ends the process. Given
+        up, the call keeps the client (nothing else touches it again: destroying a
+        client with a call in flight is not safe), the caller aborts the batch and
+        replaces the producer, whose ``init_transactions`` aborts the transaction.
+        """
+
+        def on_helper(timeout: float) -> None:
+            failure: list[BaseException] = []
+            done = threading.Event()
+
+            def run() -> None:
+                try:
+                    call(timeout)
+                except BaseException as exc:
+                    failure.append(exc)
+                finally:
+                    done.set()
+
+            threading.Thread(target=run, name=f"durafka-{operation}", daemon=True).start()
+            bound = timeout + _SLACK_S
+            if not done.wait(bound):
+                self._stuck = (
+                    f"the producer was given up: its {operation} did not return within "
+                    f"{bound:.0f} s after the cluster was unreachable (a known librdkafka problem)"
+                )
+                log.warning(
+                    "%s(%s) did not return within %.0f s after the cluster was unreachable "
+                    "(a known librdkafka problem): giving the producer up; a new one with "
+                    "the same transactional.id aborts its transaction",
+                    operation,
+                    self._transactional_id,
+                    bound,
+                )
+                raise TransactionError(
+                    f"{operation} failed for transactional.id {self._transactional_id!r}: "
+                    f"{self._stuck}; create a new producer (its init_transactions aborts "
+                    "the transaction)"
+                )
+            if failure:
+                raise failure[0]
+
+        return on_helper
 
     def commit_transaction(self, timeout: float = 30.0) -> None:
         """Flush and commit; records and offsets become visible together.
@@ -725,6 +797,8 @@ class KafkaTransactionalProducer(KafkaProducer):
         if self._closed:
             return
         self._closed = True
+        if self._stuck is not None:
+            return  # the client is the stuck call's: destroying it under that call is unsafe
         client = self._producer
 
         def destroy() -> None:
@@ -741,6 +815,10 @@ class KafkaTransactionalProducer(KafkaProducer):
     def close(self) -> None:
         """Abort an open transaction (readers would wait for its timeout), then close."""
         if self._closed:
+            return
+        if self._stuck is not None:
+            # The successor's init_transactions aborts the open transaction.
+            self.abandon()
             return
         if self._fatal is not None:
             # Nothing can be delivered or aborted any more; confluent-kafka's close()
@@ -764,6 +842,11 @@ class KafkaTransactionalProducer(KafkaProducer):
     def _raise_if_fatal(self, operation: str) -> None:
         if self._fatal is not None:
             raise TransactionError(f"{operation}: {self._fatal}", fatal=True)
+        if self._stuck is not None:
+            raise TransactionError(
+                f"{operation} failed for transactional.id {self._transactional_id!r}: "
+                f"{self._stuck}; create a new producer"
+            )
 
     def _retrying(self, operation: str, call: Callable[[float], None], timeout: float) -> None:
         self._raise_if_fatal(operation)

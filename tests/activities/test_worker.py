@@ -34,6 +34,7 @@ from tests.activities.workers import (
     read_topic,
     task,
 )
+from tests.support.stuck import BlockingSendOffsets, a_broker_went_down, short_send_offsets_bound
 from tests.support.waiting import wait_until
 
 # -- results ------------------------------------------------------------------------------
@@ -652,3 +653,44 @@ def test_a_newer_worker_with_the_same_id_fences_the_older(
     assert {key[0] for key in results} == {t.instance_id for t in produced}
     assert_all_committed(transport, hub)
     assert newer.error is None and newer.thread.is_alive()
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("bootstrap", ["kafka"], indirect=True)
+def test_a_worker_stuck_in_send_offsets_goes_on_with_a_new_producer(
+    transport: Transport,
+    hub: str,
+    start_worker: Callable[..., Running],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Before: after the broker was unreachable, librdkafka's send_offsets_to_transaction
+    # could block for good, and the worker waited in it until the watchdog ended the
+    # process (soak seeds 312794, 397900). Now the call is given up past its bound, with
+    # its producer; the worker aborts, replaces the producer and runs the tasks again.
+    short_send_offsets_bound(monkeypatch)
+    runs: Counter[str] = Counter()
+    blocking: list[BlockingSendOffsets] = []
+
+    class FirstProducerBlocks:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(transport, name)
+
+        def transactional_producer(self, transactional_id: str, **config: Any) -> Any:
+            producer = transport.transactional_producer(transactional_id, **config)
+            if not blocking:
+                blocking.append(BlockingSendOffsets.wrap(producer))
+            return producer
+
+    a_broker_went_down(transport)
+    produced = [task(f"s{n}", "work", n) for n in range(4)]
+    produce_tasks(transport, hub, produced)
+    try:
+        running = start_worker(_counting_registry(runs), via=FirstProducerBlocks())
+        results = read_results(transport, hub, len(produced))
+    finally:
+        for b in blocking:
+            b.release.set()
+    assert {key[0] for key in results} == {t.instance_id for t in produced}
+    assert_all_committed(transport, hub)
+    assert blocking and len(blocking[0].threads) == 1
+    assert running.error is None and running.thread.is_alive()
