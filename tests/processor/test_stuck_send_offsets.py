@@ -16,33 +16,16 @@ from typing import Any
 import pytest
 
 import durafka
-from durafka import OrchestrationContext
 from durafka.codec.records import decode_status
-from durafka.registry import Registry
 from durafka.status import RuntimeStatus
 from durafka.topology import HubTopics
 from durafka.transport.kafka import KafkaTransport
+from tests.processor.test_exactly_once import doubler, registry
 from tests.support.apps import hosted, make_app
 from tests.support.stuck import BlockingSendOffsets, a_broker_went_down, short_send_offsets_bound
 from tests.support.topics import read_topic
 
 pytestmark = pytest.mark.kafka
-
-registry = Registry()
-
-
-def double(x: int) -> int:
-    """A trivial activity."""
-    return 2 * x
-
-
-async def doubler(ctx: OrchestrationContext, x: int) -> int:
-    """One activity, its result as output."""
-    return int(await ctx.call_activity(double, x))
-
-
-registry.add_activity(double)
-registry.add_orchestration(doubler)
 
 
 def test_a_processor_stuck_in_send_offsets_goes_on_with_a_new_producer(
