@@ -240,6 +240,18 @@ class RecordRejectedError(TransactionError):
         self.code = code
 
 
+class ProducerGivenUpError(TransactionError):
+    """A transactional call librdkafka did not return from was given up, with its producer.
+
+    Seen with ``send_offsets_to_transaction`` after the broker was unreachable
+    (librdkafka issues 5456 and 5511). Nothing of the transaction was committed;
+    the producer fails every later call (not fatal: ``abort_transaction`` fails
+    too, and the caller replaces it, whose successor's ``init_transactions``
+    aborts the transaction). Other producers that lived through the same outage
+    may be stuck the same way on their next call: replace them too.
+    """
+
+
 class CommitOutcomeUnknownError(TransactionError):
     """``commit_transaction`` did not finish: the transaction may or may not have committed.
 

@@ -73,6 +73,7 @@ from durafka.errors import (
     InvalidInstanceIdError,
     MalformedKeyError,
     PartitionOwnershipError,
+    ProducerGivenUpError,
     TransactionError,
     TransportError,
     UnknownSchemaError,
@@ -1085,6 +1086,8 @@ class Processor:
             return
         if checkpoint.producer_unusable:
             self._replace_producer(checkpoint.producer, partitions)
+            if isinstance(checkpoint.error, ProducerGivenUpError):
+                self._replace_other_static_producers(partitions)
         if outcome is CheckpointOutcome.ABORTED or outcome is CheckpointOutcome.REJECTED:
             self._rewind(checkpoint.shares)
         else:
@@ -1110,6 +1113,26 @@ class Processor:
                 part = self._owned.get(p)
                 if part is not None:
                     part.producer = producer
+
+    def _replace_other_static_producers(self, replaced: list[int]) -> None:
+        """Replace every static producer but those of ``replaced``, between transactions.
+
+        After one was given up stuck in librdkafka, the others that lived through
+        the same outage were seen stuck the same way on their next transaction, one
+        after the other, each for the call's whole bound (soak seed 506097: four
+        partitions, 140 s). New clients are not affected.
+        """
+        others = sorted(p for p in self._static_producers if p not in replaced)
+        if not others:
+            return
+        log.warning(
+            "replacing the producers of partitions %s of %s as well: they lived through the "
+            "same outage",
+            others,
+            self.topics.orchestrations,
+        )
+        for p in others:
+            self._replace_producer(self._static_producers[p], [p])
 
     def _retrying_new_producer(self, transactional_id: str) -> TransactionalProducer:
         delay = 0.1

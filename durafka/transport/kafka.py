@@ -47,6 +47,7 @@ from confluent_kafka.admin import AdminClient
 from durafka.errors import (
     CommitOutcomeUnknownError,
     ConfigurationError,
+    ProducerGivenUpError,
     RecordRejectedError,
     TransactionError,
     TransportError,
@@ -732,7 +733,7 @@ class KafkaTransactionalProducer(KafkaProducer):
                     self._transactional_id,
                     bound,
                 )
-                raise TransactionError(
+                raise ProducerGivenUpError(
                     f"{operation} failed for transactional.id {self._transactional_id!r}: "
                     f"{self._stuck}; create a new producer (its init_transactions aborts "
                     "the transaction)"
@@ -843,7 +844,7 @@ class KafkaTransactionalProducer(KafkaProducer):
         if self._fatal is not None:
             raise TransactionError(f"{operation}: {self._fatal}", fatal=True)
         if self._stuck is not None:
-            raise TransactionError(
+            raise ProducerGivenUpError(
                 f"{operation} failed for transactional.id {self._transactional_id!r}: "
                 f"{self._stuck}; create a new producer"
             )

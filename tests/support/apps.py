@@ -36,13 +36,14 @@ def make_app(
 
 
 @contextmanager
-def hosted(app: durafka.App) -> Iterator[Processor]:
+def hosted(app: durafka.App, partitions: list[int] | None = None) -> Iterator[Processor]:
     """``app.running()`` with the processor at hand (its counters, its partitions).
 
-    A processor and a worker on threads, without activities next to the processor.
+    A processor (of a static range when ``partitions`` is given) and a worker on
+    threads, without activities next to the processor.
     """
     runner = Runner()
-    processor = app.processor()
+    processor = app.processor(partitions)
     runner.add("processor", processor.run)
     runner.add("worker", app.worker().run)
     runner.start()

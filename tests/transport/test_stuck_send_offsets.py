@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from durafka.errors import TransactionError
+from durafka.errors import ProducerGivenUpError
 from durafka.topology import TopicSpec
 from durafka.transport import TopicPartition, open_transport
 from durafka.transport.calls import calls_in_flight
@@ -80,12 +80,12 @@ def test_a_send_offsets_stuck_after_trouble_is_given_up_with_its_producer(
         assert time.monotonic() - started < 10.0
         assert blocking.threads and blocking.threads[0] != "role"
         (error,) = raised
-        assert isinstance(error, TransactionError) and not error.fatal
+        assert isinstance(error, ProducerGivenUpError) and not error.fatal
         assert "did not return" in str(error)
         # Not left for the watchdog: nothing of this producer counts as in flight.
         assert not [c for c in calls_in_flight() if tid in c.what]
         # The given-up producer fails fast and is released without touching the client.
-        with pytest.raises(TransactionError, match="create a new producer"):
+        with pytest.raises(ProducerGivenUpError, match="create a new producer"):
             producer.abort_transaction(5.0)
         producer.close()
 
