@@ -595,10 +595,10 @@ class KafkaTransactionalProducer(KafkaProducer):
     For a while after the transport's clients reported trouble (a broker down),
     ``send_offsets`` runs librdkafka's call on a helper thread and gives it up,
     with the producer, once it outlives its bound: librdkafka was seen never
-    returning from it then. The producer is left to that call; every later
-    call fails with a non-fatal :class:`TransactionError`, and the caller
-    replaces it (``abandon``), whose successor's ``init_transactions`` aborts
-    the transaction.
+    returning from it then. The producer is left to that call; it and every
+    later call fail with :class:`~durafka.errors.ProducerGivenUpError` (not
+    fatal), and the caller replaces the producer (``abandon``), whose
+    successor's ``init_transactions`` aborts the transaction.
     """
 
     def __init__(self, config: Mapping[str, Any]) -> None:
