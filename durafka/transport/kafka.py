@@ -689,10 +689,19 @@ class KafkaTransactionalProducer(KafkaProducer):
             self._producer.send_offsets_to_transaction(positions, group_metadata, timeout)
 
         operation = "send_offsets_to_transaction"
-        call: Callable[[float], None] = send
-        if self._errors is not None and self._errors.troubled_within(_TROUBLE_WINDOW_S):
-            call = self._given_up_past_bound(operation, send)
-        self._retrying(operation, call, _SEND_OFFSETS_TIMEOUT_S)
+        guarded = self._given_up_past_bound(operation, send)
+        attempts = 0
+
+        def attempt(timeout: float) -> None:
+            # A retry follows trouble as well: librdkafka serves the error callback
+            # only from a poll, which this thread is not making meanwhile (soak seed
+            # 506097: the first attempt timed out, the retry never returned).
+            nonlocal attempts
+            attempts += 1
+            troubled = self._errors is not None and self._errors.troubled_within(_TROUBLE_WINDOW_S)
+            (guarded if troubled or attempts > 1 else send)(timeout)
+
+        self._retrying(operation, attempt, _SEND_OFFSETS_TIMEOUT_S)
 
     def _given_up_past_bound(
         self, operation: str, call: Callable[[float], None]

@@ -13,7 +13,7 @@ import threading
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException
 
 from durafka.transport import kafka as kafka_transport
 from durafka.transport.kafka import KafkaTransactionalProducer, KafkaTransport
@@ -25,8 +25,9 @@ class BlockingSendOffsets:
     """confluent-kafka's producer, except that ``send_offsets_to_transaction`` blocks
     until :attr:`release` is set, noting the thread of each call."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, *, time_out_first: bool = False) -> None:
         self._inner = inner
+        self._time_out_first = time_out_first
         self.release = threading.Event()
         self.threads: list[str] = []
 
@@ -35,13 +36,20 @@ class BlockingSendOffsets:
 
     def send_offsets_to_transaction(self, *args: Any) -> None:
         self.threads.append(threading.current_thread().name)
+        if self._time_out_first and len(self.threads) == 1:
+            # As librdkafka reports a request the broker did not answer (it went down).
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "Timed out", retriable=True))
         self.release.wait()
 
     @classmethod
-    def wrap(cls, producer: object) -> BlockingSendOffsets:
-        """Put one around ``producer``'s client; returns it."""
+    def wrap(cls, producer: object, *, time_out_first: bool = False) -> BlockingSendOffsets:
+        """Put one around ``producer``'s client; returns it.
+
+        ``time_out_first``: the first call fails with a retriable timeout at once,
+        and the retry blocks (as seen in the soak, the error callback not served yet).
+        """
         assert isinstance(producer, KafkaTransactionalProducer)
-        blocking = cls(producer._producer)
+        blocking = cls(producer._producer, time_out_first=time_out_first)
         producer._producer = blocking
         return blocking
 
