@@ -738,7 +738,7 @@ class KafkaTransactionalProducer(KafkaProducer):
         def on_helper(timeout: float) -> None:
             if self._helper is None:
                 # One thread per producer, started on first use: a thread per call
-                # cost ~0.2 ms more per call (2-core machine, on the dev broker).
+                # cost ~0.25 ms more per call (docs/performance.md).
                 self._helper = SimpleQueue()
                 threading.Thread(
                     target=_serve_calls,
