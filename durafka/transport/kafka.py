@@ -631,7 +631,7 @@ class KafkaTransactionalProducer(KafkaProducer):
         # Set once a call was given up while still blocked in librdkafka: the client
         # belongs to that call from then on, and every later call fails fast.
         self._stuck: str | None = None
-        # The calls for the helper thread of _given_up_past_bound (None ends it).
+        # The calls for the helper thread of _on_helper (None ends it).
         self._helper: SimpleQueue[_HelperCall | None] | None = None
 
     def init_transactions(self, timeout: float = 30.0) -> None:
@@ -709,7 +709,6 @@ class KafkaTransactionalProducer(KafkaProducer):
             self._producer.send_offsets_to_transaction(positions, group_metadata, timeout)
 
         operation = "send_offsets_to_transaction"
-        guarded = self._given_up_past_bound(operation, send)
         attempts = 0
 
         def attempt(timeout: float) -> None:
@@ -719,14 +718,15 @@ class KafkaTransactionalProducer(KafkaProducer):
             nonlocal attempts
             attempts += 1
             troubled = self._errors is not None and self._errors.troubled_within(_TROUBLE_WINDOW_S)
-            (guarded if troubled or attempts > 1 else send)(timeout)
+            if troubled or attempts > 1:
+                self._on_helper(operation, send, timeout)
+            else:
+                send(timeout)
 
         self._retrying(operation, attempt, _SEND_OFFSETS_TIMEOUT_S)
 
-    def _given_up_past_bound(
-        self, operation: str, call: Callable[[float], None]
-    ) -> Callable[[float], None]:
-        """``call`` on a helper thread, given up (with this producer) past its bound.
+    def _on_helper(self, operation: str, call: Callable[[float], None], timeout: float) -> None:
+        """``call(timeout)`` on the helper thread, given up (with this producer) past its bound.
 
         A call librdkafka does not return from cannot be interrupted; without this
         the role thread would wait in it until the watchdog ends the process. Given
@@ -734,45 +734,38 @@ class KafkaTransactionalProducer(KafkaProducer):
         client with a call in flight is not safe), the caller aborts the batch and
         replaces the producer, whose ``init_transactions`` aborts the transaction.
         """
-
-        def on_helper(timeout: float) -> None:
-            if self._helper is None:
-                # One thread per producer, started on first use: a thread per call
-                # cost ~0.25 ms more per call (docs/performance.md).
-                self._helper = SimpleQueue()
-                threading.Thread(
-                    target=_serve_calls,
-                    args=(self._helper,),
-                    name=f"durafka-{operation}",
-                    daemon=True,
-                ).start()
-            failure: list[BaseException] = []
-            finished = threading.Lock()
-            finished.acquire()
-            self._helper.put((call, timeout, finished, failure))
-            bound = timeout + _SLACK_S
-            if not finished.acquire(timeout=bound):
-                self._stuck = (
-                    f"the producer was given up: its {operation} did not return within "
-                    f"{bound:.0f} s after the cluster was unreachable (a known librdkafka problem)"
-                )
-                log.warning(
-                    "%s(%s) did not return within %.0f s after the cluster was unreachable "
-                    "(a known librdkafka problem): giving the producer up; a new one with "
-                    "the same transactional.id aborts its transaction",
-                    operation,
-                    self._transactional_id,
-                    bound,
-                )
-                raise ProducerGivenUpError(
-                    f"{operation} failed for transactional.id {self._transactional_id!r}: "
-                    f"{self._stuck}; create a new producer (its init_transactions aborts "
-                    "the transaction)"
-                )
-            if failure:
-                raise failure[0]
-
-        return on_helper
+        if self._helper is None:
+            # One thread per producer, started on first use: a thread per call
+            # cost ~0.25 ms more per call (docs/performance.md).
+            self._helper = SimpleQueue()
+            threading.Thread(
+                target=_serve_calls, args=(self._helper,), name=f"durafka-{operation}", daemon=True
+            ).start()
+        failure: list[BaseException] = []
+        finished = threading.Lock()
+        finished.acquire()
+        self._helper.put((call, timeout, finished, failure))
+        bound = timeout + _SLACK_S
+        if not finished.acquire(timeout=bound):
+            self._stuck = (
+                f"the producer was given up: its {operation} did not return within "
+                f"{bound:.0f} s after the cluster was unreachable (a known librdkafka problem)"
+            )
+            log.warning(
+                "%s(%s) did not return within %.0f s after the cluster was unreachable "
+                "(a known librdkafka problem): giving the producer up; a new one with "
+                "the same transactional.id aborts its transaction",
+                operation,
+                self._transactional_id,
+                bound,
+            )
+            raise ProducerGivenUpError(
+                f"{operation} failed for transactional.id {self._transactional_id!r}: "
+                f"{self._stuck}; create a new producer (its init_transactions aborts "
+                "the transaction)"
+            )
+        if failure:
+            raise failure[0]
 
     def commit_transaction(self, timeout: float = 30.0) -> None:
         """Flush and commit; records and offsets become visible together.
