@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.durafka-installed
 PYTEST_ARGS ?=
 
-.PHONY: install check test demo lint broker-start broker-stop broker-status
+.PHONY: install check test test-compiled demo lint broker-start broker-stop broker-status
 
 install: $(STAMP)
 
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@touch $@
 
-check: lint test
+check: lint test test-compiled
 
 test: install
 	@# Fetch the broker up front (once, cached) so the first test is not timed on a download.
@@ -28,6 +28,19 @@ test: install
 			|| echo "could not fetch Kafka with Maven; the test session will say why"; \
 	fi
 	$(BIN)/pytest -p no:cacheprovider -ra $(PYTEST_ARGS)
+
+# The compiled build (DURAFKA_COMPILE=1: setup.py's COMPILED_MODULES through mypyc),
+# in a copy of the checkout so that no extension module ever shadows a source
+# here: the suites of the replay engine, the processor, the codec, features and
+# entities, on memory:// and on the real broker (a session of its own, as `make test`).
+COMPILED := .durafka/compiled
+COMPILED_SUITES ?= tests/foundation/test_compiled.py tests/runtime tests/codec tests/processor tests/features tests/entities
+test-compiled: install
+	rm -rf $(COMPILED) && mkdir -p $(COMPILED)
+	tar -c --exclude=./.venv --exclude=./.durafka --exclude=./.git --exclude=./build . | tar -x -C $(COMPILED)
+	cd $(COMPILED) && DURAFKA_COMPILE=1 $(CURDIR)/$(BIN)/python setup.py -q build_ext --inplace
+	cd $(COMPILED) && DURAFKA_EXPECT_COMPILED=1 PYTHONPATH=. $(CURDIR)/$(BIN)/pytest -p no:cacheprovider -ra \
+		-m "not slow and not containers" $(COMPILED_SUITES)
 
 demo: install
 	DURAFKA_BOOTSTRAP_SERVERS=memory:// $(BIN)/python -m examples.hello

@@ -33,6 +33,7 @@ from durafka.bench.config import BenchConfig
 from durafka.bench.progress import Progress
 from durafka.bench.results import BenchResult, Metrics
 from durafka.bench.runner import run_benchmark
+from durafka.compiled import build_description
 from durafka.errors import BenchmarkError
 
 __all__ = [
@@ -132,7 +133,7 @@ def default_peers_dir() -> Path:
 
 
 def machine() -> dict[str, Any]:
-    """The CPU model, cores, memory and OS of this machine (and its load and time now)."""
+    """This machine's CPU model, cores, memory and OS, durafka's build, load and time now."""
     model = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -154,6 +155,7 @@ def machine() -> dict[str, Any]:
         "memory_gib": memory_gib,
         "platform": platform.platform(),
         "python": platform.python_version(),
+        "durafka_build": build_description(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }

@@ -165,7 +165,8 @@ def run_tables(run: RunResult) -> list[Table]:
             f"{layout}\nbatch {s['batch_size']} records, "
             f"cache {s['cache_size']:,}{local}, {run.cpu_count} cores "
             f"(load {run.load_average[0]:.1f}), "
-            f"durafka {run.durafka_version}, {run.timestamp}"
+            f"durafka {run.durafka_version}{f' ({run.build})' if run.build else ''}, "
+            f"{run.timestamp}"
         ),
         title_justify="left",
     )
@@ -212,6 +213,7 @@ def comparison_table(comparison: Comparison) -> Table:
         title=(
             f"durafka / Restate on {m['cpu_model']}, {m['cores']} cores, "
             f"{m['memory_gib']} GiB (load {m['load_average'][0]:.1f} at the end)"
+            + (f"; durafka {m['durafka_build']}" if m.get("durafka_build") else "")
         ),
         title_justify="left",
         caption="* a throughput run under 10 s on a side: its ratio is not stable"

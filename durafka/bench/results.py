@@ -67,6 +67,9 @@ class RunResult(BaseModel):
     run: int
     timestamp: str
     durafka_version: str
+    #: ``"pure Python"`` or ``"compiled (N modules)"`` (durafka.compiled); empty in
+    #: results saved before it was recorded.
+    build: str = ""
     python: str
     platform: str
     cpu_count: int

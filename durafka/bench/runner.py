@@ -22,6 +22,7 @@ from durafka.bench.hosting import EmbeddedHost, Host, SeparateHost, broker_cpu
 from durafka.bench.progress import NoProgress, Progress
 from durafka.bench.results import BenchResult, Measurement, Metrics, RunResult, median_metrics
 from durafka.client import AsyncClient
+from durafka.compiled import build_description
 from durafka.errors import BenchmarkError
 from durafka.settings import Settings
 from durafka.topology import HubTopics
@@ -114,6 +115,7 @@ def _run_once(config: BenchConfig, index: int, progress: Progress) -> RunResult:
         run=index,
         timestamp=timestamp,
         durafka_version=durafka.__version__,
+        build=build_description(),
         python=platform.python_version(),
         platform=platform.platform(),
         cpu_count=os.cpu_count() or 0,

@@ -1,0 +1,52 @@
+"""The compiled build (``DURAFKA_COMPILE=1``, mypyc) is the modules setup.py lists, or none.
+
+``make test-compiled`` (run by CI after ``make test``) compiles a copy of the
+checkout and runs the core suites in it with ``DURAFKA_EXPECT_COMPILED=1``;
+everywhere else the tests run the Python sources. An extension module left in
+a checkout would shadow its edited source without a word: the pure case
+catches that.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from pathlib import Path
+
+import durafka
+from durafka.compiled import build_description, compiled_modules
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _listed_in_setup() -> list[str]:
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign | ast.Assign):
+            targets = [node.target] if isinstance(node, ast.AnnAssign) else node.targets
+            if any(isinstance(t, ast.Name) and t.id == "COMPILED_MODULES" for t in targets):
+                assert node.value is not None
+                paths = ast.literal_eval(node.value)
+                return sorted(p.removesuffix(".py").replace("/", ".") for p in paths)
+    raise AssertionError("setup.py has no COMPILED_MODULES")
+
+
+def test_the_build_is_the_one_expected() -> None:
+    assert Path(durafka.__file__).resolve().parent == ROOT / "durafka", (
+        f"durafka is imported from {durafka.__file__}, not from this checkout"
+    )
+    if os.environ.get("DURAFKA_EXPECT_COMPILED") == "1":
+        assert compiled_modules() == _listed_in_setup()
+        assert build_description() == f"compiled ({len(_listed_in_setup())} modules)"
+    else:
+        assert compiled_modules() == [], (
+            "compiled modules in the checkout shadow their sources: delete "
+            + ", ".join(compiled_modules())
+            + " (they are built by `make test-compiled` in a copy, never in place)"
+        )
+        assert build_description() == "pure Python"
+
+
+def test_the_compiled_modules_exist() -> None:
+    for name in _listed_in_setup():
+        assert (ROOT / (name.replace(".", "/") + ".py")).is_file(), name
