@@ -165,7 +165,7 @@ def run_tables(run: RunResult) -> list[Table]:
             f"{layout}\nbatch {s['batch_size']} records, "
             f"cache {s['cache_size']:,}{local}, {run.cpu_count} cores "
             f"(load {run.load_average[0]:.1f}), "
-            f"durafka {run.durafka_version}{f' ({run.build})' if run.build else ''}, "
+            f"durafka {run.durafka_version}{f', {run.build}' if run.build else ''}, "
             f"{run.timestamp}"
         ),
         title_justify="left",

@@ -22,6 +22,7 @@ from durafka.bench.drivers import Drive, percentile
 from durafka.bench.hosting import split_partitions
 from durafka.bench.progress import NoProgress
 from durafka.cli import app as cli
+from durafka.compiled import build_description
 from durafka.errors import BenchmarkError
 
 TINY: dict[str, Any] = {
@@ -39,6 +40,7 @@ RUN_KEYS = {
     "run",
     "timestamp",
     "durafka_version",
+    "build",
     "python",
     "platform",
     "cpu_count",
@@ -58,6 +60,7 @@ RUN_KEYS = {
 def check_run(run: dict[str, Any], config: BenchConfig, processes: set[str]) -> None:
     """The keys and sane numbers of one run in the JSON report."""
     assert set(run) == RUN_KEYS
+    assert run["build"] == build_description()
     assert run["transport"] == config.transport
     assert run["partitions"] == config.partitions
     assert run["cpu_count"] >= 1

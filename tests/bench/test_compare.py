@@ -26,6 +26,7 @@ from durafka.bench.compare import (
 from durafka.bench.config import Workload
 from durafka.bench.report import comparison_table
 from durafka.bench.results import BenchResult, Measurement, RunResult
+from durafka.compiled import build_description
 from durafka.errors import BenchmarkError
 
 
@@ -187,6 +188,7 @@ def test_the_table_and_json_show_both_numbers_and_the_ratio() -> None:
     assert ">= 8x: not met" in text
     assert "1/10.3" in text  # 0.4 ms against 4.1 ms of CPU per instance
     assert f"{comparison.machine['cores']} cores" in text
+    assert f"durafka {build_description()}" in text  # which build was measured
     assert "durafka started 7 s after the peer's last run" in text
     data = json.loads(json.dumps(comparison.to_json()))
     assert data["machine"]["cpu_model"]
