@@ -32,15 +32,17 @@ test: install
 # The compiled build (DURAFKA_COMPILE=1: setup.py's COMPILED_MODULES through mypyc),
 # in a copy of the checkout so that no extension module ever shadows a source
 # here: the suites of the replay engine, the processor, the codec, features and
-# entities, on memory:// and on the real broker (a session of its own, as `make test`).
+# entities, on memory:// and on the real broker (a session of its own, as `make test`),
+# their kill -9 tests, and the chaos soak (compiled role processes killed, a broker kill).
 COMPILED := .durafka/compiled
-COMPILED_SUITES ?= tests/foundation/test_compiled.py tests/runtime tests/codec tests/processor tests/features tests/entities
+COMPILED_SUITES ?= tests/foundation/test_compiled.py tests/runtime tests/codec tests/processor \
+	tests/features tests/entities tests/soak/test_soak.py
 test-compiled: install
 	rm -rf $(COMPILED) && mkdir -p $(COMPILED)
 	tar -c --exclude=./.venv --exclude=./.durafka --exclude=./.git --exclude=./build . | tar -x -C $(COMPILED)
 	cd $(COMPILED) && DURAFKA_COMPILE=1 $(CURDIR)/$(BIN)/python setup.py -q build_ext --inplace
 	cd $(COMPILED) && DURAFKA_EXPECT_COMPILED=1 PYTHONPATH=. $(CURDIR)/$(BIN)/pytest -p no:cacheprovider -ra \
-		-m "not slow and not containers" $(COMPILED_SUITES)
+		-m "not containers" $(COMPILED_SUITES)
 
 demo: install
 	DURAFKA_BOOTSTRAP_SERVERS=memory:// $(BIN)/python -m examples.hello
