@@ -15,8 +15,7 @@ from pathlib import Path
 
 import durafka
 from durafka.compiled import build_description, compiled_modules
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.processes import REPO_ROOT as ROOT
 
 
 def _listed_in_setup() -> list[str]:
