@@ -106,6 +106,8 @@ class Checkpoint:
             partition (``o/``), for the next owner's restore to know it read this
             transaction; needless where a commit is visible on every partition at
             once (``memory://``).
+        transaction_timeout: the producer's ``transaction.timeout.ms``, in seconds
+            (None: unknown), for :attr:`outlived_timeout`.
 
     Attributes:
         outcome: set by :meth:`commit`.
@@ -114,6 +116,11 @@ class Checkpoint:
         dirty: shares whose store write failed after the commit (restore them).
         rejected: the records that made the outcome ``REJECTED``.
         error: what went wrong, for the log.
+        outlived_timeout: ``FENCED`` after the transaction had been open for at least
+            ``transaction_timeout``. The coordinator aborts such a transaction and bumps
+            the producer's epoch, which fences the producer with the same error as a
+            newer producer with its ``transactional.id`` would; only a transaction that
+            old can have been fenced that way.
     """
 
     def __init__(
@@ -128,8 +135,11 @@ class Checkpoint:
         commit_timeout: float,
         stop: threading.Event | None = None,
         record_input_offsets: bool = True,
+        transaction_timeout: float | None = None,
     ) -> None:
         self.producer = producer
+        self._transaction_timeout = transaction_timeout
+        self._began: float | None = None
         self._record_input_offsets = record_input_offsets
         self.shares = list(shares)
         self._input_topic = input_topic
@@ -146,6 +156,7 @@ class Checkpoint:
         self.dirty: list[PartitionBatch] = []
         self.rejected: list[Rejection] = []
         self.error: Exception | None = None
+        self.outlived_timeout = False
 
     @property
     def partitions(self) -> list[int]:
@@ -205,6 +216,7 @@ class Checkpoint:
 
     def _produce_and_send_offsets(self, changes: list[Mapping[bytes, bytes | None]]) -> None:
         producer = self.producer
+        self._began = time.monotonic()
         producer.begin_transaction()
         changelog = self._changelog_topic
         delivered = self._changelog_delivered
@@ -350,6 +362,12 @@ class Checkpoint:
         if outcome is not CheckpointOutcome.COMMITTED:
             for share in self.shares:
                 share.tx.fail()
+        if (
+            outcome is CheckpointOutcome.FENCED
+            and self._began is not None
+            and self._transaction_timeout is not None
+        ):
+            self.outlived_timeout = time.monotonic() - self._began >= self._transaction_timeout
         self.outcome = outcome
         return outcome
 

@@ -25,8 +25,12 @@ one can commit for a partition:
 * static ranges: one producer per partition, ``transactional.id`` =
   ``H.processor.p<n>`` (Kafka Streams' first exactly-once design, one per task),
   so an overlapping range or a group-mode processor fences it. A fenced
-  partition is given up with an error naming it; a static processor refuses to
-  start while group members own any of its partitions.
+  partition is given up with an error naming it, and claimed again if nobody
+  commits it while input waits; a static processor refuses to start while group
+  members own any of its partitions. The transaction coordinator fences with the
+  same error when it aborts a transaction past ``transaction_timeout_ms`` (a broker
+  down that long): a fence after a transaction that old takes the partitions back
+  at once.
 
 **Partitions' state.** An assigned partition stays paused while its store is
 restored from the changelog, a slice per iteration between the polls (a
@@ -588,9 +592,8 @@ class Processor:
         log.error(
             "gave up partitions %s of %s: %s. Another processor claimed them (an overlapping "
             "static range, or a group-mode processor on this task hub; check the ranges "
-            "with `durafka deploy check`), or the transaction coordinator aborted a "
-            "transaction that outlived transaction_timeout_ms (a broker down that long): "
-            "a partition nobody commits for %.0f s while input waits is claimed again.",
+            "with `durafka deploy check`), or one that is gone: a partition nobody commits "
+            "for %.0f s while input waits is claimed again.",
             lost,
             topic,
             reason,
@@ -700,9 +703,10 @@ class Processor:
         """Claim given-up static partitions that nobody has committed since, input waiting.
 
         A fence says only that the ``transactional.id`` got a newer epoch. A live
-        claimant commits whenever input waits; so the epoch came from the
-        coordinator aborting a transaction that outlived ``transaction_timeout_ms``
-        (the broker was down), or the claimant is gone (a range resized away).
+        claimant commits whenever input waits; so the claimant is gone (a range
+        resized away), or the epoch came from the coordinator aborting a transaction
+        that outlived ``transaction_timeout_ms`` and :meth:`_fenced_by_timeout` could
+        not take the partition back then (the group unknown while the broker was away).
         Initialising the id again fences whoever may still hold it.
         """
         log.warning(
@@ -1054,6 +1058,7 @@ class Processor:
             commit_timeout=self.settings.commit_timeout_ms / 1000,
             stop=self._stop,
             record_input_offsets=not self.settings.is_memory,
+            transaction_timeout=self.settings.transaction_timeout_ms / 1000,
         )
 
     def _mark(self, rejected: list[Rejection]) -> None:
@@ -1081,7 +1086,11 @@ class Processor:
             checkpoint.error,
         )
         static = self.static_partitions is not None
-        if outcome is CheckpointOutcome.FENCED and static:
+        if (
+            outcome is CheckpointOutcome.FENCED
+            and static
+            and not self._fenced_by_timeout(checkpoint)
+        ):
             self._lose(partitions, f"the producer was fenced: {checkpoint.error}")
             return
         if checkpoint.producer_unusable:
@@ -1094,6 +1103,37 @@ class Processor:
             # The commit may have happened: the stores and positions from before it are
             # not to be trusted. Restore from the changelog, read from the committed offsets.
             self._reset(partitions, f"transaction outcome {outcome.value if outcome else '?'}")
+
+    def _fenced_by_timeout(self, checkpoint: Checkpoint) -> bool:
+        """Whether a static range's fenced transaction was the coordinator's to abort:
+        then the partitions are taken back at once (new producer, restore) instead of
+        given up.
+
+        Kafka reports a claimant's ``init_transactions`` and the coordinator's abort
+        of a transaction past ``transaction_timeout_ms`` (a broker down or frozen that
+        long) with the same error; only a transaction that old can be the second.
+        Taking the partitions back fences a static claimant that came in the same
+        seconds (it gives them up, and finds this processor committing them); a
+        group-mode member that owns one is left alone (its per-partition fence at
+        assignment would fence this processor again).
+        """
+        if not checkpoint.outlived_timeout:
+            return False
+        partitions = checkpoint.partitions
+        try:
+            self._check_no_group_owner(partitions)
+        except DurafkaError as exc:  # a group member owns one, or the group is unknown now
+            log.warning("not taking partitions %s back after the fence: %s", partitions, exc)
+            return False
+        log.warning(
+            "the transaction of partitions %s of %s was fenced after more than "
+            "transaction_timeout_ms (%d ms): the transaction coordinator aborted it; taking "
+            "the partitions back with a new producer",
+            partitions,
+            self.topics.orchestrations,
+            self.settings.transaction_timeout_ms,
+        )
+        return True
 
     def _replace_producer(self, old: TransactionalProducer, partitions: list[int]) -> None:
         """A new producer with the same ``transactional.id``; its ``init_transactions``

@@ -857,7 +857,12 @@ class KafkaTransactionalProducer(KafkaProducer):
                 tracked(f"producer close ({self._transactional_id})", _CLOSE_BOUND_S),
             ):
                 warnings.simplefilter("ignore", RuntimeWarning)
-                self._producer.close()
+                try:
+                    self._producer.close()
+                except confluent_kafka.KafkaException as exc:
+                    # confluent-kafka's close() repeats the fatal error (seen after a
+                    # commit fenced by the coordinator's timeout): already reported.
+                    log.debug("closing producer %s: %s", self._transactional_id, exc)
             return
         self._end_helper()
         if self._in_transaction:

@@ -22,9 +22,11 @@ How Kafka is emulated, and why:
   returned. So "last record offset = high watermark - 1" fails here too, and
   code relying on it fails in memory tests rather than in production.
 * **Transaction timeout.** A transaction open longer than
-  ``transaction.timeout.ms`` (default 10000) is aborted by the broker; the
-  producer's next transactional call raises an abortable
-  :class:`~durafka.errors.TransactionError`.
+  ``transaction.timeout.ms`` (default 10000) is aborted by the broker, which
+  also bumps the producer's epoch, as Kafka's transaction coordinator does: the
+  producer's next transactional call raises a fatal
+  :class:`~durafka.errors.TransactionError` ("fenced", librdkafka's
+  ``_FENCED``), the same error a newer producer with its id would cause.
 * **Fencing.** ``init_transactions()`` aborts the open transaction of an older
   producer with the same ``transactional.id``; every later call of that older
   producer raises a fatal :class:`~durafka.errors.TransactionError`. Offsets
@@ -581,9 +583,11 @@ class MemoryBroker:
         for txn in [t for t in self._open_txns.values() if t.deadline <= now]:
             self._end_transaction(txn, commit=False)
             txn.abort_reason = (
-                "the transaction was open longer than transaction.timeout.ms and the "
-                "broker aborted it"
+                "the transaction was open longer than transaction.timeout.ms: the broker "
+                "aborted it and bumped the producer's epoch"
             )
+            if self._epochs.get(txn.tid) == txn.epoch:
+                self._epochs[txn.tid] = txn.epoch + 1
 
     def _end_transaction(self, txn: _Txn, commit: bool) -> None:
         if commit:
@@ -1085,6 +1089,7 @@ class MemoryTransactionalProducer(MemoryProducer):
         """Drop the records and offsets of the open transaction (no-op without one)."""
         broker = self._broker
         with broker._lock:
+            broker._expire_transactions(time.monotonic())
             self._check_epoch()
             txn, self._txn = self._txn, None
             if txn is not None and txn.abort_reason is None:
@@ -1121,20 +1126,25 @@ class MemoryTransactionalProducer(MemoryProducer):
         if self._epoch is None:
             raise TransactionError("call init_transactions() before any transactional call")
         if not self._is_current():
+            txn = self._txn
+            why = (
+                txn.abort_reason
+                if txn is not None and txn.abort_reason is not None
+                else "a newer instance took over"
+            )
             raise TransactionError(
-                f"producer with transactional.id {self._tid!r} was fenced by a newer instance; "
+                f"producer with transactional.id {self._tid!r} was fenced ({why}); "
                 "close it and create a new one",
                 fatal=True,
             )
 
     def _live_txn(self, operation: str) -> _Txn:
+        # Expired first: a transaction past its timeout fences its producer.
+        self._broker._expire_transactions(time.monotonic())
         self._check_epoch()
         txn = self._txn
         if txn is None:
             raise TransactionError(f"{operation}(): no open transaction (begin_transaction first)")
-        self._broker._expire_transactions(time.monotonic())
-        if txn.abort_reason is not None:
-            raise TransactionError(f"{operation}(): {txn.abort_reason}; abort the transaction")
         return txn
 
 

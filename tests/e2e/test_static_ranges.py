@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,6 +26,7 @@ from durafka.client import Client
 from durafka.codec.records import decode_activity_task, decode_status
 from durafka.errors import PartitionOwnershipError
 from durafka.partitioning import partition_for
+from durafka.processor import Processor
 from durafka.processor import loop as processor_loop
 from durafka.status import RuntimeStatus
 from durafka.topology import HubTopics
@@ -54,14 +58,20 @@ class Role(threading.Thread):
         self.join(30)
 
 
+HubApps = Callable[..., durafka.App]
+
+
 @pytest.fixture
-def hub_apps(bootstrap: str, tmp_path: Path) -> Iterator[Callable[[str], durafka.App]]:
-    """Apps on one fresh hub, each with a state dir of its own (another pod)."""
+def hub_apps(bootstrap: str, tmp_path: Path) -> Iterator[HubApps]:
+    """Apps on one fresh hub, each with a state dir of its own (another pod).
+
+    ``hub_apps(name, **settings)``: the settings override the defaults for that pod.
+    """
     hub = f"t{uuid.uuid4().hex[:10]}"
     made: list[durafka.App] = []
 
-    def factory(name: str) -> durafka.App:
-        app = make_app(bootstrap, hub, tmp_path / name, partitions=PARTITIONS)
+    def factory(name: str, **settings: Any) -> durafka.App:
+        app = make_app(bootstrap, hub, tmp_path / name, partitions=PARTITIONS, **settings)
         app.ensure_topics()
         made.append(app)
         return app
@@ -112,7 +122,49 @@ def assert_exactly_once(app: durafka.App, expected: dict[str, int]) -> None:
     assert not twice, f"activity tasks scheduled more than once: {twice}"
 
 
-def all_completed(client: Client, ids: Iterator[str] | list[str]) -> bool:
+@dataclass
+class StaticRange:
+    """A static processor of every partition and a worker running, a client, instances
+    started: the setup of the fence tests."""
+
+    pod: durafka.App
+    workers: durafka.App
+    processor: Processor
+    role: Role
+    worker: Role
+    client: Client
+    expected: dict[str, int]
+
+    def finish(self, *roles: Role) -> None:
+        """Stop ``roles`` (default: the processor's and the worker's), then check that
+        none failed and that every instance completed exactly once."""
+        for role in roles or (self.role, self.worker):
+            role.stop()
+            assert role.error is None, role.error
+        assert_exactly_once(self.workers, self.expected)
+        self.client.close()
+
+
+def start_static_range(
+    hub_apps: HubApps,
+    instances: int,
+    processor: Callable[[durafka.App], Processor] | None = None,
+    **pod_settings: Any,
+) -> StaticRange:
+    """Run a static processor of every partition (``processor(pod)`` makes it, if given)
+    and a worker on threads, and start ``instances`` sequences."""
+    pod, workers = hub_apps("s", **pod_settings), hub_apps("w")
+    static = processor(pod) if processor else pod.processor(list(range(PARTITIONS)))
+    worker = Role("worker", workers.worker().run)
+    role = Role("static", static.run)
+    worker.start()
+    role.start()
+    client = workers.sync_client()
+    expected = start_sequences(client, 0, instances)
+    return StaticRange(pod, workers, static, role, worker, client, expected)
+
+
+def all_completed(client: Client, ids: Iterable[str]) -> bool:
     view = client.status_view
     for iid in ids:
         st = view.get(iid)
@@ -122,7 +174,7 @@ def all_completed(client: Client, ids: Iterator[str] | list[str]) -> bool:
 
 
 def test_overlapping_static_ranges_never_both_commit_a_partition(
-    hub_apps: Callable[[str], durafka.App], caplog: pytest.LogCaptureFixture
+    hub_apps: HubApps, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Ranges 0-2 and 1-3: the later one fences the earlier on 1 and 2, which gives them up.
 
@@ -159,7 +211,7 @@ def test_overlapping_static_ranges_never_both_commit_a_partition(
 
 
 def test_a_partition_fenced_by_the_coordinator_is_claimed_again(
-    hub_apps: Callable[[str], durafka.App],
+    hub_apps: HubApps,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -173,36 +225,105 @@ def test_a_partition_fenced_by_the_coordinator_is_claimed_again(
     """
     monkeypatch.setattr(processor_loop, "COVERAGE_CHECK_INTERVAL_S", 1.0)
     caplog.set_level(logging.WARNING, logger="durafka.processor")
-    pod, workers = hub_apps("s"), hub_apps("w")
-    static = pod.processor(list(range(PARTITIONS)))
-    worker = Role("worker", workers.worker().run)
-    role = Role("static", static.run)
-    worker.start()
-    role.start()
-    client = workers.sync_client()
-    expected = start_sequences(client, 0, 20)
-    wait_until(lambda: all_completed(client, expected), timeout=60, what="first instances")
-    # The coordinator's epoch bump, done the way a client can.
-    bump = pod.transport.transactional_producer(
-        HubTopics(pod.settings.task_hub).partition_transactional_id(0)
+    run = start_static_range(hub_apps, 20)
+    client = run.client
+    wait_until(lambda: all_completed(client, run.expected), timeout=60, what="first instances")
+    # An epoch bump between transactions, done the way a client can.
+    bump = run.pod.transport.transactional_producer(
+        HubTopics(run.pod.settings.task_hub).partition_transactional_id(0)
     )
     bump.init_transactions()
     bump.close()
-    expected |= start_sequences(client, 1000, 20)
-    wait_until(lambda: all_completed(client, expected), timeout=120, what="every instance")
+    run.expected |= start_sequences(client, 1000, 20)
+    wait_until(lambda: all_completed(client, run.expected), timeout=120, what="every instance")
     messages = [r.getMessage() for r in caplog.records]
     assert any(m.startswith("gave up partitions [0]") for m in messages), messages
     assert any(m.startswith("claiming partitions [0]") for m in messages), messages
-    assert static.owned_partitions == list(range(PARTITIONS))
-    for r in (role, worker):
-        r.stop()
-        assert r.error is None, r.error
-    assert_exactly_once(workers, expected)
-    client.close()
+    assert run.processor.owned_partitions == list(range(PARTITIONS))
+    run.finish()
+
+
+class StallingProducer:
+    """A transactional producer whose commit, once armed, first waits ``stall_s``."""
+
+    def __init__(self, inner: Any, stall_s: float) -> None:
+        self._inner = inner
+        self._stall_s = stall_s
+        self.armed = threading.Event()
+        self.stalled = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def commit_transaction(self, timeout: float = 30.0) -> None:
+        if self.armed.is_set() and not self.stalled.is_set():
+            self.stalled.set()
+            time.sleep(self._stall_s)  # a broker frozen that long, the transaction open
+        self._inner.commit_transaction(timeout)
+
+
+class StallingTransport:
+    """Wraps a transport: the producers of static partition 0 are :class:`StallingProducer`."""
+
+    def __init__(self, inner: Any, stall_s: float) -> None:
+        self._inner = inner
+        self._stall_s = stall_s
+        self.producers: list[StallingProducer] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def transactional_producer(self, transactional_id: str, **config: Any) -> Any:
+        producer = self._inner.transactional_producer(transactional_id, **config)
+        if not transactional_id.endswith(".processor.p0"):
+            return producer
+        stalling = StallingProducer(producer, self._stall_s)
+        self.producers.append(stalling)
+        return stalling
+
+
+def test_a_transaction_aborted_by_the_coordinator_takes_its_partition_back_at_once(
+    hub_apps: HubApps, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A static range's transaction open past ``transaction_timeout_ms`` (the broker
+    frozen that long): the coordinator aborts it and bumps the epoch, which fences the
+    producer with the error a claimant's would. The partition is taken back with a new
+    producer at once; before, it was given up until the coverage check, a minute or two
+    later, found nobody committing it.
+    """
+    caplog.set_level(logging.WARNING, logger="durafka.processor")
+    stalling: list[StallingTransport] = []
+
+    def processor(pod: durafka.App) -> Processor:
+        transport = StallingTransport(pod.transport, stall_s=3.0)
+        stalling.append(transport)
+        return Processor(
+            pod.settings,
+            pod.registry,
+            transport,
+            pod.store_factory,
+            partitions=list(range(PARTITIONS)),
+        )
+
+    run = start_static_range(hub_apps, 20, processor, transaction_timeout_ms=1000)
+    client = run.client
+    wait_until(lambda: all_completed(client, run.expected), timeout=60, what="first instances")
+    (first,) = stalling[0].producers
+    first.armed.set()
+    run.expected |= start_sequences(client, 1000, 20)
+    # Well inside the minute of the coverage check (not shortened here).
+    wait_until(lambda: all_completed(client, run.expected), timeout=30, what="every instance")
+    assert first.stalled.is_set()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("taking the partitions back" in m for m in messages), messages
+    assert not any(m.startswith("gave up partitions") for m in messages), messages
+    assert run.processor.owned_partitions == list(range(PARTITIONS))
+    assert len(stalling[0].producers) == 2  # the fenced one, and its replacement
+    run.finish()
 
 
 def test_a_static_processor_refuses_partitions_that_group_members_own(
-    hub_apps: Callable[[str], durafka.App],
+    hub_apps: HubApps,
 ) -> None:
     """Static ranges and group mode on one hub: the static processor names the clash."""
     group_pod, static_pod = hub_apps("g"), hub_apps("s")
@@ -219,30 +340,21 @@ def test_a_static_processor_refuses_partitions_that_group_members_own(
 
 
 def test_a_group_processor_fences_a_static_range_that_claims_its_partitions(
-    hub_apps: Callable[[str], durafka.App],
+    hub_apps: HubApps,
 ) -> None:
     """A group-mode processor taking the partitions of a running static one: the static
     one is fenced on each, gives them up and stops; every instance completes once."""
-    static_pod, group_pod, workers = hub_apps("s"), hub_apps("g"), hub_apps("w")
-    static = static_pod.processor(list(range(PARTITIONS)))
-    worker = Role("worker", workers.worker().run)
-    role_s = Role("static", static.run)
-    worker.start()
-    role_s.start()
-    client = workers.sync_client()
-    expected = start_sequences(client, 0, 30)
-    wait_until(lambda: all_completed(client, list(expected)[:5]), timeout=60, what="first steps")
-    group = group_pod.processor()
+    run = start_static_range(hub_apps, 30)
+    client = run.client
+    first_steps = list(run.expected)[:5]
+    wait_until(lambda: all_completed(client, first_steps), timeout=60, what="first steps")
+    group = hub_apps("g").processor()
     role_g = Role("group", group.run)
     role_g.start()
     wait_until(lambda: group.owned_partitions == list(range(PARTITIONS)), timeout=60)
-    expected |= start_sequences(client, 1000, 30)
-    wait_until(lambda: all_completed(client, expected), timeout=120, what="every instance")
+    run.expected |= start_sequences(client, 1000, 30)
+    wait_until(lambda: all_completed(client, run.expected), timeout=120, what="every instance")
     # Fenced on each partition at its next transaction there, it has nothing left.
-    role_s.join(60)
-    assert isinstance(role_s.error, PartitionOwnershipError), role_s.error
-    for role in (role_g, worker):
-        role.stop()
-        assert role.error is None, role.error
-    assert_exactly_once(workers, expected)
-    client.close()
+    run.role.join(60)
+    assert isinstance(run.role.error, PartitionOwnershipError), run.role.error
+    run.finish(role_g, run.worker)

@@ -116,7 +116,10 @@ def test_flush_inside_a_transaction_reports_offsets_before_commit(
     assert read_all(transport, topic) == []
 
 
-def test_transaction_timeout_aborts_and_producer_recovers(transport: MemoryTransport) -> None:
+def test_transaction_timeout_aborts_and_fences_the_producer(transport: MemoryTransport) -> None:
+    """As Kafka's coordinator: the expired transaction is aborted and the producer's
+    epoch bumped, so the producer is fenced (librdkafka's fatal ``_FENCED``); a new
+    producer with the same id goes on."""
     topic = make_topic(transport)
     tp = TopicPartition(topic, 0)
     txn = transport.transactional_producer("tx", **{"transaction.timeout.ms": 50})
@@ -130,14 +133,17 @@ def test_transaction_timeout_aborts_and_producer_recovers(transport: MemoryTrans
     time.sleep(0.1)
     assert reader.poll_batch(10, 0) == []
     assert reader.watermarks(tp) == (0, 2)  # the aborted record and its marker
-    with pytest.raises(TransactionError, match=r"transaction\.timeout\.ms") as raised:
+    with pytest.raises(TransactionError, match=r"fenced.*transaction\.timeout\.ms") as raised:
         txn.commit_transaction()
-    assert raised.value.abortable
+    assert raised.value.fatal
+    with pytest.raises(TransactionError, match="fenced"):
+        txn.abort_transaction()
 
-    txn.abort_transaction()
-    txn.begin_transaction()
-    txn.produce(topic, 0, b"k", b"fresh")
-    txn.commit_transaction()
+    again = transport.transactional_producer("tx", **{"transaction.timeout.ms": 50})
+    again.init_transactions()
+    again.begin_transaction()
+    again.produce(topic, 0, b"k", b"fresh")
+    again.commit_transaction()
     assert [r.value() for r in reader.poll_batch(10, 0)] == [b"fresh"]
 
 

@@ -450,6 +450,19 @@ def test_group_member_starts_at_committed_offsets(env: Env) -> None:
     assert [r.offset() for r in records] == [3, 4]
 
 
+def assert_only_the_successor_commits(
+    env: Env, topic: str, successor: TransactionalProducer
+) -> None:
+    """``successor`` (a new producer with a fenced one's id) commits; readers of ``topic``
+    see its record and nothing of the fenced producer's."""
+    successor.begin_transaction()
+    successor.produce(topic, 0, b"k", b"successor")
+    successor.commit_transaction()
+    reader = from_start(env, topic)
+    records = poll_until(reader, 1, env.deadline) + poll_for(reader, env.quiet)
+    assert values(records) == [b"successor"]
+
+
 def test_zombie_producer_is_fenced(env: Env) -> None:
     topic = env.topic()
     tid = f"tx-{uuid.uuid4().hex[:10]}"
@@ -465,12 +478,30 @@ def test_zombie_producer_is_fenced(env: Env) -> None:
     assert raised.value.fatal
     assert not raised.value.abortable
 
-    successor.begin_transaction()
-    successor.produce(topic, 0, b"k", b"successor")
-    successor.commit_transaction()
-    reader = from_start(env, topic)
-    records = poll_until(reader, 1, env.deadline) + poll_for(reader, env.quiet)
-    assert values(records) == [b"successor"]
+    assert_only_the_successor_commits(env, topic, successor)
+
+
+def test_a_transaction_past_its_timeout_fences_its_producer(env: Env) -> None:
+    """The broker aborts a transaction open longer than ``transaction.timeout.ms`` and
+    bumps the producer's epoch: the producer gets the same fatal error as from a newer
+    instance with its id (what the processor's static ranges must tell apart by time)."""
+    topic = env.topic()
+    tid = f"tx-{uuid.uuid4().hex[:10]}"
+    slow = env.transport.transactional_producer(tid, **{"transaction.timeout.ms": 1000})
+    env.closers.append(slow)
+    slow.init_transactions(30.0)
+    slow.begin_transaction()
+    slow.produce(topic, 0, b"k", b"expired")
+    slow.flush(10.0)
+    # The dev broker looks for expired transactions every second
+    # (transaction.abort.timed.out.transaction.cleanup.interval.ms).
+    time.sleep(3.0)
+    with pytest.raises(TransactionError) as raised:
+        slow.commit_transaction(10.0)
+    assert raised.value.fatal, raised.value
+
+    successor = env.transactional(tid)
+    assert_only_the_successor_commits(env, topic, successor)
 
 
 def test_ensure_topics_is_idempotent_and_refuses_a_mismatch(env: Env) -> None:
