@@ -83,7 +83,10 @@ def compiled_extensions() -> dict[str, Any]:
     if commands & {"editable_wheel", "develop"}:
         sys.exit("DURAFKA_COMPILE=1: an editable install stays pure Python; build a wheel")
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    requires = ["mypy>=1.11", *project["dependencies"]]
+    # mypyc type-checks every module the compiled ones import, the optional tracing
+    # module included: its extra is needed for the types (docker/Dockerfile too).
+    tracing = project["optional-dependencies"]["tracing"]
+    requires = ["mypy>=1.11", *project["dependencies"], *tracing]
     try:
         from mypyc.build import mypycify
     except ImportError:

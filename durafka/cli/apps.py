@@ -43,6 +43,7 @@ from durafka.cli.options import (
     setup,
 )
 from durafka.client._common import ClientCore
+from durafka.compiled import build_description
 from durafka.deploy import ordinal_of, parse_partition_list, pod_range
 from durafka.errors import (
     ConfigurationError,
@@ -56,6 +57,7 @@ from durafka.hosting import Runner
 from durafka.ids import check_orchestration_id
 from durafka.status import OrchestrationStatus
 from durafka.transport.calls import calls_in_flight
+from durafka.version import __version__
 
 log = logging.getLogger("durafka.cli")
 
@@ -173,11 +175,13 @@ def _serve(
         f"; metrics on :{runner.metrics_port}/metrics" if runner.metrics_port is not None else ""
     )
     log.info(
-        "serving task hub %r on %s (processor=%s, worker=%s)%s; Ctrl-C to stop",
+        "serving task hub %r on %s (processor=%s, worker=%s; durafka %s, %s)%s; Ctrl-C to stop",
         settings.task_hub,
         settings.bootstrap,
         processor,
         worker,
+        __version__,
+        build_description(),
         served,
     )
     with contextlib.suppress(KeyboardInterrupt):

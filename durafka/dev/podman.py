@@ -325,6 +325,7 @@ def build_app_image(
     requirements: str = "requirements.txt",
     dockerfile: Path | None = None,
     base_image: str | None = None,
+    compiled: bool = False,
 ) -> str:
     """Build ``docker/Dockerfile`` for the app in ``context`` on the local base image.
 
@@ -338,6 +339,8 @@ def build_app_image(
         requirements: the requirements file, relative to ``context``.
         dockerfile: default: durafka's ``docker/Dockerfile``.
         base_image: default: :func:`ensure_base_image`'s.
+        compiled: the compiled variant (``DURAFKA_COMPILE=1``: durafka's hot path
+            through mypyc, a C compiler in the build stage only).
 
     Returns:
         ``tag``.
@@ -345,6 +348,8 @@ def build_app_image(
     base = base_image or ensure_base_image(podman)
     dockerfile = dockerfile or resource_dir("docker") / "Dockerfile"
     build_args = {"BASE_IMAGE": base, "REQUIREMENTS": requirements}
+    if compiled:
+        build_args["DURAFKA_COMPILE"] = "1"
     mounts: list[str] = []
     cert = os.environ.get("PIP_CERT")
     if cert and Path(cert).is_file():

@@ -152,7 +152,10 @@ def test_a_role_on_an_explicit_memory_broker_logs_json_lines(tmp_path: Path) -> 
     assert {"time", "level", "logger", "message"} <= set(entries[0])
     messages = {(e["level"], e["message"].split(":")[0]) for e in entries}
     assert ("warning", "running on memory") in messages  # says no one else can reach it
-    assert any(e["message"].startswith("serving task hub 'hello'") for e in entries)
+    started = [e["message"] for e in entries if e["message"].startswith("serving task hub")]
+    # Which durafka serves, and which build of it (the checkout: pure Python).
+    assert started and started[0].startswith("serving task hub 'hello'"), entries
+    assert f"durafka {durafka.__version__}, pure Python)" in started[0], started
 
 
 @pytest.mark.parametrize("role", ["run", "processor", "worker"])

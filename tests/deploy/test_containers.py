@@ -30,13 +30,17 @@ from durafka.transport.admin import apply_topics
 from tests.deploy import containerapp
 from tests.deploy.manifests import REPO
 from tests.e2e.test_faults import assert_completed_exactly_once, count_completed
+from tests.support.compiled import listed_in_setup
 from tests.support.kafka import admin_client
 
 # The first run on a machine installs Podman and makes the base image (minutes).
 pytestmark = [pytest.mark.containers, pytest.mark.kafka, pytest.mark.timeout(1200)]
 
 IMAGE = "localhost/durafka-examples:test"
+COMPILED_IMAGE = "localhost/durafka-examples:test-compiled"
 PARTITIONS = 8
+#: The app the containers run, mounted into /app.
+APP_MODULE = f"{REPO / 'tests' / 'deploy' / 'containerapp.py'}:/app/containerapp.py:ro"
 N = 1000
 
 
@@ -49,6 +53,14 @@ def podman() -> Podman:
 def example_image(podman: Podman) -> str:
     """The examples image of this checkout (layers reused while their inputs are unchanged)."""
     return build_app_image(podman, REPO, IMAGE, requirements="docker/requirements-examples.txt")
+
+
+@pytest.fixture(scope="module")
+def compiled_image(podman: Podman) -> str:
+    """The examples image built with ``DURAFKA_COMPILE=1`` (mypyc in its build stage)."""
+    return build_app_image(
+        podman, REPO, COMPILED_IMAGE, requirements="docker/requirements-examples.txt", compiled=True
+    )
 
 
 @dataclass
@@ -69,6 +81,7 @@ class Containers:
         mounts: list[str],
         volume: str | None = None,
         hostname: str | None = None,
+        image: str = IMAGE,
     ) -> str:
         """``podman run -d`` the examples image with ``args`` as the durafka command.
 
@@ -86,7 +99,7 @@ class Containers:
             flags += ["-v", f"{self.prefix}-{volume}:/var/lib/durafka"]
         if hostname is not None:
             flags += ["--hostname", hostname]
-        self.podman.run("run", "-d", *flags, IMAGE, *args)
+        self.podman.run("run", "-d", *flags, image, *args)
         self.names.append(full)
         return full
 
@@ -123,32 +136,21 @@ def containers(podman: Podman, request: pytest.FixtureRequest) -> Iterator[Conta
 def test_processor_containers_killed_and_restarted_complete_every_instance_once(
     example_image: str, containers: Containers, kafka_bootstrap: str
 ) -> None:
-    hub = f"c{uuid.uuid4().hex[:8]}"
-    apply_topics(admin_client(kafka_bootstrap), load_hub_spec(hub, partitions=PARTITIONS))
-    env = {
-        "DURAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "DURAFKA_TASK_HUB": hub,
-        "DURAFKA_PARTITIONS": str(PARTITIONS),
-        # Smaller batches than the default: many transactions, one of them hit by the kill.
-        "DURAFKA_BATCH_SIZE": "100",
-    }
-    app_module = f"{REPO / 'tests' / 'deploy' / 'containerapp.py'}:/app/containerapp.py:ro"
-    client_app = durafka.App(
-        settings=Settings(task_hub=hub, bootstrap_servers=kafka_bootstrap, partitions=PARTITIONS)
-    )
-    client_app.registry = containerapp.app.registry
+    client_app, env = _new_hub(kafka_bootstrap)
+    # Smaller batches than the default: many transactions, one of them hit by the kill.
+    env["DURAFKA_BATCH_SIZE"] = "100"
     expected = {f"o{i}": f"c-r-o{i}" for i in range(N)}
     first_half = [iid for iid in expected if partition_for(iid.encode(), PARTITIONS) < 4]
     with client_app.sync_client() as client:
         # Host networking: each container serves /metrics and /healthz on a port of its own.
         worker_env = {**env, "DURAFKA_METRICS_PORT": str(free_port())}
-        containers.run("worker", ["worker", "containerapp:app"], worker_env, mounts=[app_module])
+        containers.run("worker", ["worker", "containerapp:app"], worker_env, mounts=[APP_MODULE])
         processors = [
             containers.run(
                 f"processor-{i}",
                 ["processor", "containerapp:app", "--pods", "2", "--ordinal-from-hostname"],
                 {**env, "DURAFKA_METRICS_PORT": str(free_port())},
-                mounts=[app_module],
+                mounts=[APP_MODULE],
                 volume=f"state-{i}",
                 hostname=f"durafka-processor-{i}",
             )
@@ -176,6 +178,63 @@ def test_processor_containers_killed_and_restarted_complete_every_instance_once(
     assert logs[0].count("assigned partitions [0, 1, 2, 3]") == 2, logs[0][-3000:]
     assert logs[1].count("assigned partitions [4, 5, 6, 7]") == 1, logs[1][-3000:]
     client_app.close()
+
+
+def test_the_compiled_image_runs_the_compiled_build(
+    compiled_image: str, containers: Containers, kafka_bootstrap: str
+) -> None:
+    """``--build-arg DURAFKA_COMPILE=1``: the roles run setup.py's modules compiled (the
+    processor says so when it starts) and complete every instance once; the image has
+    no C compiler (it stays in the build stage)."""
+    client_app, env = _new_hub(kafka_bootstrap)
+    expected = {f"k{i}": f"c-r-k{i}" for i in range(200)}
+    with client_app.sync_client() as client:
+        for role in ("worker", "processor"):
+            containers.run(
+                role,
+                [role, "containerapp:app"],
+                {**env, "DURAFKA_METRICS_PORT": str(free_port())},
+                mounts=[APP_MODULE],
+                image=compiled_image,
+            )
+        _start_all(client, list(expected), 200.0)
+        _wait(lambda: count_completed(client, expected) == len(expected), containers)
+    assert_completed_exactly_once(client_app, expected)
+    client_app.close()
+    build = f"compiled ({len(listed_in_setup())} modules)"
+    for name in containers.names:
+        assert build in containers.logs(name), containers.logs(name)[-3000:]
+    no_compiler = containers.podman.run(
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        *containers.podman.limits(),
+        "--entrypoint",
+        "sh",
+        compiled_image,
+        "-c",
+        "command -v gcc cc || echo none",
+        check=False,
+    )
+    assert no_compiler.stdout.strip() == "none", no_compiler.stdout
+
+
+def _new_hub(kafka_bootstrap: str) -> tuple[durafka.App, dict[str, str]]:
+    """A fresh task hub's topics; a client app of containerapp's functions on it, and
+    the containers' environment for it."""
+    hub = f"c{uuid.uuid4().hex[:8]}"
+    apply_topics(admin_client(kafka_bootstrap), load_hub_spec(hub, partitions=PARTITIONS))
+    env = {
+        "DURAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "DURAFKA_TASK_HUB": hub,
+        "DURAFKA_PARTITIONS": str(PARTITIONS),
+    }
+    client_app = durafka.App(
+        settings=Settings(task_hub=hub, bootstrap_servers=kafka_bootstrap, partitions=PARTITIONS)
+    )
+    client_app.registry = containerapp.app.registry
+    return client_app, env
 
 
 def _start_all(client: Client, ids: list[str], per_second: float) -> None:

@@ -9,25 +9,13 @@ catches that.
 
 from __future__ import annotations
 
-import ast
 import os
 from pathlib import Path
 
 import durafka
 from durafka.compiled import build_description, compiled_modules
+from tests.support.compiled import listed_in_setup as _listed_in_setup
 from tests.support.processes import REPO_ROOT as ROOT
-
-
-def _listed_in_setup() -> list[str]:
-    tree = ast.parse((ROOT / "setup.py").read_text())
-    for node in tree.body:
-        if isinstance(node, ast.AnnAssign | ast.Assign):
-            targets = [node.target] if isinstance(node, ast.AnnAssign) else node.targets
-            if any(isinstance(t, ast.Name) and t.id == "COMPILED_MODULES" for t in targets):
-                assert node.value is not None
-                paths = ast.literal_eval(node.value)
-                return sorted(p.removesuffix(".py").replace("/", ".") for p in paths)
-    raise AssertionError("setup.py has no COMPILED_MODULES")
 
 
 def test_the_build_is_the_one_expected() -> None:
