@@ -295,7 +295,9 @@ def test_a_transaction_aborted_by_the_coordinator_takes_its_partition_back_at_on
     stalling: list[StallingTransport] = []
 
     def processor(pod: durafka.App) -> Processor:
-        transport = StallingTransport(pod.transport, stall_s=3.0)
+        # 5 s against a timeout of 1 s: the dev broker looks for expired transactions
+        # every second (transaction.abort.timed.out.transaction.cleanup.interval.ms).
+        transport = StallingTransport(pod.transport, stall_s=5.0)
         stalling.append(transport)
         return Processor(
             pod.settings,
