@@ -25,10 +25,16 @@ DOCKERFILE = REPO / "docker" / "Dockerfile"
 PENDING_SETTINGS = {"metrics_port": "branch metrics (issue 14): /metrics, /healthz, /readyz"}
 
 
+#: Read when durafka is built, not when it runs (setup.py: the compiled build).
+BUILD_VARIABLES = frozenset({"DURAFKA_COMPILE"})
+
+
 def known_variables() -> set[str]:
-    """Every ``DURAFKA_*`` variable durafka reads: the Settings fields and the API tokens."""
+    """Every ``DURAFKA_*`` variable durafka reads: the Settings fields, the API tokens and
+    the build's (:data:`BUILD_VARIABLES`)."""
     fields = set(Settings.model_fields) | set(PENDING_SETTINGS)
-    return {f"DURAFKA_{name.upper()}" for name in fields} | {ADMIN_TOKEN_ENV, READ_TOKEN_ENV}
+    tokens = {ADMIN_TOKEN_ENV, READ_TOKEN_ENV}
+    return {f"DURAFKA_{name.upper()}" for name in fields} | tokens | BUILD_VARIABLES
 
 
 def k8s_documents() -> list[dict[str, Any]]:
