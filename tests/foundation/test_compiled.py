@@ -14,7 +14,7 @@ from pathlib import Path
 
 import durafka
 from durafka.compiled import build_description, compiled_modules
-from tests.support.compiled import listed_in_setup as _listed_in_setup
+from tests.support.compiled import listed_in_setup
 from tests.support.processes import REPO_ROOT as ROOT
 
 
@@ -23,8 +23,8 @@ def test_the_build_is_the_one_expected() -> None:
         f"durafka is imported from {durafka.__file__}, not from this checkout"
     )
     if os.environ.get("DURAFKA_EXPECT_COMPILED") == "1":
-        assert compiled_modules() == _listed_in_setup()
-        assert build_description() == f"compiled ({len(_listed_in_setup())} modules)"
+        assert compiled_modules() == listed_in_setup()
+        assert build_description() == f"compiled ({len(listed_in_setup())} modules)"
     else:
         assert compiled_modules() == [], (
             "compiled modules in the checkout shadow their sources: delete "
@@ -35,5 +35,5 @@ def test_the_build_is_the_one_expected() -> None:
 
 
 def test_the_compiled_modules_exist() -> None:
-    for name in _listed_in_setup():
+    for name in listed_in_setup():
         assert (ROOT / (name.replace(".", "/") + ".py")).is_file(), name
